@@ -1,0 +1,280 @@
+"""Turn what the user typed (run folder, job dir, MLflow run id, selector) into run folders."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.compare.loading import CompareError, RunData, find_run_dirs, is_run_dir, load_run, read_record
+from engine.record.schema import RunRecord
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+TAG = "evalbench."
+# Short selector keys → MLflow tag names written by the engine.
+ALIASES: dict[str, str] = {
+    "model": "evalbench.model",
+    "model.label": "evalbench.model",
+    "model.checkpoint": "evalbench.checkpoint_step",
+    "model.checkpoint_step": "evalbench.checkpoint_step",
+    "model.step": "evalbench.checkpoint_step",
+    "checkpoint": "evalbench.checkpoint_step",
+    "checkpoint_step": "evalbench.checkpoint_step",
+    "step": "evalbench.checkpoint_step",
+    "task": "evalbench.task_spec",
+    "task_spec": "evalbench.task_spec",
+    "task_hash": "evalbench.task_hash",
+    "harness": "evalbench.harness",
+    "suite": "evalbench.suite",
+    "run_id": "evalbench.run_id",
+}
+STEP_TAG = "evalbench.checkpoint_step"
+MLFLOW_ID = re.compile(r"^[0-9a-f]{32}$")
+SELECTOR = re.compile(r"^[A-Za-z_][\w.\-]*=")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A run known to a source (MLflow or a folder) with the flat key → value map selectors match."""
+
+    keys: Mapping[str, str]
+    run_dir: Path | None
+    mlflow_run_id: str | None
+    start: float
+
+
+def tracking_uri_of(explicit: str | None) -> str:
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+def record_keys(record: RunRecord, run_dir: Path) -> dict[str, str]:
+    """The tags the MLflow writer would set, plus `param.<flattened config>`, from a run record."""
+    step = record.model.checkpoint_step
+    keys = {
+        "tag.evalbench.model": record.model.label,
+        "tag.evalbench.checkpoint_step": "" if step is None else str(step),
+        "tag.evalbench.task_spec": record.task_spec,
+        "tag.evalbench.task_hash": record.task_hash,
+        "tag.evalbench.harness": record.harness,
+        "tag.evalbench.suite": record.suite or "",
+        "tag.evalbench.run_dir": str(run_dir),
+        "tag.evalbench.run_id": record.run_id,
+        "experiment": record.experiment_name,
+    }
+    keys.update({f"param.{k}": v for k, v in _flatten(record.config).items()})
+    return keys
+
+
+def parse_selector(text: str) -> list[tuple[str, str]]:
+    terms = []
+    for part in re.split(r"[,&]", text):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise CompareError(f"Selector term {part!r} in {text!r} is not of the form key=value.")
+        k, v = part.split("=", 1)
+        terms.append((k.strip(), v.strip()))
+    return terms
+
+
+def _norm_step(v: str) -> str:
+    v = v.strip().lower()
+    if v in ("", "none", "base", "null"):
+        return ""
+    return v[4:] if v.startswith("step") else v
+
+
+def _lookup_key(key: str) -> list[str]:
+    """Names under which a selector key may be stored, most specific first."""
+    if key.startswith(("tag.", "tags.")):
+        return ["tag." + key.split(".", 1)[1]]
+    if key.startswith(("param.", "params.")):
+        return ["param." + key.split(".", 1)[1]]
+    if key in ALIASES:
+        return ["tag." + ALIASES[key]]
+    return ["param." + key, "tag." + key, "tag." + TAG + key]
+
+
+def select(candidates: Iterable[Candidate], selector: str, where: str) -> list[Candidate]:
+    cands = list(candidates)
+    terms = parse_selector(selector)
+    out = cands
+    for key, value in terms:
+        names = _lookup_key(key)
+        if not any(n in c.keys for c in cands for n in names):
+            known = sorted({k for c in cands for k in c.keys if k.startswith("tag.evalbench.")})
+            raise CompareError(
+                f"Unknown selector key {key!r} in {selector!r}: no run in {where} has it. Use one of "
+                f"{', '.join(sorted(ALIASES))}, tag.<mlflow tag> (e.g. {', '.join(known[:4]) or 'tag.evalbench.model'}) "
+                "or param.<flattened config key>."
+            )
+        is_step = any(n == "tag." + STEP_TAG for n in names)
+        want = _norm_step(value) if is_step else value
+
+        def match(c: Candidate) -> bool:
+            for n in names:
+                if n in c.keys:
+                    have = _norm_step(c.keys[n]) if is_step else c.keys[n]
+                    return have == want
+            return False
+
+        out = [c for c in out if match(c)]
+    if not out:
+        raise CompareError(f"No run in {where} matches the selector {selector!r}.")
+    return out
+
+
+def _mlflow_client(uri: str) -> Any:
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise CompareError(
+                f"The MLflow store {uri} does not exist (no file {path.resolve()}). Pass a run folder, "
+                "or point --tracking-uri / MLFLOW_TRACKING_URI at the store the runs were logged to."
+            )
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _mlflow_candidates(client: Any, experiment: str | None, uri: str) -> list[Candidate]:
+    if experiment:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            names = [e.name for e in client.search_experiments()]
+            raise CompareError(
+                f"There is no MLflow experiment named {experiment!r} in {uri}. Experiments there: "
+                f"{', '.join(names) or 'none'}."
+            )
+        ids = [exp.experiment_id]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    runs = []
+    token = None
+    while True:
+        page = client.search_runs(ids, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return [_candidate_of_mlflow(r) for r in runs]
+
+
+def _candidate_of_mlflow(run: Any) -> Candidate:
+    keys = {f"tag.{k}": v for k, v in run.data.tags.items()}
+    keys.update({f"param.{k}": v for k, v in run.data.params.items()})
+    rd = run.data.tags.get("evalbench.run_dir")
+    return Candidate(keys=keys, run_dir=Path(rd) if rd else None, mlflow_run_id=run.info.run_id, start=float(run.info.start_time or 0))
+
+
+def _materialize(c: Candidate, uri: str, cache: Path) -> Path:
+    """A local run folder for an MLflow run: its run_dir tag if still there, else its artifacts."""
+    if c.run_dir is not None and is_run_dir(c.run_dir):
+        return c.run_dir
+    assert c.mlflow_run_id is not None
+    dst = cache / c.mlflow_run_id
+    if is_run_dir(dst / "run"):
+        return dst / "run"
+    import mlflow.artifacts
+
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=c.mlflow_run_id, artifact_path="run", dst_path=str(dst), tracking_uri=uri
+        )
+    except Exception as e:  # noqa: BLE001 - any store failure is a user-facing input problem
+        raise CompareError(
+            f"MLflow run {c.mlflow_run_id} has no readable run folder: its evalbench.run_dir tag "
+            f"({c.run_dir}) is gone and downloading its 'run/' artifacts failed ({type(e).__name__}: {e})."
+        ) from e
+    path = Path(local)
+    if not is_run_dir(path):
+        raise CompareError(f"The 'run/' artifacts of MLflow run {c.mlflow_run_id} hold no experiment.json.")
+    return path
+
+
+def _folder_candidates(root: Path) -> list[Candidate]:
+    out = []
+    for d in find_run_dirs(root):
+        rec = read_record(d)
+        out.append(Candidate(keys=record_keys(rec, d), run_dir=d, mlflow_run_id=rec.mlflow_run_id, start=0.0))
+    return out
+
+
+def resolve(
+    spec: str,
+    *,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    runs_root: Path | None = None,
+    cache_dir: Path | None = None,
+) -> list[RunData]:
+    """Load every run `spec` names: a run folder, a job/multirun dir, an MLflow run id or a selector."""
+    uri = tracking_uri_of(tracking_uri)
+    cache = cache_dir or Path(os.environ.get("EVALBENCH_CACHE", Path.home() / ".cache" / "evalbench")) / "compare"
+    path = Path(spec)
+    if path.exists():
+        dirs = find_run_dirs(path)
+        if not dirs:
+            raise CompareError(f"{spec} holds no run folder (no experiment.json at or below it).")
+        return [load_run(d) for d in dirs]
+    if SELECTOR.match(spec):
+        if runs_root is not None:
+            where = f"the run folders under {runs_root}"
+            cands = _folder_candidates(runs_root)
+            if experiment:
+                cands = [c for c in cands if c.keys.get("experiment") == experiment]
+        else:
+            where = f"MLflow experiment {experiment!r} ({uri})" if experiment else f"the MLflow store {uri}"
+            client = _mlflow_client(uri)
+            cands = _mlflow_candidates(client, experiment, uri)
+        chosen = select(cands, spec, where)
+        chosen.sort(key=lambda c: c.start)
+        if runs_root is not None:
+            return [load_run(c.run_dir) for c in chosen if c.run_dir is not None]
+        return [load_run(_materialize(c, uri, cache), c.mlflow_run_id) for c in chosen]
+    if MLFLOW_ID.match(spec) or _store_exists(uri):
+        run = _get_mlflow_run(_mlflow_client(uri), spec)
+        if run is not None:
+            c = _candidate_of_mlflow(run)
+            return [load_run(_materialize(c, uri, cache), c.mlflow_run_id)]
+    raise CompareError(
+        f"Cannot find run {spec!r}: it is not an existing path, not a key=value selector, and no MLflow "
+        f"run in {uri} has that id (as MLflow run id or evalbench.run_id tag)."
+    )
+
+
+def _store_exists(uri: str) -> bool:
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def _get_mlflow_run(client: Any, spec: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    if MLFLOW_ID.match(spec):
+        try:
+            return client.get_run(spec)
+        except MlflowException:
+            pass
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return None
+    found = client.search_runs(ids, filter_string=f"tags.`evalbench.run_id` = '{spec}'", max_results=1)
+    return found[0] if found else None
