@@ -133,6 +133,7 @@ class ComparisonReport(Frozen):
 
 
 class QuestionRow(Frozen):
+    row: int  # position in the comparison's question table (the detail endpoint's address)
     key: str  # "<task_hash>/<instance_id>"
     task_spec: str
     instance_id: str

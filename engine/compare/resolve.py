@@ -278,3 +278,20 @@ def _get_mlflow_run(client: Any, spec: str) -> Any:
         return None
     found = client.search_runs(ids, filter_string=f"tags.`evalbench.run_id` = '{spec}'", max_results=1)
     return found[0] if found else None
+
+
+def resolve_experiment(
+    experiment: str, *, tracking_uri: str | None = None, runs_root: Path | None = None, cache_dir: Path | None = None
+) -> list[RunData]:
+    """Every run of an experiment (MLflow, or the run folders under runs_root)."""
+    uri = tracking_uri_of(tracking_uri)
+    if runs_root is not None:
+        cands = [c for c in _folder_candidates(runs_root) if c.keys.get("experiment") == experiment]
+        if not cands:
+            raise CompareError(f"No run folder under {runs_root} belongs to experiment {experiment!r}.")
+        return [load_run(c.run_dir) for c in cands if c.run_dir is not None]
+    cache = cache_dir or Path(os.environ.get("EVALBENCH_CACHE", Path.home() / ".cache" / "evalbench")) / "compare"
+    cands = _mlflow_candidates(_mlflow_client(uri), experiment, uri)
+    if not cands:
+        raise CompareError(f"MLflow experiment {experiment!r} in {uri} has no runs.")
+    return [load_run(_materialize(c, uri, cache), c.mlflow_run_id) for c in sorted(cands, key=lambda c: c.start)]

@@ -1,0 +1,115 @@
+"""`python -m engine.compare A B` and `python -m engine.compare --series RUN...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.compare.loading import CompareError, RunData
+from engine.compare.paired import compare_runs
+from engine.compare.report import series_csv, series_table, to_csv, to_table
+from engine.compare.resolve import resolve, resolve_experiment
+from engine.compare.series import build_series
+
+EPILOG = """\
+A and B each name runs: a run folder, a Hydra job dir holding several run folders (a suite), an MLflow
+run id, or a selector such as model.checkpoint=step100, model=NAME, task=mmlu:mc,
+tag.evalbench.checkpoint_step=100 or param.model.path=ckpt/step20 (terms joined with ','), matched
+within --experiment in the MLflow store (or among the run folders under --runs-root).
+Δ = A − B: put the new checkpoint first.
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.compare", description="Paired comparison of two evaluation runs, or a checkpoint series.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="*", metavar="RUN", help="A B (compare), or the runs of a --series")
+    p.add_argument("--series", action="store_true", help="chart each task's score against training step")
+    p.add_argument("--experiment", help="MLflow experiment name for selectors / the series")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)")
+    p.add_argument("--runs-root", type=Path, help="match selectors against run folders below this dir instead of MLflow")
+    p.add_argument("--task", help="series: only this task spec")
+    p.add_argument("--metric", help="metric to compare (default: each task's primary metric)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--serve", action="store_true", help="open the web viewer on 127.0.0.1")
+    p.add_argument("--port", type=int, default=8765, help="viewer port (0: any free port)")
+    return p
+
+
+def _load(spec: str, args: argparse.Namespace) -> list[RunData]:
+    return resolve(spec, experiment=args.experiment, tracking_uri=args.tracking_uri, runs_root=args.runs_root)
+
+
+def _single_model(runs: list[RunData], spec: str, side: str) -> list[RunData]:
+    labels = sorted({r.info.model_label for r in runs})
+    if len(labels) > 1:
+        raise CompareError(
+            f"{side} ({spec}) names runs of {len(labels)} models ({', '.join(labels[:6])}): a side of a "
+            "comparison must be one model. Pass one job dir of the sweep, or narrow the selector (e.g. add "
+            ",model.checkpoint=step20)."
+        )
+    return runs
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    t0 = time.perf_counter()
+    if args.series:
+        if args.runs:
+            runs = [r for spec in args.runs for r in _load(spec, args)]
+        elif args.experiment:
+            runs = resolve_experiment(args.experiment, tracking_uri=args.tracking_uri, runs_root=args.runs_root)
+        else:
+            raise CompareError("--series needs runs (run folders, a multirun dir, selectors) or --experiment NAME.")
+        series = build_series(runs, metric=args.metric, task=args.task)
+        out = {"table": series_table, "csv": series_csv, "json": lambda s: s.model_dump_json(indent=2)}[args.format](series)
+        print(out)
+        if args.serve:
+            _serve(None, series, args.port)
+        return 0
+    if len(args.runs) != 2:
+        raise CompareError(f"Compare needs exactly two runs, A and B (got {len(args.runs)}); for many checkpoints use --series.")
+    a_spec, b_spec = args.runs
+    runs_a = _single_model(_load(a_spec, args), a_spec, "A")
+    runs_b = _single_model(_load(b_spec, args), b_spec, "B")
+    t_load = time.perf_counter() - t0
+    comparison = compare_runs(runs_a, runs_b, metric=args.metric)
+    report = comparison.report.model_copy(update={"timings_s": {**comparison.report.timings_s, "load": t_load}})
+    if args.format == "json":
+        print(report.model_dump_json(indent=2))
+    elif args.format == "csv":
+        print(to_csv(report), end="")
+    else:
+        print(to_table(report))
+    if args.serve:
+        _serve(comparison, None, args.port)
+    return 0
+
+
+def _serve(comparison: object, series: object, port: int) -> None:
+    from engine.compare.server import ViewerState, make_server
+
+    try:
+        server = make_server(ViewerState(comparison=comparison, series=series), port=port)  # type: ignore[arg-type]
+    except OSError as e:
+        raise CompareError(f"Cannot listen on 127.0.0.1:{port} ({e.strerror}); pass --port 0 for any free port.") from e
+    host, p = server.server_address[:2]
+    print(f"viewer: http://{host}:{p}/  (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except CompareError as e:
+        print(f"engine.compare: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
