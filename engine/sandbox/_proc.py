@@ -1,0 +1,319 @@
+"""Host-process plumbing shared by the ``local`` and ``bwrap`` backends.
+
+- Dedicated uids: when the engine runs as root, every sandbox instance gets its own unprivileged
+  uid (61000 + slot, claimed with an ``flock`` so concurrent engine processes never share one).
+  Killing "everything of that uid" then reaches processes that escaped the process group with
+  ``setsid`` or a double fork, and RLIMIT_NPROC counts only that sandbox's processes.
+- Without root there is no uid to switch to: processes are killed by process group and session.
+- ``run_capped``: an asyncio subprocess with stdin, a wall-clock timeout and an output byte cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import resource
+import signal
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from engine.sandbox.models import SandboxLimits
+
+UID_BASE = 61000
+UID_SLOTS = 2000
+_LOCK_DIR_ROOT = "/run/evalbench-sandbox-uids"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+@dataclass
+class UidLease:
+    """An exclusively held sandbox uid (released when the lock file descriptor is closed)."""
+
+    uid: int
+    fd: int
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+def lease_uid() -> UidLease | None:
+    """Claim a free dedicated uid, or None when not running as root."""
+    if not is_root():
+        return None
+    os.makedirs(_LOCK_DIR_ROOT, mode=0o700, exist_ok=True)
+    start = (os.getpid() * 7) % UID_SLOTS
+    for i in range(UID_SLOTS):
+        uid = UID_BASE + (start + i) % UID_SLOTS
+        fd = os.open(os.path.join(_LOCK_DIR_ROOT, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        # A previous holder may have crashed and left processes behind: clear them first.
+        kill_uid(uid)
+        return UidLease(uid=uid, fd=fd)
+    raise RuntimeError("no free sandbox uid")
+
+
+def _proc_owner_and_state(pid: str) -> tuple[int, str, int] | None:
+    """(real uid, state letter, session id) of a process, or None if it vanished."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read().decode("utf-8", "replace")
+        st = os.stat(f"/proc/{pid}")
+    except OSError:
+        return None
+    rest = stat_line[stat_line.rfind(")") + 2:].split()
+    # /proc/PID is owned by the effective uid; fine for our purpose (no setuid binaries succeed).
+    return st.st_uid, rest[0], int(rest[3])
+
+
+def live_pids(*, uid: int | None = None, sid: int | None = None) -> list[int]:
+    """Non-zombie processes of a uid and/or a session id."""
+    found: list[int] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        info = _proc_owner_and_state(name)
+        if info is None or info[1] in ("Z", "X"):
+            continue
+        if uid is not None and info[0] != uid:
+            continue
+        if sid is not None and info[2] != sid:
+            continue
+        found.append(int(name))
+    return found
+
+
+def kill_uid(uid: int, *, rounds: int = 200) -> bool:
+    """SIGKILL every process of ``uid`` until none is left; True when none survives."""
+    for i in range(rounds):
+        pids = live_pids(uid=uid)
+        if not pids:
+            return True
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        # Stopped or mid-fork processes need a moment; fork bombs are bounded by RLIMIT_NPROC.
+        time.sleep(0.002 if i < 20 else 0.02)
+    return not live_pids(uid=uid)
+
+
+def kill_session(sid: int, *, rounds: int = 50) -> bool:
+    """SIGKILL a process group/session (processes that kept the sandbox's session id)."""
+    for i in range(rounds):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(sid, signal.SIGKILL)
+        pids = live_pids(sid=sid)
+        if not pids:
+            return True
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.002 if i < 20 else 0.02)
+    return not live_pids(sid=sid)
+
+
+def make_preexec(limits: SandboxLimits, *, dedicated_uid: bool) -> Callable[[], None]:
+    """rlimits applied in the child between fork and exec (after the uid switch)."""
+    mem = limits.memory_mb * 1024 * 1024
+    fsize = limits.file_size_mb * 1024 * 1024
+
+    def _preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if dedicated_uid:
+            # Counted per real uid: meaningful only when the uid belongs to this sandbox alone.
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_procs, limits.max_procs))
+        os.umask(0o077)
+
+    return _preexec
+
+
+# ---- safe file access inside a work dir (never follows a symlink planted by sandboxed code) ----
+
+def _split_rel(path: str) -> list[str]:
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or path.startswith("/") or ".." in parts:
+        raise ValueError(f"sandbox path must be relative inside the work dir: {path!r}")
+    return parts
+
+
+def _open_parent(root: str, parts: list[str], *, create: bool, owner: int | None) -> int:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in parts[:-1]:
+            if create:
+                try:
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                    if owner is not None:
+                        os.chown(part, owner, owner, dir_fd=fd, follow_symlinks=False)
+                except FileExistsError:
+                    pass
+            nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def safe_write(root: str, rel: str, data: str | bytes, *, owner: int | None) -> None:
+    parts = _split_rel(rel)
+    payload = data.encode() if isinstance(data, str) else data
+    dfd = _open_parent(root, parts, create=True, owner=owner)
+    try:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            os.unlink(parts[-1], dir_fd=dfd)
+        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                     dir_fd=dfd)
+        try:
+            if owner is not None:
+                os.fchown(fd, owner, owner)
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
+
+
+def safe_read(root: str, rel: str, *, max_bytes: int) -> bytes:
+    parts = _split_rel(rel)
+    dfd = _open_parent(root, parts, create=False, owner=None)
+    try:
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise PermissionError(f"{rel!r} is a symlink; refusing to follow it") from e
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PermissionError(f"{rel!r} is not a regular file")
+            chunks: list[bytes] = []
+            total = 0
+            while total <= max_bytes:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            if total > max_bytes:
+                raise ValueError(f"{rel!r} is larger than {max_bytes} bytes")
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
+
+
+def make_workdir(prefix: str, owner: int | None) -> tuple[str, str]:
+    """(outer dir, work dir): outer is root-owned 0711, work dir belongs to the sandbox uid."""
+    outer = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(outer, 0o711)
+    work = os.path.join(outer, "work")
+    os.mkdir(work, 0o700)
+    if owner is not None:
+        os.chown(work, owner, owner)
+    return outer, work
+
+
+# ---- the capped subprocess runner --------------------------------------------------------------
+
+@dataclass
+class RawOutcome:
+    returncode: int | None
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    truncated: bool
+    duration_s: float
+    pid: int = -1
+    notes: list[str] = field(default_factory=list)
+
+
+async def _drain(stream: asyncio.StreamReader, buf: bytearray, budget: list[int],
+                 over: asyncio.Event) -> None:
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            return
+        room = budget[0]
+        if room > 0:
+            buf += chunk[:room]
+        budget[0] = room - len(chunk)
+        if budget[0] < 0:
+            over.set()
+
+
+async def run_capped(argv: Sequence[str], *, env: dict[str, str], cwd: str, stdin: bytes | None,
+                     timeout_s: float, output_bytes: int, preexec: Callable[[], None],
+                     uid: int | None, kill: Callable[[int], None]) -> RawOutcome:
+    """Run argv; kill everything (``kill(pid)``) on timeout, output overflow or main-process exit.
+
+    The main process exiting ends the execution: children it left behind are killed, so a
+    sleeping daemon cannot hold the pipes open nor survive into the next execution.
+    """
+    t0 = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd,
+        start_new_session=True, preexec_fn=preexec, close_fds=True,
+        user=uid, group=uid, extra_groups=[] if uid is not None else None,
+    )
+    out, err = bytearray(), bytearray()
+    budget = [output_bytes]
+    over = asyncio.Event()
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [asyncio.create_task(_drain(proc.stdout, out, budget, over)),
+               asyncio.create_task(_drain(proc.stderr, err, budget, over))]
+    writer: asyncio.Task[None] | None = None
+    if stdin is not None and proc.stdin is not None:
+        async def _feed(w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
+                w.write(stdin)
+                await w.drain()
+            with contextlib.suppress(Exception):
+                w.close()
+        writer = asyncio.create_task(_feed(proc.stdin))
+    waiter = asyncio.create_task(proc.wait())
+    overflow = asyncio.create_task(over.wait())
+    timed_out = False
+    try:
+        done, _ = await asyncio.wait({waiter, overflow}, timeout=timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            timed_out = True
+    finally:
+        # Whatever happened (exit, overflow, timeout, cancellation): nothing may outlive it.
+        await asyncio.to_thread(kill, proc.pid)
+        overflow.cancel()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(waiter, 5.0)
+        for r in readers:
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(r, 2.0)
+        if writer is not None:
+            writer.cancel()
+    return RawOutcome(returncode=proc.returncode, stdout=bytes(out), stderr=bytes(err),
+                      timed_out=timed_out, truncated=budget[0] < 0,
+                      duration_s=time.monotonic() - t0, pid=proc.pid)
