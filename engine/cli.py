@@ -1,0 +1,74 @@
+"""`python -m engine [overrides]`: compose with Hydra, validate, run, report.
+
+Errors in user input exit with code 2 and one paragraph, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# A closed network must never hang the engine: local price map, no telemetry, short hub timeouts.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from engine.config.compose import conf_dir, experiment_from_cfg, validate_cli_names, variants_of  # noqa: E402
+from engine.config.errors import ConfigError  # noqa: E402
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _run(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from engine.data.source import DataLoadError
+    from engine.data.wheels import MissingWheelError
+    from engine.models.requests import ProviderError
+    from engine.tasks.instance import FieldMapError
+
+    try:
+        variants = variants_of(HydraConfig.get().runtime.choices.get("variant"))
+        exp = experiment_from_cfg(cfg, variants)
+        if exp.inspect:
+            from engine.inspect_requests import inspect_experiment
+
+            print(inspect_experiment(exp))
+            return
+        from engine.report import results_table, where_records_are
+        from engine.runner.experiment import run_experiment
+
+        records = run_experiment(exp)
+    except (ConfigError, DataLoadError, MissingWheelError, FieldMapError) as err:
+        _fail(str(err))
+        return
+    except ProviderError as err:
+        _fail(str(err), 2 if err.kind == "config" else 1)
+        return
+    print()
+    print(results_table(records))
+    print()
+    print(where_records_are(records, exp.tracking.tracking_uri if exp.tracking.mlflow else None))
+    if records and all(r.status == "failed" for r in records):
+        sys.exit(1)
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    try:
+        validate_cli_names(args)
+    except ConfigError as err:
+        _fail(str(err))
+    app = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_run)
+    app()

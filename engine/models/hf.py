@@ -1,0 +1,130 @@
+"""The `hf` provider: transformers in-process, batched generation and exact loglikelihoods."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.config.schema import ModelConfig
+from engine.models.identity import model_identity
+from engine.models.requests import (
+    GenerateRequest,
+    GenerateResponse,
+    LoglikelihoodRequest,
+    LoglikelihoodResponse,
+    ProviderError,
+    TokenUsage,
+)
+from engine.record.schema import ModelIdentity
+
+
+def resolve_model_dir(cfg: ModelConfig) -> Path:
+    if cfg.path is None:
+        from engine.models.embedded import embedded_checkpoint_dir
+
+        return embedded_checkpoint_dir()
+    path = Path(cfg.path).expanduser()
+    if not path.exists():
+        raise ProviderError(
+            f"model.path '{cfg.path}' does not exist. Fix: give a local Hugging Face checkpoint "
+            "directory (config.json + weights), or leave model.path unset for the embedded SmolLM2.",
+            kind="config",
+        )
+    return path
+
+
+class HFProvider:
+    """One model in this process; calls are serialized (the CPU is the bottleneck anyway)."""
+
+    def __init__(self, cfg: ModelConfig):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        self.cfg = cfg
+        self.model_dir = resolve_model_dir(cfg)
+        self.identity: ModelIdentity = model_identity(cfg, self.model_dir)
+        dtype = getattr(torch, cfg.dtype)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, revision=cfg.revision)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, revision=cfg.revision, dtype=dtype)
+        self.model.to(cfg.device).eval()
+        self.max_batch = cfg.batch_size
+        self._lock = threading.Lock()
+
+    # -- loglikelihood -------------------------------------------------------------------------
+    def loglikelihood_sync(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
+        from engine.models.hf_loglikelihood import loglikelihood_batch
+
+        with self._lock:
+            return loglikelihood_batch(self.model, self.tokenizer, requests, self.cfg.max_length)
+
+    async def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
+        return await asyncio.to_thread(self.loglikelihood_sync, requests)
+
+    # -- generation ----------------------------------------------------------------------------
+    def render_prompt(self, request: GenerateRequest) -> str:
+        if request.prompt is not None:
+            return request.prompt
+        messages = [m.model_dump(exclude_none=True) for m in request.messages or ()]
+        tools = list(request.tools) or None
+        return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+
+    def generate_sync(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+        import torch
+
+        sampling = requests[0].sampling
+        if any(r.sampling != sampling for r in requests):  # the runner batches by sampling
+            return [r for req in requests for r in self.generate_sync([req])]
+        prompts = [self.render_prompt(r) for r in requests]
+        limit = max(1, self.cfg.max_length - sampling.max_tokens)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        ids, mask = enc["input_ids"][:, -limit:], enc["attention_mask"][:, -limit:]
+        kwargs = {"max_new_tokens": sampling.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if sampling.stop:
+            kwargs["stop_strings"] = list(sampling.stop)
+            kwargs["tokenizer"] = self.tokenizer
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(input_ids=ids.to(self.cfg.device), attention_mask=mask.to(self.cfg.device), **kwargs)
+        responses = []
+        for row, prompt_mask in zip(out, mask, strict=True):
+            new = row[ids.shape[1] :]
+            n_new = int((new != self.tokenizer.pad_token_id).sum())
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            text, stopped = _truncate_at_stop(text, sampling.stop)
+            finish = "stop" if stopped or n_new < sampling.max_tokens else "length"
+            responses.append(
+                GenerateResponse(
+                    text=text,
+                    finish_reason=finish,
+                    usage=TokenUsage(prompt_tokens=int(prompt_mask.sum()), completion_tokens=n_new),
+                )
+            )
+        return responses
+
+    async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+        return await asyncio.to_thread(self.generate_sync, requests)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _truncate_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    if not stops:
+        return text, False
+    pattern = "|".join(re.escape(s) for s in stops)
+    match = re.search(pattern, text)
+    return (text[: match.start()], True) if match else (text, False)

@@ -1,0 +1,124 @@
+"""Exact continuation loglikelihoods with one shared context forward per question.
+
+Tokenization follows lm-evaluation-harness: trailing whitespace of the context moves to the
+continuation, and the continuation tokens are those of (context + continuation) past the
+context's tokens. The context is run once (left-padded across a batch of questions); its KV cache
+is then replicated across that question's continuations for a second, batched forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from engine.models.requests import LoglikelihoodRequest, LoglikelihoodResponse, TokenUsage
+
+
+def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> tuple[list[int], list[int]]:
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        continuation = context[-spaces:] + continuation
+        context = context[:-spaces]
+    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
+    ctx = tokenizer.encode(context, add_special_tokens=False)
+    cont = whole[len(ctx) :]
+    if not cont:  # the merge swallowed the boundary: fall back to separate encoding
+        cont = tokenizer.encode(continuation, add_special_tokens=False)
+    keep = max_length - len(cont)
+    ctx = ctx[-keep:] if keep > 0 else ctx[-1:]  # left truncation to the model's context
+    if not ctx:  # the first continuation token needs some context to be predicted from
+        ctx = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+    return ctx, cont
+
+
+def _score(
+    model, pad_id: int, contexts: list[list[int]], conts: list[list[list[int]]]
+) -> tuple[list[list[float]], list[list[bool]]]:
+    """Sum of logprobs and greediness for each question's continuations."""
+    device = next(model.parameters()).device
+    batch, width = len(contexts), max(len(c) for c in contexts)
+    ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, width), dtype=torch.long)
+    for i, c in enumerate(contexts):
+        ids[i, width - len(c) :] = torch.tensor(c)
+        mask[i, width - len(c) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    # Only the last position's logits are needed here: skipping the rest saves most of the lm_head cost.
+    out = model(
+        input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=True,
+        logits_to_keep=1,
+    )
+    first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # predicts each continuation's 1st token
+    owner = [i for i, cs in enumerate(conts) for _ in cs]
+    flat = [c for cs in conts for c in cs]
+    longest = max(len(c) for c in flat)
+    rest = None
+    if longest > 1:
+        cache = out.past_key_values
+        cache.batch_select_indices(torch.tensor(owner, device=device))
+        rows, cont_w = len(flat), longest - 1
+        cont_ids = torch.full((rows, cont_w), pad_id, dtype=torch.long)
+        cont_mask = torch.zeros((rows, cont_w), dtype=torch.long)
+        for r, c in enumerate(flat):
+            cont_ids[r, : len(c) - 1] = torch.tensor(c[:-1])
+            cont_mask[r, : len(c) - 1] = 1
+        full_mask = torch.cat([mask[owner], cont_mask], dim=1)
+        cont_pos = torch.tensor([[len(contexts[o]) + t for t in range(cont_w)] for o in owner])
+        out2 = model(
+            input_ids=cont_ids.to(device),
+            attention_mask=full_mask.to(device),
+            position_ids=cont_pos.to(device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        rest = torch.log_softmax(out2.logits.float(), dim=-1)
+    logprobs: list[list[float]] = [[] for _ in contexts]
+    greedy: list[list[bool]] = [[] for _ in contexts]
+    for r, (o, c) in enumerate(zip(owner, flat, strict=True)):
+        dists = [first[o]] + ([rest[r, t] for t in range(len(c) - 1)] if rest is not None else [])
+        total, is_greedy = 0.0, True
+        for dist, tok in zip(dists, c, strict=True):
+            total += float(dist[tok])
+            is_greedy = is_greedy and int(dist.argmax()) == tok
+        logprobs[o].append(total)
+        greedy[o].append(is_greedy)
+    return logprobs, greedy
+
+
+@torch.inference_mode()
+def loglikelihood_batch(
+    model, tokenizer, requests: Sequence[LoglikelihoodRequest], max_length: int
+) -> list[LoglikelihoodResponse]:
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    contexts, conts, counts = [], [], []
+    for req in requests:
+        pairs = [encode_pair(tokenizer, req.context, c, max_length) for c in req.continuations]
+        # The shared context is the shortest one (left truncation may differ per continuation).
+        ctx = min((p[0] for p in pairs), key=len)
+        contexts.append(ctx)
+        conts.append([p[1] for p in pairs])
+        counts.append(tuple(len(p[1]) for p in pairs))
+    logprobs, greedy = _score(model, pad_id, contexts, conts)
+    uncond: list[list[float] | None] = [None] * len(requests)
+    need = [i for i, r in enumerate(requests) if r.unconditional_context is not None]
+    if need:
+        u_ctx, u_conts = [], []
+        for i in need:
+            req = requests[i]
+            pairs = [encode_pair(tokenizer, req.unconditional_context or "", c, max_length) for c in req.continuations]
+            u_ctx.append(min((p[0] for p in pairs), key=len))
+            u_conts.append([p[1] for p in pairs])
+        u_lp, _ = _score(model, pad_id, u_ctx, u_conts)
+        for i, lp in zip(need, u_lp, strict=True):
+            uncond[i] = lp
+    return [
+        LoglikelihoodResponse(
+            logprobs=tuple(logprobs[i]),
+            token_counts=counts[i],
+            is_greedy=tuple(greedy[i]),
+            unconditional_logprobs=tuple(uncond[i]) if uncond[i] is not None else None,
+            usage=TokenUsage(prompt_tokens=len(contexts[i]) + sum(counts[i])),
+        )
+        for i in range(len(requests))
+    ]

@@ -1,0 +1,147 @@
+"""The `litellm` provider: any API or OpenAI-compatible server (vLLM, SGLang, `transformers serve`).
+
+Loglikelihoods are served only when the server returns prompt logprobs (`echo` with `logprobs`,
+as vLLM does); otherwise a clear error, never an approximation from generated tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from engine.config.schema import ModelConfig
+from engine.models.identity import model_identity
+from engine.models.requests import (
+    GenerateRequest,
+    GenerateResponse,
+    LoglikelihoodRequest,
+    LoglikelihoodResponse,
+    ProviderError,
+    TokenUsage,
+)
+
+_TRANSIENT = (
+    "RateLimitError",
+    "APIConnectionError",
+    "Timeout",
+    "ServiceUnavailableError",
+    "InternalServerError",
+    "APIError",
+)
+
+
+def _litellm():
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm  # deferred: importing litellm costs ~4 s
+
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+def _as_provider_error(err: Exception) -> ProviderError:
+    name = type(err).__name__
+    transient = name in _TRANSIENT or isinstance(err, (asyncio.TimeoutError, ConnectionError))
+    return ProviderError(f"{name}: {str(err)[:500]}", transient=transient, kind=name)
+
+
+class LiteLLMProvider:
+    def __init__(self, cfg: ModelConfig):
+        self.cfg = cfg
+        self.identity = model_identity(cfg, None)
+        self.max_batch = 1
+        self._api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+        if cfg.api_base and self._api_key is None:
+            self._api_key = "not-needed"  # local OpenAI-compatible servers ignore the key
+
+    def _common(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.cfg.name, "timeout": self.cfg.timeout_s, "num_retries": 0}
+        if self.cfg.api_base:
+            kwargs["api_base"] = self.cfg.api_base
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        return kwargs
+
+    async def _generate_one(self, request: GenerateRequest) -> GenerateResponse:
+        lm = _litellm()
+        s = request.sampling
+        params: dict[str, Any] = {"max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
+        if s.stop:
+            params["stop"] = list(s.stop)
+        if s.seed is not None:
+            params["seed"] = s.seed
+        try:
+            if request.prompt is not None:
+                resp = await lm.atext_completion(prompt=request.prompt, **params, **self._common())
+                choice = resp.choices[0]
+                text, tool_calls = choice.text or "", ()
+            else:
+                messages = [m.model_dump(exclude_none=True) for m in request.messages or ()]
+                if request.tools:
+                    params["tools"] = list(request.tools)
+                resp = await lm.acompletion(messages=messages, **params, **self._common())
+                choice = resp.choices[0]
+                text = choice.message.content or ""
+                tool_calls = tuple(tc.model_dump() for tc in (choice.message.tool_calls or ()))
+        except Exception as err:  # noqa: BLE001 - every provider failure becomes a typed error
+            raise _as_provider_error(err) from err
+        usage = getattr(resp, "usage", None)
+        return GenerateResponse(
+            text=text,
+            finish_reason=choice.finish_reason,
+            tool_calls=tool_calls,
+            usage=TokenUsage(
+                prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            ),
+        )
+
+    async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+        return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
+
+    async def _prompt_logprob(self, context: str, continuation: str) -> tuple[float, int, bool]:
+        lm = _litellm()
+        try:
+            resp = await lm.atext_completion(
+                prompt=context + continuation, max_tokens=0, echo=True, logprobs=1, temperature=0.0, **self._common()
+            )
+        except Exception as err:  # noqa: BLE001
+            raise _as_provider_error(err) from err
+        lp = resp.choices[0].logprobs
+        offsets, token_lps = list(lp.text_offset or []), list(lp.token_logprobs or [])
+        tops = list(lp.top_logprobs or [])
+        if not offsets or not token_lps:
+            raise ProviderError("the server returned no prompt logprobs for an echo request", kind="unsupported")
+        idx = [i for i, off in enumerate(offsets) if off >= len(context)]
+        total = sum(float(token_lps[i]) for i in idx)
+        greedy = all(tops and tops[i] and max(tops[i].values()) <= token_lps[i] + 1e-9 for i in idx)
+        return total, len(idx), greedy
+
+    async def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
+        if not self.cfg.supports_prompt_logprobs:
+            raise ProviderError(
+                f"model '{self.cfg.name}' through litellm cannot compute loglikelihoods: the server is not "
+                "declared to return prompt logprobs. Fix: use a generation variant of the task, or a "
+                "server that echoes prompt logprobs (e.g. vLLM) with `model.supports_prompt_logprobs=true`, "
+                "or the in-process `model=smollm2`/provider hf.",
+                kind="unsupported",
+            )
+        out = []
+        for req in requests:
+            scored = [await self._prompt_logprob(req.context, c) for c in req.continuations]
+            uncond = None
+            if req.unconditional_context is not None:
+                uncond = tuple([(await self._prompt_logprob(req.unconditional_context, c))[0] for c in req.continuations])
+            out.append(
+                LoglikelihoodResponse(
+                    logprobs=tuple(s[0] for s in scored),
+                    token_counts=tuple(s[1] for s in scored),
+                    is_greedy=tuple(s[2] for s in scored),
+                    unconditional_logprobs=uncond,
+                )
+            )
+        return out
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,120 @@
+"""MLflow: experiment per suite or task, run per (model, task spec, harness); one batched metrics call."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.config.schema import TrackingConfig
+from engine.record.schema import InstanceRecord, RunRecord
+
+MAX_PARAM_LEN = 500
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            text = str(value)
+            out[name] = text if len(text) <= MAX_PARAM_LEN else text[: MAX_PARAM_LEN - 3] + "..."
+    return out
+
+
+def _mlflow(tracking: TrackingConfig):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import logging
+
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    return mlflow
+
+
+def _client(tracking: TrackingConfig):
+    _mlflow(tracking)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking.tracking_uri)
+
+
+def start_mlflow_run(tracking: TrackingConfig, experiment_name: str, run_name: str) -> str:
+    client = _client(tracking)
+    found = client.get_experiment_by_name(experiment_name)
+    exp_id = found.experiment_id if found else client.create_experiment(experiment_name)
+    return client.create_run(exp_id, run_name=run_name).info.run_id
+
+
+def run_tags(record: RunRecord) -> dict[str, str]:
+    step = record.model.checkpoint_step
+    return {
+        "evalbench.run_id": record.run_id,
+        "evalbench.experiment_id": record.experiment_id,
+        "evalbench.model": record.model.label,
+        "evalbench.model_name": record.model.name,
+        "evalbench.model_path": record.model.path or "",
+        "evalbench.checkpoint_step": "" if step is None else str(step),
+        "evalbench.task": record.task_name,
+        "evalbench.task_spec": record.task_spec,
+        "evalbench.task_hash": record.task_hash,
+        "evalbench.harness": record.harness,
+        "evalbench.suite": record.suite or "",
+        "evalbench.run_dir": record.run_dir,
+        "evalbench.status": record.status,
+    }
+
+
+def run_metrics(record: RunRecord) -> dict[str, float]:
+    metrics: dict[str, float] = {"n": record.counts.n, "scored": record.counts.scored, "errored": record.counts.errored,
+                                 "duration_s": record.duration_s}
+    for name, score in record.scores.items():
+        metrics[name] = score.value
+        for field in ("stderr", "ci_low", "ci_high", "mde", "n"):
+            metrics[f"{name}.{field}"] = float(getattr(score, field))
+    return {k: float(v) for k, v in metrics.items() if v == v}  # MLflow rejects NaN in some stores
+
+
+def _instance_table(instances: list[InstanceRecord]) -> dict[str, list[Any]]:
+    metrics = sorted({m for r in instances for m in r.scores})
+    table: dict[str, list[Any]] = {k: [] for k in ("instance_id", "sample_index", "gold", "extracted_answer", "output_text", "error", "latency_s", "cached")}
+    table.update({f"score.{m}": [] for m in metrics})
+    for r in instances:
+        table["instance_id"].append(r.instance_id)
+        table["sample_index"].append(r.sample_index)
+        table["gold"].append(str(r.gold))
+        table["extracted_answer"].append(str(r.extracted_answer))
+        table["output_text"].append((r.output_text or "")[:2000])
+        table["error"].append(r.error.message[:500] if r.error else "")
+        table["latency_s"].append(r.latency_s or 0.0)
+        table["cached"].append(r.cached)
+        for m in metrics:
+            table[f"score.{m}"].append(r.scores.get(m))
+    return table
+
+
+def finish_mlflow_run(
+    tracking: TrackingConfig, record: RunRecord, instances: list[InstanceRecord], run_dir: Path
+) -> None:
+    """Params, one batched metrics call, tags, the run folder as artifacts, the instance table."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = _client(tracking)
+    run_id = record.mlflow_run_id
+    assert run_id is not None
+    ts = int(time.time() * 1000)
+    params = [Param(k, v) for k, v in flatten(record.config).items()]
+    for start in range(0, len(params), 100):  # log_batch takes at most 100 params per call
+        client.log_batch(run_id, params=params[start : start + 100], synchronous=True)
+    metrics = [Metric(k, v, ts, 0) for k, v in run_metrics(record).items()]
+    tags = [RunTag(k, v) for k, v in run_tags(record).items()]
+    client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
+    client.log_artifacts(run_id, str(run_dir), artifact_path="run")
+    if tracking.log_instance_table and instances:
+        client.log_table(run_id, data=_instance_table(instances), artifact_file="instances_table.json")
+    client.set_terminated(run_id, status="FAILED" if record.status == "failed" else "FINISHED")

@@ -1,0 +1,51 @@
+"""The terminal results table and where the records are."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from engine.record.schema import RunRecord
+from engine.stats import summarize_means
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def results_table(records: Sequence[RunRecord]) -> str:
+    header = ["task spec", "model", "metric", "n", "score", "SE", "95% CI", "MDE", "errors", "time"]
+    rows = []
+    for r in records:
+        s = r.scores.get(r.primary_metric)
+        se = (s.clustered_stderr or s.stderr) if s else float("nan")
+        rows.append([
+            r.task_spec, r.model.label, r.primary_metric + (" (clustered SE)" if s and s.clustered_stderr else ""),
+            str(r.counts.scored),
+            _fmt(s.value) if s else "-", _fmt(se) if s else "-",
+            f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s else "-", _fmt(s.mde) if s else "-",
+            f"{r.counts.errored}" + (" FAILED" if r.status == "failed" else ""), f"{r.duration_s:.1f}s",
+        ])
+    suites = {r.suite for r in records if r.suite}
+    for suite in sorted(suites):
+        parts = [r.scores[r.primary_metric] for r in records if r.suite == suite and r.primary_metric in r.scores]
+        if len(parts) > 1:
+            from engine.stats import ScoreSummary
+
+            agg = summarize_means([ScoreSummary(**p.model_dump()) for p in parts])
+            rows.append([f"{suite} (mean of {len(parts)})", records[0].model.label, "mean", str(agg.n),
+                         _fmt(agg.value), _fmt(agg.stderr), f"[{_fmt(agg.ci_low)}, {_fmt(agg.ci_high)}]",
+                         _fmt(agg.mde), str(sum(r.counts.errored for r in records if r.suite == suite)),
+                         f"{sum(r.duration_s for r in records if r.suite == suite):.1f}s"])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def where_records_are(records: Sequence[RunRecord], tracking_uri: str | None) -> str:
+    lines = []
+    for r in records:
+        lines.append(f"  {r.task_spec}: run folder {r.run_dir}" + (f"  (MLflow run {r.mlflow_run_id})" if r.mlflow_run_id else ""))
+    if tracking_uri and any(r.mlflow_run_id for r in records):
+        lines.append(f"Browse: mlflow ui --backend-store-uri {tracking_uri} --port 5000   (then open http://127.0.0.1:5000)")
+    return "Records:\n" + "\n".join(lines)

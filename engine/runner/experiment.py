@@ -1,0 +1,134 @@
+"""Run a validated Experiment: expand the suite, execute each TaskRun, record everything."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import uuid
+from pathlib import Path
+
+from engine.config.compose import compose_task, task_spec_string
+from engine.config.schema import Experiment
+from engine.models import build_provider
+from engine.models.requests import stable_hash
+from engine.record.folder import write_run_folder
+from engine.record.schema import MetricScore, RunRecord
+from engine.runner.cache import ResponseCache
+from engine.runner.schedule import Runner
+from engine.runner.task_run import TaskResult, TaskRun, execute, run_dir_for, scores_of
+
+ENGINE_VERSION = "0.1.0"
+# Fields that change how a run executes, not what it measures.
+OPERATIONAL = {"output_dir", "progress", "inspect", "cache", "tracking"}
+OPERATIONAL_NESTED = {
+    "harness": {"concurrency", "max_retries", "retry_backoff_s", "request_timeout_s"},
+    "model": {"batch_size", "timeout_s"},
+}
+
+
+def expand(exp: Experiment) -> list[TaskRun]:
+    if exp.suite is not None:
+        return [TaskRun(spec=spec, task=compose_task(spec)) for spec in exp.suite.tasks]
+    assert exp.task is not None
+    return [TaskRun(spec=task_spec_string(exp.task.name, exp.task.variants), task=exp.task)]
+
+
+def experiment_id(exp: Experiment) -> str:
+    data = exp.model_dump(mode="json", by_alias=True, exclude=OPERATIONAL)
+    for key, fields in OPERATIONAL_NESTED.items():
+        for f in fields:
+            data.get(key, {}).pop(f, None)
+    return stable_hash(data)[:16]
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def experiment_name(exp: Experiment, run: TaskRun) -> str:
+    if exp.tracking.experiment_name:
+        return exp.tracking.experiment_name
+    return exp.suite.name if exp.suite is not None else run.task.name
+
+
+def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider, mlflow_run_id: str | None) -> RunRecord:
+    config = exp.model_dump(mode="json", by_alias=True)
+    config["task"] = run.task.model_dump(mode="json", by_alias=True)
+    scores: dict[str, MetricScore] = scores_of(result, run.task) if result.status != "failed" else {}
+    return RunRecord(
+        run_id=uuid.uuid4().hex[:16],
+        experiment_id=experiment_id(exp),
+        experiment_name=experiment_name(exp, run),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        engine_version=ENGINE_VERSION,
+        git_revision=git_revision(),
+        config=config,
+        model=provider.identity,
+        task_spec=run.spec,
+        task_name=run.task.name,
+        task_hash=result.task_hash,
+        harness=exp.harness.name,
+        suite=exp.suite.name if exp.suite else None,
+        seeds={"seed": exp.seed, "fewshot_seed": run.task.fewshot.seed},
+        status=result.status,  # type: ignore[arg-type]
+        duration_s=round(result.duration_s, 3),
+        counts=result.counts,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        primary_metric=run.task.primary_metric,
+        scores=scores,
+        run_dir=str(run_dir_for(exp, run.spec).resolve()),
+        mlflow_run_id=mlflow_run_id,
+    )
+
+
+def record_run(exp: Experiment, run: TaskRun, result: TaskResult, provider) -> RunRecord:
+    """Run folder always; MLflow when enabled. An MLflow failure never loses the run folder."""
+    from engine.record.mlflow_writer import finish_mlflow_run, start_mlflow_run
+
+    run_dir = run_dir_for(exp, run.spec)
+    mlflow_id = None
+    mlflow_error = None
+    if exp.tracking.mlflow:
+        try:
+            mlflow_id = start_mlflow_run(exp.tracking, experiment_name(exp, run), f"{provider.identity.label} {run.spec}")
+        except Exception as err:  # noqa: BLE001
+            mlflow_error = err
+    record = _run_record(exp, run, result, provider, mlflow_id)
+    write_run_folder(run_dir, record, result.instances)
+    if mlflow_id is not None:
+        try:
+            finish_mlflow_run(exp.tracking, record, result.instances, run_dir)
+        except Exception as err:  # noqa: BLE001
+            mlflow_error = err
+    if mlflow_error is not None:
+        print(f"[evalbench] warning: MLflow logging failed ({type(mlflow_error).__name__}: {mlflow_error}); "
+              f"the run folder {run_dir} has everything.")
+    return record
+
+
+async def run_experiment_async(exp: Experiment, runs: list[TaskRun]) -> list[RunRecord]:
+    provider = build_provider(exp.model)
+    cache = ResponseCache(exp.cache.path if exp.cache.enabled else None)
+    runner = Runner(provider, exp.harness, cache, progress=exp.progress)
+    records = []
+    try:
+        for run in runs:
+            result = await execute(run, exp, provider, runner)
+            records.append(record_run(exp, run, result, provider))
+    finally:
+        cache.close()
+        await provider.aclose()
+    return records
+
+
+def run_experiment(exp: Experiment) -> list[RunRecord]:
+    runs = expand(exp)
+    return asyncio.run(run_experiment_async(exp, runs))

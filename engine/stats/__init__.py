@@ -1,0 +1,14 @@
+"""Statistics for eval scores (Miller 2024, "Adding Error Bars to Evals")."""
+
+from engine.stats._summary import Z_95, Z_POWER_80, ScoreSummary, summarize, summarize_means
+from engine.stats._paired import PairedComparison, paired_compare
+
+__all__ = [
+    "Z_95",
+    "Z_POWER_80",
+    "ScoreSummary",
+    "summarize",
+    "summarize_means",
+    "PairedComparison",
+    "paired_compare",
+]

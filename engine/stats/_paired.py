@@ -1,0 +1,84 @@
+"""Paired comparison of two runs on the same questions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from scipy.stats import binomtest, norm
+
+from engine.stats._summary import Z_95, Z_POWER_80
+
+PAIRED_MDE_FACTOR = Z_95 + Z_POWER_80  # ≈ 2.80
+
+
+class PairedComparison(BaseModel):
+    """A − B on aligned questions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    n: int
+    mean_a: float
+    mean_b: float
+    delta: float
+    stderr: float
+    ci_low: float
+    ci_high: float
+    z: float
+    p_value: float
+    mde: float
+    wins: int
+    losses: int
+    ties: int
+    mcnemar_p: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.n < 2 or math.isnan(self.p_value):
+            return "not enough data"
+        if abs(self.delta) < self.mde or self.p_value >= 0.05:
+            return "within noise"
+        return "improved" if self.delta > 0 else "regressed"
+
+
+def paired_compare(a: Sequence[float], b: Sequence[float]) -> PairedComparison:
+    """Paired statistics of run A against run B (ARCHITECTURE §7)."""
+    sa, sb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if sa.shape != sb.shape:
+        raise ValueError(f"paired scores must align: {sa.shape} vs {sb.shape}")
+    n = int(sa.size)
+    d = sa - sb
+    delta = float(d.mean()) if n else float("nan")
+    se = float(math.sqrt(((d - delta) ** 2).sum() / (n * (n - 1)))) if n > 1 else float("nan")
+    if n > 1 and se > 0:
+        z = delta / se
+        p = float(2 * norm.sf(abs(z)))
+    elif n > 1:  # identical differences everywhere: no noise at all
+        z = 0.0 if delta == 0 else math.copysign(math.inf, delta)
+        p = 1.0 if delta == 0 else 0.0
+    else:
+        z, p = float("nan"), float("nan")
+    wins, losses = int((d > 0).sum()), int((d < 0).sum())
+    mcnemar = None
+    binary = bool(np.isin(sa, (0.0, 1.0)).all() and np.isin(sb, (0.0, 1.0)).all())
+    if binary and n:
+        discordant = wins + losses
+        mcnemar = float(binomtest(wins, discordant, 0.5).pvalue) if discordant else 1.0
+    return PairedComparison(
+        n=n,
+        mean_a=float(sa.mean()) if n else float("nan"),
+        mean_b=float(sb.mean()) if n else float("nan"),
+        delta=delta,
+        stderr=se,
+        ci_low=delta - Z_95 * se,
+        ci_high=delta + Z_95 * se,
+        z=z,
+        p_value=p,
+        mde=PAIRED_MDE_FACTOR * se,
+        wins=wins,
+        losses=losses,
+        ties=n - wins - losses,
+        mcnemar_p=mcnemar,
+    )

@@ -1,0 +1,94 @@
+"""Mean, standard error, clustered standard error, 95% CI and minimum detectable effect."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from scipy.stats import norm
+
+Z_95 = float(norm.ppf(0.975))  # 1.959964
+Z_POWER_80 = float(norm.ppf(0.80))  # 0.841621
+# MDE against an equally noisy independent run: (z_0.975 + z_0.80) * sqrt(2) * SE ≈ 3.96 SE.
+MDE_FACTOR = (Z_95 + Z_POWER_80) * math.sqrt(2.0)
+
+
+class ScoreSummary(BaseModel):
+    """One reported score with its error bars."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: float
+    n: int
+    stderr: float
+    ci_low: float
+    ci_high: float
+    mde: float
+    clustered_stderr: float | None = None
+    n_clusters: int | None = None
+
+    @property
+    def reported_stderr(self) -> float:
+        """The SE the CI and MDE use: clustered when the task declares clusters."""
+        return self.clustered_stderr if self.clustered_stderr is not None else self.stderr
+
+
+def _clustered_se(values: np.ndarray, clusters: Sequence[Hashable]) -> tuple[float, int]:
+    # SE_c^2 = (1/n^2) * sum_c ( sum_{i in c} (s_i - mean) )^2
+    n = len(values)
+    resid = values - values.mean()
+    sums: dict[Hashable, float] = {}
+    for r, c in zip(resid, clusters, strict=True):
+        sums[c] = sums.get(c, 0.0) + float(r)
+    total = sum(s * s for s in sums.values())
+    return math.sqrt(total) / n, len(sums)
+
+
+def summarize(
+    scores: Sequence[float] | np.ndarray, clusters: Sequence[Hashable] | None = None
+) -> ScoreSummary:
+    """Summarize per-question scores (each already averaged over its samples)."""
+    values = np.asarray(scores, dtype=float)
+    n = int(values.size)
+    if n == 0:
+        nan = float("nan")
+        return ScoreSummary(value=nan, n=0, stderr=nan, ci_low=nan, ci_high=nan, mde=nan)
+    mean = float(values.mean())
+    # SE = sqrt( sum (s_i - mean)^2 / (n (n - 1)) )
+    stderr = float(math.sqrt(((values - mean) ** 2).sum() / (n * (n - 1)))) if n > 1 else float("nan")
+    clustered, n_clusters = (None, None)
+    if clusters is not None:
+        clustered, n_clusters = _clustered_se(values, clusters)
+    se = clustered if clustered is not None else stderr
+    return ScoreSummary(
+        value=mean,
+        n=n,
+        stderr=stderr,
+        ci_low=mean - Z_95 * se,
+        ci_high=mean + Z_95 * se,
+        mde=MDE_FACTOR * se,
+        clustered_stderr=clustered,
+        n_clusters=n_clusters,
+    )
+
+
+def summarize_means(parts: Sequence[ScoreSummary]) -> ScoreSummary:
+    """Unweighted mean of independent task scores (suite aggregate, macro average).
+
+    SE of a mean of k independent estimates: sqrt(sum SE_j^2) / k.
+    """
+    if not parts:
+        return summarize([])
+    k = len(parts)
+    mean = sum(p.value for p in parts) / k
+    se = math.sqrt(sum(p.reported_stderr**2 for p in parts)) / k
+    return ScoreSummary(
+        value=mean,
+        n=sum(p.n for p in parts),
+        stderr=se,
+        ci_low=mean - Z_95 * se,
+        ci_high=mean + Z_95 * se,
+        mde=MDE_FACTOR * se,
+    )

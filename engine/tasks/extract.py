@@ -1,0 +1,52 @@
+"""Answer extraction from generated text."""
+
+from __future__ import annotations
+
+import re
+
+_NUMBER = re.compile(r"-?[\d,]*\.?\d+")
+
+
+def normalize_number(text: str) -> str:
+    text = text.replace(",", "").replace("$", "").strip().rstrip(".")
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def last_number(text: str) -> str | None:
+    found = _NUMBER.findall(text)
+    return normalize_number(found[-1]) if found else None
+
+
+def gsm8k_answer(text: str) -> str | None:
+    """'#### N', then 'the answer is N', then the last number in the text."""
+    for pattern in (r"####\s*(-?[\d,]*\.?\d+)", r"answer is\s*:?\s*\$?(-?[\d,]*\.?\d+)"):
+        match = re.search(pattern, text, flags=re.IGNORECASE)
+        if match:
+            return normalize_number(match.group(1))
+    return last_number(text)
+
+
+def letter_answer(text: str, n_choices: int = 26) -> str | None:
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:n_choices]
+    match = re.search(rf"\b([{letters}])\b", text)
+    return match.group(1) if match else None
+
+
+def first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0].strip()
+
+
+def extract_answer(kind: str, text: str) -> str | None:
+    if kind == "gsm8k":
+        return gsm8k_answer(text)
+    if kind == "last_number":
+        return last_number(text)
+    if kind == "letter":
+        return letter_answer(text)
+    if kind == "first_line":
+        return first_line(text)
+    return text.strip()

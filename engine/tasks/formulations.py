@@ -1,0 +1,77 @@
+"""Formulations: how an Instance (plus few-shot examples) becomes a Request.
+
+- mc: choices listed with letters; continuations " A", " B", ...
+- rc / bpb: cloze; each choice's text is a continuation (bpb reports bits per byte of the gold).
+- generate: chat messages (few-shot as user/assistant turns) or a plain prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine.config.schema import TaskConfig
+from engine.models.requests import ChatMessage, GenerateRequest, LoglikelihoodRequest, Request, SamplingParams
+from engine.tasks.instance import LETTERS, Instance
+
+
+def choice_block(choices: Sequence[str]) -> str:
+    return "\n".join(f" {LETTERS[i]}. {c}" for i, c in enumerate(choices))
+
+
+def render_context(cfg: TaskConfig, inst: Instance) -> str:
+    if cfg.formulation == "mc":
+        return cfg.mc_template.format(query=inst.query, choices=choice_block(inst.choices or ()))
+    if cfg.formulation in ("rc", "bpb"):
+        return cfg.rc_template.format(query=inst.query)
+    return cfg.generate_template.format(query=inst.query)
+
+
+def continuations(cfg: TaskConfig, inst: Instance) -> tuple[str, ...]:
+    choices = inst.choices or ()
+    if cfg.formulation == "mc":
+        return tuple(f"{cfg.answer_prefix}{LETTERS[i]}" for i in range(len(choices)))
+    return tuple(f"{cfg.answer_prefix}{c}" for c in choices)
+
+
+def gold_continuation(cfg: TaskConfig, inst: Instance) -> str:
+    if inst.choices is not None and isinstance(inst.gold, int):
+        return continuations(cfg, inst)[inst.gold]
+    return f"{cfg.answer_prefix}{inst.gold_text or ''}"
+
+
+def fewshot_answer(cfg: TaskConfig, example: Instance) -> str:
+    """The worked answer of a generation example (chain of thought when the data carries it)."""
+    if cfg.chain_of_thought and "cot" in example.row:
+        return str(example.row["cot"])
+    return example.gold_text or ""
+
+
+def build_request(cfg: TaskConfig, inst: Instance, shots: Sequence[Instance]) -> Request:
+    if cfg.formulation == "generate":
+        return _generate_request(cfg, inst, shots)
+    blocks = [render_context(cfg, s) + gold_continuation(cfg, s) for s in shots]
+    context = cfg.fewshot_separator.join(blocks + [render_context(cfg, inst)])
+    if inst.choices is None:
+        raise ValueError(f"task '{cfg.name}' uses formulation {cfg.formulation} but has no `fields.choices`")
+    return LoglikelihoodRequest(
+        context=context,
+        continuations=continuations(cfg, inst),
+        unconditional_context=cfg.unconditional_context if cfg.normalization == "uncond" else None,
+    )
+
+
+def _generate_request(cfg: TaskConfig, inst: Instance, shots: Sequence[Instance]) -> GenerateRequest:
+    g = cfg.generation
+    sampling = SamplingParams(max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, stop=tuple(g.stop))
+    if not cfg.chat:
+        blocks = [f"{render_context(cfg, s)}{cfg.answer_prefix}{fewshot_answer(cfg, s)}" for s in shots]
+        prompt = cfg.fewshot_separator.join(blocks + [render_context(cfg, inst)])
+        return GenerateRequest(prompt=prompt, sampling=sampling)
+    messages: list[ChatMessage] = []
+    if cfg.system_prompt:
+        messages.append(ChatMessage(role="system", content=cfg.system_prompt))
+    for s in shots:
+        messages.append(ChatMessage(role="user", content=render_context(cfg, s)))
+        messages.append(ChatMessage(role="assistant", content=fewshot_answer(cfg, s)))
+    messages.append(ChatMessage(role="user", content=render_context(cfg, inst)))
+    return GenerateRequest(messages=tuple(messages), sampling=sampling)

@@ -1,0 +1,101 @@
+"""Task: a benchmark config made executable: instances, few-shot, requests, scoring.
+
+Most tasks are pure YAML; a YAML `_target_: my.module.MyTask` names a subclass when instances
+need code (override `load_instances` or `score`). `@register_task` names a subclass for YAML.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from functools import cached_property
+
+from engine.config.schema import TaskConfig
+from engine.data.source import load_rows
+from engine.models.requests import GenerateResponse, LoglikelihoodResponse, Request, Response, stable_hash
+from engine.scoring.scorers import score_choice, score_generation
+from engine.tasks.fewshot import select_fewshot
+from engine.tasks.formulations import build_request
+from engine.tasks.instance import Instance, row_to_instance, rows_to_instances
+
+TASK_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    def wrap(cls: type[Task]) -> type[Task]:
+        TASK_REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+class Task:
+    def __init__(self, config: TaskConfig):
+        self.config = config
+
+    @property
+    def task_hash(self) -> str:
+        """What is measured: the task config without which harness ran it (same for any model)."""
+        return stable_hash(self.config.model_dump(mode="json", by_alias=True, exclude={"variants"}))[:16]
+
+    # -- data ----------------------------------------------------------------------------------
+    def load_instances(self) -> list[Instance]:
+        rows = load_rows(self.config.data)
+        instances = rows_to_instances(rows, self.config.fields)
+        cfg = self.config
+        if cfg.sample_size and len(instances) > cfg.sample_threshold:
+            # OLMES: a fixed random sample (seed 1234) of large splits, in original order.
+            keep = sorted(random.Random(cfg.fewshot.seed).sample(range(len(instances)), cfg.sample_size))
+            self._fewshot_pool_cache = instances
+            instances = [instances[i] for i in keep]
+        return instances
+
+    @cached_property
+    def fewshot_pool(self) -> list[Instance]:
+        cfg = self.config
+        if cfg.num_fewshot == 0:
+            return []
+        if cfg.fewshot.split is not None:
+            return rows_to_instances(load_rows(cfg.data, cfg.fewshot.split), cfg.fields)
+        cached = getattr(self, "_fewshot_pool_cache", None)
+        return cached if cached is not None else rows_to_instances(load_rows(cfg.data), cfg.fields)
+
+    @cached_property
+    def curated(self) -> list[Instance]:
+        return [row_to_instance(r, i, self.config.fields) for i, r in enumerate(self.config.fewshot.curated)]
+
+    # -- requests ------------------------------------------------------------------------------
+    def fewshot_for(self, inst: Instance) -> list[Instance]:
+        cfg = self.config
+        return select_fewshot(
+            inst,
+            self.fewshot_pool,
+            cfg.num_fewshot,
+            seed=cfg.fewshot.seed,
+            curated=self.curated,
+            same_cluster=cfg.fewshot.same_cluster,
+        )
+
+    def build_request(self, inst: Instance) -> Request:
+        return build_request(self.config, inst, self.fewshot_for(inst))
+
+    # -- scoring -------------------------------------------------------------------------------
+    def score(self, inst: Instance, response: Response) -> tuple[dict[str, float], object]:
+        """(scores, extracted answer) for one response."""
+        if isinstance(response, LoglikelihoodResponse):
+            return score_choice(self.config, inst, response)
+        assert isinstance(response, GenerateResponse)
+        return score_generation(self.config, inst, response)
+
+
+def build_task(config: TaskConfig) -> Task:
+    if config.target is None:
+        return Task(config)
+    if config.target in TASK_REGISTRY:
+        return TASK_REGISTRY[config.target](config)
+    from hydra.utils import get_class
+
+    cls = get_class(config.target)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"task `_target_: {config.target}` must name a subclass of engine.tasks.Task")
+    return cls(config)
