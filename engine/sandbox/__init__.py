@@ -1,0 +1,23 @@
+"""Sandboxes and capability routing (ARCHITECTURE §5).
+
+Capabilities are strings (``python``, ``bash``, ``network``, ``image:<name>``). Pools of
+``local``, ``bwrap`` or ``docker`` sandboxes provide them; ``SandboxRouter`` sends each execution
+to the cheapest covering pool, plans and starts pools before a run and tears everything down on
+exit, error, SIGINT and SIGTERM. A request that requires nothing never touches a sandbox.
+"""
+
+from engine.sandbox.base import Sandbox, SandboxError
+from engine.sandbox.models import (
+    BASH, NETWORK, PYTHON, Capability, Demand, ExecResult, PoolPlan, SandboxLimits, SandboxPlan,
+    SandboxPoolConfig, normalize_requires,
+)
+from engine.sandbox.planner import NoPoolError, plan, route
+from engine.sandbox.router import SandboxRouter, pools_from_config
+from engine.sandbox.teardown import teardown_all_sync
+
+__all__ = [
+    "BASH", "NETWORK", "PYTHON", "Capability", "Demand", "ExecResult", "NoPoolError", "PoolPlan",
+    "Sandbox", "SandboxError", "SandboxLimits", "SandboxPlan", "SandboxPoolConfig",
+    "SandboxRouter", "normalize_requires", "plan", "pools_from_config", "route",
+    "teardown_all_sync",
+]

@@ -39,8 +39,8 @@ POOL_LABEL = "evalbench.pool"
 USER = "65534:65534"
 WORK_TMPFS_MB = 256
 _EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="evalbench-docker")
-_CLEAN = ("kill -9 -1 2>/dev/null; chmod -R u+rwX /work /tmp 2>/dev/null; "
-          "rm -rf /work/..?* /work/.[!.]* /work/* /tmp/..?* /tmp/.[!.]* /tmp/* 2>/dev/null; exit 0")
+_WIPE = ("kill -9 -1 2>/dev/null; chmod -R u+rwX /work /tmp 2>/dev/null; "
+         "rm -rf /work/..?* /work/.[!.]* /work/* /tmp/..?* /tmp/.[!.]* /tmp/* 2>/dev/null; ")
 
 
 def owner_tag() -> str:
@@ -119,6 +119,8 @@ class DockerSandbox(Sandbox):
         super().__init__(config, index)
         self._container: Any = None
         self._lock = threading.Lock()
+        # reset() is lazy: the next exec's shell wipes /work and /tmp first (saves one exec).
+        self._dirty = False
 
     @property
     def container_id(self) -> str | None:
@@ -168,6 +170,7 @@ class DockerSandbox(Sandbox):
             with contextlib.suppress(Exception):
                 old.remove(force=True)
         self._container = self._create()
+        self._dirty = False
 
     def kill_sync(self) -> None:
         if self.stopped:
@@ -259,7 +262,7 @@ class DockerSandbox(Sandbox):
 
     def _clean_sync(self, *, wipe: bool) -> None:
         """Kill every sandbox process (and wipe /work, /tmp); replace the container if stuck."""
-        script = _CLEAN if wipe else "kill -9 -1 2>/dev/null; exit 0"
+        script = (_WIPE if wipe else "kill -9 -1 2>/dev/null; ") + "exit 0"
         try:
             r = self._exec_sync(["/bin/sh", "-c", script], stdin=None, timeout_s=10, cap=65536)
             if r.timed_out or r.exit_code != 0:
@@ -269,13 +272,15 @@ class DockerSandbox(Sandbox):
 
     def _run_sync(self, argv: list[str], stdin: bytes | None, files: Files | None,
                   timeout_s: float) -> tuple[_Stream, float]:
+        wipe, self._dirty = (_WIPE if self._dirty else ""), False
         if files:
-            up = self._exec_sync(["tar", "-x", "-m", "-C", "/", "-f", "-"], stdin=_tar(files),
-                                 timeout_s=60, cap=65536)
+            up = self._exec_sync(["/bin/sh", "-c", wipe + "tar -x -m -C / -f -"],
+                                 stdin=_tar(files), timeout_s=60, cap=65536)
             if up.exit_code != 0:
                 raise SandboxError(f"{self.name}: file upload failed: {bytes(up.err)!r}")
+            wipe = ""
         lim = self.limits
-        wrapper = (f'ulimit -v {lim.memory_mb * 1024} 2>/dev/null; "$@"; rc=$?; '
+        wrapper = (f'{wipe}ulimit -v {lim.memory_mb * 1024} 2>/dev/null; "$@"; rc=$?; '
                    "kill -9 -1 2>/dev/null; exit $rc")
         t0 = time.monotonic()
         res = self._exec_sync(["/bin/sh", "-c", wrapper, "sh", *argv], stdin=stdin,
@@ -304,6 +309,8 @@ class DockerSandbox(Sandbox):
 
     async def read_file(self, path: str) -> bytes:
         rel = "/".join(_split_rel(path))
+        if self._dirty:  # reset and not used since: the work dir is (about to be) empty
+            raise FileNotFoundError(path)
         res = await self._call(self._exec_sync, ["cat", "--", f"/work/{rel}"], stdin=None,
                                timeout_s=30, cap=READ_FILE_MAX_BYTES)
         if res.truncated:
@@ -318,4 +325,4 @@ class DockerSandbox(Sandbox):
     async def reset(self) -> None:
         if not self.started or self.stopped:
             raise SandboxError(f"{self.name} is not running")
-        await self._call(self._clean_sync, wipe=True)
+        self._dirty = True
