@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from engine.config.compose import conf_dir, experiment_from_cfg, validate_cli_names, variants_of  # noqa: E402
+from engine.config.compose import conf_dir, experiment_from_cfg, precheck, variants_of  # noqa: E402
 from engine.config.errors import ConfigError  # noqa: E402
 
 
@@ -66,9 +66,11 @@ def _run(cfg: DictConfig) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
-    try:
-        validate_cli_names(args)
-    except ConfigError as err:
-        _fail(str(err))
+    wants_help = any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c") or a.startswith("--cfg") for a in args)
+    if not wants_help:
+        try:
+            precheck(args)
+        except ConfigError as err:
+            _fail(str(err))
     app = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_run)
     app()

@@ -102,3 +102,38 @@ def validate_cli_names(args: list[str]) -> None:
             if key in ("task", "suite") and ":" in name:
                 continue
             check_name(key, name)
+
+
+def first_sweep_combination(args: list[str]) -> list[str]:
+    """The overrides of a multirun's first job (`a=1,2` → `a=1`), to validate before launching."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("hydra")])
+    out = []
+    for o in parsed:
+        if o.is_sweep_override():
+            first = next(iter(o.sweep_string_iterator()))
+            out.append(f"{o.get_key_element()}={first}")
+        else:
+            out.append(o.input_line)
+    return out
+
+
+def precheck(args: list[str]) -> None:
+    """Compose and validate the (first) experiment the command names; raise ConfigError on bad input."""
+    validate_cli_names(args)
+    try:
+        overrides = first_sweep_combination(args)
+        cfg = _compose(overrides)
+    except ConfigError:
+        raise
+    except Exception as err:  # Hydra's own composition errors: unknown keys, bad syntax
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise ConfigError(
+            f"Cannot compose the configuration: {text.rstrip('.')}. Fix the override (an existing key is set as "
+            "`key=value`; `python -m engine --cfg job` prints every key with its current value)."
+        ) from None
+    choice = next((o.split("=", 1)[1] for o in overrides if o.startswith("variant=")), None)
+    if not any(o.startswith("output_dir=") for o in overrides):
+        cfg.output_dir = "runs/precheck"  # ${hydra:runtime.output_dir} only resolves inside the app
+    experiment_from_cfg(cfg, variants_of(choice))

@@ -119,6 +119,13 @@ class HarnessConfig(_Config):
     request_timeout_s: float = 600.0
     sandboxes: list[dict[str, Any]] = []
     auxiliary: dict[str, dict[str, Any]] = {}
+    # Tool loops (engine/harness): how tool calls travel, per-tool options, trajectory limits.
+    protocol: Literal["auto", "native", "text"] = "auto"  # auto: native when the model supports it
+    tool_options: dict[str, dict[str, Any]] = {}  # e.g. {search: {corpus: data/corpus, k: 3}}
+    system_prompt: str | None = None  # agent instructions; None: the scaffold's default
+    max_total_tokens: int | None = None  # prompt + completion tokens over one trajectory
+    max_time_s: float | None = None  # wall time of one trajectory
+    turns_field: str = "turns"  # multi_turn: the row column holding the scripted user turns
 
 
 class TrackingConfig(_Config):

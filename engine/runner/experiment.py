@@ -114,7 +114,24 @@ def record_run(exp: Experiment, run: TaskRun, result: TaskResult, provider) -> R
     return record
 
 
+def check_capabilities(exp: Experiment, runs: list[TaskRun]) -> None:
+    """Refuse before any compute what the provider cannot serve exactly."""
+    from engine.config.errors import ConfigError
+
+    if exp.model.provider == "litellm" and not exp.model.supports_prompt_logprobs:
+        needs = [r.spec for r in runs if r.task.formulation != "generate"]
+        if needs:
+            raise ConfigError(
+                f"Task(s) {', '.join(needs)} score by loglikelihood, which model '{exp.model.name}' through "
+                "litellm cannot compute: the server is not declared to return prompt logprobs (and "
+                "approximating from generated tokens would be wrong). Fix: run a generation task, use a "
+                "server that echoes prompt logprobs (e.g. vLLM) with `model.supports_prompt_logprobs=true`, "
+                "or evaluate the checkpoint in-process with `model=smollm2 model.path=...`."
+            )
+
+
 async def run_experiment_async(exp: Experiment, runs: list[TaskRun]) -> list[RunRecord]:
+    check_capabilities(exp, runs)
     provider = build_provider(exp.model)
     cache = ResponseCache(exp.cache.path if exp.cache.enabled else None)
     runner = Runner(provider, exp.harness, cache, progress=exp.progress)

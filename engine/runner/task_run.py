@@ -84,9 +84,21 @@ def _record(task: Task, spec: str, inst: Instance, k: int, item: WorkItem, out: 
 async def execute(task_run: TaskRun, exp: Experiment, provider: Provider, runner: Runner) -> TaskResult:
     start = time.monotonic()
     task, instances = prepare(task_run, exp)
-    plan = _requests(task, instances, exp, provider)
-    outcomes = await runner.run([item for _, _, item in plan], label=task_run.spec)
-    records = [_record(task, task_run.spec, inst, k, item, outcomes[item.key]) for inst, k, item in plan]
+    if exp.harness.scaffold != "single_turn" and task.config.formulation == "generate":
+        # Multi-step scaffolds (engine/harness): one trajectory per instance and sample.
+        from engine.harness.run import run_trajectories
+
+        plan, outcomes, steps = await run_trajectories(task, instances, exp, provider, runner)
+        records = [_record(task, task_run.spec, inst, k, item, outcomes[item.key]).model_copy(
+            update={"trajectory": steps.get(item.key, [])}) for inst, k, item in plan]
+    else:
+        plan = _requests(task, instances, exp, provider)
+        outcomes = await runner.run([item for _, _, item in plan], label=task_run.spec)
+        records = [_record(task, task_run.spec, inst, k, item, outcomes[item.key]) for inst, k, item in plan]
+    if "judge" in task.config.scorers:  # LLM-as-judge (engine/harness/judge.py), an auxiliary provider
+        from engine.harness.judge import apply_judge
+
+        records = await apply_judge(records, {i.id: i.query for i in instances}, exp, provider, runner)
     errored = sum(1 for r in records if r.error is not None)
     n = len(records)
     status = "failed" if n and errored == n else ("finished" if errored == 0 else "partial")

