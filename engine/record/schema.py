@@ -47,7 +47,7 @@ class InstanceError(_Record):
 class TrajectoryStep(_Record):
     """One model call, tool call, tool result or sandbox execution."""
 
-    type: Literal["model", "tool_call", "tool_result", "sandbox", "judge", "limit"]
+    type: Literal["model", "tool_call", "tool_result", "sandbox", "judge", "limit", "user"]
     content: dict[str, Any]
     started: float | None = None
     duration_s: float | None = None

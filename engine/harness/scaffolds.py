@@ -1,0 +1,339 @@
+"""Scaffolds: how one instance's request becomes a trajectory of model and tool calls.
+
+- ``single_turn``: one model call (the runner's batched path does this; here for completeness).
+- ``tool_loop``: model → tool calls → results fed back → model …, until the model answers without
+  a tool call, calls ``submit``, or a limit (turns, tokens, wall time) ends it. Every model call,
+  tool call, tool result and sandbox execution is a ``TrajectoryStep``; the end reason is recorded.
+- ``multi_turn``: the task scripts several user turns (``instance.row[harness.turns_field]``:
+  follow-up user messages after the query); each user turn runs the tool loop; the last answer is
+  the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.config.schema import HarnessConfig
+from engine.harness.protocol import (
+    ParsedCall,
+    Protocol,
+    parse_native_calls,
+    parse_text_calls,
+    strip_calls,
+    text_protocol_prompt,
+    tool_response_text,
+)
+from engine.harness.tools import Tool, ToolContext, ToolResult
+from engine.models.requests import (
+    ChatMessage,
+    GenerateRequest,
+    GenerateResponse,
+    ProviderError,
+    TokenUsage,
+    request_hash,
+)
+from engine.record.schema import InstanceError, TrajectoryStep
+
+DEFAULT_AGENT_PROMPT = (
+    "Solve the task. Use the tools when they help. When you know the final answer, call submit "
+    "with it (or reply with the answer and no tool call)."
+)
+
+END_REASONS = ("answer", "submit", "max_turns", "max_tokens", "max_time", "error")
+
+
+class Trajectory(BaseModel):
+    """A finished trajectory: the final response (what is scored) and every step."""
+
+    model_config = ConfigDict(frozen=True)
+
+    response: GenerateResponse | None
+    steps: list[TrajectoryStep]
+    end_reason: str
+    turns: int
+    error: InstanceError | None = None
+
+
+class ModelCaller:
+    """One model call with the harness's timeout and retries (transient errors, exponential backoff)."""
+
+    def __init__(self, provider: Any, harness: HarnessConfig):
+        self.provider = provider
+        self.harness = harness
+
+    async def __call__(self, request: GenerateRequest, timeout_s: float | None = None) -> tuple[GenerateResponse, int]:
+        h = self.harness
+        timeout = min(h.request_timeout_s, timeout_s) if timeout_s is not None else h.request_timeout_s
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                [resp] = await asyncio.wait_for(self.provider.generate([request]), timeout=timeout)
+                return resp, attempts
+            except ProviderError as err:
+                if err.transient and attempts <= h.max_retries:
+                    await asyncio.sleep(h.retry_backoff_s * 2 ** (attempts - 1) * (1 + random.random() * 0.25))
+                    continue
+                raise
+
+
+class LimitReached(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class _State:
+    messages: list[ChatMessage]
+    steps: list[TrajectoryStep] = field(default_factory=list)
+    turns: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+    deadline: float | None = None
+    last_text: str = ""
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ToolLoop:
+    name = "tool_loop"
+
+    def __init__(self, caller: ModelCaller, tools: list[Tool], harness: HarnessConfig, protocol: Protocol,
+                 router: Any = None):
+        self.caller = caller
+        self.tools = {t.name: t for t in tools}
+        self.harness = harness
+        self.protocol = protocol
+        self.router = router
+        self.schemas = [t.schema() for t in tools]
+
+    # -- setup -----------------------------------------------------------------------------
+    def initial_messages(self, request: GenerateRequest) -> list[ChatMessage]:
+        messages = list(request.messages or ())
+        if request.prompt is not None and not messages:
+            messages = [ChatMessage(role="user", content=request.prompt)]
+        if not self.tools:
+            return messages
+        instructions = self.harness.system_prompt if self.harness.system_prompt is not None else DEFAULT_AGENT_PROMPT
+        if self.protocol == "text":
+            instructions = f"{instructions}\n\n{text_protocol_prompt(self.schemas)}".strip()
+        if not instructions:
+            return messages
+        if messages and messages[0].role == "system":
+            return [ChatMessage(role="system", content=f"{messages[0].content}\n\n{instructions}"), *messages[1:]]
+        return [ChatMessage(role="system", content=instructions), *messages]
+
+    def turn_request(self, request: GenerateRequest, state: _State) -> GenerateRequest:
+        sampling = request.sampling
+        if self.tools and self.protocol == "text" and "</tool_call>" not in sampling.stop:
+            sampling = sampling.model_copy(update={"stop": (*sampling.stop, "</tool_call>")})
+        tools = tuple(self.schemas) if self.tools and self.protocol == "native" else ()
+        return GenerateRequest(messages=tuple(state.messages), sampling=sampling, tools=tools)
+
+    # -- limits ----------------------------------------------------------------------------
+    def _check_limits(self, state: _State) -> None:
+        h = self.harness
+        if state.turns >= h.max_turns:
+            raise LimitReached("max_turns", f"{state.turns} model calls (harness.max_turns={h.max_turns})")
+        if h.max_total_tokens is not None and state.tokens >= h.max_total_tokens:
+            raise LimitReached("max_tokens", f"{state.tokens} tokens used (harness.max_total_tokens={h.max_total_tokens})")
+        if state.deadline is not None and time.monotonic() >= state.deadline:
+            raise LimitReached("max_time", f"{time.monotonic() - state.started:.1f} s (harness.max_time_s={h.max_time_s})")
+
+    def _remaining(self, state: _State) -> float | None:
+        return None if state.deadline is None else max(0.0, state.deadline - time.monotonic())
+
+    # -- one model call ----------------------------------------------------------------------
+    async def _model_turn(self, request: GenerateRequest, state: _State) -> tuple[GenerateResponse, list[ParsedCall]]:
+        self._check_limits(state)
+        req = self.turn_request(request, state)
+        started, t0 = time.time(), time.monotonic()
+        try:
+            resp, attempts = await self.caller(req, self._remaining(state))
+        except asyncio.TimeoutError:
+            if state.deadline is not None and time.monotonic() >= state.deadline - 0.01:
+                raise LimitReached("max_time", f"the model call was cut at the time limit "
+                                               f"(harness.max_time_s={self.harness.max_time_s})") from None
+            raise ProviderError(f"no response within {self.harness.request_timeout_s} s", kind="timeout") from None
+        state.turns += 1
+        state.prompt_tokens += resp.usage.prompt_tokens
+        state.completion_tokens += resp.usage.completion_tokens
+        state.last_text = resp.text
+        calls = parse_native_calls(resp.tool_calls, state.turns) if resp.tool_calls else []
+        if not calls and self.tools:
+            calls = parse_text_calls(resp.text, state.turns)
+        state.steps.append(TrajectoryStep(
+            type="model", started=started, duration_s=round(time.monotonic() - t0, 6),
+            tokens=resp.usage.prompt_tokens + resp.usage.completion_tokens,
+            content={"turn": state.turns, "request_hash": request_hash(req), "n_messages": len(req.messages or ()),
+                     "input": req.messages[-1].model_dump(exclude_none=True) if req.messages else None,
+                     "text": resp.text, "tool_calls": [c.model_dump() for c in calls],
+                     "native_tool_calls": list(resp.tool_calls), "finish_reason": resp.finish_reason,
+                     "prompt_tokens": resp.usage.prompt_tokens, "completion_tokens": resp.usage.completion_tokens,
+                     "protocol": self.protocol, "attempts": attempts},
+        ))
+        return resp, calls
+
+    # -- one tool call -----------------------------------------------------------------------
+    async def _tool_call(self, call: ParsedCall, state: _State) -> ToolResult:
+        state.steps.append(TrajectoryStep(type="tool_call", started=time.time(), content={
+            "turn": state.turns, "id": call.id, "name": call.name, "arguments": call.arguments,
+            **({"error": call.error, "raw": call.raw} if call.error else {})}))
+        t0, started = time.monotonic(), time.time()
+        if call.error:
+            result = ToolResult(ok=False, error="malformed_call", content=(
+                f"error: {call.error}. Write <tool_call>{{\"name\": \"TOOL\", \"arguments\": {{...}}}}</tool_call> "
+                f"with one of: {', '.join(self.tools)}."))
+        elif call.name not in self.tools:
+            result = ToolResult(ok=False, error="unknown_tool",
+                                content=f"error: unknown tool {call.name!r}. Available tools: {', '.join(self.tools)}.")
+        else:
+            tool = self.tools[call.name]
+            ctx = ToolContext(options=dict(self.harness.tool_options.get(tool.name, {})), router=self.router,
+                              steps=state.steps, tool_name=tool.name, deadline=state.deadline)
+            remaining = self._remaining(state)
+            try:
+                result = await asyncio.wait_for(tool(call.arguments, ctx), timeout=remaining)
+            except asyncio.TimeoutError:
+                result = ToolResult(ok=False, error="max_time", content="error: the time limit was reached.")
+        state.steps.append(TrajectoryStep(type="tool_result", started=started, duration_s=round(time.monotonic() - t0, 6),
+                                          content={"turn": state.turns, "id": call.id, "name": call.name,
+                                                   "ok": result.ok, "error": result.error, "final": result.final,
+                                                   "content": result.content[:8000], "data": result.data}))
+        return result
+
+    def _assistant_message(self, resp: GenerateResponse, calls: list[ParsedCall]) -> ChatMessage:
+        if self.protocol == "native":
+            native = tuple({"id": c.id, "type": "function",
+                            "function": {"name": c.name or "", "arguments": _json_args(c.arguments)}}
+                           for c in calls if not c.error)
+            return ChatMessage(role="assistant", content=resp.text, tool_calls=native or None)
+        text = resp.text
+        if text.count("<tool_call>") > text.count("</tool_call>"):
+            text += "</tool_call>"  # generation stopped at the closing tag
+        return ChatMessage(role="assistant", content=text)
+
+    def _result_message(self, call: ParsedCall, result: ToolResult) -> ChatMessage:
+        if self.protocol == "native" and not call.error:
+            return ChatMessage(role="tool", content=result.content, tool_call_id=call.id, name=call.name)
+        return ChatMessage(role="user", content=tool_response_text(call.name or "?", result.content))
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def loop(self, request: GenerateRequest, state: _State) -> tuple[str, str]:
+        """Run until an answer; returns (answer, end reason). Raises LimitReached."""
+        while True:
+            resp, calls = await self._model_turn(request, state)
+            if not calls:
+                return resp.text, "answer"
+            state.messages.append(self._assistant_message(resp, calls))
+            for call in calls:
+                if state.deadline is not None and time.monotonic() >= state.deadline:
+                    raise LimitReached("max_time", "the time limit was reached during tool calls")
+                result = await self._tool_call(call, state)
+                if result.final:
+                    return result.content, "submit"
+                state.messages.append(self._result_message(call, result))
+
+    async def run(self, request: GenerateRequest, instance: Any = None) -> Trajectory:
+        state = self._new_state(request)
+        try:
+            answer, reason = await self.loop(request, state)
+        except LimitReached as lim:
+            return self._limited(state, lim)
+        except ProviderError as err:
+            return self._errored(state, err)
+        return self._finish(state, answer, reason)
+
+    # -- endings -----------------------------------------------------------------------------
+    def _new_state(self, request: GenerateRequest) -> _State:
+        state = _State(messages=self.initial_messages(request))
+        if self.harness.max_time_s is not None:
+            state.deadline = state.started + self.harness.max_time_s
+        return state
+
+    def _response(self, state: _State, text: str, reason: str) -> GenerateResponse:
+        return GenerateResponse(text=text, finish_reason=reason,
+                                usage=TokenUsage(prompt_tokens=state.prompt_tokens, completion_tokens=state.completion_tokens))
+
+    def _finish(self, state: _State, answer: str, reason: str) -> Trajectory:
+        _mark_end(state.steps, reason)
+        return Trajectory(response=self._response(state, answer, reason), steps=state.steps, end_reason=reason,
+                          turns=state.turns)
+
+    def _limited(self, state: _State, lim: LimitReached) -> Trajectory:
+        # The answer is whatever prose the model last wrote (tool-call markup removed): faithful, not rescued.
+        answer = strip_calls(state.last_text)
+        state.steps.append(TrajectoryStep(type="limit", started=time.time(), content={
+            "reason": lim.reason, "detail": lim.detail, "turns": state.turns, "tokens": state.tokens,
+            "elapsed_s": round(time.monotonic() - state.started, 3), "answer": answer}))
+        _mark_end(state.steps, lim.reason)
+        return Trajectory(response=self._response(state, answer, lim.reason), steps=state.steps,
+                          end_reason=lim.reason, turns=state.turns)
+
+    def _errored(self, state: _State, err: ProviderError) -> Trajectory:
+        _mark_end(state.steps, "error")
+        return Trajectory(response=None, steps=state.steps, end_reason="error", turns=state.turns,
+                          error=InstanceError(kind=err.kind, message=str(err)[:1000], attempts=1 + self.harness.max_retries
+                                              if err.transient else 1))
+
+
+class SingleTurn(ToolLoop):
+    """One model call, no tools (the runner's batched path is the usual way to run this)."""
+
+    name = "single_turn"
+
+    def __init__(self, caller: ModelCaller, harness: HarnessConfig, **_: Any):
+        super().__init__(caller, [], harness.model_copy(update={"max_turns": 1}), "native")
+
+
+class MultiTurn(ToolLoop):
+    name = "multi_turn"
+
+    def user_turns(self, instance: Any) -> list[str]:
+        row = getattr(instance, "row", None) or {}
+        turns = row.get(self.harness.turns_field) or []
+        if isinstance(turns, str):
+            turns = [turns]
+        return [str(t.get("content", "")) if isinstance(t, dict) else str(t) for t in turns]
+
+    async def run(self, request: GenerateRequest, instance: Any = None) -> Trajectory:
+        state = self._new_state(request)
+        try:
+            answer, reason = await self.loop(request, state)
+            for i, turn in enumerate(self.user_turns(instance)):
+                state.messages.append(ChatMessage(role="assistant", content=answer))
+                state.messages.append(ChatMessage(role="user", content=turn))
+                state.steps.append(TrajectoryStep(type="user", started=time.time(), content={
+                    "user_turn": i + 2, "content": turn}))
+                answer, reason = await self.loop(request, state)
+        except LimitReached as lim:
+            return self._limited(state, lim)
+        except ProviderError as err:
+            return self._errored(state, err)
+        return self._finish(state, answer, reason)
+
+
+def _mark_end(steps: list[TrajectoryStep], reason: str) -> None:
+    if steps:
+        last = steps[-1]
+        steps[-1] = last.model_copy(update={"content": {**last.content, "end_reason": reason}})
+
+
+def _json_args(args: Any) -> str:
+    import json
+
+    return json.dumps(args if args is not None else {}, default=str)
+
+
+SCAFFOLDS: dict[str, type[ToolLoop]] = {"single_turn": SingleTurn, "tool_loop": ToolLoop, "multi_turn": MultiTurn}
