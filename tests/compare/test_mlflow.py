@@ -1,0 +1,92 @@
+"""Reading runs back from a real MLflow SQLite store filled in the engine's layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.compare import CompareError, find_run_dirs, resolve, resolve_experiment
+from engine.compare.cli import main
+from engine.record.schema import RunRecord
+
+from .conftest import make_suite_pair
+
+mlflow = pytest.importorskip("mlflow")
+
+
+def log_runs(uri: str, job_dirs: list[Path], artifacts: Path) -> dict[tuple[str, str], str]:
+    """Log each run folder as the engine's MLflow writer does: tags, metrics, artifacts under run/."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    ids: dict[tuple[str, str], str] = {}
+    for job in job_dirs:
+        for d in find_run_dirs(job):
+            rec = RunRecord.model_validate_json((d / "experiment.json").read_text())
+            exp = client.get_experiment_by_name(rec.experiment_name)
+            exp_id = exp.experiment_id if exp else client.create_experiment(rec.experiment_name, artifact_location=artifacts.as_uri())
+            step = rec.model.checkpoint_step
+            run = client.create_run(exp_id, run_name=f"{rec.model.label}:{rec.task_spec}", tags={
+                "evalbench.model": rec.model.label,
+                "evalbench.checkpoint_step": "" if step is None else str(step),
+                "evalbench.task_spec": rec.task_spec,
+                "evalbench.task_hash": rec.task_hash,
+                "evalbench.harness": rec.harness,
+                "evalbench.suite": rec.suite or "",
+                "evalbench.run_dir": str(d),
+                "evalbench.run_id": rec.run_id,
+            })
+            client.log_param(run.info.run_id, "model.name", rec.model.name)
+            client.log_batch(run.info.run_id, metrics=[mlflow.entities.Metric(k, v.value, 0, 0) for k, v in rec.scores.items()])
+            client.log_artifacts(run.info.run_id, str(d), artifact_path="run")
+            client.set_terminated(run.info.run_id)
+            ids[(rec.model.label, rec.task_spec)] = run.info.run_id
+    return ids
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    p = make_suite_pair(tmp_path / "data")
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    ids = log_runs(uri, [p.job_a, p.job_b], tmp_path / "mlartifacts")
+    return p, uri, ids
+
+
+def test_run_id_and_selectors(store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p, uri, ids = store
+    runs = resolve(ids[("smol-ft@step20", "mmlu:mc")], tracking_uri=uri)
+    assert len(runs) == 1 and runs[0].info.task_spec == "mmlu:mc" and runs[0].info.mlflow_run_id == ids[("smol-ft@step20", "mmlu:mc")]
+    # Our own run id (the evalbench.run_id tag) resolves too.
+    assert resolve("smol-None-mmlu:mc", tracking_uri=uri)[0].info.model_label == "smol"
+    code = main(["--tracking-uri", uri, "--experiment", "synthetic", "model.checkpoint=step20", "model.checkpoint=base", "--format", "json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    rep = json.loads(out.out)
+    assert sorted(t["task_spec"] for t in rep["tasks"]) == ["arc:mc", "mmlu:mc"] and rep["suite"]["k"] == 2
+    with pytest.raises(CompareError, match="no MLflow experiment named 'nope'"):
+        resolve("model=smol", experiment="nope", tracking_uri=uri)
+
+
+def test_artifacts_when_run_folder_is_gone(store, tmp_path: Path) -> None:
+    p, uri, ids = store
+    shutil.rmtree(p.root / "runs")  # only MLflow's copy remains
+    a = resolve(ids[("smol-ft@step20", "arc:mc")], tracking_uri=uri, cache_dir=tmp_path / "cache")
+    b = resolve("tag.evalbench.model=smol,task=arc:mc", experiment="synthetic", tracking_uri=uri, cache_dir=tmp_path / "cache")
+    assert str(tmp_path / "cache") in a[0].info.run_dir
+    assert len(a[0].questions) == 90 and len(b[0].questions) == 90
+    series = resolve_experiment("synthetic", tracking_uri=uri, cache_dir=tmp_path / "cache")
+    assert len(series) == 4
+
+
+def test_cli_run_ids(store, capsys: pytest.CaptureFixture[str]) -> None:
+    p, uri, ids = store
+    code = main([ids[("smol-ft@step20", "mmlu:mc")], ids[("smol", "mmlu:mc")], "--tracking-uri", uri])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "mmlu:mc" in out.out and "SUITE" not in out.out
+    code = main(["--series", "--experiment", "synthetic", "--tracking-uri", uri, "--task", "mmlu:mc"])
+    out = capsys.readouterr()
+    assert code == 0 and "smol-ft@step20" in out.out

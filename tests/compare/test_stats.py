@@ -1,0 +1,141 @@
+"""Paired statistics per task and per suite, checked against independent scipy/numpy computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from engine.compare import compare_runs, find_run_dirs, load_run
+from engine.compare.models import verdict_of
+from engine.stats import paired_compare, summarize
+
+from .conftest import SuitePair
+
+Z = sps.norm.ppf(0.975)
+PAIRED_MDE = sps.norm.ppf(0.975) + sps.norm.ppf(0.80)
+
+
+def _load(job):
+    return [load_run(d) for d in find_run_dirs(job)]
+
+
+def _scipy_paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    t = sps.ttest_rel(a, b)
+    delta = float(np.mean(a - b))
+    se = delta / float(t.statistic)  # ttest_rel: t = mean(d) / (sd(d)/sqrt(n))
+    return {"delta": delta, "se": se, "p": float(2 * sps.norm.sf(abs(delta / se)))}
+
+
+def _mmlu_expected(p: SuitePair) -> tuple[np.ndarray, np.ndarray]:
+    keep = [i for i in range(len(p.mmlu_b) - 3) if i not in (10, 11, 12)]
+    return p.mmlu_a[keep], p.mmlu_b[keep]
+
+
+def test_paired_compare_matches_scipy() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.random(500), rng.random(500) * 0.9
+    pc = paired_compare(a, b)
+    ref = _scipy_paired(a, b)
+    assert pc.delta == pytest.approx(ref["delta"], rel=1e-12)
+    assert pc.stderr == pytest.approx(ref["se"], rel=1e-10)
+    assert pc.p_value == pytest.approx(ref["p"], rel=1e-8)
+    assert (pc.ci_low, pc.ci_high) == pytest.approx((ref["delta"] - Z * ref["se"], ref["delta"] + Z * ref["se"]))
+    assert pc.mde == pytest.approx(PAIRED_MDE * ref["se"])
+    # SE_Δ² = SE_A² + SE_B² − 2·Cov(a, b)/n (ARCHITECTURE §7)
+    n = len(a)
+    se2 = np.var(a, ddof=1) / n + np.var(b, ddof=1) / n - 2 * np.cov(a, b, ddof=1)[0, 1] / n
+    assert pc.stderr == pytest.approx(math.sqrt(se2), rel=1e-10)
+
+
+def test_task_statistics_match_scipy(suite_pair: SuitePair) -> None:
+    cmp = compare_runs(_load(suite_pair.job_a), _load(suite_pair.job_b))
+    mmlu = next(t for t in cmp.report.tasks if t.task_spec == "mmlu:mc")
+    a, b = _mmlu_expected(suite_pair)
+    ref = _scipy_paired(a, b)
+    s = mmlu.stats
+    assert s.n == len(a) == 234
+    assert (s.mean_a, s.mean_b) == pytest.approx((a.mean(), b.mean()))
+    assert s.delta == pytest.approx(ref["delta"])
+    assert s.stderr == pytest.approx(ref["se"], rel=1e-10)
+    assert s.p_value == pytest.approx(ref["p"], rel=1e-8)
+    assert s.mde == pytest.approx(PAIRED_MDE * ref["se"])
+    # Exact McNemar: a two-sided binomial test on the discordant pairs of the 2×2 table.
+    table = sps.contingency.crosstab(a, b).count
+    b01, b10 = table[1, 0], table[0, 1]  # A right & B wrong, A wrong & B right
+    assert s.mcnemar_p == pytest.approx(sps.binomtest(int(b01), int(b01 + b10), 0.5).pvalue, rel=1e-12)
+    assert (s.wins, s.losses, s.ties) == (b01, b10, len(a) - b01 - b10)
+    assert mmlu.clustered is False and mmlu.plain_stderr == s.stderr
+    assert mmlu.verdict == verdict_of(s.delta, s.mde, s.p_value, s.n)
+
+
+def test_alignment_reports_everything(suite_pair: SuitePair) -> None:
+    cmp = compare_runs(_load(suite_pair.job_a), _load(suite_pair.job_b))
+    al = next(t for t in cmp.report.tasks if t.task_spec == "mmlu:mc").alignment
+    assert (al.n_a, al.n_b, al.n_paired) == (239, 240, 234)
+    assert (al.only_in_a, al.only_in_b, al.errored_a, al.errored_b) == (2, 3, 2, 1)
+    assert sorted(al.example_only_in_a) == ["extra1", "extra2"]
+    assert al.example_only_in_b == ["q000237", "q000238", "q000239"]
+    t = cmp.table
+    assert len(t) == 239 + 3 + 90  # every question of both sides has a row
+    unpaired = [(t.ids[i], t.notes[i]) for i in range(len(t)) if t.status[i] == 5]
+    assert len(unpaired) == 2 + 3 + 3
+    assert ("q000010", "errored in A: timeout: provider timed out") in unpaired
+    assert ("q000012", "errored in B: timeout: provider timed out") in unpaired
+
+
+def test_k_samples_averaged_and_clustered_se(suite_pair: SuitePair) -> None:
+    cmp = compare_runs(_load(suite_pair.job_a), _load(suite_pair.job_b))
+    arc = next(t for t in cmp.report.tasks if t.task_spec == "arc:mc")
+    a, b = suite_pair.arc_a, suite_pair.arc_b
+    assert arc.stats.n == 90
+    assert arc.stats.mean_a == pytest.approx(a.mean()) and arc.stats.mean_b == pytest.approx(b.mean())
+    assert arc.stats.mcnemar_p is None  # not binary: means over 3 samples
+    assert arc.plain_stderr == pytest.approx(_scipy_paired(a, b)["se"], rel=1e-10)
+    # Clustered SE (cluster = passage of 3 questions): (1/n) sqrt( Σ_c (Σ_{i∈c} (d_i − d̄))² )
+    d = a - b
+    resid = (d - d.mean()).reshape(30, 3).sum(axis=1)
+    se_c = math.sqrt((resid**2).sum()) / len(d)
+    assert arc.clustered and arc.n_clusters == 30
+    assert arc.stats.stderr == pytest.approx(se_c, rel=1e-10)
+    assert arc.stats.mde == pytest.approx(PAIRED_MDE * se_c)
+    assert arc.stats.p_value == pytest.approx(2 * sps.norm.sf(abs(d.mean() / se_c)))
+
+
+def test_suite_is_mean_of_task_deltas(suite_pair: SuitePair) -> None:
+    cmp = compare_runs(_load(suite_pair.job_a), _load(suite_pair.job_b))
+    suite = cmp.report.suite
+    assert suite is not None and suite.name == "core" and suite.k == 2
+    ma, mb = _mmlu_expected(suite_pair)
+    d_arc = suite_pair.arc_a - suite_pair.arc_b
+    resid = (d_arc - d_arc.mean()).reshape(30, 3).sum(axis=1)
+    se_arc = math.sqrt((resid**2).sum()) / len(d_arc)  # ARC's effective (clustered) SE
+    se_mmlu = _scipy_paired(ma, mb)["se"]
+    delta = ((ma - mb).mean() + d_arc.mean()) / 2
+    se = math.sqrt(se_mmlu**2 + se_arc**2) / 2
+    assert suite.delta == pytest.approx(delta)
+    assert suite.stderr == pytest.approx(se, rel=1e-10)
+    assert suite.p_value == pytest.approx(2 * sps.norm.sf(abs(delta / se)))
+    assert suite.mde == pytest.approx(PAIRED_MDE * se)
+    # Pooled alternative: all paired questions, task-clustered SE.
+    d = np.r_[ma - mb, d_arc]
+    groups = [ma - mb, d_arc]
+    pooled_se = math.sqrt(sum(((g - d.mean()).sum()) ** 2 for g in groups)) / len(d)
+    assert suite.pooled_n == len(d)
+    assert suite.pooled_delta == pytest.approx(d.mean())
+    assert suite.pooled_stderr == pytest.approx(pooled_se, rel=1e-10)
+
+
+def test_clustered_se_with_singleton_clusters() -> None:
+    d = np.random.default_rng(3).normal(size=50)
+    s = summarize(d, clusters=list(range(50)))
+    assert s.clustered_stderr == pytest.approx(math.sqrt(49 / 50) * s.stderr)
+
+
+def test_verdicts() -> None:
+    assert verdict_of(0.05, 0.03, 0.001, 100) == "improved"
+    assert verdict_of(-0.05, 0.03, 0.001, 100) == "regressed"
+    assert verdict_of(0.02, 0.03, 0.04, 100) == "within noise"  # significant but below the MDE
+    assert verdict_of(0.02, float("nan"), float("nan"), 1) == "not enough data"
