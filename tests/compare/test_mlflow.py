@@ -47,11 +47,12 @@ def log_runs(uri: str, job_dirs: list[Path], artifacts: Path) -> dict[tuple[str,
     return ids
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    p = make_suite_pair(tmp_path / "data")
-    uri = f"sqlite:///{tmp_path}/mlruns.db"
-    ids = log_runs(uri, [p.job_a, p.job_b], tmp_path / "mlartifacts")
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("mlflow")  # one store for the module: creating it takes seconds
+    p = make_suite_pair(root / "data")
+    uri = f"sqlite:///{root}/mlruns.db"
+    ids = log_runs(uri, [p.job_a, p.job_b], root / "mlartifacts")
     return p, uri, ids
 
 
@@ -72,13 +73,16 @@ def test_run_id_and_selectors(store, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_artifacts_when_run_folder_is_gone(store, tmp_path: Path) -> None:
     p, uri, ids = store
-    shutil.rmtree(p.root / "runs")  # only MLflow's copy remains
-    a = resolve(ids[("smol-ft@step20", "arc:mc")], tracking_uri=uri, cache_dir=tmp_path / "cache")
-    b = resolve("tag.evalbench.model=smol,task=arc:mc", experiment="synthetic", tracking_uri=uri, cache_dir=tmp_path / "cache")
-    assert str(tmp_path / "cache") in a[0].info.run_dir
-    assert len(a[0].questions) == 90 and len(b[0].questions) == 90
-    series = resolve_experiment("synthetic", tracking_uri=uri, cache_dir=tmp_path / "cache")
-    assert len(series) == 4
+    shutil.move(p.root / "runs", p.root / "runs.moved")  # only MLflow's copy remains
+    try:
+        a = resolve(ids[("smol-ft@step20", "arc:mc")], tracking_uri=uri, cache_dir=tmp_path / "cache")
+        b = resolve("tag.evalbench.model=smol,task=arc:mc", experiment="synthetic", tracking_uri=uri, cache_dir=tmp_path / "cache")
+        assert str(tmp_path / "cache") in a[0].info.run_dir
+        assert len(a[0].questions) == 90 and len(b[0].questions) == 90
+        series = resolve_experiment("synthetic", tracking_uri=uri, cache_dir=tmp_path / "cache")
+        assert len(series) == 4
+    finally:
+        shutil.move(p.root / "runs.moved", p.root / "runs")
 
 
 def test_cli_run_ids(store, capsys: pytest.CaptureFixture[str]) -> None:

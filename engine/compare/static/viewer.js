@@ -216,9 +216,9 @@ function svgChart(task) {
 function renderSeries(series) {
   const box = document.getElementById("charts");
   box.replaceChildren(...series.tasks.map((t) => el("div", { class: "chart" }, el("h3", {}, `${t.task_spec} (${t.metric})`), svgChart(t),
-    el("table", { class: "grid series-table" }, el("thead", {}, el("tr", {}, ["step", "value", "95% CI", "Δ vs first", "MDE", "verdict"].map((h) => el("th", {}, h)))),
+    el("table", { class: "grid series-table" }, el("thead", {}, el("tr", {}, ["step", "value", "95% CI", "Δ vs first", "paired MDE", "verdict"].map((h) => el("th", {}, h)))),
       el("tbody", {}, t.points.map((p) => el("tr", {}, el("td", {}, p.step), el("td", {}, fmt(p.value)), el("td", {}, `[${fmt(p.ci_low)}, ${fmt(p.ci_high)}]`),
-        el("td", {}, p.delta_vs_base === null ? "—" : sgn(p.delta_vs_base)), el("td", {}, fmt(p.paired_mde_vs_base ?? p.mde)),
+        el("td", {}, p.delta_vs_base === null ? "—" : sgn(p.delta_vs_base)), el("td", {}, fmt(p.paired_mde_vs_base)),
         el("td", {}, p.verdict_vs_base ? badge(p.verdict_vs_base) : "(first)"))))))));
 }
 
