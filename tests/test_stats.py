@@ -69,3 +69,20 @@ def test_verdicts():
     assert paired_compare([1] * 50 + [0] * 50, [0] * 100).verdict == "improved"
     assert paired_compare([0] * 100, [1] * 50 + [0] * 50).verdict == "regressed"
     assert paired_compare([1, 0, 1, 0], [0, 1, 1, 0]).verdict == "within noise"
+
+
+def test_macro_average_is_mean_of_cluster_means_with_weighted_se():
+    from engine.stats import summarize_macro
+
+    scores = [1, 1, 1, 0, 0, 1]
+    clusters = ["a", "a", "a", "b", "b", "c"]
+    s = summarize_macro(scores, clusters)
+    assert s.value == pytest.approx((1 + 0 + 1) / 3)
+    w = np.array([1 / 9] * 3 + [1 / 6] * 2 + [1 / 3])
+    m = (w * scores).sum()
+    assert s.stderr == pytest.approx(math.sqrt(6 / 5 * ((w * (np.array(scores) - m)) ** 2).sum()))
+    # cluster sums of weighted residuals are (mean_c - m)/k
+    assert s.clustered_stderr == pytest.approx(math.sqrt(((1 - m) ** 2 + (0 - m) ** 2 + (1 - m) ** 2)) / 3)
+    # equal cluster sizes and one item each: reduces to the plain SE
+    plain = summarize_macro([1, 0, 1, 1], ["a", "b", "c", "d"])
+    assert plain.value == pytest.approx(0.75) and plain.stderr == pytest.approx(summarize([1, 0, 1, 1]).stderr)

@@ -32,6 +32,12 @@ def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> 
     return ctx, cont
 
 
+def _CACHE_KWARG(model) -> str:  # noqa: N802 - transformers 5 renamed `past_key_values` to `cache`
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _score(
     model, pad_id: int, contexts: list[list[int]], conts: list[list[list[int]]]
 ) -> tuple[list[list[float]], list[list[bool]]]:
@@ -55,7 +61,7 @@ def _score(
     longest = max(len(c) for c in flat)
     rest = None
     if longest > 1:
-        cache = out.past_key_values
+        cache = out.cache if "cache" in out else out.past_key_values  # renamed in transformers 5
         cache.batch_select_indices(torch.tensor(owner, device=device))
         rows, cont_w = len(flat), longest - 1
         cont_ids = torch.full((rows, cont_w), pad_id, dtype=torch.long)
@@ -69,8 +75,8 @@ def _score(
             input_ids=cont_ids.to(device),
             attention_mask=full_mask.to(device),
             position_ids=cont_pos.to(device),
-            past_key_values=cache,
             use_cache=True,
+            **{_CACHE_KWARG(model): cache},
         )
         rest = torch.log_softmax(out2.logits.float(), dim=-1)
     logprobs: list[list[float]] = [[] for _ in contexts]

@@ -1,6 +1,6 @@
 """Statistics for eval scores (Miller 2024, "Adding Error Bars to Evals")."""
 
-from engine.stats._summary import Z_95, Z_POWER_80, ScoreSummary, summarize, summarize_means
+from engine.stats._summary import Z_95, Z_POWER_80, ScoreSummary, summarize, summarize_macro, summarize_means
 from engine.stats._paired import PairedComparison, paired_compare
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "Z_POWER_80",
     "ScoreSummary",
     "summarize",
+    "summarize_macro",
     "summarize_means",
     "PairedComparison",
     "paired_compare",

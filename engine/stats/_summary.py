@@ -74,6 +74,42 @@ def summarize(
     )
 
 
+def summarize_macro(scores: Sequence[float] | np.ndarray, clusters: Sequence[Hashable]) -> ScoreSummary:
+    """Macro average: the mean of cluster means (MMLU over its 57 subjects).
+
+    It is a weighted mean m = Σ w_i s_i with w_i = 1/(k·n_c(i)). SE (sandwich estimator, exact
+    for equal weights): sqrt( n/(n−1) · Σ w_i² (s_i − m)² ), defined even for singleton clusters.
+    Clustered SE: sqrt( Σ_c (Σ_{i∈c} w_i (s_i − m))² ), the §7 formula with these weights.
+    """
+    values = np.asarray(scores, dtype=float)
+    n = int(values.size)
+    if n == 0:
+        return summarize([])
+    sizes: dict[Hashable, int] = {}
+    for c in clusters:
+        sizes[c] = sizes.get(c, 0) + 1
+    k = len(sizes)
+    w = np.array([1.0 / (k * sizes[c]) for c in clusters])
+    mean = float((w * values).sum())
+    resid = w * (values - mean)
+    stderr = float(math.sqrt(n / (n - 1) * (resid**2).sum())) if n > 1 else float("nan")
+    sums: dict[Hashable, float] = {}
+    for r, c in zip(resid, clusters, strict=True):
+        sums[c] = sums.get(c, 0.0) + float(r)
+    clustered = math.sqrt(sum(v * v for v in sums.values()))
+    se = clustered if k > 1 else stderr
+    return ScoreSummary(
+        value=mean,
+        n=n,
+        stderr=stderr,
+        ci_low=mean - Z_95 * se,
+        ci_high=mean + Z_95 * se,
+        mde=MDE_FACTOR * se,
+        clustered_stderr=clustered if k > 1 else None,
+        n_clusters=k,
+    )
+
+
 def summarize_means(parts: Sequence[ScoreSummary]) -> ScoreSummary:
     """Unweighted mean of independent task scores (suite aggregate, macro average).
 

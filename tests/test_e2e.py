@@ -1,0 +1,222 @@
+"""`python -m engine` end to end, as a user runs it: real SmolLM2, real MLflow, real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_engine
+
+pytestmark = pytest.mark.slow
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("runs/**/experiment.json"))
+
+
+def _load(run_dir: Path):
+    record = json.loads((run_dir / "experiment.json").read_text())
+    instances = [json.loads(line) for line in (run_dir / "instances.jsonl").read_text().splitlines()]
+    return record, instances
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_default_run_prints_table_records_everything_and_reruns_from_cache(workdir):
+    res = run_engine(["limit=12"], workdir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for column in ("task spec", "model", "n", "score", "SE", "95% CI", "MDE", "errors", "time"):
+        assert column in res.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///mlruns.db" in res.stdout
+    (run_dir,) = _run_dirs(workdir)
+    record, instances = _load(run_dir)
+    assert record["counts"] == {"n": 12, "scored": 12, "errored": 0}
+    assert record["task_spec"] == "mmlu" and record["model"]["content_hash"]
+    acc = record["scores"]["acc"]
+    assert acc["n"] == 12 and acc["ci_low"] <= acc["value"] <= acc["ci_high"] and acc["mde"] > 0
+    assert acc["clustered_stderr"] is not None  # MMLU subject is the cluster
+    assert all(i["logprobs"] and len(i["logprobs"]) == 4 and not i["cached"] for i in instances)
+    assert json.loads((run_dir / "metrics.json").read_text())["acc"]["value"] == acc["value"]
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlruns.db'}")
+    run = client.get_run(record["mlflow_run_id"])
+    assert run.data.metrics["acc"] == pytest.approx(acc["value"])
+    assert run.data.metrics["acc.stderr"] == pytest.approx(acc["stderr"])
+    assert run.data.tags["evalbench.task_spec"] == "mmlu"
+    assert run.data.params["task.formulation"] == "mc"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
+    assert {"run/experiment.json", "run/instances.jsonl", "run/metrics.json"} <= artifacts
+    assert mlflow.get_experiment_by_name is not None
+
+    again = run_engine(["limit=12"], workdir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    newest = _run_dirs(workdir)[-1]
+    rec2, inst2 = _load(newest)
+    assert newest != run_dir and all(i["cached"] for i in inst2)  # no model call
+    assert rec2["scores"]["acc"]["value"] == acc["value"]
+
+
+def test_killed_run_resumes_from_cache(workdir):
+    args = [sys.executable, "-m", "engine", "task=truthfulqa_mc1", "model.batch_size=2", "tracking=none", "progress=false"]
+    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db = workdir / ".cache/evalbench/responses.sqlite"
+    deadline = time.monotonic() + 300
+    rows = 0
+    while time.monotonic() < deadline and rows < 6:
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            except sqlite3.OperationalError:
+                rows = 0
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 6 <= rows < 100, rows
+    done = sqlite3.connect(db).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    res = run_engine(["task=truthfulqa_mc1", "model.batch_size=8", "tracking=none"], workdir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    _, instances = _load(_run_dirs(workdir)[-1])
+    assert len(instances) == 100
+    assert sum(i["cached"] for i in instances) == done  # everything computed before the kill was kept
+
+
+def test_failed_requests_are_errors_not_zero_scores(workdir):
+    port = _free_port()  # nothing listens there
+    res = run_engine(
+        ["model=litellm", "model.name=openai/nothing", f"model.api_base=http://127.0.0.1:{port}/v1",
+         "task=gsm8k", "variant=0shot", "limit=3", "harness.max_retries=1", "harness.retry_backoff_s=0.01",
+         "tracking=none"],
+        workdir, timeout=300,
+    )
+    assert res.returncode == 1
+    assert "FAILED" in res.stdout
+    record, instances = _load(_run_dirs(workdir)[0])
+    assert record["status"] == "failed" and record["counts"] == {"n": 3, "scored": 0, "errored": 3}
+    assert record["scores"] == {}
+    assert all(i["error"] and i["error"]["attempts"] == 2 and not i["scores"] for i in instances)
+
+
+def test_multirun_sweeps_checkpoints_into_one_experiment(workdir, smollm2_dir):
+    for step in (100, 200):
+        ckpt = workdir / "ckpt" / f"step{step}"
+        ckpt.mkdir(parents=True)
+        for f in smollm2_dir.iterdir():
+            (ckpt / f.name).symlink_to(f)
+    res = run_engine(["-m", "model.path=ckpt/step100,ckpt/step200", "task=truthfulqa_mc1", "limit=4"], workdir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = _run_dirs(workdir)
+    assert len(runs) == 2 and all("multirun" in str(r) for r in runs)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlruns.db'}")
+    exp = client.get_experiment_by_name("truthfulqa_mc1")
+    found = client.search_runs([exp.experiment_id])
+    assert sorted(r.data.tags["evalbench.checkpoint_step"] for r in found) == ["100", "200"]
+    assert len({r.data.tags["evalbench.task_hash"] for r in found}) == 1
+
+
+def test_suite_and_variants_run(workdir):
+    res = run_engine(["suite=base_qa", "limit=2", "tracking=none"], workdir, timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    specs = sorted(_load(d)[0]["task_spec"] for d in _run_dirs(workdir))
+    assert specs == ["gsm8k:3shot", "hellaswag:rc", "mmlu:mc", "truthfulqa_mc1:mc"]
+    assert "base_qa (mean of 4)" in res.stdout
+
+
+def test_records_reach_a_real_mlflow_server(workdir):
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
+         "--artifacts-destination", str(workdir / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", 90, server)
+        res = run_engine(["task=truthfulqa_mc1", "limit=4", f"tracking.tracking_uri=http://127.0.0.1:{port}"], workdir)
+        assert res.returncode == 0, res.stderr[-3000:]
+        base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        exp = json.load(urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=truthfulqa_mc1"))
+        body = json.dumps({"experiment_ids": [exp["experiment"]["experiment_id"]]}).encode()
+        req = urllib.request.Request(f"{base}/runs/search", data=body, headers={"Content-Type": "application/json"})
+        (run,) = json.load(urllib.request.urlopen(req))["runs"]
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        record, _ = _load(_run_dirs(workdir)[0])
+        assert metrics["acc"] == pytest.approx(record["scores"]["acc"]["value"])
+        assert metrics["n"] == 4 and "acc.mde" in metrics
+        assert tags["evalbench.task_hash"] == record["task_hash"] and tags["evalbench.model"] == "smollm2-135m-instruct"
+        assert params["task.name"] == "truthfulqa_mc1"
+        assert run["info"]["status"] == "FINISHED"
+    finally:
+        _stop(server)
+
+
+def test_litellm_provider_against_a_real_openai_compatible_server(workdir, smollm2_dir):
+    port = _free_port()
+    server = subprocess.Popen(
+        ["transformers", "serve", "--host", "127.0.0.1", "--port", str(port), str(smollm2_dir)],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
+    common = ["task=gsm8k", "variant=0shot", "limit=2", "task.generation.max_tokens=24", "tracking=none"]
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/v1/models", 180, server)
+        res = run_engine(["model=litellm", f"model.name=openai/{smollm2_dir}", f"model.api_base=http://127.0.0.1:{port}/v1",
+                          *common], workdir)
+        assert res.returncode == 0, res.stderr[-3000:]
+        served = {i["instance_id"]: i for i in _load(_run_dirs(workdir)[-1])[1]}
+        assert all(i["error"] is None and i["output_text"] for i in served.values())
+        assert all(i["completion_tokens"] > 0 for i in served.values())
+        # Loglikelihood through a server without prompt logprobs: a clear error, no approximation.
+        refused = run_engine(["model=litellm", f"model.name=openai/{smollm2_dir}",
+                              f"model.api_base=http://127.0.0.1:{port}/v1", "task=mmlu", "limit=2"], workdir)
+        assert refused.returncode == 2 and "prompt logprobs" in refused.stderr
+    finally:
+        _stop(server)
+    # The same greedy chat request in-process gives the same text.
+    local = run_engine(common, workdir)
+    assert local.returncode == 0, local.stderr[-2000:]
+    inproc = {i["instance_id"]: i for i in _load(_run_dirs(workdir)[-1])[1]}
+    for key, inst in served.items():
+        assert inproc[key]["output_text"].strip()[:40] == inst["output_text"].strip()[:40]
