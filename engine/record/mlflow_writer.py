@@ -117,4 +117,92 @@ def finish_mlflow_run(
     client.log_artifacts(run_id, str(run_dir), artifact_path="run")
     if tracking.log_instance_table and instances:
         client.log_table(run_id, data=_instance_table(instances), artifact_file="instances_table.json")
+    if any(r.trajectory for r in instances):
+        log_trajectory_traces(tracking, record, instances)
     client.set_terminated(run_id, status="FAILED" if record.status == "failed" else "FINISHED")
+
+
+# -- trajectories as MLflow traces ------------------------------------------------------------------
+
+_SPAN_TYPES = {"model": "LLM", "tool_call": "TOOL", "sandbox": "TOOL", "judge": "EVALUATOR", "limit": "UNKNOWN",
+               "user": "UNKNOWN"}
+MAX_TRACES = 2000  # a run with more trajectories logs the first ones (the run folder has them all)
+
+
+def _ns(t: float | None, default: int) -> int:
+    return int(t * 1e9) if t is not None else default
+
+
+def log_trajectory_traces(tracking: TrackingConfig, record: RunRecord, instances: list[InstanceRecord]) -> list[str]:
+    """One trace per instance with a trajectory: a root span (question → answer, scores) with child
+    spans for model calls, tool calls (their sandbox executions nested) and the judge, on the
+    recorded timeline. Traces are linked to the run, so the MLflow UI shows them on its Traces tab."""
+    mlflow = _mlflow(tracking)
+    from mlflow.entities import SpanStatusCode
+
+    client = _client(tracking)
+    run = client.get_run(record.mlflow_run_id)
+    exp_id = run.info.experiment_id
+    trace_ids: list[str] = []
+    for inst in [r for r in instances if r.trajectory][:MAX_TRACES]:
+        steps = inst.trajectory
+        starts = [s.started for s in steps if s.started is not None]
+        t0 = min(starts) if starts else time.time()
+        t_end = max(((s.started or t0) + (s.duration_s or 0.0)) for s in steps)
+        root = mlflow.start_span_no_context(
+            name=f"{record.task_spec} {inst.instance_id}#{inst.sample_index}", span_type="AGENT",
+            inputs={"prompt": inst.prompt_text, "request": inst.request}, experiment_id=exp_id,
+            start_time_ns=_ns(t0, 0),
+            attributes={"evalbench.instance_id": inst.instance_id, "evalbench.task_hash": inst.task_hash,
+                        "evalbench.harness": record.harness, "evalbench.cached": str(inst.cached)},
+            metadata={"mlflow.sourceRun": record.mlflow_run_id or ""},
+            tags={"evalbench.instance_id": inst.instance_id, "evalbench.run_id": record.run_id},
+        )
+        open_tools: dict[str, Any] = {}
+        for step in steps:
+            start = _ns(step.started, _ns(t0, 0))
+            end = start + int((step.duration_s or 0.0) * 1e9)
+            c = step.content
+            if step.type == "tool_call":
+                span = mlflow.start_span_no_context(
+                    name=f"tool {c.get('name')}", span_type="TOOL", parent_span=root, start_time_ns=start,
+                    inputs={"arguments": c.get("arguments"), **({"error": c["error"]} if c.get("error") else {})},
+                    attributes={"turn": c.get("turn"), "call_id": c.get("id")})
+                open_tools[str(c.get("id"))] = span
+                continue
+            if step.type == "tool_result":
+                span = open_tools.pop(str(c.get("id")), None)
+                if span is None:
+                    span = mlflow.start_span_no_context(name=f"tool {c.get('name')}", span_type="TOOL",
+                                                        parent_span=root, start_time_ns=start)
+                span.end(outputs={k: c.get(k) for k in ("content", "ok", "error", "final", "data")},
+                         status=SpanStatusCode.OK if c.get("ok") else SpanStatusCode.ERROR, end_time_ns=end)
+                continue
+            parent = root
+            if step.type == "sandbox" and open_tools:
+                parent = list(open_tools.values())[-1]
+            name = {"model": f"model turn {c.get('turn')}", "sandbox": f"sandbox {c.get('pool', '')}",
+                    "judge": "judge", "limit": f"limit {c.get('reason')}", "user": "user turn"}.get(step.type, step.type)
+            inputs = {"input": c.get("input")} if step.type == "model" else (
+                {"prompt": c.get("prompt")} if step.type == "judge" else {"command": c.get("command")} if step.type == "sandbox" else None)
+            span = mlflow.start_span_no_context(name=name, span_type=_SPAN_TYPES.get(step.type, "UNKNOWN"),
+                                                parent_span=parent, start_time_ns=start, inputs=inputs,
+                                                attributes={"tokens": step.tokens} if step.tokens else None)
+            span.end(outputs=c, end_time_ns=end,
+                     status=SpanStatusCode.ERROR if (step.type == "sandbox" and not c.get("ok", True)) else SpanStatusCode.OK)
+        for span in open_tools.values():
+            span.end(end_time_ns=_ns(t_end, 0))
+        root.end(outputs={"output_text": inst.output_text, "extracted_answer": inst.extracted_answer,
+                          "scores": inst.scores, "gold": inst.gold,
+                          "error": inst.error.model_dump() if inst.error else None},
+                 status=SpanStatusCode.ERROR if inst.error else SpanStatusCode.OK, end_time_ns=_ns(t_end, 0))
+        trace_ids.append(root.trace_id)
+    if hasattr(mlflow, "flush_trace_async_logging"):  # traces export in the background by default
+        mlflow.flush_trace_async_logging()
+    if trace_ids and hasattr(client, "link_traces_to_run"):
+        for start in range(0, len(trace_ids), 100):
+            try:
+                client.link_traces_to_run(trace_ids[start : start + 100], run_id=record.mlflow_run_id)
+            except Exception:  # noqa: BLE001 - metadata already links them on stores without this call
+                break
+    return trace_ids

@@ -1,0 +1,148 @@
+"""The harness inside a run, with a scripted model: task_run hook, cache, records, judge, MLflow traces.
+
+The same task under the baseline and under search_agent: same task hash, different harness, and
+the search_agent records carry trajectories that MLflow shows as traces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import yaml
+
+import engine.tasks  # noqa: F401  - first: importing engine.runner first hits a circular import (tasks <-> scoring)
+from engine.config.compose import compose_task, conf_dir, task_spec_string
+from engine.config.schema import CacheConfig, Experiment, HarnessConfig, ModelConfig, TrackingConfig
+from engine.runner.cache import ResponseCache
+from engine.runner.experiment import record_run
+from engine.runner.schedule import Runner
+from engine.runner.task_run import TaskRun, execute
+
+from .test_tool_loop import ScriptedModel, call
+
+
+def preset(name: str, **over) -> HarnessConfig:
+    data = yaml.safe_load((conf_dir() / "harness" / f"{name}.yaml").read_text())
+    data.update(over)
+    return HarnessConfig.model_validate(data)
+
+
+def experiment(tmp: Path, harness: HarnessConfig, spec: str = "freshqa:zero", limit: int = 2) -> Experiment:
+    task = compose_task(spec)
+    return Experiment(task=task, model=ModelConfig(name="scripted", provider="hf"), harness=harness,
+                      tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp}/mlruns.db"),
+                      cache=CacheConfig(path=str(tmp / "cache.sqlite")), output_dir=str(tmp / "runs"),
+                      limit=limit, progress=False)
+
+
+def run(exp: Experiment, model):
+    task_run = TaskRun(spec=task_spec_string(exp.task.name, exp.task.variants), task=exp.task)
+
+    async def go():
+        cache = ResponseCache(exp.cache.path)
+        try:
+            return await execute(task_run, exp, model, Runner(model, exp.harness, cache, progress=False))
+        finally:
+            cache.close()
+
+    result = asyncio.run(go())
+    return result, record_run(exp, task_run, result, model)
+
+
+def test_baseline_and_search_agent_same_task_hash_trajectories_cached_and_traced(tmp_path):
+    base_model = ScriptedModel([lambda req: "Jupiter" if "moons" in req.render_text() else "Gabriel García Márquez"])
+    base_result, base_rec = run(experiment(tmp_path, preset("default")), base_model)
+    assert all(not r.trajectory for r in base_result.instances)
+
+    script = [call("search", query="planet most moons"), call("submit", answer="Saturn"),
+              call("search", query="One Hundred Years of Solitude author"), "Gabriel García Márquez"]
+    agent_model = ScriptedModel(script)
+    exp = experiment(tmp_path, preset("search_agent", concurrency=1))
+    agent_result, agent_rec = run(exp, agent_model)
+
+    assert base_rec.task_hash == agent_rec.task_hash
+    assert (base_rec.harness, agent_rec.harness) == ("default", "search_agent")
+    assert base_rec.scores["contains"].value == 0.5 and agent_rec.scores["contains"].value == 1.0
+    first = agent_result.instances[0]
+    assert [s.type for s in first.trajectory] == ["model", "tool_call", "tool_result", "model", "tool_call", "tool_result"]
+    assert first.output_text == "Saturn" and first.trajectory[-1].content["end_reason"] == "submit"
+
+    # the run folder has the trajectories
+    lines = (Path(agent_rec.run_dir) / "instances.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["trajectory"][0]["type"] == "model"
+
+    # MLflow: one trace per instance, linked to the run, with model and tool spans
+    import mlflow
+
+    mlflow.set_tracking_uri(exp.tracking.tracking_uri)
+    def traces_of(run_id):
+        exp_id = mlflow.get_run(run_id).info.experiment_id
+        return mlflow.search_traces(locations=[exp_id], run_id=run_id, return_type="list")
+
+    traces = traces_of(agent_rec.mlflow_run_id)
+    assert len(traces) == 2
+    names = sorted(s.name for t in traces for s in t.data.spans)
+    assert "model turn 1" in names and "tool search" in names and "tool submit" in names
+    tool_span = next(s for t in traces for s in t.data.spans if s.name == "tool search")
+    assert "Solitude" in json.dumps(tool_span.outputs) or "Saturn" in json.dumps(tool_span.outputs)
+    assert not traces_of(base_rec.mlflow_run_id)
+
+    # a re-run calls no model and still records the trajectories
+    again_model = ScriptedModel([])
+    again, _ = run(exp, again_model)
+    assert again_model.requests == []
+    assert all(r.cached for r in again.instances)
+    assert [s.type for s in again.instances[0].trajectory] == [s.type for s in first.trajectory]
+
+    # changing a limit is a different cache key: the loop runs again
+    rerun_model = ScriptedModel(["Saturn", "Márquez"])
+    run(experiment(tmp_path, preset("search_agent", max_turns=2)), rerun_model)
+    assert len(rerun_model.requests) == 2
+
+
+def test_code_agent_runs_python_in_the_sandbox(tmp_path):
+    exp = experiment(tmp_path, preset("code_agent", concurrency=1), limit=1)
+    model = ScriptedModel([call("python_exec", code="print(len('Saturn'))"), call("submit", answer="Saturn")])
+    result, rec = run(exp, model)
+    steps = result.instances[0].trajectory
+    assert [s.type for s in steps][:4] == ["model", "tool_call", "sandbox", "tool_result"]
+    assert steps[2].content["stdout"].strip() == "6" and steps[2].content["pool"] == "local"
+    assert rec.scores["contains"].value == 1.0
+
+
+def test_judge_variant_scores_and_records_the_verdict(tmp_path):
+    def reply(req):
+        text = req.render_text()
+        if "Reference answer: Saturn" in text:
+            return "The answer names Saturn, like the reference.\nVERDICT: CORRECT"
+        if "Reference answer:" in text:
+            return "It does not match.\nVERDICT: INCORRECT"
+        return "Saturn" if "moons" in text else "Tolstoy"
+
+    model = ScriptedModel([reply])
+    exp = experiment(tmp_path, preset("default"), spec="freshqa:zero:judge")
+    result, rec = run(exp, model)
+    assert rec.primary_metric == "judge" and rec.scores["judge"].value == 0.5
+    step = result.instances[0].trajectory[-1]
+    assert step.type == "judge" and step.content["verdict"] == "correct"
+    assert "Reference answer: Saturn" in step.content["prompt"] and "like the reference" in step.content["reasoning"]
+    assert result.instances[1].scores["judge"] == 0.0
+
+
+def test_judge_unparsable_verdict_is_recorded_not_guessed():
+    from engine.harness.judge import JudgeConfig, parse_verdict
+
+    v = parse_verdict("I think it is right.", JudgeConfig())
+    assert (v.score, v.verdict) == (0.0, "unparsed")
+    r = parse_verdict("Good.\nSCORE: 4", JudgeConfig(mode="rubric", scale=5))
+    assert (r.score, r.verdict) == (0.75, "4")
+
+
+def test_task_hash_is_independent_of_the_harness():
+    from engine.tasks import build_task
+
+    task = compose_task("freshqa:zero")
+    assert build_task(task).task_hash == build_task(compose_task("freshqa:zero")).task_hash
+    assert build_task(compose_task("freshqa:zero:judge")).task_hash != build_task(task).task_hash
