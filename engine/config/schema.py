@@ -32,10 +32,26 @@ class FieldMap(_Config):
 
     id: str | None = None
     query: str = "{question}"
-    # A column holding a list of choices, or a list of columns (one choice each).
+    # A column holding a list of choices, or a list of columns (one choice each). Dotted paths
+    # reach into nested columns: `choices.text` (ARC, CSQA, OpenBookQA).
     choices: str | list[str] | None = None
+    # The same choices for every row (BoolQ: [yes, no]); exclusive with `choices`.
+    fixed_choices: list[str] | None = None
+    # Column (dotted path) with each choice's label; the gold is matched against it first
+    # (ARC answerKey "3" with labels ["1","2","3","4"] is index 2, not 3).
+    choice_labels: str | None = None
     # Column with the gold: a choice index, a letter (A-D), the choice text, or a free answer.
     gold: str | None = None
+    # How to read the gold of a choice task: auto tries index, letter, then choice text; `text`
+    # matches the choice text only (SciQ answers such as "2" are texts, not indices).
+    gold_is: Literal["auto", "text"] = "auto"
+    # Raw gold value (as a string) -> choice index: {"True": 0, "False": 1} (BoolQ),
+    # {"1": 0, "2": 1} (WinoGrande, SocialIQa 1-based labels).
+    gold_map: dict[str, int] = {}
+    # Further columns holding acceptable answers for generation tasks (FreshQA answer_1..answer_9).
+    aliases: list[str] = []
+    # Shuffle the choices deterministically per question (SciQ stores the answer in a fixed column).
+    shuffle_choices: bool = False
     cluster: str | None = None
 
 
@@ -45,6 +61,9 @@ class FewshotConfig(_Config):
     same_cluster: bool = False  # draw from the instance's cluster (MMLU subject)
     # Curated examples, used in order before any drawn one: rows of the dataset's shape.
     curated: list[dict[str, Any]] = []
+    # Drawn examples are the same for every instance (seeded by `seed` only), as OLMES fixes its
+    # few-shot sets; otherwise the draw is seeded per instance.
+    fixed: bool = False
 
 
 class GenerationConfig(_Config):
@@ -61,6 +80,8 @@ class TaskConfig(_Config):
     fields: FieldMap = FieldMap()
     formulation: Literal["generate", "mc", "rc", "bpb"] = "mc"
     normalization: Literal["none", "per_token", "per_char", "uncond"] = "none"
+    # OLMES: run each of these formulations and report the better primary metric (variant `olmes`).
+    best_of: list[Literal["mc", "rc"]] = []
     num_fewshot: int = 0
     fewshot: FewshotConfig = FewshotConfig()
     # Prompt templates; `{query}` is the rendered query, `{choices}` the lettered choice block.
@@ -73,8 +94,10 @@ class TaskConfig(_Config):
     system_prompt: str | None = None
     chat: bool = True  # generation through the model's chat template
     chain_of_thought: bool = False
+    # Appended to the evaluated question (not to few-shot examples) when chain_of_thought is on.
+    cot_prompt: str | None = None
     generation: GenerationConfig = GenerationConfig()
-    extract: Literal["none", "last_number", "gsm8k", "letter", "first_line"] = "none"
+    extract: Literal["none", "last_number", "gsm8k", "letter", "first_line", "answer_is"] = "none"
     scorers: list[str] = []
     primary_metric: str = "acc"
     aggregation: Literal["mean", "macro"] = "mean"
@@ -86,9 +109,14 @@ class TaskConfig(_Config):
 
 
 class SuiteConfig(_Config):
+    """Task specs run together; the aggregate is the mean of the tasks' primary metrics and of
+    the nested suites' aggregates (a nested suite counts as one entry), with an SE."""
+
     name: str
-    tasks: list[str]
+    tasks: list[str] = []
+    suites: list[str] = []  # nested suites, by name (conf/suite/<name>.yaml)
     aggregate: Literal["mean", "none"] = "mean"
+    description: str | None = None
 
 
 class ModelConfig(_Config):

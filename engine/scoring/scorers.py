@@ -9,7 +9,7 @@ import string
 from engine.config.schema import TaskConfig
 from engine.models.requests import GenerateResponse, LoglikelihoodResponse
 from engine.tasks.extract import extract_answer, normalize_number
-from engine.tasks.formulations import continuations
+from engine.tasks.formulations import continuations, gold_continuation
 from engine.tasks.instance import Instance
 
 
@@ -31,18 +31,27 @@ def normalized_scores(cfg: TaskConfig, inst: Instance, resp: LoglikelihoodRespon
     return lps
 
 
-def score_choice(cfg: TaskConfig, inst: Instance, resp: LoglikelihoodResponse) -> tuple[dict[str, float], int]:
-    """acc under the task's normalization (plus the other cheap ones), and bpb of the gold."""
+def bits_per_byte(logprob: float, text: str) -> float:
+    """-logprob / (bytes * ln 2): the gold continuation's cost in bits per UTF-8 byte."""
+    return -logprob / (max(len(text.encode("utf-8")), 1) * math.log(2))
+
+
+def score_choice(cfg: TaskConfig, inst: Instance, resp: LoglikelihoodResponse) -> tuple[dict[str, float], int | None]:
+    """acc under the task's normalization (plus the other cheap ones), and bpb of the gold.
+
+    Formulation bpb: the request holds the gold continuation only; the score is its bpb.
+    """
+    if cfg.formulation == "bpb":
+        return {"bpb": bits_per_byte(resp.logprobs[0], gold_continuation(cfg, inst))}, None
     gold = int(inst.gold)  # type: ignore[arg-type]
     how = cfg.normalization if cfg.formulation != "mc" else "none"
     pred = _argmax(normalized_scores(cfg, inst, resp, how))
     scores = {"acc": float(pred == gold)}
-    if cfg.formulation in ("rc", "bpb"):
-        for extra in ("none", "per_token", "per_char"):
+    if cfg.formulation == "rc":
+        extras = ["none", "per_token", "per_char"] + (["uncond"] if resp.unconditional_logprobs else [])
+        for extra in extras:
             scores[f"acc_{extra}"] = float(_argmax(normalized_scores(cfg, inst, resp, extra)) == gold)
-        gold_text = continuations(cfg, inst)[gold]
-        n_bytes = max(len(gold_text.encode("utf-8")), 1)
-        scores["bpb"] = -resp.logprobs[gold] / (n_bytes * math.log(2))
+        scores["bpb"] = bits_per_byte(resp.logprobs[gold], continuations(cfg, inst)[gold])
     return scores, pred
 
 
@@ -54,6 +63,28 @@ def normalize_text(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+def _answers(cfg: TaskConfig, inst: Instance) -> list[str]:
+    """The gold answer and its aliases (non-empty)."""
+    out = [inst.gold_text or ""] + [str(inst.row.get(c) or "") for c in cfg.fields.aliases]
+    return [a for a in out if a.strip()]
+
+
+def relaxed_match(text: str, answers: list[str]) -> bool:
+    """FreshQA-style relaxed match: an acceptable answer occurs in the response (normalized,
+    on word boundaries), or the response's number equals a numeric answer."""
+    norm = f" {normalize_text(text)} "
+    for ans in answers:
+        a = normalize_text(ans)
+        if a and f" {a} " in norm:
+            return True
+        num = normalize_number(ans)
+        if num.replace(".", "", 1).lstrip("-").isdigit():
+            found = [normalize_number(x) for x in re.findall(r"-?[\d,]*\.?\d+", text)]
+            if num in found:
+                return True
+    return False
+
+
 def score_generation(cfg: TaskConfig, inst: Instance, resp: GenerateResponse) -> tuple[dict[str, float], str | None]:
     extracted = extract_answer(cfg.extract, resp.text)
     gold = inst.gold_text or ""
@@ -63,6 +94,11 @@ def score_generation(cfg: TaskConfig, inst: Instance, resp: GenerateResponse) ->
     else:
         match = extracted is not None and normalize_text(extracted) == normalize_text(gold)
     scores = {"exact_match": float(match)}
+    if cfg.fields.aliases and not match and extracted is not None:
+        match = any(normalize_text(extracted) == normalize_text(a) for a in _answers(cfg, inst))
+        scores["exact_match"] = float(match)
     if "contains" in cfg.scorers:
         scores["contains"] = float(bool(gold) and normalize_text(gold) in normalize_text(resp.text))
+    if "relaxed_match" in cfg.scorers:
+        scores["relaxed_match"] = float(relaxed_match(resp.text, _answers(cfg, inst)))
     return scores, extracted

@@ -36,6 +36,12 @@ def letter_answer(text: str, n_choices: int = 26) -> str | None:
     return match.group(1) if match else None
 
 
+def answer_is(text: str) -> str:
+    """The text after the last "answer is" up to the end of its sentence, else the first line."""
+    found = re.findall(r"answer is\s*:?\s*(.+?)(?:\.(?:\s|$)|\n|$)", text, flags=re.IGNORECASE)
+    return found[-1].strip() if found else first_line(text)
+
+
 def first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0].strip()
 
@@ -49,4 +55,6 @@ def extract_answer(kind: str, text: str) -> str | None:
         return letter_answer(text)
     if kind == "first_line":
         return first_line(text)
+    if kind == "answer_is":
+        return answer_is(text)
     return text.strip()

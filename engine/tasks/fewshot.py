@@ -16,8 +16,13 @@ def select_fewshot(
     seed: int,
     curated: Sequence[Instance] = (),
     same_cluster: bool = False,
+    fixed: bool = False,
 ) -> list[Instance]:
-    """k examples for `instance`, deterministic in (seed, instance id), never the instance itself."""
+    """k examples for `instance`, deterministic in (seed, instance id), never the instance itself.
+
+    `fixed`: the drawn examples are the same for every instance (seeded by `seed` alone): one
+    draw of k+1 from the whole pool, the instance dropped if it was drawn (OLMES fixed sets).
+    """
     if k <= 0:
         return []
     chosen = [c for c in curated if c.query != instance.query][:k]
@@ -29,6 +34,13 @@ def select_fewshot(
         in_cluster = [p for p in candidates if p.cluster == instance.cluster]
         if len(in_cluster) >= k - len(chosen):
             candidates = in_cluster
-    rng = random.Random(f"{seed}:{instance.id}")
     need = min(k - len(chosen), len(candidates))
+    if fixed:
+        base = [p for p in pool if p.query not in {c.query for c in chosen}]
+        if same_cluster and instance.cluster is not None:
+            base = [p for p in base if p.cluster == instance.cluster] or base
+        rng = random.Random(f"{seed}:{instance.cluster}" if same_cluster else seed)
+        drawn = rng.sample(base, min(need + 1, len(base)))
+        return chosen + [p for p in drawn if p.id != instance.id and p.query != instance.query][:need]
+    rng = random.Random(f"{seed}:{instance.id}")
     return chosen + rng.sample(candidates, need)

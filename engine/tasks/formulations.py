@@ -1,7 +1,9 @@
 """Formulations: how an Instance (plus few-shot examples) becomes a Request.
 
 - mc: choices listed with letters; continuations " A", " B", ...
-- rc / bpb: cloze; each choice's text is a continuation (bpb reports bits per byte of the gold).
+- rc: cloze; each choice's text is a continuation, scored under the task's normalization.
+- bpb: cloze context, the gold continuation only (choice text, or the answer of a generation
+  task); the score is bits per byte of that continuation.
 - generate: chat messages (few-shot as user/assistant turns) or a plain prompt.
 """
 
@@ -46,17 +48,27 @@ def fewshot_answer(cfg: TaskConfig, example: Instance) -> str:
     return example.gold_text or ""
 
 
+def fewshot_context(cfg: TaskConfig, inst: Instance, shots: Sequence[Instance]) -> str:
+    """Few-shot examples (each rendered with its gold continuation), then the instance's context."""
+    blocks = [render_context(cfg, s) + gold_continuation(cfg, s) for s in shots]
+    return cfg.fewshot_separator.join(blocks + [render_context(cfg, inst)])
+
+
 def build_request(cfg: TaskConfig, inst: Instance, shots: Sequence[Instance]) -> Request:
     if cfg.formulation == "generate":
         return _generate_request(cfg, inst, shots)
-    blocks = [render_context(cfg, s) + gold_continuation(cfg, s) for s in shots]
-    context = cfg.fewshot_separator.join(blocks + [render_context(cfg, inst)])
+    context = fewshot_context(cfg, inst, shots)
+    if cfg.formulation == "bpb":
+        if inst.gold is None:
+            raise ValueError(f"task '{cfg.name}' uses formulation bpb but has no `fields.gold`")
+        return LoglikelihoodRequest(context=context, continuations=(gold_continuation(cfg, inst),))
     if inst.choices is None:
         raise ValueError(f"task '{cfg.name}' uses formulation {cfg.formulation} but has no `fields.choices`")
+    uncond = cfg.formulation == "rc" and cfg.normalization == "uncond"
     return LoglikelihoodRequest(
         context=context,
         continuations=continuations(cfg, inst),
-        unconditional_context=cfg.unconditional_context if cfg.normalization == "uncond" else None,
+        unconditional_context=cfg.unconditional_context if uncond else None,
     )
 
 
@@ -65,7 +77,7 @@ def _generate_request(cfg: TaskConfig, inst: Instance, shots: Sequence[Instance]
     sampling = SamplingParams(max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, stop=tuple(g.stop))
     if not cfg.chat:
         blocks = [f"{render_context(cfg, s)}{cfg.answer_prefix}{fewshot_answer(cfg, s)}" for s in shots]
-        prompt = cfg.fewshot_separator.join(blocks + [render_context(cfg, inst)])
+        prompt = cfg.fewshot_separator.join(blocks + [render_context(cfg, _with_cot_prompt(cfg, inst))])
         return GenerateRequest(prompt=prompt, sampling=sampling)
     messages: list[ChatMessage] = []
     if cfg.system_prompt:
@@ -73,5 +85,11 @@ def _generate_request(cfg: TaskConfig, inst: Instance, shots: Sequence[Instance]
     for s in shots:
         messages.append(ChatMessage(role="user", content=render_context(cfg, s)))
         messages.append(ChatMessage(role="assistant", content=fewshot_answer(cfg, s)))
-    messages.append(ChatMessage(role="user", content=render_context(cfg, inst)))
+    messages.append(ChatMessage(role="user", content=render_context(cfg, _with_cot_prompt(cfg, inst))))
     return GenerateRequest(messages=tuple(messages), sampling=sampling)
+
+
+def _with_cot_prompt(cfg: TaskConfig, inst: Instance) -> Instance:
+    if cfg.chain_of_thought and cfg.cot_prompt:
+        return inst.model_copy(update={"query": f"{inst.query} {cfg.cot_prompt}"})
+    return inst

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import string
 from typing import Any
 
@@ -43,9 +44,27 @@ def render_template(template: str, row: dict[str, Any], where: str) -> str:
         ) from None
 
 
+_MISSING = object()
+
+
+def get_path(row: dict[str, Any], path: str, default: Any = _MISSING) -> Any:
+    """`row["choices"]["text"]` for the dotted path `choices.text` (a plain column otherwise)."""
+    if path in row:
+        return row[path]
+    value: Any = row
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif default is not _MISSING:
+            return default
+        else:
+            raise FieldMapError(f"column path `{path}` is not in the data; columns are {sorted(row)}.")
+    return value
+
+
 def _choices(row: dict[str, Any], spec: str | list[str]) -> tuple[str, ...]:
     if isinstance(spec, str):
-        value = row.get(spec)
+        value = get_path(row, spec, None)
         if not isinstance(value, (list, tuple)):
             raise FieldMapError(
                 f"`fields.choices: {spec}` must name a column holding a list; got {type(value).__name__}. "
@@ -58,7 +77,24 @@ def _choices(row: dict[str, Any], spec: str | list[str]) -> tuple[str, ...]:
     return tuple(str(row[c]) for c in spec)
 
 
-def _gold_index(value: Any, choices: tuple[str, ...]) -> int:
+def _gold_index(
+    value: Any,
+    choices: tuple[str, ...],
+    labels: tuple[str, ...] | None = None,
+    gold_map: dict[str, int] | None = None,
+    gold_is: str = "auto",
+) -> int:
+    if gold_is == "text":
+        if str(value) not in choices:
+            raise FieldMapError(f"gold value {value!r} is not one of the choices {list(choices)}")
+        return choices.index(str(value))
+    if gold_map:
+        key = str(value)
+        if key not in gold_map:
+            raise FieldMapError(f"gold value {value!r} is not a key of `fields.gold_map` {gold_map}")
+        return gold_map[key]
+    if labels is not None and str(value).strip() in labels:
+        return labels.index(str(value).strip())
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
@@ -77,17 +113,30 @@ def _gold_index(value: Any, choices: tuple[str, ...]) -> int:
 
 
 def row_to_instance(row: dict[str, Any], index: int, fields: FieldMap) -> Instance:
-    choices = _choices(row, fields.choices) if fields.choices is not None else None
+    if fields.fixed_choices is not None:
+        choices: tuple[str, ...] | None = tuple(fields.fixed_choices)
+    else:
+        choices = _choices(row, fields.choices) if fields.choices is not None else None
+    labels = None
+    if fields.choice_labels is not None:
+        labels = tuple(str(v).strip() for v in get_path(row, fields.choice_labels))
     gold: int | str | None = None
     if fields.gold is not None:
-        if fields.gold not in row:
+        raw = get_path(row, fields.gold, _MISSING) if "." in fields.gold else row.get(fields.gold, _MISSING)
+        if raw is _MISSING:
             raise FieldMapError(f"`fields.gold: {fields.gold}` is not a column of the data ({sorted(row)}).")
-        raw = row[fields.gold]
-        gold = _gold_index(raw, choices) if choices is not None else str(raw)
+        gold = _gold_index(raw, choices, labels, fields.gold_map, fields.gold_is) if choices is not None else str(raw)
     ident = str(row[fields.id]) if fields.id and fields.id in row else str(index)
+    query = render_template(fields.query, row, "`fields.query`")
+    if fields.shuffle_choices and choices is not None:
+        order = list(range(len(choices)))
+        random.Random(query).shuffle(order)  # deterministic per question, independent of row order
+        choices = tuple(choices[i] for i in order)
+        if isinstance(gold, int):
+            gold = order.index(gold)
     return Instance(
         id=ident,
-        query=render_template(fields.query, row, "`fields.query`"),
+        query=query,
         choices=choices,
         gold=gold,
         cluster=str(row[fields.cluster]) if fields.cluster and fields.cluster in row else None,

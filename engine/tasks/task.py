@@ -13,10 +13,9 @@ from functools import cached_property
 from engine.config.schema import TaskConfig
 from engine.data.source import load_rows
 from engine.models.requests import GenerateResponse, LoglikelihoodResponse, Request, Response, stable_hash
-from engine.scoring.scorers import score_choice, score_generation
 from engine.tasks.fewshot import select_fewshot
 from engine.tasks.formulations import build_request
-from engine.tasks.instance import Instance, row_to_instance, rows_to_instances
+from engine.tasks.instance import Instance, row_to_instance, rows_to_instances  # noqa: F401
 
 TASK_REGISTRY: dict[str, type[Task]] = {}
 
@@ -39,9 +38,16 @@ class Task:
         return stable_hash(self.config.model_dump(mode="json", by_alias=True, exclude={"variants"}))[:16]
 
     # -- data ----------------------------------------------------------------------------------
+    def preprocess_row(self, row: dict) -> dict:
+        """Hook for subclasses: clean or derive columns before the field map applies."""
+        return row
+
+    def to_instances(self, rows: list[dict]) -> list[Instance]:
+        return rows_to_instances([self.preprocess_row(dict(r)) for r in rows], self.config.fields)
+
     def load_instances(self) -> list[Instance]:
         rows = load_rows(self.config.data)
-        instances = rows_to_instances(rows, self.config.fields)
+        instances = self.to_instances(rows)
         cfg = self.config
         if cfg.sample_size and len(instances) > cfg.sample_threshold:
             # OLMES: a fixed random sample (seed 1234) of large splits, in original order.
@@ -56,17 +62,25 @@ class Task:
         if cfg.num_fewshot == 0:
             return []
         if cfg.fewshot.split is not None:
-            return rows_to_instances(load_rows(cfg.data, cfg.fewshot.split), cfg.fields)
+            return self.to_instances(load_rows(cfg.data, cfg.fewshot.split))
         cached = getattr(self, "_fewshot_pool_cache", None)
-        return cached if cached is not None else rows_to_instances(load_rows(cfg.data), cfg.fields)
+        return cached if cached is not None else self.to_instances(load_rows(cfg.data))
 
     @cached_property
     def curated(self) -> list[Instance]:
-        return [row_to_instance(r, i, self.config.fields) for i, r in enumerate(self.config.fewshot.curated)]
+        return [
+            row_to_instance(self.preprocess_row(dict(r)), i, self.config.fields)
+            for i, r in enumerate(self.config.fewshot.curated)
+        ]
 
     # -- requests ------------------------------------------------------------------------------
     def fewshot_for(self, inst: Instance) -> list[Instance]:
         cfg = self.config
+        if cfg.num_fewshot > 0 and len(self.curated) >= cfg.num_fewshot:
+            # enough curated examples: the few-shot split is never loaded
+            shots = select_fewshot(inst, [], cfg.num_fewshot, seed=cfg.fewshot.seed, curated=self.curated)
+            if len(shots) == cfg.num_fewshot:
+                return shots
         return select_fewshot(
             inst,
             self.fewshot_pool,
@@ -74,6 +88,7 @@ class Task:
             seed=cfg.fewshot.seed,
             curated=self.curated,
             same_cluster=cfg.fewshot.same_cluster,
+            fixed=cfg.fewshot.fixed,
         )
 
     def build_request(self, inst: Instance) -> Request:
@@ -82,6 +97,8 @@ class Task:
     # -- scoring -------------------------------------------------------------------------------
     def score(self, inst: Instance, response: Response) -> tuple[dict[str, float], object]:
         """(scores, extracted answer) for one response."""
+        from engine.scoring.scorers import score_choice, score_generation  # scoring imports tasks
+
         if isinstance(response, LoglikelihoodResponse):
             return score_choice(self.config, inst, response)
         assert isinstance(response, GenerateResponse)
