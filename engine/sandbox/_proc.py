@@ -62,8 +62,12 @@ def lease_uid() -> UidLease | None:
         except OSError:
             os.close(fd)
             continue
-        # A previous holder may have crashed and left processes behind: clear them first.
+        # A previous holder may have crashed and left processes behind: clear them, and skip
+        # the uid while its zombies still count against RLIMIT_NPROC.
         kill_uid(uid)
+        if live_pids(uid=uid, zombies=True):
+            os.close(fd)
+            continue
         return UidLease(uid=uid, fd=fd)
     raise RuntimeError("no free sandbox uid")
 
@@ -81,14 +85,15 @@ def _proc_owner_and_state(pid: str) -> tuple[int, str, int] | None:
     return st.st_uid, rest[0], int(rest[3])
 
 
-def live_pids(*, uid: int | None = None, sid: int | None = None) -> list[int]:
-    """Non-zombie processes of a uid and/or a session id."""
+def live_pids(*, uid: int | None = None, sid: int | None = None,
+              zombies: bool = False) -> list[int]:
+    """Processes (non-zombie unless ``zombies``) of a uid and/or a session id."""
     found: list[int] = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         info = _proc_owner_and_state(name)
-        if info is None or info[1] in ("Z", "X"):
+        if info is None or (info[1] in ("Z", "X") and not zombies):
             continue
         if uid is not None and info[0] != uid:
             continue
@@ -98,11 +103,19 @@ def live_pids(*, uid: int | None = None, sid: int | None = None) -> list[int]:
     return found
 
 
-def kill_uid(uid: int, *, rounds: int = 200) -> bool:
-    """SIGKILL every process of ``uid`` until none is left; True when none survives."""
+def kill_uid(uid: int, *, rounds: int = 200, reap_wait_s: float = 0.05) -> bool:
+    """SIGKILL every process of ``uid`` until none is left; True when none survives.
+
+    Then wait briefly for the zombies to be reaped by their new parent (init may take a second):
+    until they are, they count against RLIMIT_NPROC of that uid. Callers that need a clean uid
+    rotate to a fresh one instead of waiting (see ``HostProcessSandbox.reset``).
+    """
     for i in range(rounds):
         pids = live_pids(uid=uid)
         if not pids:
+            deadline = time.monotonic() + reap_wait_s
+            while live_pids(uid=uid, zombies=True) and time.monotonic() < deadline:
+                time.sleep(0.005)
             return True
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -251,6 +264,18 @@ class RawOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Signals the main process's exit as soon as it is reaped (pipes may still be open)."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
 async def _drain(stream: asyncio.StreamReader, buf: bytearray, budget: list[int],
                  over: asyncio.Event) -> None:
     while True:
@@ -274,12 +299,15 @@ async def run_capped(argv: Sequence[str], *, env: dict[str, str], cwd: str, stdi
     sleeping daemon cannot hold the pipes open nor survive into the next execution.
     """
     t0 = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _ExitAwareProtocol(limit=1 << 16, loop=loop), *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd,
         start_new_session=True, preexec_fn=preexec, close_fds=True,
         user=uid, group=uid, extra_groups=[] if uid is not None else None,
     )
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
     out, err = bytearray(), bytearray()
     budget = [output_bytes]
     over = asyncio.Event()
@@ -295,7 +323,8 @@ async def run_capped(argv: Sequence[str], *, env: dict[str, str], cwd: str, stdi
             with contextlib.suppress(Exception):
                 w.close()
         writer = asyncio.create_task(_feed(proc.stdin))
-    waiter = asyncio.create_task(proc.wait())
+    # Not proc.wait(): it also waits for the pipes, which a left-behind child may hold open.
+    waiter = asyncio.create_task(protocol.exited.wait())
     overflow = asyncio.create_task(over.wait())
     timed_out = False
     try:
@@ -307,8 +336,9 @@ async def run_capped(argv: Sequence[str], *, env: dict[str, str], cwd: str, stdi
         # Whatever happened (exit, overflow, timeout, cancellation): nothing may outlive it.
         await asyncio.to_thread(kill, proc.pid)
         overflow.cancel()
+        waiter.cancel()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(waiter, 5.0)
+            await asyncio.wait_for(proc.wait(), 5.0)
         for r in readers:
             with contextlib.suppress(asyncio.TimeoutError, Exception):
                 await asyncio.wait_for(r, 2.0)

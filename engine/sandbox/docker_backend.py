@@ -270,12 +270,12 @@ class DockerSandbox(Sandbox):
         except Exception:  # noqa: BLE001 - e.g. no pid left to start the cleanup: replace
             self._replace_sync()
 
-    def _run_sync(self, argv: list[str], stdin: bytes | None, files: Files | None,
+    def _run_sync(self, argv: list[str], stdin: bytes | None, tar: bytes | None,
                   timeout_s: float) -> tuple[_Stream, float]:
         wipe, self._dirty = (_WIPE if self._dirty else ""), False
-        if files:
+        if tar is not None:
             up = self._exec_sync(["/bin/sh", "-c", wipe + "tar -x -m -C / -f -"],
-                                 stdin=_tar(files), timeout_s=60, cap=65536)
+                                 stdin=tar, timeout_s=60, cap=65536)
             if up.exit_code != 0:
                 raise SandboxError(f"{self.name}: file upload failed: {bytes(up.err)!r}")
             wipe = ""
@@ -295,8 +295,10 @@ class DockerSandbox(Sandbox):
         if not self.started or self.stopped or self._container is None:
             raise SandboxError(f"{self.name} is not running")
         data = stdin.encode() if isinstance(stdin, str) else stdin
+        tar = _tar(files) if files else None  # validates the paths (ValueError)
+        argv = to_argv(command)
         try:
-            res, duration = await self._call(self._run_sync, to_argv(command), data, files,
+            res, duration = await self._call(self._run_sync, argv, data, tar,
                                              self._timeout(timeout_s))
         except SandboxError:
             raise

@@ -98,11 +98,17 @@ class HostProcessSandbox(Sandbox):
 
     def _fresh_workdir(self) -> None:
         self._kill_all()
+        if self.uid is not None:
+            self._scrub_uid_files()
+            if _proc.live_pids(uid=self.uid, zombies=True):
+                # Killed processes not yet reaped by init still count against RLIMIT_NPROC:
+                # move to a fresh uid rather than wait for them.
+                old, self._lease = self._lease, _proc.lease_uid()
+                if old is not None:
+                    old.release()
         if self._outer is not None:
             shutil.rmtree(self._outer, ignore_errors=True)
         self._outer, self._work = _proc.make_workdir(f"evalbench-{self.backend}-", self.uid)
-        if self.uid is not None:
-            self._scrub_uid_files()
 
     def _scrub_uid_files(self) -> None:
         """Remove what the sandbox uid left in world-writable temp dirs (local backend only)."""
