@@ -14,6 +14,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+try:  # 3-5x faster than json on large instances.jsonl files; optional
+    from orjson import JSONDecodeError as _OrjsonError
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    _loads = json.loads
+    _OrjsonError = ValueError
+
 from engine.compare.models import RunInfo
 from engine.record.schema import RunRecord
 
@@ -120,14 +127,14 @@ def run_info(record: RunRecord, run_dir: Path, mlflow_run_id: str | None = None)
 
 def parse_instances(lines: Iterable[bytes | str], source: str = "") -> dict[str, Question]:
     questions: dict[str, Question] = {}
-    loads = json.loads
+    loads = _loads
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rec = loads(line)
             iid = str(rec["instance_id"])
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, _OrjsonError, KeyError, TypeError) as e:
             raise CompareError(
                 f"{source} line {lineno} is not an instance record ({type(e).__name__}: {e})."
             ) from e
