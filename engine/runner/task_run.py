@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -40,8 +41,10 @@ class TaskResult(BaseModel):
 def prepare(task_run: TaskRun, exp: Experiment) -> tuple[Task, list[Instance]]:
     task = build_task(task_run.task)
     instances = task.load_instances()
-    if exp.limit is not None:
-        instances = instances[: exp.limit]
+    if exp.limit is not None and exp.limit < len(instances):
+        # A seeded sample, not the first N: the first N of a sorted file is one subject of MMLU.
+        keep = sorted(random.Random(exp.seed).sample(range(len(instances)), exp.limit))
+        instances = [instances[i] for i in keep]
     return task, instances
 
 
