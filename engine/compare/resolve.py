@@ -68,6 +68,7 @@ def record_keys(record: RunRecord, run_dir: Path) -> dict[str, str]:
         "tag.evalbench.model": record.model.label,
         "tag.evalbench.checkpoint_step": "" if step is None else str(step),
         "tag.evalbench.task_spec": record.task_spec,
+        "tag.evalbench.task": record.task_name,
         "tag.evalbench.task_hash": record.task_hash,
         "tag.evalbench.harness": record.harness,
         "tag.evalbench.suite": record.suite or "",
@@ -104,6 +105,8 @@ def _lookup_key(key: str) -> list[str]:
         return ["tag." + key.split(".", 1)[1]]
     if key.startswith(("param.", "params.")):
         return ["param." + key.split(".", 1)[1]]
+    if key in ("task", "task_spec"):  # a spec (mmlu:mc) or a task name (mmlu)
+        return ["tag.evalbench.task_spec", "tag.evalbench.task"]
     if key in ALIASES:
         return ["tag." + ALIASES[key]]
     return ["param." + key, "tag." + key, "tag." + TAG + key]
@@ -126,11 +129,10 @@ def select(candidates: Iterable[Candidate], selector: str, where: str) -> list[C
         want = _norm_step(value) if is_step else value
 
         def match(c: Candidate) -> bool:
-            for n in names:
-                if n in c.keys:
-                    have = _norm_step(c.keys[n]) if is_step else c.keys[n]
-                    return have == want
-            return False
+            present = [c.keys[n] for n in names if n in c.keys]
+            if key not in ALIASES and not key.startswith(("tag.", "tags.", "param.", "params.")):
+                present = present[:1]  # a bare key: the most specific place it is stored
+            return any((_norm_step(v) if is_step else v) == want for v in present)
 
         out = [c for c in out if match(c)]
     if not out:

@@ -57,6 +57,8 @@ def test_selectors_over_run_folders(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert rep["label_a"] == "smol-ft@step20" and rep["label_b"] == "smol"
     code, out, _ = run(capsys, "--runs-root", str(p.root), "tag.evalbench.checkpoint_step=20,task=arc:mc", "model.checkpoint=base", "--format", "json")
     assert code == 0 and [t["task_spec"] for t in json.loads(out)["tasks"]] == ["arc:mc"]
+    code, out, _ = run(capsys, "--runs-root", str(p.root), "step=20,task=mmlu", "step=none", "--format", "json")  # a task name
+    assert code == 0 and [t["task_spec"] for t in json.loads(out)["tasks"]] == ["mmlu:mc"]
 
 
 def test_series(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
