@@ -22,7 +22,8 @@ def normalized_scores(cfg: TaskConfig, inst: Instance, resp: LoglikelihoodRespon
     if how == "per_token":
         return [lp / max(n, 1) for lp, n in zip(lps, resp.token_counts, strict=True)]
     if how == "per_char":
-        conts = continuations(cfg, inst)
+        # Characters of the answer text, without the separator before it (lm-eval's acc_norm).
+        conts = [c[len(cfg.answer_prefix):] if c.startswith(cfg.answer_prefix) else c for c in continuations(cfg, inst)]
         return [lp / max(len(c), 1) for lp, c in zip(lps, conts, strict=True)]
     if how == "uncond":
         if resp.unconditional_logprobs is None:

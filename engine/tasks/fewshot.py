@@ -29,7 +29,8 @@ def select_fewshot(
     if len(chosen) == k:
         return chosen
     taken = {c.query for c in chosen} | {instance.query}
-    candidates = [p for p in pool if p.id != instance.id and p.query not in taken]
+    # ids are row indices, so they repeat across splits: the instance is excluded by its query
+    candidates = [p for p in pool if p.query not in taken]
     if same_cluster and instance.cluster is not None:
         in_cluster = [p for p in candidates if p.cluster == instance.cluster]
         if len(in_cluster) >= k - len(chosen):
@@ -41,6 +42,6 @@ def select_fewshot(
             base = [p for p in base if p.cluster == instance.cluster] or base
         rng = random.Random(f"{seed}:{instance.cluster}" if same_cluster else seed)
         drawn = rng.sample(base, min(need + 1, len(base)))
-        return chosen + [p for p in drawn if p.id != instance.id and p.query != instance.query][:need]
+        return chosen + [p for p in drawn if p.query != instance.query][:need]
     rng = random.Random(f"{seed}:{instance.id}")
     return chosen + rng.sample(candidates, need)
