@@ -73,16 +73,26 @@ def lease_uid() -> UidLease | None:
 
 
 def _proc_owner_and_state(pid: str) -> tuple[int, str, int] | None:
-    """(real uid, state letter, session id) of a process, or None if it vanished."""
+    """(real uid, state letter, session id) of a process, or None if it vanished.
+
+    Read from /proc/PID/status: the owner of /proc/PID is root for processes that are not
+    dumpable (e.g. between a uid switch and exec), so it cannot be trusted.
+    """
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat_line = f.read().decode("utf-8", "replace")
-        st = os.stat(f"/proc/{pid}")
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read().decode("utf-8", "replace")
     except OSError:
         return None
-    rest = stat_line[stat_line.rfind(")") + 2:].split()
-    # /proc/PID is owned by the effective uid; fine for our purpose (no setuid binaries succeed).
-    return st.st_uid, rest[0], int(rest[3])
+    uid, state, sid = -1, "?", -1
+    for line in status.splitlines():
+        if line.startswith("State:"):
+            state = line.split()[1]
+        elif line.startswith("Uid:"):
+            uid = int(line.split()[1])
+        elif line.startswith("NSsid:"):
+            sid = int(line.split()[1])
+            break
+    return uid, state, sid
 
 
 def live_pids(*, uid: int | None = None, sid: int | None = None,

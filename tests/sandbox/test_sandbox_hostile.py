@@ -29,6 +29,8 @@ from engine.sandbox import ExecResult, SandboxLimits, SandboxPoolConfig, Sandbox
 from engine.sandbox import _proc
 from engine.sandbox.base import Sandbox
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = SandboxLimits(wall_time_s=2.0, cpu_s=1, memory_mb=384, output_bytes=256 * 1024,
                        file_size_mb=16, open_files=128, max_procs=64)
