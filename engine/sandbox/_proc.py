@@ -64,8 +64,7 @@ def lease_uid() -> UidLease | None:
             continue
         # A previous holder may have crashed and left processes behind: clear them, and skip
         # the uid while its zombies still count against RLIMIT_NPROC.
-        kill_uid(uid)
-        if live_pids(uid=uid, zombies=True):
+        if not kill_uid(uid):
             os.close(fd)
             continue
         return UidLease(uid=uid, fd=fd)
@@ -95,44 +94,54 @@ def _proc_owner_and_state(pid: str) -> tuple[int, str, int] | None:
     return uid, state, sid
 
 
-def live_pids(*, uid: int | None = None, sid: int | None = None,
-              zombies: bool = False) -> list[int]:
-    """Processes (non-zombie unless ``zombies``) of a uid and/or a session id."""
-    found: list[int] = []
+def _scan(*, uid: int | None = None, sid: int | None = None) -> list[tuple[int, str]]:
+    """(pid, state) of every process, zombies included, of a uid and/or a session id."""
+    found: list[tuple[int, str]] = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         info = _proc_owner_and_state(name)
-        if info is None or (info[1] in ("Z", "X") and not zombies):
+        if info is None:
             continue
         if uid is not None and info[0] != uid:
             continue
         if sid is not None and info[2] != sid:
             continue
-        found.append(int(name))
+        found.append((int(name), info[1]))
     return found
 
 
-def kill_uid(uid: int, *, rounds: int = 200, reap_wait_s: float = 0.05) -> bool:
-    """SIGKILL every process of ``uid`` until none is left; True when none survives.
+def live_pids(*, uid: int | None = None, sid: int | None = None,
+              zombies: bool = False) -> list[int]:
+    """Processes (non-zombie unless ``zombies``) of a uid and/or a session id."""
+    return [pid for pid, state in _scan(uid=uid, sid=sid) if zombies or state not in ("Z", "X")]
 
-    Then wait briefly for the zombies to be reaped by their new parent (init may take a second):
-    until they are, they count against RLIMIT_NPROC of that uid. Callers that need a clean uid
-    rotate to a fresh one instead of waiting (see ``HostProcessSandbox.reset``).
+
+def kill_uid(uid: int, *, rounds: int = 200, reap_wait_s: float = 0.05) -> bool:
+    """SIGKILL every process of ``uid`` until none is left.
+
+    Returns True when the uid is entirely clean, False when unreaped zombies remain after a
+    brief wait (init may take a second to reap them): until then they count against
+    RLIMIT_NPROC of that uid, so callers that need a clean uid rotate to a fresh one.
     """
     for i in range(rounds):
-        pids = live_pids(uid=uid)
-        if not pids:
+        procs = _scan(uid=uid)
+        live = [pid for pid, state in procs if state not in ("Z", "X")]
+        if not live:
+            if not procs:
+                return True
             deadline = time.monotonic() + reap_wait_s
-            while live_pids(uid=uid, zombies=True) and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
                 time.sleep(0.005)
-            return True
-        for pid in pids:
+                if not _scan(uid=uid):
+                    return True
+            return False
+        for pid in live:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         # Stopped or mid-fork processes need a moment; fork bombs are bounded by RLIMIT_NPROC.
         time.sleep(0.002 if i < 20 else 0.02)
-    return not live_pids(uid=uid)
+    return not _scan(uid=uid)
 
 
 def kill_session(sid: int, *, rounds: int = 50) -> bool:
@@ -302,7 +311,7 @@ async def _drain(stream: asyncio.StreamReader, buf: bytearray, budget: list[int]
 
 async def run_capped(argv: Sequence[str], *, env: dict[str, str], cwd: str, stdin: bytes | None,
                      timeout_s: float, output_bytes: int, preexec: Callable[[], None],
-                     uid: int | None, kill: Callable[[int], None]) -> RawOutcome:
+                     uid: int | None, kill: Callable[[int], object]) -> RawOutcome:
     """Run argv; kill everything (``kill(pid)``) on timeout, output overflow or main-process exit.
 
     The main process exiting ends the execution: children it left behind are killed, so a

@@ -67,11 +67,13 @@ class HostProcessSandbox(Sandbox):
         self.started = True
         REGISTRY.add(self)
 
-    def _kill_all(self, pid: int | None = None) -> None:
-        if self.uid is not None:
-            _proc.kill_uid(self.uid)
+    def _kill_all(self, pid: int | None = None) -> bool:
+        """Kill every process of the sandbox; False if unreaped zombies still hold its uid."""
+        if self.uid is not None:  # every process of the sandbox runs as its dedicated uid
+            return _proc.kill_uid(self.uid)
         if pid is not None and pid > 0:
             _proc.kill_session(pid)
+        return True
 
     async def exec(self, command: Command, stdin: str | bytes | None = None,
                    files: Files | None = None, timeout_s: float | None = None) -> ExecResult:
@@ -97,10 +99,10 @@ class HostProcessSandbox(Sandbox):
                                        max_bytes=READ_FILE_MAX_BYTES)
 
     def _fresh_workdir(self) -> None:
-        self._kill_all()
+        clean = self._kill_all()
         if self.uid is not None:
             self._scrub_uid_files()
-            if _proc.live_pids(uid=self.uid, zombies=True):
+            if not clean:
                 # Killed processes not yet reaped by init still count against RLIMIT_NPROC:
                 # move to a fresh uid rather than wait for them.
                 old, self._lease = self._lease, _proc.lease_uid()

@@ -51,6 +51,8 @@ async def main():
                 if getattr(sb, "container_id", None):
                     info["containers"].append(sb.container_id)
         print(json.dumps(info), flush=True)
+        if mode in ("normal", "error"):  # let the test look at the running processes first
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         if mode == "error":
             raise RuntimeError("boom inside the run")
         if mode == "normal":
@@ -88,7 +90,8 @@ def test_no_process_or_container_survives(mode: str, tmp_path: Path) -> None:
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, str(script), mode, ",".join(backends)], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -99,7 +102,11 @@ def test_no_process_or_container_survives(mode: str, tmp_path: Path) -> None:
             assert _proc.live_pids(uid=uid), f"nothing running as uid {uid}"
         if "docker" in backends:
             assert len(_containers(info["containers"])) == 2
-        if mode == "sigint":
+        assert proc.stdin is not None
+        if mode in ("normal", "error"):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        elif mode == "sigint":
             proc.send_signal(signal.SIGINT)
         elif mode == "sigterm":
             proc.send_signal(signal.SIGTERM)
