@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="metric to compare (default: each task's primary metric)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--serve", action="store_true", help="open the web viewer on 127.0.0.1")
-    p.add_argument("--port", type=int, default=8765, help="viewer port (0: any free port)")
+    p.add_argument("--port", type=int, default=8780, help="viewer port (0: any free port)")
     return p
 
 
