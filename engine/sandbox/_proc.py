@@ -48,14 +48,21 @@ class UidLease:
             self.fd = -1
 
 
+_cursor = -1
+
+
 def lease_uid() -> UidLease | None:
     """Claim a free dedicated uid, or None when not running as root."""
     if not is_root():
         return None
+    global _cursor
     os.makedirs(_LOCK_DIR_ROOT, mode=0o700, exist_ok=True)
-    start = (os.getpid() * 7) % UID_SLOTS
-    for i in range(UID_SLOTS):
-        uid = UID_BASE + (start + i) % UID_SLOTS
+    if _cursor < 0:
+        _cursor = (os.getpid() * 7) % UID_SLOTS
+    for _ in range(UID_SLOTS):
+        # Walk forward: a uid just released may still hold zombies for a moment.
+        uid = UID_BASE + _cursor
+        _cursor = (_cursor + 1) % UID_SLOTS
         fd = os.open(os.path.join(_LOCK_DIR_ROOT, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -64,7 +71,7 @@ def lease_uid() -> UidLease | None:
             continue
         # A previous holder may have crashed and left processes behind: clear them, and skip
         # the uid while its zombies still count against RLIMIT_NPROC.
-        if not kill_uid(uid):
+        if not kill_uid(uid, reap_wait_s=0.0):
             os.close(fd)
             continue
         return UidLease(uid=uid, fd=fd)

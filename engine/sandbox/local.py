@@ -70,7 +70,9 @@ class HostProcessSandbox(Sandbox):
     def _kill_all(self, pid: int | None = None) -> bool:
         """Kill every process of the sandbox; False if unreaped zombies still hold its uid."""
         if self.uid is not None:  # every process of the sandbox runs as its dedicated uid
-            return _proc.kill_uid(self.uid)
+            # No waiting for zombies here: bwrap leaves its namespace init to be reaped by the
+            # host's init (which may take a second); reset() rotates to a fresh uid instead.
+            return _proc.kill_uid(self.uid, reap_wait_s=0.0)
         if pid is not None and pid > 0:
             _proc.kill_session(pid)
         return True
