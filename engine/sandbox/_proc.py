@@ -78,6 +78,33 @@ def lease_uid() -> UidLease | None:
     raise RuntimeError("no free sandbox uid")
 
 
+def reap_orphaned_uids() -> int:
+    """Kill processes left in the sandbox uid range by a crashed engine (uid not leased now).
+
+    An engine killed with SIGKILL cannot tear down: its bwrap sandboxes die with it, but local
+    processes (and docker containers, see ``remove_containers``) stay until someone reaps them.
+    """
+    if not is_root() or not os.path.isdir(_LOCK_DIR_ROOT):
+        return 0
+    uids = {u for u, _, _ in filter(None, (_proc_owner_and_state(n) for n in os.listdir("/proc")
+                                            if n.isdigit()))
+            if UID_BASE <= u < UID_BASE + UID_SLOTS}
+    n = 0
+    for uid in sorted(uids):
+        fd = os.open(os.path.join(_LOCK_DIR_ROOT, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # leased by a live engine
+        try:
+            kill_uid(uid, reap_wait_s=0.0)
+            n += 1
+        finally:
+            os.close(fd)
+    return n
+
+
 def _proc_owner_and_state(pid: str) -> tuple[int, str, int] | None:
     """(real uid, state letter, session id) of a process, or None if it vanished.
 

@@ -90,11 +90,7 @@ class SandboxRouter:
         if self.plan.unrouted:
             raise NoPoolError(f"no sandbox pool provides {[sorted(u) for u in self.plan.unrouted]}"
                               f"; pools: {[c.name for c in self.configs]}")
-        if any(c.backend == "docker" for c in self.configs if self.plan.size_of(c.name)):
-            from engine.sandbox.docker_backend import remove_containers
-
-            with contextlib.suppress(Exception):  # leftovers of crashed earlier runs
-                await asyncio.to_thread(remove_containers, dead_owners_only=True)
+        await self._reap_leftovers()
         warm = []
         for pp in self.plan.pools:
             if pp.size > 0:
@@ -107,6 +103,23 @@ class SandboxRouter:
             await self.close()
             raise errors[0]
         return self.plan
+
+    async def _reap_leftovers(self) -> None:
+        """Remove what crashed (SIGKILLed) earlier engines left: processes and containers."""
+        assert self.plan is not None
+        if not any(pp.size for pp in self.plan.pools):
+            return  # the light path: this run starts no sandbox, so it pays nothing
+        used = {c.backend for c in self.configs}
+        if used & {"local", "bwrap"}:
+            from engine.sandbox._proc import reap_orphaned_uids
+
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(reap_orphaned_uids)
+        if "docker" in used:
+            from engine.sandbox.docker_backend import remove_containers
+
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(remove_containers, dead_owners_only=True)
 
     async def close(self) -> None:
         """Stop every sandbox of every pool (idempotent)."""
