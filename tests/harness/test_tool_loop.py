@@ -311,3 +311,27 @@ def test_auto_protocol_detection(protocol):
 
     assert choose_protocol("auto", HF()) == protocol
     assert choose_protocol("auto", ScriptedModel([], native=True)) == "native"
+
+
+def test_concurrent_trajectories_share_batches():
+    from engine.harness.run import BatchingProvider
+
+    class Counting(ScriptedModel):
+        def __init__(self):
+            super().__init__([lambda req: "ok"])
+            self.batches: list[int] = []
+
+        async def generate(self, requests):
+            self.batches.append(len(requests))
+            return await super().generate(requests)
+
+    inner = Counting()
+    batching = BatchingProvider(inner, max_batch=8)
+    h = Harness(harness(), batching)
+
+    async def go():
+        return await asyncio.gather(*(h.run(request(f"q{i}")) for i in range(5)))
+
+    trajs = asyncio.run(go())
+    assert all(t.end_reason == "answer" for t in trajs)
+    assert inner.batches == [5]
