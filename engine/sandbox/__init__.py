@@ -6,7 +6,7 @@ to the cheapest covering pool, plans and starts pools before a run and tears eve
 exit, error, SIGINT and SIGTERM. A request that requires nothing never touches a sandbox.
 """
 
-from engine.sandbox.base import Sandbox, SandboxError
+from engine.sandbox.base import InputFilesError, Sandbox, SandboxError
 from engine.sandbox.models import (
     BASH, NETWORK, PYTHON, Capability, Demand, ExecResult, PoolPlan, SandboxLimits, SandboxPlan,
     SandboxPoolConfig, normalize_requires,
@@ -16,7 +16,8 @@ from engine.sandbox.router import SandboxRouter, pools_from_config
 from engine.sandbox.teardown import teardown_all_sync
 
 __all__ = [
-    "BASH", "NETWORK", "PYTHON", "Capability", "Demand", "ExecResult", "NoPoolError", "PoolPlan",
+    "BASH", "NETWORK", "PYTHON", "Capability", "Demand", "ExecResult", "InputFilesError",
+    "NoPoolError", "PoolPlan",
     "Sandbox", "SandboxError", "SandboxLimits", "SandboxPlan", "SandboxPoolConfig",
     "SandboxRouter", "normalize_requires", "plan", "pools_from_config", "route",
     "teardown_all_sync",

@@ -21,6 +21,10 @@ class SandboxError(RuntimeError):
     """The sandbox itself failed (could not start, broke down): not the code's fault."""
 
 
+class InputFilesError(PermissionError):
+    """Input files could not be written into the work dir (e.g. through a planted symlink)."""
+
+
 def to_argv(command: Command) -> list[str]:
     """A list is run as-is; a string is run by ``/bin/sh -c``."""
     if isinstance(command, str):

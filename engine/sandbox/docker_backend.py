@@ -26,9 +26,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-from engine.sandbox._proc import _split_rel
+from engine.sandbox._files import _split_rel
 from engine.sandbox.base import (
-    READ_FILE_MAX_BYTES, Command, Files, Sandbox, SandboxError, to_argv,
+    READ_FILE_MAX_BYTES, Command, Files, InputFilesError, Sandbox, SandboxError, to_argv,
 )
 from engine.sandbox.models import ExecResult, SandboxPoolConfig
 from engine.sandbox.teardown import REGISTRY
@@ -277,7 +277,8 @@ class DockerSandbox(Sandbox):
             up = self._exec_sync(["/bin/sh", "-c", wipe + "tar -x -m -C / -f -"],
                                  stdin=tar, timeout_s=60, cap=65536)
             if up.exit_code != 0:
-                raise SandboxError(f"{self.name}: file upload failed: {bytes(up.err)!r}")
+                raise InputFilesError(f"cannot write input files: "
+                                      f"{bytes(up.err).decode('utf-8', 'replace').strip()}")
             wipe = ""
         lim = self.limits
         wrapper = (f'{wipe}ulimit -v {lim.memory_mb * 1024} 2>/dev/null; "$@"; rc=$?; '
@@ -300,7 +301,7 @@ class DockerSandbox(Sandbox):
         try:
             res, duration = await self._call(self._run_sync, argv, data, tar,
                                              self._timeout(timeout_s))
-        except SandboxError:
+        except (SandboxError, InputFilesError):
             raise
         except Exception as e:
             raise SandboxError(f"{self.name}: docker exec failed: {e}") from e

@@ -19,10 +19,10 @@ import os
 import shutil
 from typing import ClassVar
 
-from engine.sandbox import _proc
+from engine.sandbox import _files, _proc
 from engine.sandbox.base import (
-    READ_FILE_MAX_BYTES, SANDBOX_PATH, Command, Files, Sandbox, SandboxError, normalize_returncode,
-    to_argv,
+    READ_FILE_MAX_BYTES, SANDBOX_PATH, Command, Files, InputFilesError, Sandbox, SandboxError,
+    normalize_returncode, to_argv,
 )
 from engine.sandbox.models import ExecResult, SandboxPoolConfig
 from engine.sandbox.teardown import REGISTRY
@@ -63,7 +63,7 @@ class HostProcessSandbox(Sandbox):
         if self.started:
             return
         self._lease = _proc.lease_uid()
-        self._outer, self._work = _proc.make_workdir(f"evalbench-{self.backend}-", self.uid)
+        self._outer, self._work = _files.make_workdir(f"evalbench-{self.backend}-", self.uid)
         self.started = True
         REGISTRY.add(self)
 
@@ -83,7 +83,12 @@ class HostProcessSandbox(Sandbox):
             raise SandboxError(f"{self.name} is not running")
         work = self.workdir
         for rel, data in (files or {}).items():
-            _proc.safe_write(work, rel, data, owner=self.uid)
+            try:
+                _files.safe_write(work, rel, data, owner=self.uid)
+            except ValueError:
+                raise
+            except OSError as e:
+                raise InputFilesError(f"cannot write input file {rel!r}: {e}") from e
         argv = self._wrap(to_argv(command))
         data = stdin.encode() if isinstance(stdin, str) else stdin
         raw = await _proc.run_capped(
@@ -97,7 +102,7 @@ class HostProcessSandbox(Sandbox):
                             duration_s=raw.duration_s)
 
     async def read_file(self, path: str) -> bytes:
-        return await asyncio.to_thread(_proc.safe_read, self.workdir, path,
+        return await asyncio.to_thread(_files.safe_read, self.workdir, path,
                                        max_bytes=READ_FILE_MAX_BYTES)
 
     def _fresh_workdir(self) -> None:
@@ -112,7 +117,7 @@ class HostProcessSandbox(Sandbox):
                     old.release()
         if self._outer is not None:
             shutil.rmtree(self._outer, ignore_errors=True)
-        self._outer, self._work = _proc.make_workdir(f"evalbench-{self.backend}-", self.uid)
+        self._outer, self._work = _files.make_workdir(f"evalbench-{self.backend}-", self.uid)
 
     def _scrub_uid_files(self) -> None:
         """Remove what the sandbox uid left in world-writable temp dirs (local backend only)."""

@@ -95,3 +95,32 @@ def test_router_reuses_warm_sandboxes_concurrently(backend: str) -> None:
     asyncio.run(go())
     assert not [s for s in REGISTRY.snapshot() if getattr(s, "config", None) is not None
                 and s.config.name == f"t-{backend}"]
+
+
+def test_planted_symlinks_never_lead_the_engine_outside(backend: str) -> None:
+    """Code plants symlinks in its work dir; the engine (root) reading results or writing inputs
+    must not follow them to host files."""
+    import os
+
+    from engine.sandbox.base import InputFilesError
+
+    target = "/etc/evalbench_symlink_target"
+
+    async def go() -> None:
+        sb = BACKENDS[backend](_pool(backend))
+        await sb.start()
+        try:
+            r = await sb.exec(["sh", "-c", f"ln -s /etc/shadow leak; ln -s {target} evil; "
+                                           "ln -s /etc linkdir"])
+            assert r.ok, r
+            with pytest.raises(PermissionError):  # refused (docker: followed in-container only)
+                await sb.read_file("leak")
+            r = await sb.exec(["cat", "evil"], files={"evil": "replaced"})
+            assert r.stdout == "replaced"  # the symlink was replaced, not followed
+            with pytest.raises(InputFilesError):
+                await sb.exec(["true"], files={"linkdir/evalbench_x": "pwned"})
+            assert (await sb.exec(["echo", "ok"])).stdout == "ok\n"  # not broken by it
+        finally:
+            await sb.stop()
+    asyncio.run(go())
+    assert not os.path.exists(target) and not os.path.exists("/etc/evalbench_x")
