@@ -76,8 +76,12 @@ class TaskComparison(Frozen):
     run_a: RunInfo
     run_b: RunInfo
     alignment: Alignment
+    # How the task's score aggregates questions (RunRecord.config.task.aggregation): "macro" is the
+    # mean of cluster means (MMLU over subjects); then Δ, the means and the SE are macro ones.
+    aggregation: Literal["mean", "macro"] = "mean"
     # Effective statistics: when every paired question carries a cluster field, the SE (and so the
-    # CI, z, p and MDE) is the clustered paired SE; `plain_stderr` is always the unclustered one.
+    # CI, z, p and MDE) is the clustered paired SE; `plain_stderr` is the unclustered one.
+    # Wins/losses/ties and McNemar always count questions.
     stats: PairedComparison
     plain_stderr: float
     clustered: bool = False

@@ -19,7 +19,7 @@ from engine.compare.models import (
     UnmatchedTask,
     verdict_of,
 )
-from engine.stats import PairedComparison, paired_compare, summarize
+from engine.stats import PairedComparison, paired_compare, summarize, summarize_macro
 from engine.stats._paired import PAIRED_MDE_FACTOR
 from engine.stats._summary import Z_95
 
@@ -113,19 +113,29 @@ def _status(sa: float, sb: float) -> int:
     return UNCHANGED
 
 
-def _with_se(stats: PairedComparison, se: float) -> PairedComparison:
-    z = stats.delta / se if se > 0 else (0.0 if stats.delta == 0 else math.copysign(math.inf, stats.delta))
+def _with_se(stats: PairedComparison, se: float, **update: float) -> PairedComparison:
+    """The same comparison with another SE (clustered) and optionally another Δ and means (macro)."""
+    delta = update.get("delta", stats.delta)
+    z = delta / se if se > 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
     p = float(2 * norm.sf(abs(z)))
     return stats.model_copy(
         update=dict(
+            update,
             stderr=se,
-            ci_low=stats.delta - Z_95 * se,
-            ci_high=stats.delta + Z_95 * se,
+            ci_low=delta - Z_95 * se,
+            ci_high=delta + Z_95 * se,
             z=z,
             p_value=p,
             mde=PAIRED_MDE_FACTOR * se,
         )
     )
+
+
+def task_aggregation(run: RunData) -> str:
+    """How the engine aggregates this task's questions: "mean", or "macro" (mean of cluster means)."""
+    task = run.record.config.get("task")
+    agg = task.get("aggregation", "mean") if isinstance(task, dict) else "mean"
+    return "macro" if agg == "macro" else "mean"
 
 
 def _compare_task(
@@ -193,11 +203,23 @@ def _compare_task(
     stats = paired_compare(a, b)
     plain = stats.stderr
     clustered, n_clusters = False, None
-    if len(a) > 1 and all(c is not None for c in clusters) and len(set(clusters)) < len(clusters):
+    has_clusters = len(a) > 1 and all(c is not None for c in clusters) and len(set(clusters)) > 1
+    aggregation = task_aggregation(ra)
+    if aggregation == "macro" and has_clusters:
+        # Δ of the macro averages is the macro average of the d_i (same weights on both sides).
+        s = summarize_macro(a - b, clusters)
+        stats = _with_se(stats, s.reported_stderr, delta=s.value, mean_a=summarize_macro(a, clusters).value,
+                         mean_b=summarize_macro(b, clusters).value)
+        plain = s.stderr
+        clustered, n_clusters = s.clustered_stderr is not None, s.n_clusters
+    elif has_clusters and len(set(clusters)) < len(clusters):
+        aggregation = "mean"
         s = summarize(a - b, clusters=clusters)
         if s.clustered_stderr is not None:
             stats = _with_se(stats, s.clustered_stderr)
             clustered, n_clusters = True, s.n_clusters
+    else:
+        aggregation = "mean"
     alignment = Alignment(
         n_a=len(qas),
         n_b=len(qbs),
@@ -218,6 +240,7 @@ def _compare_task(
         run_a=ra.info,
         run_b=rb.info,
         alignment=alignment,
+        aggregation=aggregation,  # type: ignore[arg-type]
         stats=stats,
         plain_stderr=plain,
         clustered=clustered,

@@ -11,7 +11,7 @@ from engine.compare.models import ComparisonReport, SeriesReport, verdict_text
 CSV_FIELDS = [
     "level", "task_spec", "metric", "n", "score_a", "score_b", "delta", "stderr", "ci_low", "ci_high",
     "z", "p_value", "mcnemar_p", "mde", "wins", "losses", "ties", "only_in_a", "only_in_b",
-    "errored_a", "errored_b", "clustered", "verdict",
+    "errored_a", "errored_b", "aggregation", "clustered", "verdict",
 ]
 
 
@@ -36,7 +36,7 @@ def rows(report: ComparisonReport) -> list[dict[str, object]]:
             delta=s.delta, stderr=s.stderr, ci_low=s.ci_low, ci_high=s.ci_high, z=s.z, p_value=s.p_value,
             mcnemar_p=s.mcnemar_p, mde=s.mde, wins=s.wins, losses=s.losses, ties=s.ties,
             only_in_a=al.only_in_a, only_in_b=al.only_in_b, errored_a=al.errored_a, errored_b=al.errored_b,
-            clustered=t.clustered, verdict=t.verdict,
+            aggregation=t.aggregation, clustered=t.clustered, verdict=t.verdict,
         ))
     if report.suite is not None:
         u = report.suite
@@ -49,7 +49,8 @@ def rows(report: ComparisonReport) -> list[dict[str, object]]:
             only_in_a=sum(t.alignment.only_in_a for t in report.tasks),
             only_in_b=sum(t.alignment.only_in_b for t in report.tasks),
             errored_a=sum(t.alignment.errored_a for t in report.tasks),
-            errored_b=sum(t.alignment.errored_b for t in report.tasks), clustered=False, verdict=u.verdict,
+            errored_b=sum(t.alignment.errored_b for t in report.tasks), aggregation="mean of tasks",
+            clustered=False, verdict=u.verdict,
         ))
     return out
 
@@ -74,7 +75,11 @@ def to_table(report: ComparisonReport) -> str:
     body: list[list[str]] = []
     for r in rows(report):
         unpaired = int(r["only_in_a"]) + int(r["only_in_b"]) + int(r["errored_a"]) + int(r["errored_b"])  # type: ignore[call-overload]
-        name = str(r["task_spec"]) + (" (clustered)" if r["clustered"] else "")
+        name = str(r["task_spec"])
+        if r["aggregation"] == "macro":
+            name += " (macro)"
+        elif r["clustered"]:
+            name += " (clustered)"
         if r["level"] == "suite":
             name = f"SUITE {name} (mean of {report.suite.k if report.suite else 0} tasks)"
         body.append([
@@ -100,6 +105,10 @@ def to_table(report: ComparisonReport) -> str:
             f"p {_p(u.pooled_p_value)}, MDE {_f(u.pooled_mde)} → {verdict_text(u.pooled_verdict)} (with few "
             "tasks the clustered SE sees only the spread between task means: trust the suite row)."
         )
+    for t in report.tasks:
+        if t.aggregation == "macro":
+            out.append(f"note: {t.task_spec}: A, B and Δ are macro averages over {t.n_clusters} clusters (as the run "
+                       "reports its score), SE clustered; W/L/T and McNemar count questions.")
     for t in report.tasks:
         al = t.alignment
         parts = []

@@ -6,8 +6,9 @@ import math
 from collections.abc import Sequence
 
 from engine.compare.loading import CompareError, RunData
-from engine.compare.models import SeriesPoint, SeriesReport, SeriesTask, verdict_of
-from engine.stats import paired_compare, summarize
+from engine.compare.models import SeriesPoint, SeriesReport, SeriesTask
+from engine.compare.paired import compare_runs, task_aggregation
+from engine.stats import summarize, summarize_macro
 
 
 def _scores(run: RunData, metric: str) -> dict[str, float]:
@@ -46,17 +47,20 @@ def build_series(runs: Sequence[RunData], metric: str | None = None, task: str |
             sc = _scores(r, m)
             ids = list(sc)
             clusters = [r.questions[k].cluster for k in ids]
-            use_clusters = bool(ids) and all(c is not None for c in clusters) and len(set(clusters)) < len(ids)
-            s = summarize([sc[k] for k in ids], clusters if use_clusters else None)
+            has_clusters = bool(ids) and all(c is not None for c in clusters) and len(set(clusters)) > 1
+            values = [sc[k] for k in ids]
+            if has_clusters and task_aggregation(r) == "macro":  # as the run reports its score
+                s = summarize_macro(values, clusters)
+            else:
+                s = summarize(values, clusters if has_clusters and len(set(clusters)) < len(ids) else None)
             extra: dict[str, object] = {}
-            if i > 0:
-                shared = [k for k in ids if k in base]
-                pc = paired_compare([sc[k] for k in shared], [base[k] for k in shared])
-                extra = dict(
-                    delta_vs_base=pc.delta,
-                    paired_mde_vs_base=pc.mde,
-                    verdict_vs_base=verdict_of(pc.delta, pc.mde, pc.p_value, pc.n),
-                )
+            if i > 0 and base:
+                try:
+                    tc = compare_runs([r], [ordered[0]], metric=m).report.tasks[0]
+                except CompareError:  # no shared question with the first checkpoint
+                    tc = None
+                if tc is not None:
+                    extra = dict(delta_vs_base=tc.stats.delta, paired_mde_vs_base=tc.stats.mde, verdict_vs_base=tc.verdict)
             se = s.reported_stderr
             points.append(
                 SeriesPoint(

@@ -41,6 +41,7 @@ def write_run(
     run_id: str | None = None,
     created: str = "2025-01-01T00:00:00",
     fast: bool = False,
+    aggregation: str = "mean",
 ) -> RunRecord:
     """One run folder: MC questions whose per-question score is `correct[i]` (the mean over samples).
 
@@ -101,7 +102,7 @@ def write_run(
         created=created,
         engine_version="0.1.0",
         git_revision=None,
-        config={"model": {"name": model, "path": f"/ckpt/{model}", "checkpoint_step": step}, "task": {"name": task_spec.split(":")[0]}},
+        config={"model": {"name": model, "path": f"/ckpt/{model}", "checkpoint_step": step}, "task": {"name": task_spec.split(":")[0], "aggregation": aggregation}},
         model=ModelIdentity(name=model, provider="hf", checkpoint_step=step),
         task_spec=task_spec,
         task_name=task_spec.split(":")[0],

@@ -139,3 +139,34 @@ def test_verdicts() -> None:
     assert verdict_of(-0.05, 0.03, 0.001, 100) == "regressed"
     assert verdict_of(0.02, 0.03, 0.04, 100) == "within noise"  # significant but below the MDE
     assert verdict_of(0.02, float("nan"), float("nan"), 1) == "not enough data"
+
+
+def test_macro_task_matches_independent_computation(tmp_path) -> None:
+    """A task aggregated as a macro average (MMLU over subjects): Δ, means and SE are macro ones."""
+    import pandas as pd
+
+    from engine.compare.synthetic import write_run
+
+    rng = np.random.default_rng(11)
+    n = 300
+    subj = [f"s{int(x)}" for x in rng.integers(0, 40, n)]  # uneven sizes, some singletons
+    b = (rng.random(n) < 0.4).astype(float)
+    a = np.where(rng.random(n) < 0.2, 1.0, b)
+    for side, c in (("A", a), ("B", b)):
+        write_run(tmp_path / side / "mmlu", task_spec="mmlu", correct=c, clusters=subj, aggregation="macro",
+                  model=side, seed=1 if side == "A" else 2)
+    cmp = compare_runs([load_run(tmp_path / "A" / "mmlu")], [load_run(tmp_path / "B" / "mmlu")])
+    t = cmp.report.tasks[0]
+    df = pd.DataFrame({"a": a, "b": b, "d": a - b, "c": subj})
+    means = df.groupby("c")[["a", "b", "d"]].mean()
+    assert t.aggregation == "macro" and t.n_clusters == means.shape[0]
+    assert t.stats.mean_a == pytest.approx(means["a"].mean())
+    assert t.stats.mean_b == pytest.approx(means["b"].mean())
+    assert t.stats.delta == pytest.approx(means["d"].mean())
+    # Clustered SE of the weighted mean: sqrt( Σ_c (Σ_{i∈c} w_i (d_i − m))² ), w_i = 1/(k n_c)
+    k = means.shape[0]
+    w = 1.0 / (k * df.groupby("c")["d"].transform("size"))
+    se = math.sqrt(((w * (df["d"] - means["d"].mean())).groupby(df["c"]).sum() ** 2).sum())
+    assert t.stats.stderr == pytest.approx(se, rel=1e-10)
+    assert t.stats.mde == pytest.approx(PAIRED_MDE * se)
+    assert t.stats.wins == int((a > b).sum()) and t.stats.losses == int((a < b).sum())

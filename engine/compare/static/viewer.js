@@ -50,7 +50,7 @@ function renderOverview(rep) {
     const unpaired = a.only_in_a + a.only_in_b + a.errored_a + a.errored_b + a.missing_metric_a + a.missing_metric_b;
     tbody.append(el("tr", { "data-task": i, "data-task-spec": t.task_spec, onclick: () => openTask(i) },
       el("td", { title: `A: ${t.run_a.run_dir}${t.run_a.mlflow_run_id ? " (MLflow " + t.run_a.mlflow_run_id + ")" : ""}\nB: ${t.run_b.run_dir}${t.run_b.mlflow_run_id ? " (MLflow " + t.run_b.mlflow_run_id + ")" : ""}` },
-        t.task_spec + (t.clustered ? ` (clustered SE, ${t.n_clusters} clusters)` : "")), el("td", { class: "n" }, s.n),
+        t.task_spec + (t.aggregation === "macro" ? ` (macro over ${t.n_clusters} clusters)` : t.clustered ? ` (clustered SE, ${t.n_clusters} clusters)` : "")), el("td", { class: "n" }, s.n),
       el("td", { class: "mean-a" }, fmt(s.mean_a)), el("td", { class: "mean-b" }, fmt(s.mean_b)),
       el("td", { class: "delta" }, sgn(s.delta)), el("td", {}, `[${sgn(s.ci_low)}, ${sgn(s.ci_high)}]`),
       el("td", { class: "p" }, pfmt(s.p_value)), el("td", {}, pfmt(s.mcnemar_p)), el("td", { class: "mde" }, fmt(s.mde)),
