@@ -78,4 +78,4 @@ def test_inspect_a_hub_task_on_its_fixture_from_the_command_line(tmp_path):
                       f"task.data.data_files={{test:{data}}}", "inspect=true", "limit=1"], tmp_path, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "George wants to warm his hands quickly" in res.stdout  # curated shot 1
-    assert "An astronomer observes" in res.stdout and "[continuation, 1 tokens] ' D'" in res.stdout
+    assert "--- instance Mercury_" in res.stdout and "[continuation, 1 tokens] ' A'" in res.stdout
