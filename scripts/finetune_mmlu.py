@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--save-every", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--max-length", type=int, default=256, help="drop training prompts longer than this (tokens)")
     ap.add_argument("--train-layers", type=int, default=10, help="train only the top N decoder layers (0: all)")
     ap.add_argument("--seed", type=int, default=1234)

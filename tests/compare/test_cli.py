@@ -100,3 +100,21 @@ def test_subprocess_exit_code(tmp_path: Path) -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.startswith("engine.compare: ") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_serve_subprocess(tmp_path: Path) -> None:
+    import urllib.request
+
+    p = make_suite_pair(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.compare", str(p.job_a), str(p.job_b), "--serve", "--port", "0"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()  # "viewer: http://127.0.0.1:PORT/  (Ctrl-C to stop)"
+        assert line.startswith("viewer: http://127.0.0.1:"), line
+        url = line.split()[1]
+        with urllib.request.urlopen(url + "api/overview", timeout=10) as r:  # noqa: S310 - loopback
+            assert json.loads(r.read())["mode"] == "compare"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
