@@ -117,6 +117,8 @@ class ToolLoop:
         self.protocol = protocol
         self.router = router
         self.schemas = [t.schema() for t in tools]
+        # OpenAI-style APIs take call arguments as a JSON string; HF chat templates as a mapping.
+        self.arguments_as_dict = getattr(getattr(caller.provider, "identity", None), "provider", None) == "hf"
 
     # -- setup -----------------------------------------------------------------------------
     def initial_messages(self, request: GenerateRequest) -> list[ChatMessage]:
@@ -216,7 +218,8 @@ class ToolLoop:
     def _assistant_message(self, resp: GenerateResponse, calls: list[ParsedCall]) -> ChatMessage:
         if self.protocol == "native":
             native = tuple({"id": c.id, "type": "function",
-                            "function": {"name": c.name or "", "arguments": _json_args(c.arguments)}}
+                            "function": {"name": c.name or "", "arguments": (c.arguments or {}) if self.arguments_as_dict
+                                         else _json_args(c.arguments)}}
                            for c in calls if not c.error)
             return ChatMessage(role="assistant", content=resp.text, tool_calls=native or None)
         text = resp.text

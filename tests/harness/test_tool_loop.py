@@ -335,3 +335,38 @@ def test_concurrent_trajectories_share_batches():
     trajs = asyncio.run(go())
     assert all(t.end_reason == "answer" for t in trajs)
     assert inner.batches == [5]
+
+
+HERMES_TEMPLATE = """{%- if tools %}<|im_start|>system
+Tools: {% for t in tools %}{{ t.function.name }} {% endfor %}<|im_end|>
+{% endif %}{%- for m in messages %}{%- if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant
+{% for tc in m.tool_calls %}<tool_call>{"name": "{{ tc.function.name }}", "arguments": {{ tc.function.arguments | tojson }}}</tool_call>{% endfor %}<|im_end|>
+{% elif m.role == 'tool' %}<|im_start|>user
+<tool_response>{{ m.content }}</tool_response><|im_end|>
+{% else %}<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% endif %}{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
+
+def test_hf_native_protocol_renders_through_a_tool_aware_chat_template(smollm2_dir):
+    """A model whose chat template renders tools (Hermes/Qwen style): tools go to the template,
+    calls come back as <tool_call> text, results as `tool` messages the template renders."""
+    from transformers import AutoTokenizer
+
+    from engine.models.hf import HFProvider
+
+    class FakeHF(ScriptedModel):
+        def __init__(self, script):
+            super().__init__(script)
+            self.identity = ModelIdentity(name="hermes-like", provider="hf")
+            self.tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+            self.tokenizer.chat_template = HERMES_TEMPLATE
+
+    model = FakeHF([call("search", query="capital of Australia"), "Canberra"])
+    traj = run(harness(protocol="auto"), model)
+    assert traj.end_reason == "answer" and traj.steps[0].content["protocol"] == "native"
+    prompt = HFProvider.render_prompt(model, model.requests[1])
+    assert "Tools: search fetch_page submit" in prompt
+    assert '<tool_call>{"name": "search", "arguments": {"query": "capital of Australia"}}</tool_call>' in prompt
+    assert "<tool_response>[1] " in prompt and "Canberra" in prompt.split("<tool_response>")[1]
