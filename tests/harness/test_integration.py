@@ -128,6 +128,25 @@ def test_code_agent_runs_python_in_the_sandbox(tmp_path):
     assert steps[2].content["stdout"].strip() == "6" and steps[2].content["pool"] == "local"
     assert rec.scores["contains"].value == 1.0
 
+    import mlflow
+
+    mlflow.set_tracking_uri(exp.tracking.tracking_uri)
+    run_info = mlflow.get_run(rec.mlflow_run_id).info
+    [trace] = mlflow.search_traces(locations=[run_info.experiment_id], run_id=run_info.run_id, return_type="list")
+    spans = {s.name: s for s in trace.data.spans}
+    assert spans["sandbox local"].parent_id == spans["tool python_exec"].span_id
+    assert spans["sandbox local"].outputs["exit_code"] == 0
+
+
+def test_judge_preset_reuses_the_evaluated_model():
+    from engine.harness.judge import judge_config, judge_provider
+
+    model = ModelConfig.model_validate(yaml.safe_load((conf_dir() / "model" / "smollm2.yaml").read_text()))
+    cfg = judge_config(preset("judge").auxiliary)
+    sentinel = object()
+    assert judge_provider(cfg, sentinel, model) == (sentinel, False)
+    assert cfg.mode == "reference"
+
 
 def test_judge_variant_scores_and_records_the_verdict(tmp_path):
     def reply(req):
