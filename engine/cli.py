@@ -56,8 +56,13 @@ def _run(cfg: DictConfig) -> None:
     except ProviderError as err:
         _fail(str(err), 2 if err.kind == "config" else 1)
         return
+    from engine.suites import aggregate_report
+
     print()
     print(results_table(records))
+    if aggregate := aggregate_report(records, exp.suite):
+        print()
+        print(aggregate)
     print()
     print(where_records_are(records, exp.tracking.tracking_uri if exp.tracking.mlflow else None))
     if records and all(r.status == "failed" for r in records):

@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 from engine.record.schema import RunRecord
-from engine.stats import summarize_means
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -26,17 +25,6 @@ def results_table(records: Sequence[RunRecord]) -> str:
             f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s else "-", _fmt(s.mde) if s else "-",
             f"{r.counts.errored}" + (" FAILED" if r.status == "failed" else ""), f"{r.duration_s:.1f}s",
         ])
-    suites = {r.suite for r in records if r.suite}
-    for suite in sorted(suites):
-        parts = [r.scores[r.primary_metric] for r in records if r.suite == suite and r.primary_metric in r.scores]
-        if len(parts) > 1:
-            from engine.stats import ScoreSummary
-
-            agg = summarize_means([ScoreSummary(**p.model_dump()) for p in parts])
-            rows.append([f"{suite} (mean of {len(parts)})", records[0].model.label, "mean", str(agg.n),
-                         _fmt(agg.value), _fmt(agg.stderr), f"[{_fmt(agg.ci_low)}, {_fmt(agg.ci_high)}]",
-                         _fmt(agg.mde), str(sum(r.counts.errored for r in records if r.suite == suite)),
-                         f"{sum(r.duration_s for r in records if r.suite == suite):.1f}s"])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])

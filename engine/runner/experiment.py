@@ -8,7 +8,6 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from engine.config.compose import compose_task, task_spec_string
 from engine.config.schema import Experiment
 from engine.models import build_provider
 from engine.models.requests import stable_hash
@@ -28,10 +27,10 @@ OPERATIONAL_NESTED = {
 
 
 def expand(exp: Experiment) -> list[TaskRun]:
-    if exp.suite is not None:
-        return [TaskRun(spec=spec, task=compose_task(spec)) for spec in exp.suite.tasks]
-    assert exp.task is not None
-    return [TaskRun(spec=task_spec_string(exp.task.name, exp.task.variants), task=exp.task)]
+    """Suite (nested, de-duplicated) or single task; best-of tasks (olmes) become one run per format."""
+    from engine.suites import expand_experiment
+
+    return expand_experiment(exp)
 
 
 def experiment_id(exp: Experiment) -> str:
