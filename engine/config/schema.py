@@ -138,7 +138,7 @@ class ModelConfig(_Config):
 
 class HarnessConfig(_Config):
     name: str = "default"
-    scaffold: Literal["single_turn", "tool_loop", "multi_turn"] = "single_turn"
+    scaffold: Literal["single_turn", "tool_loop", "multi_turn", "openai_agents"] = "single_turn"
     tools: list[str] = []
     max_turns: int = 1
     concurrency: int = 4

@@ -164,7 +164,12 @@ class Harness:
         self.tools = resolve_tools(cfg.tools)
         self.protocol = choose_protocol(cfg.protocol, provider)
         self.router = router
-        cls = SCAFFOLDS[cfg.scaffold]
+        if cfg.scaffold == "openai_agents":  # optional extra: imports the SDK only when chosen
+            from engine.harness.openai_agents import OpenAIAgentsLoop
+
+            cls: type[ToolLoop] = OpenAIAgentsLoop
+        else:
+            cls = SCAFFOLDS[cfg.scaffold]
         caller = ModelCaller(provider, cfg)
         if cls.__name__ == "SingleTurn":
             self.scaffold: ToolLoop = cls(caller, cfg)  # type: ignore[call-arg]
