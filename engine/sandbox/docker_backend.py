@@ -162,6 +162,10 @@ class DockerSandbox(Sandbox):
             raise SandboxError(f"{self.name}: cannot start container: {e}") from e
         self.started = True
         REGISTRY.add(self)
+        if self.stopped:  # stopped (torn down) while the container was being created
+            self.stopped = False
+            await self.stop()
+            raise SandboxError(f"{self.name} was stopped while starting")
 
     def _replace_sync(self) -> None:
         with self._lock:

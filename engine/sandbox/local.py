@@ -62,6 +62,8 @@ class HostProcessSandbox(Sandbox):
     async def start(self) -> None:
         if self.started:
             return
+        if self.stopped:
+            raise SandboxError(f"{self.name} was stopped")
         self._lease = _proc.lease_uid()
         self._outer, self._work = _files.make_workdir(f"evalbench-{self.backend}-", self.uid)
         self.started = True

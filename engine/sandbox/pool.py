@@ -71,10 +71,16 @@ class SandboxPool:
         try:
             await sb.start()
         except BaseException:
-            self._all.remove(sb)
+            if sb in self._all:
+                self._all.remove(sb)
             with contextlib.suppress(Exception):
                 await sb.stop()
             raise
+        if self._closed:  # closed while it was starting (e.g. Ctrl-C): do not leak it
+            if sb in self._all:
+                self._all.remove(sb)
+            await sb.stop()
+            raise SandboxError(f"pool {self.name} is closed")
         self.stats.started += 1
         return sb
 
