@@ -39,7 +39,8 @@ def policy_signature(h: HarnessConfig) -> str:
         return h.scaffold
     policy = {"max_turns": h.max_turns, "protocol": h.protocol, "tool_options": h.tool_options,
               "system_prompt": h.system_prompt, "max_total_tokens": h.max_total_tokens,
-              "max_time_s": h.max_time_s, "turns_field": h.turns_field if h.scaffold == "multi_turn" else None}
+              "max_time_s": h.max_time_s, "turns_field": h.turns_field if h.scaffold == "multi_turn" else None,
+              "sandboxes": h.sandboxes}  # where code runs can change what it outputs
     return f"{h.scaffold}:{stable_hash(policy)[:12]}"
 
 
