@@ -215,3 +215,32 @@ def mean_pass_at_k(counts: Sequence[tuple[int, int]], ks: Iterable[int] = (1, 10
         if counts and all(n >= k for n, _ in counts):
             out[f"pass@{k}"] = sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)
     return out
+
+
+class HumanEvalScore(BaseModel):
+    """Verdicts of n samples per problem and the mean unbiased pass@k."""
+
+    model_config = ConfigDict(frozen=True)
+
+    verdicts: dict[str, tuple[CodeVerdict, ...]]
+    pass_at_k: dict[str, float]
+
+
+async def score_humaneval_samples(router: SandboxRouter,
+                                  problems: Iterable[HumanEvalProblem | Mapping[str, Any]],
+                                  completions: Mapping[str, Sequence[str]],
+                                  ks: Iterable[int] = (1, 10, 100), timeout: float = 3.0
+                                  ) -> HumanEvalScore:
+    """Check every sample of every problem concurrently (the router bounds the parallelism)."""
+    import asyncio
+
+    by_id = {_field(p, "task_id"): p for p in problems}
+    jobs = [(tid, c) for tid, cs in completions.items() for c in cs]
+    results = await asyncio.gather(*(run_humaneval_check(router, by_id[tid], c, timeout)
+                                     for tid, c in jobs))
+    verdicts: dict[str, list[CodeVerdict]] = {}
+    for (tid, _), v in zip(jobs, results, strict=True):
+        verdicts.setdefault(tid, []).append(v)
+    counts = [(len(vs), sum(v.passed for v in vs)) for vs in verdicts.values()]
+    return HumanEvalScore(verdicts={k: tuple(v) for k, v in verdicts.items()},
+                          pass_at_k=mean_pass_at_k(counts, ks))

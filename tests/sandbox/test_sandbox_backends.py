@@ -124,3 +124,21 @@ def test_planted_symlinks_never_lead_the_engine_outside(backend: str) -> None:
             await sb.stop()
     asyncio.run(go())
     assert not os.path.exists(target) and not os.path.exists("/etc/evalbench_x")
+
+
+def test_score_humaneval_samples_pass_at_k() -> None:
+    """n samples per problem through the router: verdicts and the unbiased pass@k."""
+    from engine.scoring.code_exec import load_humaneval, pass_at_k, score_humaneval_samples
+
+    problems = load_humaneval()[:2]
+    right = [p.canonical_solution for p in problems]
+    completions = {problems[0].task_id: [right[0], "    return False\n", right[0]],
+                   problems[1].task_id: ["    return []\n"] * 3}
+
+    async def go() -> object:
+        async with SandboxRouter([_pool("local", instances=2)]) as router:
+            return await score_humaneval_samples(router, problems, completions, ks=(1, 2, 5))
+    score = asyncio.run(go())
+    assert [v.passed for v in score.verdicts[problems[0].task_id]] == [True, False, True]
+    assert score.pass_at_k == {"pass@1": pytest.approx((2 / 3 + 0) / 2),
+                               "pass@2": pytest.approx((pass_at_k(3, 2, 2) + 0) / 2)}
