@@ -15,7 +15,9 @@ import contextlib
 import fcntl
 import os
 import resource
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -99,7 +101,32 @@ def reap_orphaned_uids() -> int:
             n += 1
         finally:
             os.close(fd)
+    _remove_orphaned_workdirs()
     return n
+
+
+def _remove_orphaned_workdirs() -> None:
+    """Work dirs (``<tmp>/evalbench-{local,bwrap}-*/work``) whose uid nobody leases any more."""
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        if not name.startswith(("evalbench-local-", "evalbench-bwrap-")):
+            continue
+        outer = os.path.join(tmp, name)
+        try:
+            uid = os.stat(os.path.join(outer, "work"), follow_symlinks=False).st_uid
+        except OSError:
+            continue
+        if not UID_BASE <= uid < UID_BASE + UID_SLOTS:
+            continue
+        fd = os.open(os.path.join(_LOCK_DIR_ROOT, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live engine's sandbox
+        else:
+            shutil.rmtree(outer, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def _proc_owner_and_state(pid: str) -> tuple[int, str, int] | None:

@@ -12,6 +12,7 @@ Python inside is the system ``/usr/bin/python3`` (a venv under /root is not visi
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shutil
@@ -32,10 +33,27 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
+def _sweep_stale_etc_dirs() -> None:
+    """Remove the /etc dirs of engine processes that died without running atexit."""
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        parts = name.split("-")
+        if not name.startswith("evalbench-bwrap-etc-") or len(parts) < 5 or not parts[3].isdigit():
+            continue
+        try:
+            os.kill(int(parts[3]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+        except PermissionError:
+            pass
+
+
 @functools.lru_cache(maxsize=1)
 def _etc_dir() -> str:
     """A synthetic read-only /etc shared by all bwrap sandboxes of this process."""
-    d = tempfile.mkdtemp(prefix="evalbench-bwrap-etc-")
+    _sweep_stale_etc_dirs()
+    d = tempfile.mkdtemp(prefix=f"evalbench-bwrap-etc-{os.getpid()}-")
+    atexit.register(shutil.rmtree, d, True)
     for name, text in (("passwd", _PASSWD), ("group", _GROUP), ("hosts", _HOSTS),
                        ("hostname", "sandbox\n"), ("nsswitch.conf", "passwd: files\n"
                                                    "group: files\nhosts: files dns\n")):
