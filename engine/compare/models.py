@@ -27,8 +27,12 @@ def verdict_of(delta: float, mde: float, p_value: float, n: int) -> Verdict:
     return "improved" if delta > 0 else "regressed"
 
 
-def verdict_text(verdict: Verdict) -> str:
-    return "within noise: |Δ| below the MDE" if verdict == "within noise" else verdict
+def verdict_text(verdict: Verdict, p_value: float | None = None) -> str:
+    if verdict != "within noise":
+        return verdict
+    if p_value is not None and not math.isnan(p_value) and p_value < 0.05:
+        return "within noise: |Δ| below the MDE (p < 0.05: too few questions to call it)"
+    return "within noise: |Δ| below the MDE"
 
 
 class RunInfo(Frozen):
@@ -170,6 +174,7 @@ class SeriesPoint(Frozen):
     # Paired against the series' first point on shared questions (None for the first point).
     delta_vs_base: float | None = None
     paired_mde_vs_base: float | None = None
+    p_value_vs_base: float | None = None
     verdict_vs_base: Verdict | None = None
 
 

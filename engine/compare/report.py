@@ -86,7 +86,7 @@ def to_table(report: ComparisonReport) -> str:
             name, str(r["n"]), _f(r["score_a"]), _f(r["score_b"]), _f(r["delta"], sign=True),  # type: ignore[arg-type]
             f"[{_f(r['ci_low'], sign=True)}, {_f(r['ci_high'], sign=True)}]", _p(r["p_value"]),  # type: ignore[arg-type]
             _p(r["mcnemar_p"]), _f(r["mde"]), f"{r['wins']}/{r['losses']}/{r['ties']}", str(unpaired),  # type: ignore[arg-type]
-            verdict_text(r["verdict"]),  # type: ignore[arg-type]
+            verdict_text(r["verdict"], r["p_value"]),  # type: ignore[arg-type]
         ])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = "  ".join("-" * w for w in widths)
@@ -138,7 +138,7 @@ def series_table(report: SeriesReport) -> str:
             out.append(
                 f"  {p.step:>6}  {p.model_label[:28]:<28} {_f(p.value):>7}  "
                 f"[{_f(p.ci_low)}, {_f(p.ci_high)}]  {_f(p.mde):>6}  {_f(p.delta_vs_base, sign=True):>10}  "
-                f"{verdict_text(p.verdict_vs_base) if p.verdict_vs_base else '(base)'}"
+                f"{verdict_text(p.verdict_vs_base, p.p_value_vs_base) if p.verdict_vs_base else '(first)'}"
             )
     out.extend(f"warning: {w}" for w in report.warnings)
     return "\n".join(out)
@@ -147,7 +147,7 @@ def series_table(report: SeriesReport) -> str:
 def series_csv(report: SeriesReport) -> str:
     buf = io.StringIO()
     fields = ["task_spec", "metric", "step", "model_label", "value", "n", "stderr", "ci_low", "ci_high", "mde",
-              "delta_vs_base", "paired_mde_vs_base", "verdict_vs_base", "run_dir"]
+              "delta_vs_base", "paired_mde_vs_base", "p_value_vs_base", "verdict_vs_base", "run_dir"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for t in report.tasks:

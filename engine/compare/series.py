@@ -60,7 +60,8 @@ def build_series(runs: Sequence[RunData], metric: str | None = None, task: str |
                 except CompareError:  # no shared question with the first checkpoint
                     tc = None
                 if tc is not None:
-                    extra = dict(delta_vs_base=tc.stats.delta, paired_mde_vs_base=tc.stats.mde, verdict_vs_base=tc.verdict)
+                    extra = dict(delta_vs_base=tc.stats.delta, paired_mde_vs_base=tc.stats.mde,
+                                 p_value_vs_base=tc.stats.p_value, verdict_vs_base=tc.verdict)
             se = s.reported_stderr
             points.append(
                 SeriesPoint(

@@ -22,8 +22,9 @@ const fmt = (x, d = 4) => (x === null || x === undefined || Number.isNaN(x)) ? "
 const sgn = (x, d = 4) => (x === null || x === undefined) ? "—" : (x >= 0 ? "+" : "") + Number(x).toFixed(d);
 const pfmt = (x) => (x === null || x === undefined) ? "—" : (x < 1e-4 ? "<1e-4" : Number(x).toFixed(4));
 const verdictClass = (v) => v === "improved" ? "improved" : v === "regressed" ? "regressed" : "noise";
-const verdictText = (v) => v === "within noise" ? "within noise: |Δ| below the MDE" : v;
-const badge = (v) => el("span", { class: "badge " + verdictClass(v), "data-verdict": v }, verdictText(v));
+const verdictText = (v, p) => v !== "within noise" ? v :
+  "within noise: |Δ| below the MDE" + (p !== null && p !== undefined && p < 0.05 ? " (p < 0.05: too few questions to call it)" : "");
+const badge = (v, p) => el("span", { class: "badge " + verdictClass(v), "data-verdict": v }, verdictText(v, p));
 
 async function getJSON(url) {
   const r = await fetch(url);
@@ -54,7 +55,7 @@ function renderOverview(rep) {
       el("td", { class: "mean-a" }, fmt(s.mean_a)), el("td", { class: "mean-b" }, fmt(s.mean_b)),
       el("td", { class: "delta" }, sgn(s.delta)), el("td", {}, `[${sgn(s.ci_low)}, ${sgn(s.ci_high)}]`),
       el("td", { class: "p" }, pfmt(s.p_value)), el("td", {}, pfmt(s.mcnemar_p)), el("td", { class: "mde" }, fmt(s.mde)),
-      el("td", {}, `${s.wins}/${s.losses}/${s.ties}`), el("td", {}, unpaired), el("td", {}, badge(t.verdict))));
+      el("td", {}, `${s.wins}/${s.losses}/${s.ties}`), el("td", {}, unpaired), el("td", {}, badge(t.verdict, s.p_value))));
   });
   const u = rep.suite;
   if (u) {
@@ -63,7 +64,7 @@ function renderOverview(rep) {
       el("td", {}, `suite ${u.name} (mean of ${u.k} tasks)`), el("td", {}, n), el("td", {}, ""), el("td", {}, ""),
       el("td", { class: "delta" }, sgn(u.delta)), el("td", {}, `[${sgn(u.ci_low)}, ${sgn(u.ci_high)}]`),
       el("td", { class: "p" }, pfmt(u.p_value)), el("td", {}, "—"), el("td", { class: "mde" }, fmt(u.mde)),
-      el("td", {}, `${u.wins}/${u.losses}/${u.ties}`), el("td", {}, ""), el("td", {}, badge(u.verdict))));
+      el("td", {}, `${u.wins}/${u.losses}/${u.ties}`), el("td", {}, ""), el("td", {}, badge(u.verdict, u.p_value))));
     document.getElementById("suite-explain").textContent =
       `Suite Δ = mean of the task Δs, SE = sqrt(ΣSE²)/k. Pooled over ${u.pooled_n} questions with the task as cluster: ` +
       `Δ ${sgn(u.pooled_delta)}, SE ${fmt(u.pooled_stderr)}, MDE ${fmt(u.pooled_mde)} (${verdictText(u.pooled_verdict)}).`;
@@ -208,7 +209,7 @@ function svgChart(task) {
   for (const p of pts) {
     const sig = p.verdict_vs_base === "improved" || p.verdict_vs_base === "regressed";
     const c = sv("circle", { cx: X(p.step), cy: Y(p.value), r: 4, fill: sig ? "#1d4ed8" : "#fff", stroke: "#1d4ed8", "stroke-width": 2, class: "point", "data-step": p.step, "data-value": p.value });
-    c.append(sv("title", {}, `step ${p.step}: ${p.value.toFixed(4)} [${fmt(p.ci_low)}, ${fmt(p.ci_high)}], n=${p.n}` + (p.delta_vs_base !== null ? `, Δ vs first ${sgn(p.delta_vs_base)} (MDE ${fmt(p.paired_mde_vs_base)}): ${verdictText(p.verdict_vs_base)}` : "")));
+    c.append(sv("title", {}, `step ${p.step}: ${p.value.toFixed(4)} [${fmt(p.ci_low)}, ${fmt(p.ci_high)}], n=${p.n}` + (p.delta_vs_base !== null ? `, Δ vs first ${sgn(p.delta_vs_base)} (MDE ${fmt(p.paired_mde_vs_base)}): ${verdictText(p.verdict_vs_base, p.p_value_vs_base)}` : "")));
     svg.append(c);
   }
   return svg;
@@ -220,7 +221,7 @@ function renderSeries(series) {
     el("table", { class: "grid series-table" }, el("thead", {}, el("tr", {}, ["step", "value", "95% CI", "Δ vs first", "paired MDE", "verdict"].map((h) => el("th", {}, h)))),
       el("tbody", {}, t.points.map((p) => el("tr", {}, el("td", {}, p.step), el("td", {}, fmt(p.value)), el("td", {}, `[${fmt(p.ci_low)}, ${fmt(p.ci_high)}]`),
         el("td", {}, p.delta_vs_base === null ? "—" : sgn(p.delta_vs_base)), el("td", {}, fmt(p.paired_mde_vs_base)),
-        el("td", {}, p.verdict_vs_base ? badge(p.verdict_vs_base) : "(first)"))))))));
+        el("td", {}, p.verdict_vs_base ? badge(p.verdict_vs_base, p.p_value_vs_base) : "(first)"))))))));
 }
 
 async function init() {
