@@ -70,6 +70,23 @@ def main() -> int:
     t0 = time.perf_counter()
     qi.detail(int(hits[0]))
     t_detail = time.perf_counter() - t0
+    # The viewer's HTTP API over the same comparison (loopback).
+    import urllib.request
+
+    from engine.compare.server import ViewerState, start_in_thread
+
+    server, url = start_in_thread(ViewerState(comparison=cmp))
+    http: dict[str, float] = {}
+    for name, path in (("overview", "api/overview"), ("page 1", "api/questions?page=1&per_page=50"),
+                       ("regressed, Δ sort", "api/questions?filter=regressed&sort=delta"),
+                       ("search", "api/questions?q=which+letter+is+c"), ("detail", "api/question?row=54321"),
+                       ("CSV of regressed", "export/questions.csv?filter=regressed")):
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(url + path, timeout=60) as r:  # noqa: S310 - loopback
+            r.read()
+        http[name] = time.perf_counter() - t0
+    server.shutdown()
+    server.server_close()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     n_rows = len(cmp.table)
@@ -83,6 +100,8 @@ def main() -> int:
     print(f"first text search       {t_search_first * 1000:6.0f} ms  (builds the search corpus once)")
     print(f"next text search        {t_search * 1000:6.0f} ms")
     print(f"question detail         {t_detail * 1000:6.1f} ms")
+    for name, sec in http.items():
+        print(f"HTTP {name:<19}{sec * 1000:6.0f} ms")
     print(f"peak RSS                {rss:6.0f} MiB")
     if cmp.report.suite:
         s = cmp.report.suite
