@@ -13,7 +13,10 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 /usr/bin/chromium --version
 
-PY="${PYTHON:-python}"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
+elif [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"
+else PY=python3; fi
 if ! "$PY" -c "import playwright" 2>/dev/null; then
   "$PY" -m pip install -q "playwright>=1.45"
 fi
