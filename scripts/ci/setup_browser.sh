@@ -11,7 +11,7 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_get update -qq
   apt_get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
-/usr/bin/chromium --version
+/usr/bin/chromium --version 2>/dev/null || true
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
