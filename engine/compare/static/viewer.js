@@ -71,6 +71,8 @@ function renderOverview(rep) {
   }
   const notes = document.getElementById("notes");
   notes.replaceChildren();
+  for (const t of rep.tasks) if (t.aggregation === "macro") notes.append(el("li", {},
+    `${t.task_spec}: A, B and Δ are macro averages over ${t.n_clusters} clusters (as the run reports its score), SE clustered; wins/losses/ties and McNemar count questions.`));
   for (const t of rep.tasks) {
     const a = t.alignment, parts = [];
     if (a.only_in_a) parts.push(`${a.only_in_a} only in A`);
