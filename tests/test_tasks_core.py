@@ -103,3 +103,20 @@ def test_gsm8k_generation_and_extraction():
 def test_field_map_errors_name_the_columns():
     with pytest.raises(FieldMapError, match="columns are"):
         row_to_instance({"q": "x"}, 0, FieldMap(query="{question}"))
+
+
+def test_unreachable_hub_fails_fast_with_a_fix(monkeypatch):
+    import time
+
+    from engine.config.schema import DataConfig
+    from engine.data import source
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens: refused at once
+    source.hub_reachable.cache_clear()
+    start = time.monotonic()
+    with pytest.raises(source.DataLoadError, match="unreachable.*task.data.data_files"):
+        source.load_rows(DataConfig(path="someone/absent_dataset_xyz", split="test"))
+    assert time.monotonic() - start < 15
+    source.hub_reachable.cache_clear()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 from typing import Any
 
 from engine.config.schema import DataConfig
@@ -25,9 +27,15 @@ def _resolve_files(files: Any) -> Any:
     return {k: _resolve_files(v) for k, v in files.items()}
 
 
+_WENT_OFFLINE: list[bool] = []
+
+
 def _hub_unreachable_message(cfg: DataConfig, err: Exception) -> str:
     offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
-    why = "offline mode is on (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE=1)" if offline else "the hub is unreachable"
+    if _WENT_OFFLINE:
+        why = "the hub is unreachable (a 3 s connection probe failed)"
+    else:
+        why = "offline mode is on (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE=1)" if offline else "the hub is unreachable"
     return (
         f"Could not load dataset '{cfg.path}'"
         + (f" subset '{cfg.subset}'" if cfg.subset else "")
@@ -38,16 +46,45 @@ def _hub_unreachable_message(cfg: DataConfig, err: Exception) -> str:
     )
 
 
+@functools.cache
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """One quick TCP probe of the hub; a closed network must fail in seconds, not minutes."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    name, _, port = host.partition(":")
+    try:
+        with socket.create_connection((name, int(port or 443)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _go_offline() -> None:
+    """Use only the local caches from here on (also when datasets is already imported)."""
+    _WENT_OFFLINE.append(True)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import datasets.config
+    import huggingface_hub.constants
+
+    datasets.config.HF_DATASETS_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = True
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
 def load_rows(cfg: DataConfig, split: str | None = None) -> list[dict[str, Any]]:
     """Load one split as a list of row dicts."""
-    import datasets  # deferred: importing datasets costs ~1 s
-
     split = split or cfg.split
     files = _resolve_files(cfg.data_files)
     local = cfg.path in _LOCAL_BUILDERS
     # Short hub timeouts so a closed network fails fast instead of hanging.
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    if not local and not hub_reachable():
+        _go_offline()
+    import datasets  # deferred: importing datasets costs ~1 s
     try:
         if local:
             ds = datasets.load_dataset(cfg.path, data_files=files, split=split)
