@@ -138,6 +138,10 @@ class ToolLoop:
 
     def turn_request(self, request: GenerateRequest, state: _State) -> GenerateRequest:
         sampling = request.sampling
+        if request.messages is None and sampling.stop:
+            # A completion-format task (chat: false, e.g. HumanEval stops at "\ndef "): its stop
+            # sequences would cut an agent's chat turns short; the loop talks in chat messages.
+            sampling = sampling.model_copy(update={"stop": ()})
         if self.tools and self.protocol == "text" and "</tool_call>" not in sampling.stop:
             sampling = sampling.model_copy(update={"stop": (*sampling.stop, "</tool_call>")})
         tools = tuple(self.schemas) if self.tools and self.protocol == "native" else ()

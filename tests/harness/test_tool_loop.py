@@ -370,3 +370,14 @@ def test_hf_native_protocol_renders_through_a_tool_aware_chat_template(smollm2_d
     assert "Tools: search fetch_page submit" in prompt
     assert '<tool_call>{"name": "search", "arguments": {"query": "capital of Australia"}}</tool_call>' in prompt
     assert "<tool_response>[1] " in prompt and "Canberra" in prompt.split("<tool_response>")[1]
+
+
+def test_completion_task_becomes_a_chat_turn_without_completion_stops():
+    req = GenerateRequest(prompt="def f(x):\n    \"\"\"Return x + 1.\"\"\"\n",
+                          sampling=SamplingParams(max_tokens=32, stop=("\ndef ", "\n#")))
+    model = ScriptedModel(["def f(x):\n    return x + 1"])
+    traj = run(harness(tools=["python_exec", "submit"]), model, req=req)
+    sent = model.requests[0]
+    assert sent.prompt is None and sent.messages[-1].role == "user" and sent.messages[-1].content.startswith("def f(x)")
+    assert sent.sampling.stop == ("</tool_call>",)
+    assert traj.response.text.startswith("def f(x)")
