@@ -95,3 +95,19 @@ def test_code_agent_on_a_small_code_task(workdir):
             if s.type == "tool_call" and s.content.get("name") == "python_exec" and not s.content.get("error"):
                 assert inst.trajectory[i + 1].type in ("sandbox", "tool_result")
         print(inst.instance_id, kinds, repr((inst.output_text or "")[:120]), inst.scores)
+
+
+def test_code_agent_on_humaneval(workdir):
+    args = ["task=humaneval", "harness=code_agent", "limit=1", "task.generation.max_tokens=128", "harness.max_turns=2",
+            f"tracking.tracking_uri=sqlite:///{workdir}/mlruns.db", f"cache.path={workdir}/cache.sqlite",
+            "progress=false", f"hydra.run.dir={workdir}/runs/he"]
+    out = run_engine(args, cwd=REPO, timeout=1200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = workdir / "runs" / "he" / "humaneval"
+    record = json.loads((folder / "experiment.json").read_text())
+    [inst] = [json.loads(line) for line in (folder / "instances.jsonl").read_text().splitlines()]
+    assert record["harness"] == "code_agent" and "pass@1" in record["scores"]
+    kinds = [s["type"] for s in inst["trajectory"]]
+    assert kinds[0] == "model" and kinds[-1] == "sandbox"  # the agent's steps, then the execution scoring
+    assert any(s["content"].get("end_reason") in END_REASONS for s in inst["trajectory"])
+    print(inst["instance_id"], kinds, inst["scores"], repr((inst["output_text"] or "")[:120]))
