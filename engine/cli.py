@@ -39,7 +39,10 @@ def _run(cfg: DictConfig) -> None:
     from engine.tasks.instance import FieldMapError
 
     try:
-        variants = variants_of(HydraConfig.get().runtime.choices.get("variant"))
+        hc = HydraConfig.get()
+        # Hydra leaves list choices (`variant=[rc,5shot]`) out of runtime.choices: read the override.
+        given = [o.split("=", 1)[1] for o in hc.overrides.task if o.lstrip("+").startswith("variant=")]
+        variants = variants_of(given[-1] if given else hc.runtime.choices.get("variant"))
         exp = experiment_from_cfg(cfg, variants)
         if exp.inspect:
             from engine.inspect_requests import inspect_experiment

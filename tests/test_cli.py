@@ -1,0 +1,51 @@
+"""The command line as a user meets it: clear one-paragraph errors (exit 2), specs, listing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import run_engine
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["task=mmlx"], "Unknown task 'mmlx'. Did you mean 'mmlu'"),
+        (["variant=3sht"], "Unknown variant '3sht'. Did you mean '3shot'"),
+        (["-m", "model.path=a,b", "task=nope"], "Unknown task 'nope'"),
+        (["model.batch_size=abc"], "`model.batch_size`: Input should be a valid integer"),
+        (["+task.fewshots=3"], "unknown key `task.fewshots` (did you mean fewshot"),
+        (["task.fewshots=3"], "Could not override 'task.fewshots'"),
+        (["model=litellm", "task=mmlu"], "cannot compute: the server is not declared to return prompt logprobs"),
+        (["model.path=/nonexistent/ckpt", "limit=1"], "model.path '/nonexistent/ckpt' does not exist"),
+    ],
+)
+def test_bad_input_is_one_paragraph_and_exit_2(args, expected, workdir):
+    res = run_engine([*args, "tracking=none"], workdir, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert expected in res.stderr
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
+    assert res.stderr.strip().startswith("error:") and res.stderr.strip().count("\n") == 0
+
+
+def test_variant_list_and_spec_string_name_the_same_task(workdir):
+    res = run_engine(["task=mmlu", "variant=[rc,3shot]", "inspect=true", "limit=1"], workdir, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    header = next(line for line in res.stdout.splitlines() if line.startswith("==="))
+    from engine.config.compose import compose_task
+    from engine.tasks import build_task
+
+    assert header.startswith("=== mmlu:rc:3shot ")
+    assert build_task(compose_task("mmlu:rc:3shot")).task_hash in header
+    assert "[continuation" in res.stdout and "tokens]" in res.stdout
+
+
+def test_listing_what_exists():
+    res = subprocess.run([sys.executable, "-m", "engine.list"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    for group in ("task", "variant", "suite", "harness", "model", "tracking"):
+        assert f"{group} (" in res.stdout
+    assert "mmlu" in res.stdout and "base_qa" in res.stdout and "search_agent" in res.stdout
