@@ -209,6 +209,13 @@ def test_litellm_provider_against_a_real_openai_compatible_server(workdir, smoll
         served = {i["instance_id"]: i for i in _load(_run_dirs(workdir)[-1])[1]}
         assert all(i["error"] is None and i["output_text"] for i in served.values())
         assert all(i["completion_tokens"] > 0 for i in served.values())
+        # Text completions (a raw prompt, no chat template) go to /v1/completions.
+        text = run_engine(["model=litellm", f"model.name=text-completion-openai/{smollm2_dir}",
+                           f"model.api_base=http://127.0.0.1:{port}/v1", *common, "task.chat=false"], workdir)
+        assert text.returncode == 0, text.stderr[-3000:]
+        completed = _load(_run_dirs(workdir)[-1])[1]
+        assert all(i["error"] is None and i["request"]["prompt"] for i in completed)
+        assert any(i["output_text"].strip() for i in completed)
         # Loglikelihood through a server without prompt logprobs: a clear error, no approximation.
         refused = run_engine(["model=litellm", f"model.name=openai/{smollm2_dir}",
                               f"model.api_base=http://127.0.0.1:{port}/v1", "task=mmlu", "limit=2"], workdir)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from engine.models.requests import (
     LoglikelihoodResponse,
     ProviderError,
     TokenUsage,
+    truncate_at_stop,
 )
 from engine.record.schema import ModelIdentity
 
@@ -104,7 +104,7 @@ class HFProvider:
             new = row[ids.shape[1] :]
             n_new = int((new != self.tokenizer.pad_token_id).sum())
             text = self.tokenizer.decode(new, skip_special_tokens=True)
-            text, stopped = _truncate_at_stop(text, sampling.stop)
+            text, stopped = truncate_at_stop(text, sampling.stop)
             finish = "stop" if stopped or n_new < sampling.max_tokens else "length"
             responses.append(
                 GenerateResponse(
@@ -120,11 +120,3 @@ class HFProvider:
 
     async def aclose(self) -> None:
         return None
-
-
-def _truncate_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    if not stops:
-        return text, False
-    pattern = "|".join(re.escape(s) for s in stops)
-    match = re.search(pattern, text)
-    return (text[: match.start()], True) if match else (text, False)

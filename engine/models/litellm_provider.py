@@ -20,6 +20,7 @@ from engine.models.requests import (
     LoglikelihoodResponse,
     ProviderError,
     TokenUsage,
+    truncate_at_stop,
 )
 
 _TRANSIENT = (
@@ -87,9 +88,10 @@ class LiteLLMProvider:
         except Exception as err:  # noqa: BLE001 - every provider failure becomes a typed error
             raise _as_provider_error(err) from err
         usage = getattr(resp, "usage", None)
+        text, stopped = truncate_at_stop(text, s.stop)
         return GenerateResponse(
             text=text,
-            finish_reason=choice.finish_reason,
+            finish_reason="stop" if stopped else choice.finish_reason,
             tool_calls=tool_calls,
             usage=TokenUsage(
                 prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,

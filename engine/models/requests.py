@@ -90,6 +90,12 @@ def stable_hash(payload: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def truncate_at_stop(text: str, stops: tuple[str, ...] | list[str]) -> tuple[str, bool]:
+    """Cut at the first stop sequence (servers may ignore `stop`); (text, whether it stopped)."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
 def request_hash(request: Request) -> str:
     return stable_hash(request)[:16]
 
@@ -116,4 +122,5 @@ __all__ = [
     "ProviderError",
     "stable_hash",
     "request_hash",
+    "truncate_at_stop",
 ]
