@@ -146,4 +146,7 @@ class LiteLLMProvider:
         return out
 
     async def aclose(self) -> None:
-        return None
+        import sys
+
+        if "litellm" in sys.modules:  # close pooled HTTP sessions before the event loop ends
+            await sys.modules["litellm"].close_litellm_async_clients()
