@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from engine.stats import PairedComparison
+from engine.stats import verdict_of as _verdict_of
 
 
 class Frozen(BaseModel):
@@ -19,12 +20,8 @@ QuestionStatus = Literal["improved", "regressed", "both_right", "both_wrong", "u
 
 
 def verdict_of(delta: float, mde: float, p_value: float, n: int) -> Verdict:
-    """Plain verdict: a change counts only when it is significant and at least the paired MDE."""
-    if n < 2 or math.isnan(p_value) or math.isnan(mde):
-        return "not enough data"
-    if abs(delta) < mde or p_value >= 0.05:
-        return "within noise"
-    return "improved" if delta > 0 else "regressed"
+    """Plain verdict (engine.stats.verdict_of): significant and at least the paired MDE."""
+    return _verdict_of(delta, mde, p_value, n)  # type: ignore[return-value]
 
 
 def verdict_text(verdict: Verdict, p_value: float | None = None) -> str:

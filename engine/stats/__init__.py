@@ -1,7 +1,7 @@
 """Statistics for eval scores (Miller 2024, "Adding Error Bars to Evals")."""
 
 from engine.stats._summary import Z_95, Z_POWER_80, ScoreSummary, summarize, summarize_macro, summarize_means
-from engine.stats._paired import PairedComparison, paired_compare
+from engine.stats._paired import PAIRED_MDE_FACTOR, PairedComparison, paired_compare, verdict_of
 
 __all__ = [
     "Z_95",
@@ -12,4 +12,6 @@ __all__ = [
     "summarize_means",
     "PairedComparison",
     "paired_compare",
+    "verdict_of",
+    "PAIRED_MDE_FACTOR",
 ]

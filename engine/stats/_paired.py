@@ -14,6 +14,15 @@ from engine.stats._summary import Z_95, Z_POWER_80
 PAIRED_MDE_FACTOR = Z_95 + Z_POWER_80  # ≈ 2.80
 
 
+def verdict_of(delta: float, mde: float, p_value: float, n: int) -> str:
+    """Plain verdict: a change counts only when it is significant and at least the paired MDE."""
+    if n < 2 or math.isnan(p_value) or math.isnan(mde):
+        return "not enough data"
+    if abs(delta) < mde or p_value >= 0.05:
+        return "within noise"
+    return "improved" if delta > 0 else "regressed"
+
+
 class PairedComparison(BaseModel):
     """A − B on aligned questions."""
 
@@ -36,11 +45,7 @@ class PairedComparison(BaseModel):
 
     @property
     def verdict(self) -> str:
-        if self.n < 2 or math.isnan(self.p_value):
-            return "not enough data"
-        if abs(self.delta) < self.mde or self.p_value >= 0.05:
-            return "within noise"
-        return "improved" if self.delta > 0 else "regressed"
+        return verdict_of(self.delta, self.mde, self.p_value, self.n)
 
 
 def paired_compare(a: Sequence[float], b: Sequence[float]) -> PairedComparison:
