@@ -40,24 +40,41 @@ class HFProvider:
     """One model in this process; calls are serialized (the CPU is the bottleneck anyway)."""
 
     def __init__(self, cfg: ModelConfig):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
         self.cfg = cfg
         self.model_dir = resolve_model_dir(cfg)
         self.identity: ModelIdentity = model_identity(cfg, self.model_dir)
-        dtype = getattr(torch, cfg.dtype)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, revision=cfg.revision)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, revision=cfg.revision, dtype=dtype)
-        self.model.to(cfg.device).eval()
         self.max_batch = cfg.batch_size
         self._lock = threading.Lock()
+        self._tokenizer = None
+        self._model = None
+
+    # Loaded on first use: a fully cached re-run never pays for torch weights.
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(self.model_dir, revision=self.cfg.revision)
+            tok.padding_side = "left"
+            if tok.pad_token_id is None:
+                tok.pad_token = tok.eos_token
+            self._tokenizer = tok
+        return self._tokenizer
+
+    @property
+    def model(self):
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForCausalLM
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+            model = AutoModelForCausalLM.from_pretrained(
+                self.model_dir, revision=self.cfg.revision, dtype=getattr(torch, self.cfg.dtype)
+            )
+            self._model = model.to(self.cfg.device).eval()
+        return self._model
 
     # -- loglikelihood -------------------------------------------------------------------------
     def loglikelihood_sync(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
