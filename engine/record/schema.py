@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.stats import ScoreSummary as MetricScore  # a reported score is a ScoreSummary
+
 
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -25,17 +27,6 @@ class ModelIdentity(_Record):
     def label(self) -> str:
         step = f"@step{self.checkpoint_step}" if self.checkpoint_step is not None else ""
         return f"{self.name}{step}"
-
-
-class MetricScore(_Record):
-    value: float
-    n: int
-    stderr: float
-    ci_low: float
-    ci_high: float
-    mde: float
-    clustered_stderr: float | None = None
-    n_clusters: int | None = None
 
 
 class InstanceError(_Record):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from engine.record.schema import InstanceRecord, MetricScore
-from engine.stats import ScoreSummary, summarize, summarize_macro
+from engine.stats import summarize, summarize_macro
 
 
 def _per_question(records: list[InstanceRecord], metric: str) -> tuple[list[float], list[str | None]]:
@@ -20,10 +20,6 @@ def _per_question(records: list[InstanceRecord], metric: str) -> tuple[list[floa
     return [sum(by_id[i]) / len(by_id[i]) for i in ids], [cluster[i] for i in ids]
 
 
-def _to_metric(s: ScoreSummary) -> MetricScore:
-    return MetricScore(**s.model_dump())
-
-
 def _pass_at_k(records: list[InstanceRecord], ks: list[int]) -> dict[str, MetricScore]:
     """Unbiased pass@k per question from its n samples (c passing), then mean with error bars."""
     from engine.scoring.code_exec import pass_at_k
@@ -36,7 +32,7 @@ def _pass_at_k(records: list[InstanceRecord], ks: list[int]) -> dict[str, Metric
     for k in ks:
         if counts and all(len(v) >= k for v in counts.values()):
             values = [pass_at_k(len(v), int(sum(v)), k) for v in counts.values()]
-            out[f"pass@{k}"] = _to_metric(summarize(values))
+            out[f"pass@{k}"] = summarize(values)
     return out
 
 
@@ -49,7 +45,7 @@ def aggregate_scores(
         values, clusters = _per_question(records, metric)
         has_clusters = all(c is not None for c in clusters) and len(set(clusters)) > 1
         if aggregation == "macro" and has_clusters:
-            out[metric] = _to_metric(summarize_macro(values, clusters))
+            out[metric] = summarize_macro(values, clusters)
         else:
-            out[metric] = _to_metric(summarize(values, clusters if has_clusters else None))
+            out[metric] = summarize(values, clusters if has_clusters else None)
     return out

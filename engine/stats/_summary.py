@@ -35,6 +35,14 @@ class ScoreSummary(BaseModel):
         return self.clustered_stderr if self.clustered_stderr is not None else self.stderr
 
 
+def _interval(mean: float, n: int, stderr: float, clustered: float | None = None,
+              n_clusters: int | None = None) -> ScoreSummary:
+    """The CI and MDE use the clustered SE when there is one."""
+    se = clustered if clustered is not None else stderr
+    return ScoreSummary(value=mean, n=n, stderr=stderr, ci_low=mean - Z_95 * se, ci_high=mean + Z_95 * se,
+                        mde=MDE_FACTOR * se, clustered_stderr=clustered, n_clusters=n_clusters)
+
+
 def _clustered_se(values: np.ndarray, clusters: Sequence[Hashable]) -> tuple[float, int]:
     # SE_c^2 = (1/n^2) * sum_c ( sum_{i in c} (s_i - mean) )^2
     n = len(values)
@@ -61,17 +69,7 @@ def summarize(
     clustered, n_clusters = (None, None)
     if clusters is not None:
         clustered, n_clusters = _clustered_se(values, clusters)
-    se = clustered if clustered is not None else stderr
-    return ScoreSummary(
-        value=mean,
-        n=n,
-        stderr=stderr,
-        ci_low=mean - Z_95 * se,
-        ci_high=mean + Z_95 * se,
-        mde=MDE_FACTOR * se,
-        clustered_stderr=clustered,
-        n_clusters=n_clusters,
-    )
+    return _interval(mean, n, stderr, clustered, n_clusters)
 
 
 def summarize_macro(scores: Sequence[float] | np.ndarray, clusters: Sequence[Hashable]) -> ScoreSummary:
@@ -97,17 +95,7 @@ def summarize_macro(scores: Sequence[float] | np.ndarray, clusters: Sequence[Has
     for r, c in zip(resid, clusters, strict=True):
         sums[c] = sums.get(c, 0.0) + float(r)
     clustered = math.sqrt(sum(v * v for v in sums.values()))
-    se = clustered if k > 1 else stderr
-    return ScoreSummary(
-        value=mean,
-        n=n,
-        stderr=stderr,
-        ci_low=mean - Z_95 * se,
-        ci_high=mean + Z_95 * se,
-        mde=MDE_FACTOR * se,
-        clustered_stderr=clustered if k > 1 else None,
-        n_clusters=k,
-    )
+    return _interval(mean, n, stderr, clustered if k > 1 else None, k)
 
 
 def summarize_means(parts: Sequence[ScoreSummary]) -> ScoreSummary:
@@ -120,11 +108,4 @@ def summarize_means(parts: Sequence[ScoreSummary]) -> ScoreSummary:
     k = len(parts)
     mean = sum(p.value for p in parts) / k
     se = math.sqrt(sum(p.reported_stderr**2 for p in parts)) / k
-    return ScoreSummary(
-        value=mean,
-        n=sum(p.n for p in parts),
-        stderr=se,
-        ci_low=mean - Z_95 * se,
-        ci_high=mean + Z_95 * se,
-        mde=MDE_FACTOR * se,
-    )
+    return _interval(mean, sum(p.n for p in parts), se)
