@@ -17,13 +17,25 @@ class DataLoadError(RuntimeError):
     pass
 
 
+def _resolve_path(path: str) -> str:
+    """wheel:// URIs; relative paths from the working directory, else from the project root
+    (so a task shipped with the project, e.g. freshqa's fixture, runs from anywhere)."""
+    path = resolve_wheel_path(path)
+    if os.path.isabs(path) or os.path.exists(path) or "://" in path:
+        return path
+    from engine.config.compose import conf_dir
+
+    beside = conf_dir().parent / path
+    return str(beside) if beside.exists() else path
+
+
 def _resolve_files(files: Any) -> Any:
     if files is None:
         return None
     if isinstance(files, str):
-        return resolve_wheel_path(files)
+        return _resolve_path(files)
     if isinstance(files, list):
-        return [resolve_wheel_path(f) for f in files]
+        return [_resolve_path(f) for f in files]
     return {k: _resolve_files(v) for k, v in files.items()}
 
 
