@@ -39,7 +39,10 @@ POOL_LABEL = "evalbench.pool"
 USER = "65534:65534"
 WORK_TMPFS_MB = 256
 _EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="evalbench-docker")
-_WIPE = ("kill -9 -1 2>/dev/null; chmod -R u+rwX /work /tmp 2>/dev/null; "
+# One `kill -9 -1` pass can lose a race with a fork bomb's new children: repeat until kill finds
+# nothing left to signal (bounded).
+_KILL_ALL = "for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do kill -9 -1 2>/dev/null || break; done; "
+_WIPE = (_KILL_ALL + "chmod -R u+rwX /work /tmp 2>/dev/null; "
          "rm -rf /work/..?* /work/.[!.]* /work/* /tmp/..?* /tmp/.[!.]* /tmp/* 2>/dev/null; ")
 
 
@@ -266,7 +269,7 @@ class DockerSandbox(Sandbox):
 
     def _clean_sync(self, *, wipe: bool) -> None:
         """Kill every sandbox process (and wipe /work, /tmp); replace the container if stuck."""
-        script = (_WIPE if wipe else "kill -9 -1 2>/dev/null; ") + "exit 0"
+        script = (_WIPE if wipe else _KILL_ALL) + "exit 0"
         try:
             r = self._exec_sync(["/bin/sh", "-c", script], stdin=None, timeout_s=10, cap=65536)
             if r.timed_out or r.exit_code != 0:
