@@ -79,3 +79,31 @@ def test_inspect_a_hub_task_on_its_fixture_from_the_command_line(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "George wants to warm his hands quickly" in res.stdout  # curated shot 1
     assert "--- instance Mercury_" in res.stdout and "[continuation, 1 tokens] ' A'" in res.stdout
+
+
+def test_olmes_core10_suite_runs_for_real_on_hub_shaped_fixtures(tmp_path):
+    """The hub is unreachable here: every task of olmes_core10 reads its fixture instead (what
+    `task.data.path=json task.data.data_files=...` does), and the whole suite runs on SmolLM2."""
+    from engine.config.compose import _compose, experiment_from_cfg
+    from engine.config.schema import DataConfig
+    from engine.runner.experiment import run_experiment_async
+    from tests.tasks.conftest import fixture_files
+
+    cfg = _compose(["suite=olmes_core10", "limit=2", "tracking=none", "progress=false",
+                    f"output_dir={tmp_path}/runs", f"cache.path={tmp_path}/cache.sqlite"])
+    exp = experiment_from_cfg(cfg)
+    runs = []
+    for run in expand_experiment(exp):
+        files = fixture_files(run.task.name)
+        data = DataConfig(path="json", data_files=files, split=run.task.data.split)
+        runs.append(run.model_copy(update={"task": run.task.model_copy(update={"data": data})}))
+    assert len(runs) == 20  # ten tasks × (mc, rc): OLMES reports the better format
+    records = asyncio.run(run_experiment_async(exp, runs))
+    assert all(r.status == "finished" and r.counts.scored == 2 for r in records), [
+        (r.task_spec, r.status, r.counts) for r in records]
+    agg = suite_score(exp.suite, records)
+    assert len(agg.parts) == 10 and not agg.missing
+    best = [max(r.scores["acc"].value for r in records if r.task_spec.startswith(f"{name}:"))
+            for name in ("arc_challenge", "arc_easy", "boolq", "csqa", "hellaswag_hub", "mmlu_hub",
+                         "openbookqa", "piqa", "socialiqa", "winogrande")]
+    assert agg.value == pytest.approx(sum(best) / 10)
