@@ -50,33 +50,14 @@ def tracking_uri_of(explicit: str | None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = str(v)
-    return out
-
-
 def record_keys(record: RunRecord, run_dir: Path) -> dict[str, str]:
-    """The tags the MLflow writer would set, plus `param.<flattened config>`, from a run record."""
-    step = record.model.checkpoint_step
-    keys = {
-        "tag.evalbench.model": record.model.label,
-        "tag.evalbench.checkpoint_step": "" if step is None else str(step),
-        "tag.evalbench.task_spec": record.task_spec,
-        "tag.evalbench.task": record.task_name,
-        "tag.evalbench.task_hash": record.task_hash,
-        "tag.evalbench.harness": record.harness,
-        "tag.evalbench.suite": record.suite or "",
-        "tag.evalbench.run_dir": str(run_dir),
-        "tag.evalbench.run_id": record.run_id,
-        "experiment": record.experiment_name,
-    }
-    keys.update({f"param.{k}": v for k, v in _flatten(record.config).items()})
+    """The tags and params the MLflow writer sets (`tag.<key>`, `param.<flattened config>`)."""
+    from engine.record.mlflow_writer import flatten, run_tags
+
+    tags = {**run_tags(record), "evalbench.run_dir": str(run_dir)}  # where the folder is now
+    keys = {f"tag.{k}": v for k, v in tags.items()}
+    keys["experiment"] = record.experiment_name
+    keys.update({f"param.{k}": v for k, v in flatten(record.config).items()})
     return keys
 
 
