@@ -33,9 +33,9 @@ def _fail(message: str, code: int = 2) -> None:
 def _run(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from engine.api import ProviderError
     from engine.data.source import DataLoadError
     from engine.data.wheels import MissingWheelError
-    from engine.models.requests import ProviderError
     from engine.tasks.instance import FieldMapError
 
     try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from engine.api import GenerateRequest
 from engine.config.schema import Experiment
-from engine.models.requests import GenerateRequest
 from engine.runner.experiment import expand
 from engine.runner.task_run import prepare
 

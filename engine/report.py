@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from engine.record.schema import RunRecord
+from engine.api import RunRecord
 
 
 def _fmt(x: float, digits: int = 4) -> str:

@@ -7,10 +7,9 @@ import json
 
 import pytest
 
+from engine.api import InstanceRecord, LoglikelihoodResponse, ModelIdentity
 from engine.config.compose import compose_task
 from engine.config.schema import Experiment, ModelConfig, TrackingConfig
-from engine.models.requests import LoglikelihoodResponse
-from engine.record.schema import InstanceRecord, ModelIdentity
 from engine.scoring.execution import score_by_execution
 from engine.scoring.metrics import aggregate_scores
 from engine.tasks import build_task

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.api import ChatMessage, GenerateRequest, LoglikelihoodRequest, SamplingParams
 from engine.config.schema import ModelConfig
-from engine.models.requests import ChatMessage, GenerateRequest, LoglikelihoodRequest, SamplingParams
 
 pytestmark = pytest.mark.slow
 

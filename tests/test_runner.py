@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from engine.api import LoglikelihoodRequest, LoglikelihoodResponse, ModelIdentity, ProviderError
 from engine.config.schema import HarnessConfig
-from engine.models.requests import LoglikelihoodRequest, LoglikelihoodResponse, ProviderError
-from engine.record.schema import ModelIdentity
 from engine.runner.cache import ResponseCache, cache_key
 from engine.runner.schedule import Runner, WorkItem
 

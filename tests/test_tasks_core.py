@@ -6,10 +6,10 @@ import math
 
 import pytest
 
+from engine.api import GenerateRequest, GenerateResponse, LoglikelihoodRequest, LoglikelihoodResponse
 from engine.config.compose import compose_task, parse_task_spec
 from engine.config.errors import ConfigError
 from engine.config.schema import FieldMap
-from engine.models.requests import GenerateRequest, GenerateResponse, LoglikelihoodRequest, LoglikelihoodResponse
 from engine.tasks import build_task
 from engine.tasks.extract import gsm8k_answer
 from engine.tasks.fewshot import select_fewshot

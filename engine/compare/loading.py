@@ -22,8 +22,8 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
     _loads = json.loads
     _OrjsonError = ValueError
 
+from engine.api import RunRecord
 from engine.compare.models import RunInfo
-from engine.record.schema import RunRecord
 
 RUN_FILE = "experiment.json"
 INSTANCES_FILE = "instances.jsonl"

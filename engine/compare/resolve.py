@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.api import RunRecord
 from engine.compare.loading import CompareError, RunData, find_run_dirs, is_run_dir, load_run, read_record
-from engine.record.schema import RunRecord
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 TAG = "evalbench."

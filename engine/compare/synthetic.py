@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.record.schema import (
+from engine.api import (
     InstanceError,
     InstanceRecord,
-    MetricScore,
     ModelIdentity,
     RunCounts,
     RunRecord,
+    ScoreSummary,
     TrajectoryStep,
 )
 from engine.stats import summarize
@@ -94,7 +94,7 @@ def write_run(
             scored.append(k_right / samples)
     (run_dir / "instances.jsonl").write_text("\n".join(lines) + "\n")
     summ = summarize(scored)
-    ms = MetricScore(value=summ.value, n=summ.n, stderr=summ.stderr, ci_low=summ.ci_low, ci_high=summ.ci_high, mde=summ.mde)
+    ms = ScoreSummary(value=summ.value, n=summ.n, stderr=summ.stderr, ci_low=summ.ci_low, ci_high=summ.ci_high, mde=summ.mde)
     record = RunRecord(
         run_id=run_id or f"{model}-{step}-{task_spec}",
         experiment_id="exp-synthetic",

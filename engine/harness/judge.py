@@ -17,9 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.api import ChatMessage, GenerateRequest, InstanceRecord, ProviderError, SamplingParams, TrajectoryStep
 from engine.config.schema import ModelConfig
-from engine.models.requests import ChatMessage, GenerateRequest, ProviderError, SamplingParams
-from engine.record.schema import InstanceRecord, TrajectoryStep
 
 JUDGE_SCORER = "judge"
 

@@ -16,11 +16,10 @@ import json
 import time
 from typing import Any
 
+from engine.api import ChatMessage, GenerateRequest, ProviderError, TrajectoryStep
 from engine.harness.protocol import tool_response_text
 from engine.harness.scaffolds import LimitReached, ToolLoop, Trajectory, _State
 from engine.harness.tools import ToolContext
-from engine.models.requests import ChatMessage, GenerateRequest, ProviderError
-from engine.record.schema import TrajectoryStep
 
 
 def _text(content: Any) -> str:

@@ -19,12 +19,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from engine.api import GenerateRequest, GenerateResponse, TrajectoryStep, stable_hash
 from engine.config.schema import Experiment, HarnessConfig
 from engine.harness.protocol import choose_protocol
 from engine.harness.scaffolds import SCAFFOLDS, ModelCaller, ToolLoop, Trajectory
 from engine.harness.tools import Tool, resolve_tools
-from engine.models.requests import GenerateRequest, GenerateResponse, stable_hash
-from engine.record.schema import TrajectoryStep
 
 DEFAULT_POOL = {"name": "local", "backend": "local", "provides": ["python", "bash"], "instances": 2}
 
@@ -224,7 +223,7 @@ async def run_trajectories(task: Any, instances: list[Any], exp: Experiment, pro
             try:
                 traj = await harness.run(item.request, inst)
             except Exception as err:  # noqa: BLE001 - a bug in one trajectory must not lose the run
-                from engine.record.schema import InstanceError
+                from engine.api import InstanceError
 
                 outcomes[key] = Outcome(error=InstanceError(kind=type(err).__name__, message=str(err)[:1000], attempts=1))
                 trajectories[key] = []

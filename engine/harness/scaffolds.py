@@ -19,6 +19,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.api import (
+    ChatMessage,
+    GenerateRequest,
+    GenerateResponse,
+    InstanceError,
+    ProviderError,
+    TokenUsage,
+    TrajectoryStep,
+    request_hash,
+)
 from engine.config.schema import HarnessConfig
 from engine.harness.protocol import (
     ParsedCall,
@@ -30,15 +40,6 @@ from engine.harness.protocol import (
     tool_response_text,
 )
 from engine.harness.tools import Tool, ToolContext, ToolResult
-from engine.models.requests import (
-    ChatMessage,
-    GenerateRequest,
-    GenerateResponse,
-    ProviderError,
-    TokenUsage,
-    request_hash,
-)
-from engine.record.schema import InstanceError, TrajectoryStep
 
 DEFAULT_AGENT_PROMPT = (
     "Solve the task. Use the tools when they help. When you know the final answer, call submit "

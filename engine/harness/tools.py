@@ -30,7 +30,7 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from engine.record.schema import TrajectoryStep
+from engine.api import TrajectoryStep
 
 
 class ToolResult(BaseModel):

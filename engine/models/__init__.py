@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
+from engine.api import Provider
 from engine.config.schema import ModelConfig
-from engine.models.requests import (
-    GenerateRequest,
-    GenerateResponse,
-    LoglikelihoodRequest,
-    LoglikelihoodResponse,
-    ProviderError,
-)
-from engine.record.schema import ModelIdentity
-
-
-class Provider(Protocol):
-    identity: ModelIdentity
-    max_batch: int
-
-    async def generate(self, requests: list[GenerateRequest]) -> list[GenerateResponse]: ...
-
-    async def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]: ...
-
-    async def aclose(self) -> None: ...
 
 
 def build_provider(cfg: ModelConfig) -> Provider:
+    # Each provider module imports its heavy library (torch / litellm) only when it is chosen.
     if cfg.provider == "hf":
         from engine.models.hf import HFProvider
 
@@ -36,4 +17,4 @@ def build_provider(cfg: ModelConfig) -> Provider:
     return LiteLLMProvider(cfg)
 
 
-__all__ = ["Provider", "ProviderError", "build_provider"]
+__all__ = ["build_provider"]

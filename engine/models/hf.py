@@ -7,18 +7,18 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.config.schema import ModelConfig
-from engine.models.identity import model_identity
-from engine.models.requests import (
+from engine.api import (
     GenerateRequest,
     GenerateResponse,
     LoglikelihoodRequest,
     LoglikelihoodResponse,
+    ModelIdentity,
     ProviderError,
     TokenUsage,
     truncate_at_stop,
 )
-from engine.record.schema import ModelIdentity
+from engine.config.schema import ModelConfig
+from engine.models.identity import model_identity
 
 
 def resolve_model_dir(cfg: ModelConfig) -> Path:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from engine.models.requests import LoglikelihoodRequest, LoglikelihoodResponse, TokenUsage
+from engine.api import LoglikelihoodRequest, LoglikelihoodResponse, TokenUsage
 
 
 def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> tuple[list[int], list[int]]:

@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
+from engine.api import ModelIdentity
 from engine.config.schema import ModelConfig
-from engine.record.schema import ModelIdentity
 
 _STEP = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
 _WEIGHTS = ("*.safetensors", "*.bin", "*.gguf")

@@ -11,9 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from engine.config.schema import ModelConfig
-from engine.models.identity import model_identity
-from engine.models.requests import (
+from engine.api import (
     GenerateRequest,
     GenerateResponse,
     LoglikelihoodRequest,
@@ -22,6 +20,8 @@ from engine.models.requests import (
     TokenUsage,
     truncate_at_stop,
 )
+from engine.config.schema import ModelConfig
+from engine.models.identity import model_identity
 
 _TRANSIENT = (
     "RateLimitError",

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine.record.schema import InstanceRecord, RunRecord
+from engine.api import InstanceRecord, RunRecord
 
 
 def spec_dirname(task_spec: str) -> str:

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.api import InstanceRecord, RunRecord
 from engine.config.schema import TrackingConfig
-from engine.record.schema import InstanceRecord, RunRecord
 
 MAX_PARAM_LEN = 500
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from engine.models.requests import Request, Response, stable_hash
-from engine.record.schema import ModelIdentity
+from engine.api import ModelIdentity, Request, Response, stable_hash
 
 _RESPONSE = TypeAdapter(Response)
 

@@ -8,11 +8,10 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from engine.api import RunRecord, ScoreSummary, stable_hash
 from engine.config.schema import Experiment
 from engine.models import build_provider
-from engine.models.requests import stable_hash
 from engine.record.folder import write_run_folder
-from engine.record.schema import MetricScore, RunRecord
 from engine.runner.cache import ResponseCache
 from engine.runner.schedule import Runner
 from engine.runner.task_run import TaskResult, TaskRun, execute, run_dir_for, scores_of
@@ -60,7 +59,7 @@ def experiment_name(exp: Experiment, run: TaskRun) -> str:
 def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider, mlflow_run_id: str | None) -> RunRecord:
     config = exp.model_dump(mode="json", by_alias=True)
     config["task"] = run.task.model_dump(mode="json", by_alias=True)
-    scores: dict[str, MetricScore] = scores_of(result, run.task) if result.status != "failed" else {}
+    scores: dict[str, ScoreSummary] = scores_of(result, run.task) if result.status != "failed" else {}
     return RunRecord(
         run_id=uuid.uuid4().hex[:16],
         experiment_id=experiment_id(exp),

@@ -11,10 +11,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.api import GenerateRequest, InstanceError, Provider, ProviderError, Request, Response
 from engine.config.schema import HarnessConfig
-from engine.models import Provider
-from engine.models.requests import GenerateRequest, ProviderError, Request, Response
-from engine.record.schema import InstanceError
 from engine.runner.cache import ResponseCache
 
 

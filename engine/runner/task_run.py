@@ -8,10 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.api import GenerateRequest, InstanceRecord, LoglikelihoodResponse, Provider, RunCounts, request_hash
 from engine.config.schema import Experiment, TaskConfig
-from engine.models import Provider
-from engine.models.requests import GenerateRequest, LoglikelihoodResponse, request_hash
-from engine.record.schema import InstanceRecord, RunCounts
 from engine.runner.cache import cache_key
 from engine.runner.schedule import Outcome, Runner, WorkItem
 from engine.scoring.metrics import aggregate_scores

@@ -8,8 +8,17 @@ exit, error, SIGINT and SIGTERM. A request that requires nothing never touches a
 
 from engine.sandbox.base import InputFilesError, Sandbox, SandboxError
 from engine.sandbox.models import (
-    BASH, NETWORK, PYTHON, Capability, Demand, ExecResult, PoolPlan, SandboxLimits, SandboxPlan,
-    SandboxPoolConfig, normalize_requires,
+    BASH,
+    NETWORK,
+    PYTHON,
+    Capability,
+    Demand,
+    ExecResult,
+    PoolPlan,
+    SandboxLimits,
+    SandboxPlan,
+    SandboxPoolConfig,
+    normalize_requires,
 )
 from engine.sandbox.planner import NoPoolError, plan, route
 from engine.sandbox.router import SandboxRouter, pools_from_config

@@ -13,6 +13,7 @@ import os
 import stat
 import tempfile
 
+
 def _split_rel(path: str) -> list[str]:
     parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
     if not parts or path.startswith("/") or ".." in parts:

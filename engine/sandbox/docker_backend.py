@@ -28,7 +28,13 @@ from typing import Any, ClassVar
 
 from engine.sandbox._files import _split_rel
 from engine.sandbox.base import (
-    READ_FILE_MAX_BYTES, Command, Files, InputFilesError, Sandbox, SandboxError, to_argv,
+    READ_FILE_MAX_BYTES,
+    Command,
+    Files,
+    InputFilesError,
+    Sandbox,
+    SandboxError,
+    to_argv,
 )
 from engine.sandbox.models import ExecResult, SandboxPoolConfig
 from engine.sandbox.teardown import REGISTRY

@@ -21,8 +21,15 @@ from typing import ClassVar
 
 from engine.sandbox import _files, _proc
 from engine.sandbox.base import (
-    READ_FILE_MAX_BYTES, SANDBOX_PATH, Command, Files, InputFilesError, Sandbox, SandboxError,
-    normalize_returncode, to_argv,
+    READ_FILE_MAX_BYTES,
+    SANDBOX_PATH,
+    Command,
+    Files,
+    InputFilesError,
+    Sandbox,
+    SandboxError,
+    normalize_returncode,
+    to_argv,
 )
 from engine.sandbox.models import ExecResult, SandboxPoolConfig
 from engine.sandbox.teardown import REGISTRY

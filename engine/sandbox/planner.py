@@ -14,7 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from engine.sandbox.models import (
-    Capability, Demand, PoolPlan, SandboxPlan, SandboxPoolConfig, normalize_requires,
+    Capability,
+    Demand,
+    PoolPlan,
+    SandboxPlan,
+    SandboxPoolConfig,
+    normalize_requires,
 )
 
 

@@ -21,7 +21,12 @@ from typing import Any
 
 from engine.sandbox.base import Command, Files, Sandbox, SandboxError
 from engine.sandbox.models import (
-    Capability, Demand, ExecResult, SandboxPlan, SandboxPoolConfig, normalize_requires,
+    Capability,
+    Demand,
+    ExecResult,
+    SandboxPlan,
+    SandboxPoolConfig,
+    normalize_requires,
 )
 from engine.sandbox.planner import NoPoolError, plan, route
 from engine.sandbox.pool import SandboxPool

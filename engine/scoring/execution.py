@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+from engine.api import InstanceError, InstanceRecord
 from engine.config.schema import Experiment
-from engine.record.schema import InstanceError, InstanceRecord
 from engine.tasks import Instance, Task
 
 DEFAULT_POOL = {"name": "local", "backend": "local", "provides": ["python", "bash"], "instances": 2}

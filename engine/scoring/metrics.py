@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from engine.record.schema import InstanceRecord, MetricScore
+from engine.api import InstanceRecord, ScoreSummary
 from engine.stats import summarize, summarize_macro
 
 
@@ -20,7 +20,7 @@ def _per_question(records: list[InstanceRecord], metric: str) -> tuple[list[floa
     return [sum(by_id[i]) / len(by_id[i]) for i in ids], [cluster[i] for i in ids]
 
 
-def _pass_at_k(records: list[InstanceRecord], ks: list[int]) -> dict[str, MetricScore]:
+def _pass_at_k(records: list[InstanceRecord], ks: list[int]) -> dict[str, ScoreSummary]:
     """Unbiased pass@k per question from its n samples (c passing), then mean with error bars."""
     from engine.scoring.code_exec import pass_at_k
 
@@ -38,9 +38,9 @@ def _pass_at_k(records: list[InstanceRecord], ks: list[int]) -> dict[str, Metric
 
 def aggregate_scores(
     records: list[InstanceRecord], aggregation: str = "mean", pass_at_k: list[int] | None = None
-) -> dict[str, MetricScore]:
+) -> dict[str, ScoreSummary]:
     metrics = sorted({m for r in records if r.error is None for m in r.scores})
-    out: dict[str, MetricScore] = _pass_at_k(records, pass_at_k) if pass_at_k else {}
+    out: dict[str, ScoreSummary] = _pass_at_k(records, pass_at_k) if pass_at_k else {}
     for metric in metrics:
         values, clusters = _per_question(records, metric)
         has_clusters = all(c is not None for c in clusters) and len(set(clusters)) > 1

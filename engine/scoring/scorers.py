@@ -6,8 +6,8 @@ import math
 import re
 import string
 
+from engine.api import GenerateResponse, LoglikelihoodResponse
 from engine.config.schema import TaskConfig
-from engine.models.requests import GenerateResponse, LoglikelihoodResponse
 from engine.tasks.extract import extract_answer, normalize_number
 from engine.tasks.formulations import continuations, gold_continuation
 from engine.tasks.instance import Instance

@@ -6,33 +6,14 @@ import math
 from collections.abc import Hashable, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 from scipy.stats import norm
+
+from engine.api import ScoreSummary
 
 Z_95 = float(norm.ppf(0.975))  # 1.959964
 Z_POWER_80 = float(norm.ppf(0.80))  # 0.841621
 # MDE against an equally noisy independent run: (z_0.975 + z_0.80) * sqrt(2) * SE ≈ 3.96 SE.
 MDE_FACTOR = (Z_95 + Z_POWER_80) * math.sqrt(2.0)
-
-
-class ScoreSummary(BaseModel):
-    """One reported score with its error bars."""
-
-    model_config = ConfigDict(frozen=True)
-
-    value: float
-    n: int
-    stderr: float
-    ci_low: float
-    ci_high: float
-    mde: float
-    clustered_stderr: float | None = None
-    n_clusters: int | None = None
-
-    @property
-    def reported_stderr(self) -> float:
-        """The SE the CI and MDE use: clustered when the task declares clusters."""
-        return self.clustered_stderr if self.clustered_stderr is not None else self.stderr
 
 
 def _interval(mean: float, n: int, stderr: float, clustered: float | None = None,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from engine.models.requests import Response
-from engine.record.schema import TrajectoryStep
+from engine.api import Response, TrajectoryStep
 from engine.tasks.instance import Instance
 from engine.tasks.task import Task, register_task
 

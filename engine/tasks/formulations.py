@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from engine.api import ChatMessage, GenerateRequest, LoglikelihoodRequest, Request, SamplingParams
 from engine.config.schema import TaskConfig
-from engine.models.requests import ChatMessage, GenerateRequest, LoglikelihoodRequest, Request, SamplingParams
 from engine.tasks.instance import LETTERS, Instance
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from engine.models.requests import LoglikelihoodRequest, LoglikelihoodResponse, Request, Response
+from engine.api import LoglikelihoodRequest, LoglikelihoodResponse, Request, Response
 from engine.tasks.instance import Instance
 from engine.tasks.task import Task, register_task
 

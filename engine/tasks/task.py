@@ -10,9 +10,9 @@ import random
 from collections.abc import Callable
 from functools import cached_property
 
+from engine.api import GenerateResponse, LoglikelihoodResponse, Request, Response, stable_hash
 from engine.config.schema import TaskConfig
 from engine.data.source import load_rows
-from engine.models.requests import GenerateResponse, LoglikelihoodResponse, Request, Response, stable_hash
 from engine.tasks.fewshot import select_fewshot
 from engine.tasks.formulations import build_request
 from engine.tasks.instance import Instance, row_to_instance, rows_to_instances  # noqa: F401

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.api import RunRecord
 from engine.compare import CompareError, find_run_dirs, resolve, resolve_experiment
 from engine.compare.cli import main
-from engine.record.schema import RunRecord
 
 from .conftest import make_suite_pair
 

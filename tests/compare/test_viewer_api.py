@@ -12,8 +12,8 @@ import pytest
 
 from engine.compare import compare_runs, find_run_dirs, load_run
 from engine.compare.query import QueryIndex
-from engine.compare.server import ViewerState, start_in_thread
 from engine.compare.series import build_series
+from engine.compare.server import ViewerState, start_in_thread
 
 from .conftest import SuitePair
 

@@ -158,8 +158,6 @@ def test_judge_variant_scores_and_records_the_verdict(tmp_path):
 
     model = ScriptedModel([reply])
     exp = experiment(tmp_path, preset("default"), spec="freshqa:zero:judge")
-    from engine.tasks import build_task
-
     from engine.runner.task_run import prepare
 
     first_q = prepare(TaskRun(spec="freshqa:zero:judge", task=exp.task), exp)[1][0].query

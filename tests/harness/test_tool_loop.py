@@ -13,12 +13,11 @@ import time
 
 import pytest
 
+from engine.api import ChatMessage, GenerateRequest, GenerateResponse, ModelIdentity, ProviderError, SamplingParams, TokenUsage
 from engine.config.schema import HarnessConfig
 from engine.harness.protocol import parse_text_calls
 from engine.harness.run import Harness, policy_signature
 from engine.harness.tools import Tool, ToolContext, ToolResult, parse_docstring, tool
-from engine.models.requests import ChatMessage, GenerateRequest, GenerateResponse, ProviderError, SamplingParams, TokenUsage
-from engine.record.schema import ModelIdentity
 
 CORPUS = {"search": {"corpus": "data/corpus", "k": 2}, "fetch_page": {"corpus": "data/corpus"}}
 

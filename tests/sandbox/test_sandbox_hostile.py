@@ -27,8 +27,7 @@ from typing import Any
 import pytest
 from sandbox_testlib import SECRET, backend_skip_reason, is_root
 
-from engine.sandbox import ExecResult, SandboxLimits, SandboxPoolConfig, SandboxRouter
-from engine.sandbox import _proc
+from engine.sandbox import ExecResult, SandboxLimits, SandboxPoolConfig, SandboxRouter, _proc
 from engine.sandbox.base import Sandbox
 
 pytestmark = pytest.mark.slow

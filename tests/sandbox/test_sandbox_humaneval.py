@@ -19,7 +19,11 @@ from sandbox_testlib import ALL_BACKENDS, backend_skip_reason
 
 from engine.sandbox import Demand, SandboxPoolConfig, SandboxRouter
 from engine.scoring.code_exec import (
-    CodeVerdict, HumanEvalProblem, load_humaneval, mean_pass_at_k, run_humaneval_check,
+    CodeVerdict,
+    HumanEvalProblem,
+    load_humaneval,
+    mean_pass_at_k,
+    run_humaneval_check,
 )
 
 TIMEOUT = 3.0

@@ -9,8 +9,15 @@ import pytest
 from pydantic import ValidationError
 
 from engine.sandbox import (
-    Demand, NoPoolError, SandboxLimits, SandboxPoolConfig, SandboxRouter, normalize_requires, plan,
-    pools_from_config, route,
+    Demand,
+    NoPoolError,
+    SandboxLimits,
+    SandboxPoolConfig,
+    SandboxRouter,
+    normalize_requires,
+    plan,
+    pools_from_config,
+    route,
 )
 from engine.sandbox.teardown import REGISTRY
 

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
+from engine.api import LoglikelihoodRequest
 from engine.config.schema import ModelConfig
-from engine.models.requests import LoglikelihoodRequest
 from engine.suites import expand_experiment, suite_score
 from engine.tasks import build_task
 from engine.tasks.olmes import split_blank

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from engine.api import ScoreSummary
 from engine.config.errors import ConfigError
-from engine.record.schema import MetricScore
 from engine.suites import aggregate_report, expand_spec, load_suite, suite_score, suite_specs, task_score
 from tests.tasks.conftest import compose_task
 
 
 def record(spec: str, value: float, se: float, metric: str = "acc", n: int = 100):
-    score = MetricScore(value=value, n=n, stderr=se, ci_low=value - 1.96 * se, ci_high=value + 1.96 * se, mde=3.96 * se)
+    score = ScoreSummary(value=value, n=n, stderr=se, ci_low=value - 1.96 * se, ci_high=value + 1.96 * se, mde=3.96 * se)
     return SimpleNamespace(task_spec=spec, primary_metric=metric, scores={metric: score})
 
 

@@ -1,0 +1,242 @@
+"""The types that cross package boundaries: requests, responses, records, the provider contract.
+
+Dependency-free by design (pydantic and the standard library only): every package of `engine/`
+may import it, and it imports nothing of `engine/` (docs/architecture.md, "Layers").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests and responses: the only two kinds of work a provider serves.
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChatMessage(Frozen):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    tool_calls: tuple[dict[str, Any], ...] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class SamplingParams(Frozen):
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+class GenerateRequest(Frozen):
+    """Chat messages (or a raw prompt) to complete."""
+
+    kind: Literal["generate"] = "generate"
+    messages: tuple[ChatMessage, ...] | None = None
+    prompt: str | None = None
+    sampling: SamplingParams = SamplingParams()
+    tools: tuple[dict[str, Any], ...] = ()
+
+    def render_text(self) -> str:
+        if self.prompt is not None:
+            return self.prompt
+        return "\n".join(f"[{m.role}] {m.content}" for m in self.messages or ())
+
+
+class LoglikelihoodRequest(Frozen):
+    """Exact log P(continuation | context) for each continuation; one shared context."""
+
+    kind: Literal["loglikelihood"] = "loglikelihood"
+    context: str
+    continuations: tuple[str, ...]
+    # PMI normalization scores each continuation against this context too ("Answer:").
+    unconditional_context: str | None = None
+
+
+Request = GenerateRequest | LoglikelihoodRequest
+
+
+class TokenUsage(Frozen):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class GenerateResponse(Frozen):
+    kind: Literal["generate"] = "generate"
+    text: str
+    finish_reason: str | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    usage: TokenUsage = TokenUsage()
+
+
+class LoglikelihoodResponse(Frozen):
+    kind: Literal["loglikelihood"] = "loglikelihood"
+    logprobs: tuple[float, ...]
+    token_counts: tuple[int, ...]
+    is_greedy: tuple[bool, ...]
+    unconditional_logprobs: tuple[float, ...] | None = None
+    usage: TokenUsage = TokenUsage()
+
+
+Response = GenerateResponse | LoglikelihoodResponse
+
+
+def stable_hash(payload: Any) -> str:
+    """sha256 over canonical JSON: the basis of request, task and cache keys."""
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump(mode="json")
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def truncate_at_stop(text: str, stops: tuple[str, ...] | list[str]) -> tuple[str, bool]:
+    """Cut at the first stop sequence (servers may ignore `stop`); (text, whether it stopped)."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def request_hash(request: Request) -> str:
+    return stable_hash(request)[:16]
+
+
+class ProviderError(Exception):
+    """A request failed at the provider; `transient` ones are retried with backoff."""
+
+    def __init__(self, message: str, *, transient: bool = False, kind: str = "provider_error"):
+        super().__init__(message)
+        self.transient = transient
+        self.kind = kind
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores and records (docs/architecture.md, "The normalized record").
+
+class ScoreSummary(BaseModel):
+    """One reported score with its error bars."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: float
+    n: int
+    stderr: float
+    ci_low: float
+    ci_high: float
+    mde: float
+    clustered_stderr: float | None = None
+    n_clusters: int | None = None
+
+    @property
+    def reported_stderr(self) -> float:
+        """The SE the CI and MDE use: clustered when the task declares clusters."""
+        return self.clustered_stderr if self.clustered_stderr is not None else self.stderr
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ModelIdentity(_Record):
+    """What was evaluated: enough to tell two checkpoints apart."""
+
+    name: str
+    provider: str
+    path: str | None = None
+    revision: str | None = None
+    checkpoint_step: int | None = None
+    content_hash: str | None = None
+
+    @property
+    def label(self) -> str:
+        step = f"@step{self.checkpoint_step}" if self.checkpoint_step is not None else ""
+        return f"{self.name}{step}"
+
+
+class InstanceError(_Record):
+    kind: str
+    message: str
+    attempts: int
+
+
+class TrajectoryStep(_Record):
+    """One model call, tool call, tool result or sandbox execution."""
+
+    type: Literal["model", "tool_call", "tool_result", "sandbox", "judge", "limit", "user"]
+    content: dict[str, Any]
+    started: float | None = None
+    duration_s: float | None = None
+    tokens: int | None = None
+
+
+class InstanceRecord(_Record):
+    task_hash: str
+    task_spec: str
+    instance_id: str
+    sample_index: int = 0
+    request_hash: str | None = None
+    request: dict[str, Any] | None = None
+    prompt_text: str | None = None
+    gold: Any = None
+    choices: list[str] | None = None
+    cluster: str | None = None
+    output_text: str | None = None
+    logprobs: list[float] | None = None
+    extracted_answer: Any = None
+    scores: dict[str, float] = {}
+    error: InstanceError | None = None
+    latency_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    trajectory: list[TrajectoryStep] = []
+
+
+class RunCounts(_Record):
+    n: int
+    scored: int
+    errored: int
+
+
+class RunRecord(_Record):
+    run_id: str
+    experiment_id: str
+    experiment_name: str
+    created: str
+    engine_version: str
+    git_revision: str | None
+    config: dict[str, Any]
+    model: ModelIdentity
+    task_spec: str
+    task_name: str
+    task_hash: str
+    harness: str
+    suite: str | None
+    seeds: dict[str, int]
+    status: Literal["finished", "failed", "partial"]
+    duration_s: float
+    counts: RunCounts
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    primary_metric: str
+    scores: dict[str, ScoreSummary]
+    run_dir: str
+    mlflow_run_id: str | None = None
+
+
+class Provider(Protocol):
+    """A model under evaluation: serves batches of the two request kinds."""
+
+    identity: ModelIdentity
+    max_batch: int
+
+    async def generate(self, requests: list[GenerateRequest]) -> list[GenerateResponse]: ...
+
+    async def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]: ...
+
+    async def aclose(self) -> None: ...
