@@ -1,5 +1,8 @@
 """`python -m engine [overrides]`: compose with Hydra, validate, run, report.
 
+A single run composes and validates once (Hydra's compose API), then runs. A multirun (`-m`)
+validates every combination of the sweep up front, then hands the sweep to Hydra's launcher,
+whose jobs compose their own config (they may run in other processes or on other machines).
 Errors in user input exit with code 2 and one paragraph, never a traceback.
 """
 
@@ -19,10 +22,30 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from engine.config.compose import conf_dir, experiment_from_cfg, precheck, variants_of  # noqa: E402
+from engine.api import ProviderError  # noqa: E402
+from engine.config.compose import (  # noqa: E402
+    compose_experiment,
+    conf_dir,
+    expand_spec_overrides,
+    experiment_from_cfg,
+    sweep_combinations,
+    variants_of,
+)
 from engine.config.errors import ConfigError  # noqa: E402
+from engine.config.schema import Experiment  # noqa: E402
+from engine.data.source import DataLoadError  # noqa: E402
+from engine.data.wheels import MissingWheelError  # noqa: E402
+from engine.inspect_requests import inspect_experiment  # noqa: E402
+from engine.report import results_table, where_records_are  # noqa: E402
+from engine.runner.experiment import run_experiment  # noqa: E402
+from engine.scoring.suites import aggregate_report  # noqa: E402
+from engine.tasks.instance import FieldMapError  # noqa: E402
+
+USER_ERRORS = (ConfigError, DataLoadError, MissingWheelError, FieldMapError)
+HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve", "--package", "-p")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -30,37 +53,19 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def _run(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    from engine.api import ProviderError
-    from engine.data.source import DataLoadError
-    from engine.data.wheels import MissingWheelError
-    from engine.tasks.instance import FieldMapError
-
+def run_and_report(exp: Experiment) -> None:
+    """Run a validated experiment and print the table; exit 1 when every run failed."""
     try:
-        hc = HydraConfig.get()
-        # Hydra leaves list choices (`variant=[rc,5shot]`) out of runtime.choices: read the override.
-        given = [o.split("=", 1)[1] for o in hc.overrides.task if o.lstrip("+").startswith("variant=")]
-        variants = variants_of(given[-1] if given else hc.runtime.choices.get("variant"))
-        exp = experiment_from_cfg(cfg, variants)
         if exp.inspect:
-            from engine.inspect_requests import inspect_experiment
-
             print(inspect_experiment(exp))
             return
-        from engine.report import results_table, where_records_are
-        from engine.runner.experiment import run_experiment
-
         records = run_experiment(exp)
-    except (ConfigError, DataLoadError, MissingWheelError, FieldMapError) as err:
+    except USER_ERRORS as err:
         _fail(str(err))
         return
     except ProviderError as err:
         _fail(str(err), 2 if err.kind == "config" else 1)
         return
-    from engine.suites import aggregate_report
-
     print()
     print(results_table(records))
     if aggregate := aggregate_report(records, exp.suite):
@@ -72,13 +77,42 @@ def _run(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def _hydra_job(cfg: DictConfig) -> None:
+    """One job of a multirun, composed by Hydra's launcher."""
+    hc = HydraConfig.get()
+    # Hydra leaves list choices (`variant=[rc,5shot]`) out of runtime.choices: read the override.
+    given = [o.split("=", 1)[1] for o in hc.overrides.task if o.lstrip("+").startswith("variant=")]
+    try:
+        exp = experiment_from_cfg(cfg, variants_of(given[-1] if given else hc.runtime.choices.get("variant")))
+    except ConfigError as err:
+        _fail(str(err))
+        return
+    run_and_report(exp)
+
+
 def main() -> None:
-    args = sys.argv[1:]
-    wants_help = any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c") or a.startswith("--cfg") for a in args)
-    if not wants_help:
-        try:
-            precheck(args)
-        except ConfigError as err:
-            _fail(str(err))
-    app = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_run)
-    app()
+    try:
+        args = expand_spec_overrides(sys.argv[1:])
+    except ConfigError as err:
+        _fail(str(err))
+        return
+    if any(a in HELP_FLAGS or a.startswith("--cfg") for a in args):
+        sys.argv = [sys.argv[0], *args]
+        hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_hydra_job)()
+        return
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    overrides = [a for a in args if not a.startswith("-")]
+    try:
+        if not multirun:
+            exp = compose_experiment(overrides)
+        else:
+            for combination in sweep_combinations(overrides):
+                compose_experiment(combination)  # every job is valid before the first starts
+    except ConfigError as err:
+        _fail(str(err))
+        return
+    if not multirun:
+        run_and_report(exp)
+        return
+    sys.argv = [sys.argv[0], *args]
+    hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_hydra_job)()

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from engine.api import GenerateRequest
 from engine.config.schema import Experiment
-from engine.runner.experiment import expand
+from engine.config.suites import expand_experiment
+from engine.models import resolve_model_dir
 from engine.runner.task_run import prepare
 
 
 def _tokenizer(exp: Experiment):
     if exp.model.provider != "hf":
         return None
-    from transformers import AutoTokenizer
-
-    from engine.models.hf import resolve_model_dir
+    from transformers import AutoTokenizer  # deferred: ~2 s, only for an hf model
 
     return AutoTokenizer.from_pretrained(resolve_model_dir(exp.model))
 
@@ -23,7 +22,7 @@ def inspect_experiment(exp: Experiment, limit: int = 2) -> str:
     count = (lambda s: len(tok.encode(s, add_special_tokens=False))) if tok else (lambda s: len(s.split()))
     unit = "tokens" if tok else "words"
     out = []
-    for run in expand(exp):
+    for run in expand_experiment(exp):
         task, instances = prepare(run, exp.model_copy(update={"limit": exp.limit or limit}))
         out.append(f"=== {run.spec}  (task hash {task.task_hash}, formulation {run.task.formulation}, "
                    f"normalization {run.task.normalization}, {run.task.num_fewshot}-shot)")

@@ -10,7 +10,9 @@ import pytest
 from engine.api import InstanceRecord, LoglikelihoodResponse, ModelIdentity
 from engine.config.compose import compose_task
 from engine.config.schema import Experiment, ModelConfig, TrackingConfig
-from engine.scoring.execution import score_by_execution
+from engine.runner.cache import ResultCache
+from engine.runner.core import RunnerCore
+from engine.runner.task_run import score_by_execution
 from engine.scoring.metrics import aggregate_scores
 from engine.tasks import build_task
 from tests.conftest import run_engine
@@ -31,7 +33,9 @@ def test_humaneval_completions_are_executed_in_a_sandbox_and_scored(tmp_path):
         InstanceRecord(task_hash=task.task_hash, task_spec="humaneval", instance_id=i.id, output_text=c)
         for i, c in zip(chosen, completions, strict=True)
     ]
-    scored = asyncio.run(score_by_execution(task, records, chosen, _exp(tmp_path)))
+    exp = _exp(tmp_path)
+    core = RunnerCore(_ScriptedChoices(), exp.harness, ResultCache(None), progress=False)
+    scored = asyncio.run(score_by_execution(task, records, chosen, exp, core))
     assert [r.scores["pass"] for r in scored] == [1.0, 1.0, 1.0, 0.0]
     assert scored[3].extracted_answer.startswith("failed")
     step = scored[0].trajectory[-1]
@@ -62,13 +66,13 @@ class _ScriptedChoices:
 
 
 def test_a_task_that_requires_nothing_never_touches_a_sandbox(tmp_path, monkeypatch):
+    import engine.harness.build
     import engine.runner.experiment as experiment
-    import engine.sandbox
 
     def refuse(*a, **k):
         raise AssertionError("a sandbox was started for a task that requires nothing")
 
-    monkeypatch.setattr(engine.sandbox, "SandboxRouter", refuse)
+    monkeypatch.setattr(engine.harness.build, "SandboxRouter", refuse)
     monkeypatch.setattr(experiment, "build_provider", lambda cfg: _ScriptedChoices())
     exp = _exp(tmp_path, task=compose_task("truthfulqa_mc1"), limit=5)
     exp = exp.model_copy(update={"cache": exp.cache.model_copy(update={"enabled": False})})

@@ -6,8 +6,8 @@ import asyncio
 
 from engine.api import LoglikelihoodRequest, LoglikelihoodResponse, ModelIdentity, ProviderError
 from engine.config.schema import HarnessConfig
-from engine.runner.cache import ResponseCache, cache_key
-from engine.runner.schedule import Runner, WorkItem
+from engine.runner.cache import ResultCache, cache_key
+from engine.runner.core import RunnerCore, WorkItem
 
 
 class ScriptedProvider:
@@ -48,7 +48,7 @@ HARNESS = HarnessConfig(max_retries=3, retry_backoff_s=0.001, concurrency=2)
 
 def test_transient_errors_are_retried_with_backoff(tmp_path):
     provider = ScriptedProvider(flaky=2)
-    runner = Runner(provider, HARNESS, ResponseCache(tmp_path / "c.sqlite"), progress=False)
+    runner = RunnerCore(provider, HARNESS, ResultCache(tmp_path / "c.sqlite"), progress=False)
     out = asyncio.run(runner.run(_items(provider, ["q1"])))
     (outcome,) = out.values()
     assert outcome.error is None and outcome.attempts == 3
@@ -57,7 +57,7 @@ def test_transient_errors_are_retried_with_backoff(tmp_path):
 
 def test_permanent_failure_is_isolated_and_recorded_not_scored(tmp_path):
     provider = ScriptedProvider()
-    runner = Runner(provider, HARNESS, ResponseCache(tmp_path / "c.sqlite"), progress=False)
+    runner = RunnerCore(provider, HARNESS, ResultCache(tmp_path / "c.sqlite"), progress=False)
     items = _items(provider, ["q1", "q2 bad", "q3"])
     out = asyncio.run(runner.run(items))
     errors = {k: o.error for k, o in out.items() if o.error}
@@ -68,7 +68,7 @@ def test_permanent_failure_is_isolated_and_recorded_not_scored(tmp_path):
 
 def test_exhausted_retries_become_errors(tmp_path):
     provider = ScriptedProvider(flaky=100)
-    runner = Runner(provider, HarnessConfig(max_retries=2, retry_backoff_s=0.001), ResponseCache(None), progress=False)
+    runner = RunnerCore(provider, HarnessConfig(max_retries=2, retry_backoff_s=0.001), ResultCache(None), progress=False)
     (outcome,) = asyncio.run(runner.run(_items(provider, ["q"]))).values()
     assert outcome.response is None and outcome.error.attempts == 3
 
@@ -77,15 +77,15 @@ def test_cache_means_a_rerun_calls_no_model_and_a_partial_run_resumes(tmp_path):
     path = tmp_path / "c.sqlite"
     provider = ScriptedProvider()
     first = _items(provider, ["q1", "q2"])
-    asyncio.run(Runner(provider, HARNESS, ResponseCache(path), progress=False).run(first))
+    asyncio.run(RunnerCore(provider, HARNESS, ResultCache(path), progress=False).run(first))
     calls_before = len(provider.calls)
     # "killed" after two; the resumed run only sends the missing ones
-    out = asyncio.run(Runner(provider, HARNESS, ResponseCache(path), progress=False).run(_items(provider, ["q1", "q2", "q3"])))
+    out = asyncio.run(RunnerCore(provider, HARNESS, ResultCache(path), progress=False).run(_items(provider, ["q1", "q2", "q3"])))
     assert sum(provider.calls[calls_before:]) == 1
     assert sum(o.cached for o in out.values()) == 2
     # a full re-run: no calls at all
     n = len(provider.calls)
-    asyncio.run(Runner(provider, HARNESS, ResponseCache(path), progress=False).run(_items(provider, ["q1", "q2", "q3"])))
+    asyncio.run(RunnerCore(provider, HARNESS, ResultCache(path), progress=False).run(_items(provider, ["q1", "q2", "q3"])))
     assert len(provider.calls) == n
 
 

@@ -10,6 +10,7 @@ from engine.api import GenerateRequest, GenerateResponse, LoglikelihoodRequest, 
 from engine.config.compose import compose_task, parse_task_spec
 from engine.config.errors import ConfigError
 from engine.config.schema import FieldMap
+from engine.scoring import score_response
 from engine.tasks import build_task
 from engine.tasks.extract import gsm8k_answer
 from engine.tasks.fewshot import select_fewshot
@@ -68,9 +69,9 @@ def test_mc_and_rc_requests_and_scoring():
     n = len(req.continuations)
     lps = tuple(-5.0 for _ in range(n))
     good = tuple(-1.0 if i == inst.gold else -5.0 for i in range(n))
-    scores, pred = mc.score(inst, LoglikelihoodResponse(logprobs=good, token_counts=(1,) * n, is_greedy=(False,) * n))
+    scores, pred = score_response(mc, inst, LoglikelihoodResponse(logprobs=good, token_counts=(1,) * n, is_greedy=(False,) * n))
     assert scores["acc"] == 1.0 and pred == inst.gold
-    scores, _ = mc.score(inst, LoglikelihoodResponse(logprobs=lps[:-1] + (-0.5,), token_counts=(1,) * n, is_greedy=(False,) * n))
+    scores, _ = score_response(mc, inst, LoglikelihoodResponse(logprobs=lps[:-1] + (-0.5,), token_counts=(1,) * n, is_greedy=(False,) * n))
     assert scores["acc"] == float(inst.gold == n - 1)
 
     rc = build_task(compose_task("hellaswag"))
@@ -81,7 +82,7 @@ def test_mc_and_rc_requests_and_scoring():
     # per_char normalization prefers the shorter ending at equal total logprob
     lens = [len(c) for c in hreq.continuations]
     resp = LoglikelihoodResponse(logprobs=(-10.0,) * 4, token_counts=(3,) * 4, is_greedy=(False,) * 4)
-    scores, pred = rc.score(h, resp)
+    scores, pred = score_response(rc, h, resp)
     assert pred == lens.index(max(lens))
     assert scores["bpb"] == pytest.approx(10 / (len(hreq.continuations[h.gold].encode()) * math.log(2)))
 
@@ -93,8 +94,8 @@ def test_gsm8k_generation_and_extraction():
     assert isinstance(req, GenerateRequest)
     assert len(req.messages) == 7  # 3 curated shots × 2 + the question
     assert req.messages[1].content.endswith("The answer is 6.")
-    ok, _ = task.score(inst, GenerateResponse(text=f"Some steps. The answer is {inst.gold}."))
-    bad, extracted = task.score(inst, GenerateResponse(text="The answer is 123456."))
+    ok, _ = score_response(task, inst, GenerateResponse(text=f"Some steps. The answer is {inst.gold}."))
+    bad, extracted = score_response(task, inst, GenerateResponse(text="The answer is 123456."))
     assert ok["exact_match"] == 1.0 and bad["exact_match"] == 0.0 and extracted == "123456"
     assert gsm8k_answer("so 1,234 apples\n#### 1,234") == "1234"
     assert gsm8k_answer("The answer is $18.00.") == "18"

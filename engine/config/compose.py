@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import itertools
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pydantic import ValidationError
 
 from engine.config.errors import ConfigError, format_validation_error, unknown_name_error
+from engine.config.paths import conf_dir
 from engine.config.schema import Experiment, TaskConfig
 
 GROUPS = ("task", "variant", "suite", "harness", "model", "tracking")
-
-
-def conf_dir() -> Path:
-    env = os.environ.get("EVALBENCH_CONF")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
 
 
 def known_names(group: str) -> list[str]:
@@ -45,14 +43,11 @@ def task_spec_string(task: str, variants: list[str]) -> str:
     return ":".join([task, *variants])
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
+def _compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
 
 
 def compose_task(spec: str) -> TaskConfig:
@@ -104,27 +99,44 @@ def validate_cli_names(args: list[str]) -> None:
             check_name(key, name)
 
 
-def first_sweep_combination(args: list[str]) -> list[str]:
-    """The overrides of a multirun's first job (`a=1,2` → `a=1`), to validate before launching."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+def sweep_combinations(args: list[str], limit: int = 10_000) -> list[list[str]]:
+    """Every job's overrides of a multirun (`a=1,2 b=x,y` → 4 lists), to validate before launching."""
     parsed = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("hydra")])
-    out = []
+    choices: list[list[str]] = []
     for o in parsed:
         if o.is_sweep_override():
-            first = next(iter(o.sweep_string_iterator()))
-            out.append(f"{o.get_key_element()}={first}")
+            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
         else:
-            out.append(o.input_line)
-    return out
+            choices.append([o.input_line])
+    combos = [list(c) for c in itertools.islice(itertools.product(*choices), limit)]
+    return combos or [[]]
 
 
-def precheck(args: list[str]) -> None:
-    """Compose and validate the (first) experiment the command names; raise ConfigError on bad input."""
-    validate_cli_names(args)
+def expand_spec_overrides(args: list[str]) -> list[str]:
+    """`task=freshqa:zero` (a task spec) → `task=freshqa variant=[zero]`, merged with any `variant=`."""
+    out: list[str] = []
+    extra: list[str] = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") == "task" and ":" in value and "," not in value and "[" not in value:
+            name, variants = parse_task_spec(value)
+            out.append(f"{key}={name}")
+            extra += variants
+        else:
+            out.append(arg)
+    if not extra:
+        return out
+    given = [a for a in out if a.partition("=")[0].lstrip("+") == "variant"]
+    before = variants_of(given[-1].partition("=")[2]) if given else []
+    out = [a for a in out if a not in given]
+    return [*out, f"variant=[{','.join([*extra, *before])}]"]
+
+
+def compose_experiment(overrides: list[str]) -> Experiment:
+    """Compose the configuration the overrides name and validate it: the one config path of a run."""
+    validate_cli_names(overrides)
     try:
-        overrides = first_sweep_combination(args)
-        cfg = _compose(overrides)
+        cfg = _compose(overrides, with_hydra=True)
     except ConfigError:
         raise
     except Exception as err:  # Hydra's own composition errors: unknown keys, bad syntax
@@ -133,7 +145,9 @@ def precheck(args: list[str]) -> None:
             f"Cannot compose the configuration: {text.rstrip('.')}. Fix the override (an existing key is set as "
             "`key=value`; `python -m engine --cfg job` prints every key with its current value)."
         ) from None
-    choice = next((o.split("=", 1)[1] for o in overrides if o.startswith("variant=")), None)
-    if not any(o.startswith("output_dir=") for o in overrides):
-        cfg.output_dir = "runs/precheck"  # ${hydra:runtime.output_dir} only resolves inside the app
-    experiment_from_cfg(cfg, variants_of(choice))
+    choice = next((o.split("=", 1)[1] for o in reversed(overrides) if o.lstrip("+").startswith("variant=")), None)
+    if not any(o.lstrip("+").startswith("output_dir=") for o in overrides):
+        cfg.output_dir = str(OmegaConf.select(cfg, "hydra.run.dir"))  # what Hydra's own run would use
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return experiment_from_cfg(cfg, variants_of(choice))

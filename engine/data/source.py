@@ -7,6 +7,7 @@ import os
 import socket
 from typing import Any
 
+from engine.config.paths import resolve_project_path
 from engine.config.schema import DataConfig
 from engine.data.wheels import resolve_wheel_path
 
@@ -21,12 +22,7 @@ def _resolve_path(path: str) -> str:
     """wheel:// URIs; relative paths from the working directory, else from the project root
     (so a task shipped with the project, e.g. freshqa's fixture, runs from anywhere)."""
     path = resolve_wheel_path(path)
-    if os.path.isabs(path) or os.path.exists(path) or "://" in path:
-        return path
-    from engine.config.compose import conf_dir
-
-    beside = conf_dir().parent / path
-    return str(beside) if beside.exists() else path
+    return path if "://" in path else str(resolve_project_path(path))
 
 
 def _resolve_files(files: Any) -> Any:

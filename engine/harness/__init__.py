@@ -1,12 +1,15 @@
-"""Harness: scaffolds (single_turn, tool_loop, multi_turn), tools (`@tool`, registry, built-ins),
-the LLM judge. See engine/harness/run.py for how the runner hands instances to a scaffold."""
+"""Harness: scaffolds (tool_loop, multi_turn, openai_agents), tools (`@tool`, registry, built-ins).
 
+`engine.harness.build` binds a harness config to a run; the runner core drives it.
+"""
+
+from engine.harness import builtin  # noqa: F401 - registers the built-in tools
 from engine.harness.protocol import ParsedCall, choose_protocol, parse_text_calls
-from engine.harness.scaffolds import SCAFFOLDS, ModelCaller, MultiTurn, SingleTurn, ToolLoop, Trajectory
+from engine.harness.scaffolds import SCAFFOLDS, ModelCall, MultiTurn, ToolLoop, Trajectory
 from engine.harness.tools import TOOLS, Tool, ToolContext, ToolFailure, ToolResult, get_tool, resolve_tools, tool
 
 __all__ = [
-    "SCAFFOLDS", "TOOLS", "ModelCaller", "MultiTurn", "ParsedCall", "SingleTurn", "Tool", "ToolContext",
+    "SCAFFOLDS", "TOOLS", "ModelCall", "MultiTurn", "ParsedCall", "Tool", "ToolContext",
     "ToolFailure", "ToolLoop", "ToolResult", "Trajectory", "choose_protocol", "get_tool", "parse_text_calls",
     "resolve_tools", "tool",
 ]

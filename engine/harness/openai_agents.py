@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.api import ChatMessage, GenerateRequest, ProviderError, TrajectoryStep
 from engine.harness.protocol import tool_response_text
-from engine.harness.scaffolds import LimitReached, ToolLoop, Trajectory, _State
+from engine.harness.scaffolds import LimitReached, ModelCall, ToolLoop, Trajectory, _State
 from engine.harness.tools import ToolContext
 
 
@@ -109,7 +109,7 @@ class OpenAIAgentsLoop(ToolLoop):
                 state.steps.append(TrajectoryStep(type="tool_call", started=time.time(), content={
                     "turn": state.turns, "id": call_id, "name": _tool.name, "arguments": _safe_json(args_json)}))
                 t0, started = time.monotonic(), time.time()
-                tctx = ToolContext(options=dict(self.harness.tool_options.get(_tool.name, {})), router=self.router,
+                tctx = ToolContext(options=dict(self.harness.tool_options.get(_tool.name, {})), router=state.router,
                                    steps=state.steps, tool_name=_tool.name, deadline=state.deadline)
                 result = await _tool(args_json, tctx)
                 state.steps.append(TrajectoryStep(type="tool_result", started=started, duration_s=round(time.monotonic() - t0, 6),
@@ -122,7 +122,7 @@ class OpenAIAgentsLoop(ToolLoop):
                                     on_invoke_tool=invoke, strict_json_schema=False))
         return out
 
-    async def run(self, request: GenerateRequest, instance: Any = None) -> Trajectory:
+    async def run(self, request: GenerateRequest, call: ModelCall, router: Any = None, instance: Any = None) -> Trajectory:
         try:
             from agents import Agent, RunConfig, Runner, StopAtTools
             from agents.exceptions import AgentsException, MaxTurnsExceeded
@@ -130,7 +130,7 @@ class OpenAIAgentsLoop(ToolLoop):
             raise ProviderError("scaffold openai_agents needs the OpenAI Agents SDK: pip install openai-agents",
                                 kind="config") from err
         self._call_names: dict[str, str] = {}
-        state = self._new_state(request)
+        state = self._new_state(request, call, router)
         first = state.messages
         instructions = first[0].content if first and first[0].role == "system" else None
         inputs = [{"role": m.role, "content": m.content} for m in first if m.role in ("user", "assistant")]

@@ -1,6 +1,7 @@
 """Scaffolds: how one instance's request becomes a trajectory of model and tool calls.
 
-- ``single_turn``: one model call (the runner's batched path does this; here for completeness).
+- ``single_turn`` is not a scaffold: the runner core sends such requests straight to the
+  provider, batched.
 - ``tool_loop``: model → tool calls → results fed back → model …, until the model answers without
   a tool call, calls ``submit``, or a limit (turns, tokens, wall time) ends it. Every model call,
   tool call, tool result and sandbox execution is a ``TrajectoryStep``; the end reason is recorded.
@@ -12,8 +13,9 @@
 from __future__ import annotations
 
 import asyncio
-import random
+import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +48,6 @@ DEFAULT_AGENT_PROMPT = (
     "with it (or reply with the answer and no tool call)."
 )
 
-END_REASONS = ("answer", "submit", "max_turns", "max_tokens", "max_time", "error")
-
 
 class Trajectory(BaseModel):
     """A finished trajectory: the final response (what is scored) and every step."""
@@ -61,27 +61,9 @@ class Trajectory(BaseModel):
     error: InstanceError | None = None
 
 
-class ModelCaller:
-    """One model call with the harness's timeout and retries (transient errors, exponential backoff)."""
-
-    def __init__(self, provider: Any, harness: HarnessConfig):
-        self.provider = provider
-        self.harness = harness
-
-    async def __call__(self, request: GenerateRequest, timeout_s: float | None = None) -> tuple[GenerateResponse, int]:
-        h = self.harness
-        timeout = min(h.request_timeout_s, timeout_s) if timeout_s is not None else h.request_timeout_s
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                [resp] = await asyncio.wait_for(self.provider.generate([request]), timeout=timeout)
-                return resp, attempts
-            except ProviderError as err:
-                if err.transient and attempts <= h.max_retries:
-                    await asyncio.sleep(h.retry_backoff_s * 2 ** (attempts - 1) * (1 + random.random() * 0.25))
-                    continue
-                raise
+# A job's model call, provided by the runner core (retried, timed out, micro-batched there):
+# (request, time left or None) -> (response, attempts).
+ModelCall = Callable[[GenerateRequest, float | None], Awaitable[tuple[GenerateResponse, int]]]
 
 
 class LimitReached(Exception):
@@ -94,6 +76,8 @@ class LimitReached(Exception):
 @dataclass
 class _State:
     messages: list[ChatMessage]
+    call: ModelCall
+    router: Any = None
     steps: list[TrajectoryStep] = field(default_factory=list)
     turns: int = 0
     prompt_tokens: int = 0
@@ -110,16 +94,13 @@ class _State:
 class ToolLoop:
     name = "tool_loop"
 
-    def __init__(self, caller: ModelCaller, tools: list[Tool], harness: HarnessConfig, protocol: Protocol,
-                 router: Any = None):
-        self.caller = caller
+    def __init__(self, tools: list[Tool], harness: HarnessConfig, protocol: Protocol, arguments_as_dict: bool = False):
         self.tools = {t.name: t for t in tools}
         self.harness = harness
         self.protocol = protocol
-        self.router = router
         self.schemas = [t.schema() for t in tools]
         # OpenAI-style APIs take call arguments as a JSON string; HF chat templates as a mapping.
-        self.arguments_as_dict = getattr(getattr(caller.provider, "identity", None), "provider", None) == "hf"
+        self.arguments_as_dict = arguments_as_dict
 
     # -- setup -----------------------------------------------------------------------------
     def initial_messages(self, request: GenerateRequest) -> list[ChatMessage]:
@@ -167,7 +148,7 @@ class ToolLoop:
         req = self.turn_request(request, state)
         started, t0 = time.time(), time.monotonic()
         try:
-            resp, attempts = await self.caller(req, self._remaining(state))
+            resp, attempts = await state.call(req, self._remaining(state))
         except asyncio.TimeoutError:
             if state.deadline is not None and time.monotonic() >= state.deadline - 0.01:
                 raise LimitReached("max_time", f"the model call was cut at the time limit "
@@ -207,7 +188,7 @@ class ToolLoop:
                                 content=f"error: unknown tool {call.name!r}. Available tools: {', '.join(self.tools)}.")
         else:
             tool = self.tools[call.name]
-            ctx = ToolContext(options=dict(self.harness.tool_options.get(tool.name, {})), router=self.router,
+            ctx = ToolContext(options=dict(self.harness.tool_options.get(tool.name, {})), router=state.router,
                               steps=state.steps, tool_name=tool.name, deadline=state.deadline)
             remaining = self._remaining(state)
             try:
@@ -253,8 +234,8 @@ class ToolLoop:
                     return result.content, "submit"
                 state.messages.append(self._result_message(call, result))
 
-    async def run(self, request: GenerateRequest, instance: Any = None) -> Trajectory:
-        state = self._new_state(request)
+    async def run(self, request: GenerateRequest, call: ModelCall, router: Any = None, instance: Any = None) -> Trajectory:
+        state = self._new_state(request, call, router)
         try:
             answer, reason = await self.loop(request, state)
         except LimitReached as lim:
@@ -264,8 +245,8 @@ class ToolLoop:
         return self._finish(state, answer, reason)
 
     # -- endings -----------------------------------------------------------------------------
-    def _new_state(self, request: GenerateRequest) -> _State:
-        state = _State(messages=self.initial_messages(request))
+    def _new_state(self, request: GenerateRequest, call: ModelCall, router: Any = None) -> _State:
+        state = _State(messages=self.initial_messages(request), call=call, router=router)
         if self.harness.max_time_s is not None:
             state.deadline = state.started + self.harness.max_time_s
         return state
@@ -296,15 +277,6 @@ class ToolLoop:
                                               if err.transient else 1))
 
 
-class SingleTurn(ToolLoop):
-    """One model call, no tools (the runner's batched path is the usual way to run this)."""
-
-    name = "single_turn"
-
-    def __init__(self, caller: ModelCaller, harness: HarnessConfig, **_: Any):
-        super().__init__(caller, [], harness.model_copy(update={"max_turns": 1}), "native")
-
-
 class MultiTurn(ToolLoop):
     name = "multi_turn"
 
@@ -315,8 +287,8 @@ class MultiTurn(ToolLoop):
             turns = [turns]
         return [str(t.get("content", "")) if isinstance(t, dict) else str(t) for t in turns]
 
-    async def run(self, request: GenerateRequest, instance: Any = None) -> Trajectory:
-        state = self._new_state(request)
+    async def run(self, request: GenerateRequest, call: ModelCall, router: Any = None, instance: Any = None) -> Trajectory:
+        state = self._new_state(request, call, router)
         try:
             answer, reason = await self.loop(request, state)
             for i, turn in enumerate(self.user_turns(instance)):
@@ -339,9 +311,7 @@ def _mark_end(steps: list[TrajectoryStep], reason: str) -> None:
 
 
 def _json_args(args: Any) -> str:
-    import json
-
     return json.dumps(args if args is not None else {}, default=str)
 
 
-SCAFFOLDS: dict[str, type[ToolLoop]] = {"single_turn": SingleTurn, "tool_loop": ToolLoop, "multi_turn": MultiTurn}
+SCAFFOLDS: dict[str, type[ToolLoop]] = {"tool_loop": ToolLoop, "multi_turn": MultiTurn}

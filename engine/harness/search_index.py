@@ -20,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.config.paths import resolve_project_path
+
 CORPUS_SCHEME = "corpus://"
 _TOKEN = re.compile(r"[A-Za-z0-9]+")
 _STOP = frozenset("a an and are as at be by for from has have in is it of on or that the this to was were "
@@ -34,19 +36,6 @@ class SearchHit(BaseModel):
     url: str
     snippet: str
     score: float = 0.0
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def resolve_path(path: str | os.PathLike[str]) -> Path:
-    """A path as given, else relative to the repository (configs name repo-relative corpora)."""
-    p = Path(path).expanduser()
-    if p.exists() or p.is_absolute():
-        return p
-    alt = repo_root() / p
-    return alt if alt.exists() else p
 
 
 def _read_documents(root: Path) -> list[dict[str, str]]:
@@ -90,7 +79,7 @@ class LocalIndex:
 
     @classmethod
     def for_corpus(cls, path: str | os.PathLike[str]) -> LocalIndex:
-        root = resolve_path(path)
+        root = resolve_project_path(path)
         if not root.exists():
             raise FileNotFoundError(f"search corpus {str(path)!r} does not exist (looked at {root}). Fix: set "
                                     "harness.tool_options.search.corpus to a directory of .txt/.md/.jsonl files.")

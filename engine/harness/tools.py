@@ -20,6 +20,7 @@ The global registry (``TOOLS``) lets YAML name tools: ``harness.tools: [search, 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import inspect
 import json
 import re
@@ -31,6 +32,7 @@ from typing import Any, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from engine.api import TrajectoryStep
+from engine.sandbox import SandboxError
 
 
 class ToolResult(BaseModel):
@@ -67,8 +69,6 @@ class ToolContext:
     async def exec(self, requires: Iterable[str], command: Any, *, files: dict[str, str] | None = None,
                    stdin: str | None = None, timeout_s: float | None = None):
         """Run ``command`` in the cheapest pool covering ``requires``; records a sandbox step."""
-        from engine.sandbox import SandboxError
-
         if self.router is None:
             raise ToolFailure("capability", f"tool {self.tool_name!r} needs a sandbox providing "
                               f"{sorted(requires)}, and this harness has no sandbox pools")
@@ -248,11 +248,8 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, descr
 
 
 def get_tool(name: str) -> Tool:
-    import engine.harness.builtin  # noqa: F401 - registers the built-ins
-
+    """A registered tool (the built-ins register when `engine.harness` is imported)."""
     if name not in TOOLS:
-        import difflib
-
         close = difflib.get_close_matches(name, list(TOOLS), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown tool {name!r}; known tools: {sorted(TOOLS)}.{hint}")

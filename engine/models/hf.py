@@ -18,13 +18,12 @@ from engine.api import (
     truncate_at_stop,
 )
 from engine.config.schema import ModelConfig
+from engine.models.embedded import embedded_checkpoint_dir
 from engine.models.identity import model_identity
 
 
 def resolve_model_dir(cfg: ModelConfig) -> Path:
     if cfg.path is None:
-        from engine.models.embedded import embedded_checkpoint_dir
-
         return embedded_checkpoint_dir()
     path = Path(cfg.path).expanduser()
     if not path.exists():
@@ -52,7 +51,7 @@ class HFProvider:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # deferred: ~2 s, not needed by a cached run
 
             tok = AutoTokenizer.from_pretrained(self.model_dir, revision=self.cfg.revision)
             tok.padding_side = "left"
@@ -64,7 +63,7 @@ class HFProvider:
     @property
     def model(self):
         if self._model is None:
-            import torch
+            import torch  # deferred: ~3 s, not needed by a cached run
             from transformers import AutoModelForCausalLM
             from transformers.utils import logging as hf_logging
 
@@ -78,6 +77,7 @@ class HFProvider:
 
     # -- loglikelihood -------------------------------------------------------------------------
     def loglikelihood_sync(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
+        # Deferred: the module imports torch (~3 s), which a fully cached run never needs.
         from engine.models.hf_loglikelihood import loglikelihood_batch
 
         with self._lock:
@@ -95,7 +95,7 @@ class HFProvider:
         return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
 
     def generate_sync(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
-        import torch
+        import torch  # deferred: see `model`
 
         sampling = requests[0].sampling
         if any(r.sampling != sampling for r in requests):  # the runner batches by sampling

@@ -8,6 +8,7 @@ is then replicated across that question's continuations for a second, batched fo
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -33,8 +34,6 @@ def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> 
 
 
 def _CACHE_KWARG(model) -> str:  # noqa: N802 - transformers 5 renamed `past_key_values` to `cache`
-    import inspect
-
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 

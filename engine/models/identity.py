@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from engine.api import ModelIdentity
+from engine.config.paths import evalbench_home
 from engine.config.schema import ModelConfig
 
 _STEP = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
@@ -25,11 +26,9 @@ def checkpoint_step(cfg: ModelConfig) -> int | None:
 
 def content_hash(model_dir: Path) -> str:
     """sha256 over the weight files, memoized by (path, size, mtime) so a re-run costs nothing."""
-    from engine.models.embedded import cache_home
-
     files = sorted(f for pattern in _WEIGHTS for f in model_dir.glob(pattern))
     key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-    memo_path = cache_home() / "content_hashes.json"
+    memo_path = evalbench_home() / "content_hashes.json"
     memo = json.loads(memo_path.read_text()) if memo_path.exists() else {}
     if key in memo:
         return memo[key]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -146,7 +147,5 @@ class LiteLLMProvider:
         return out
 
     async def aclose(self) -> None:
-        import sys
-
         if "litellm" in sys.modules:  # close pooled HTTP sessions before the event loop ends
             await sys.modules["litellm"].close_litellm_async_clients()

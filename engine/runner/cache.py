@@ -1,21 +1,43 @@
-"""Response cache (SQLite): a finished request is never sent twice; a killed run resumes."""
+"""The result cache (SQLite): a finished work item is never run twice; a killed run resumes.
+
+Keys hash everything that can change an answer (docs/architecture.md, "The response cache"): the
+model identity (provider, where it is served, name, revision, weights, tokenizer and chat template,
+serving options), the request with its sampling, the tools, the scaffold policy, the sample index.
+Every row carries a checksum over key and value: a corrupted or edited row is a miss with a
+warning, never a score.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, ConfigDict
 
-from engine.api import ModelIdentity, Request, Response, stable_hash
+from engine.api import InstanceError, ModelIdentity, Request, Response, TrajectoryStep, stable_hash
+from engine.config.errors import ConfigError
 
-_RESPONSE = TypeAdapter(Response)
+SCHEMA = "results_v2"  # rows of older layouts are never read
+
+
+class WorkResult(BaseModel):
+    """What a work item produced: a model response, a trajectory's steps, an execution's scores."""
+
+    model_config = ConfigDict(frozen=True)
+
+    response: Response | None = None
+    steps: tuple[TrajectoryStep, ...] = ()
+    scores: dict[str, float] | None = None
+    extracted: Any = None
+    error: InstanceError | None = None
 
 
 def cache_key(identity: ModelIdentity, request: Request, scaffold: str, tools: list[str], sample_index: int) -> str:
-    """ARCHITECTURE §6: hash of (model identity, request incl. sampling, tools, scaffold, sample index)."""
     model = identity.model_dump(mode="json", exclude={"checkpoint_step"})
     if model.get("content_hash"):
         model.pop("path", None)  # same weights elsewhere on disk are the same model
@@ -25,37 +47,69 @@ def cache_key(identity: ModelIdentity, request: Request, scaffold: str, tools: l
     )
 
 
-class ResponseCache:
+def _checksum(key: str, blob: str) -> str:
+    return hashlib.sha256(f"{key}\x00{blob}".encode()).hexdigest()
+
+
+class ResultCache:
     def __init__(self, path: str | Path | None):
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self.rejected = 0
         if path is None:
             return
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL)")
-        self._db.commit()
+        if path.is_dir():
+            raise ConfigError(f"cache.path {path} is a directory; the response cache is one SQLite file. Fix: point "
+                              f"`cache.path` at a file, e.g. cache.path={path / 'responses.sqlite'}.")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA} (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                             "checksum TEXT NOT NULL)")
+            self._db.commit()
+        except (sqlite3.DatabaseError, OSError) as err:
+            raise ConfigError(
+                f"The response cache {path} cannot be used ({err}). Fix: move the file aside (nothing of the "
+                "run folders depends on it; responses are re-computed), point `cache.path` elsewhere, or run "
+                "with `cache.enabled=false`."
+            ) from None
 
-    def get_many(self, keys: list[str]) -> dict[str, Response]:
+    def get_many(self, keys: list[str]) -> dict[str, WorkResult]:
         if self._db is None or not keys:
             return {}
-        found: dict[str, Response] = {}
+        found: dict[str, WorkResult] = {}
         with self._lock:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for key, blob in self._db.execute(f"SELECT key, response FROM responses WHERE key IN ({marks})", chunk):
-                    found[key] = _RESPONSE.validate_python(json.loads(blob))
+                rows = self._db.execute(f"SELECT key, value, checksum FROM {SCHEMA} WHERE key IN ({marks})", chunk)
+                for key, blob, checksum in rows:
+                    result = self._verified(key, blob, checksum)
+                    if result is not None:
+                        found[key] = result
         return found
 
-    def put_many(self, items: dict[str, Response]) -> None:
+    def _verified(self, key: str, blob: str, checksum: str) -> WorkResult | None:
+        try:
+            if _checksum(key, blob) != checksum:
+                raise ValueError("checksum mismatch")
+            return WorkResult.model_validate(json.loads(blob))
+        except ValueError as err:
+            self.rejected += 1
+            print(f"[evalbench] warning: cache row {key[:12]} is corrupt ({err}); it is re-computed.", file=sys.stderr)
+            return None
+
+    def put_many(self, items: dict[str, WorkResult]) -> None:
         if self._db is None or not items:
             return
-        rows = [(k, json.dumps(v.model_dump(mode="json"))) for k, v in items.items()]
+        rows = []
+        for k, v in items.items():
+            blob = json.dumps(v.model_dump(mode="json"), sort_keys=True, default=str)
+            rows.append((k, blob, _checksum(k, blob)))
         with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", rows)
+            self._db.executemany(f"INSERT OR REPLACE INTO {SCHEMA} VALUES (?, ?, ?)", rows)
             self._db.commit()
 
     def close(self) -> None:

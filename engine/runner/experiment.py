@@ -8,13 +8,18 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from engine.api import RunRecord, ScoreSummary, stable_hash
-from engine.config.schema import Experiment
+from engine.api import Provider, RunRecord, ScoreSummary, stable_hash
+from engine.config.errors import ConfigError
+from engine.config.schema import Experiment, ModelConfig
+from engine.config.suites import TaskRun, expand_experiment
 from engine.models import build_provider
 from engine.record.folder import write_run_folder
-from engine.runner.cache import ResponseCache
-from engine.runner.schedule import Runner
-from engine.runner.task_run import TaskResult, TaskRun, execute, run_dir_for, scores_of
+from engine.record.mlflow_writer import finish_mlflow_run, start_mlflow_run
+from engine.runner.cache import ResultCache
+from engine.runner.core import RunnerCore
+from engine.runner.task_run import TaskResult, execute, run_dir_for
+from engine.scoring.judge import judge_config
+from engine.scoring.metrics import aggregate_scores
 
 ENGINE_VERSION = "0.1.0"
 # Fields that change how a run executes, not what it measures.
@@ -23,13 +28,6 @@ OPERATIONAL_NESTED = {
     "harness": {"concurrency", "max_retries", "retry_backoff_s", "request_timeout_s"},
     "model": {"batch_size", "timeout_s"},
 }
-
-
-def expand(exp: Experiment) -> list[TaskRun]:
-    """Suite (nested, de-duplicated) or single task; best-of tasks (olmes) become one run per format."""
-    from engine.suites import expand_experiment
-
-    return expand_experiment(exp)
 
 
 def experiment_id(exp: Experiment) -> str:
@@ -59,7 +57,9 @@ def experiment_name(exp: Experiment, run: TaskRun) -> str:
 def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider, mlflow_run_id: str | None) -> RunRecord:
     config = exp.model_dump(mode="json", by_alias=True)
     config["task"] = run.task.model_dump(mode="json", by_alias=True)
-    scores: dict[str, ScoreSummary] = scores_of(result, run.task) if result.status != "failed" else {}
+    scores: dict[str, ScoreSummary] = {}
+    if result.status != "failed":
+        scores = aggregate_scores(result.instances, run.task.aggregation, pass_at_k=run.task.pass_at_k)
     return RunRecord(
         run_id=uuid.uuid4().hex[:16],
         experiment_id=experiment_id(exp),
@@ -89,8 +89,6 @@ def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider, mlf
 
 def record_run(exp: Experiment, run: TaskRun, result: TaskResult, provider) -> RunRecord:
     """Run folder always; MLflow when enabled. An MLflow failure never loses the run folder."""
-    from engine.record.mlflow_writer import finish_mlflow_run, start_mlflow_run
-
     run_dir = run_dir_for(exp, run.spec)
     mlflow_id = None
     mlflow_error = None
@@ -114,8 +112,6 @@ def record_run(exp: Experiment, run: TaskRun, result: TaskResult, provider) -> R
 
 def check_capabilities(exp: Experiment, runs: list[TaskRun]) -> None:
     """Refuse before any compute what the provider cannot serve exactly."""
-    from engine.config.errors import ConfigError
-
     if exp.model.provider == "litellm" and not exp.model.supports_prompt_logprobs:
         needs = [r.spec for r in runs if r.task.formulation != "generate"]
         if needs:
@@ -128,22 +124,36 @@ def check_capabilities(exp: Experiment, runs: list[TaskRun]) -> None:
             )
 
 
+def judge_provider(exp: Experiment, evaluated: Provider, runs: list[TaskRun]) -> Provider | None:
+    """The judge's own provider when a judged task names a judge model other than the evaluated one."""
+    if not any("judge" in r.task.scorers for r in runs):
+        return None
+    model = judge_config(exp.harness.auxiliary).model
+    if model is None:
+        return None
+    cfg = ModelConfig.model_validate(model)
+    return None if cfg == exp.model else build_provider(cfg)
+
+
 async def run_experiment_async(exp: Experiment, runs: list[TaskRun]) -> list[RunRecord]:
     check_capabilities(exp, runs)
     provider = build_provider(exp.model)
-    cache = ResponseCache(exp.cache.path if exp.cache.enabled else None)
-    runner = Runner(provider, exp.harness, cache, progress=exp.progress)
+    judge = judge_provider(exp, provider, runs)
+    cache = ResultCache(exp.cache.path if exp.cache.enabled else None)
+    core = RunnerCore(provider, exp.harness, cache, progress=exp.progress)
+    judge_core = RunnerCore(judge, exp.harness, cache, progress=exp.progress) if judge is not None else None
     records = []
     try:
         for run in runs:
-            result = await execute(run, exp, provider, runner)
+            result = await execute(run, exp, core, judge_core)
             records.append(record_run(exp, run, result, provider))
     finally:
         cache.close()
         await provider.aclose()
+        if judge is not None:
+            await judge.aclose()
     return records
 
 
 def run_experiment(exp: Experiment) -> list[RunRecord]:
-    runs = expand(exp)
-    return asyncio.run(run_experiment_async(exp, runs))
+    return asyncio.run(run_experiment_async(exp, expand_experiment(exp)))

@@ -1,4 +1,9 @@
-"""One TaskRun: a task spec × a model × a harness, from instances to a RunRecord."""
+"""One TaskRun: a task spec × a model × a harness, from instances to instance records.
+
+Every piece of work goes through the runner core (engine/runner/core.py): the model requests
+(or, under a multi-step scaffold, whole trajectories), the sandboxed executions of tasks that
+declare `requires`, and the judge's calls.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,33 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import GenerateRequest, InstanceRecord, LoglikelihoodResponse, Provider, RunCounts, request_hash
-from engine.config.schema import Experiment, TaskConfig
-from engine.runner.cache import cache_key
-from engine.runner.schedule import Outcome, Runner, WorkItem
-from engine.scoring.metrics import aggregate_scores
+from engine.api import (
+    GenerateRequest,
+    GenerateResponse,
+    InstanceError,
+    InstanceRecord,
+    LoglikelihoodResponse,
+    Provider,
+    RunCounts,
+    request_hash,
+    stable_hash,
+)
+from engine.config.schema import Experiment
+from engine.config.suites import TaskRun
+from engine.harness.build import build_scaffold, execution_resources, policy_signature, sandbox_resources
+from engine.harness.scaffolds import ToolLoop
+from engine.record.folder import spec_dirname
+from engine.runner.cache import WorkResult, cache_key
+from engine.runner.core import Job, JobContext, Outcome, RunnerCore, WorkItem
+from engine.sandbox import SandboxError
+from engine.scoring import score_response
+from engine.scoring.execution import execution_scorer
+from engine.scoring.judge import judge_config, judge_request, judged
 from engine.tasks import Instance, Task, build_task
 
 
-class TaskRun(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    spec: str
-    task: TaskConfig
-
-
 class TaskResult(BaseModel):
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True)
 
     spec: str
     task_hash: str
@@ -34,6 +49,14 @@ class TaskResult(BaseModel):
     status: str
     prompt_tokens: int
     completion_tokens: int
+
+
+class PlannedItem(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    instance: Instance
+    sample: int
+    item: WorkItem
 
 
 def prepare(task_run: TaskRun, exp: Experiment) -> tuple[Task, list[Instance]]:
@@ -46,9 +69,14 @@ def prepare(task_run: TaskRun, exp: Experiment) -> tuple[Task, list[Instance]]:
     return task, instances
 
 
-def _requests(task: Task, instances: list[Instance], exp: Experiment, provider: Provider):
-    samples = task.config.generation.samples if task.config.formulation == "generate" else 1
+def plan_items(task: Task, instances: list[Instance], exp: Experiment, provider: Provider) -> list[PlannedItem]:
+    """One work item per instance and sample: a model request, or a trajectory job."""
     h = exp.harness
+    generate = task.config.formulation == "generate"
+    samples = task.config.generation.samples if generate else 1
+    agent = h.scaffold != "single_turn" and generate
+    scaffold = build_scaffold(h, provider) if agent else None
+    signature = policy_signature(h) if agent else h.scaffold
     plan = []
     for inst in instances:
         base = task.build_request(inst)
@@ -56,24 +84,37 @@ def _requests(task: Task, instances: list[Instance], exp: Experiment, provider: 
             req = base
             if isinstance(base, GenerateRequest) and samples > 1:
                 req = base.model_copy(update={"sampling": base.sampling.model_copy(update={"seed": exp.seed + k})})
-            key = cache_key(provider.identity, req, h.scaffold, h.tools, k)
-            plan.append((inst, k, WorkItem(key=key, request=req)))
+            key = cache_key(provider.identity, req, signature, h.tools, k)
+            job: Job | None = None
+            if scaffold is not None and isinstance(req, GenerateRequest):
+                job = _trajectory_job(scaffold, req, inst)
+            plan.append(PlannedItem(instance=inst, sample=k, item=WorkItem(key=key, request=req, job=job)))
     return plan
 
 
-def _record(task: Task, spec: str, inst: Instance, k: int, item: WorkItem, out: Outcome) -> InstanceRecord:
-    req = item.request
+def _trajectory_job(scaffold: ToolLoop, request: GenerateRequest, inst: Instance) -> Job:
+    async def run(ctx: JobContext) -> WorkResult:
+        traj = await scaffold.run(request, ctx.call_model, ctx.resources, inst)
+        return WorkResult(response=traj.response, steps=tuple(traj.steps), error=traj.error)
+
+    return run
+
+
+def _record(task: Task, spec: str, p: PlannedItem, out: Outcome) -> InstanceRecord:
+    req, inst = p.item.request, p.instance
+    assert req is not None
     prompt = req.render_text() if isinstance(req, GenerateRequest) else req.context
+    steps = list(out.result.steps) if out.result is not None else []
     base = dict(
-        task_hash=task.task_hash, task_spec=spec, instance_id=inst.id, sample_index=k,
+        task_hash=task.task_hash, task_spec=spec, instance_id=inst.id, sample_index=p.sample,
         request_hash=request_hash(req), request=req.model_dump(mode="json"), prompt_text=prompt,
         gold=inst.gold, choices=list(inst.choices) if inst.choices else None, cluster=inst.cluster,
-        latency_s=out.latency_s, cached=out.cached,
+        latency_s=out.latency_s, cached=out.cached, trajectory=steps,
     )
-    if out.response is None:
-        return InstanceRecord(**base, error=out.error)
-    scores, extracted = task.score(inst, out.response)
     resp = out.response
+    if resp is None or out.error is not None:
+        return InstanceRecord(**base, error=out.error)
+    scores, extracted = score_response(task, inst, resp)
     usage = resp.usage
     if isinstance(resp, LoglikelihoodResponse):
         return InstanceRecord(**base, logprobs=list(resp.logprobs), extracted_answer=extracted, scores=scores,
@@ -82,28 +123,79 @@ def _record(task: Task, spec: str, inst: Instance, k: int, item: WorkItem, out: 
                           prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
 
 
-async def execute(task_run: TaskRun, exp: Experiment, provider: Provider, runner: Runner) -> TaskResult:
+async def score_by_execution(task: Task, records: list[InstanceRecord], instances: list[Instance], exp: Experiment,
+                             core: RunnerCore) -> list[InstanceRecord]:
+    """Each completion's tests in a sandbox, one work item each (not cached: cheap, and a sandbox
+    failure must never be remembered as a verdict)."""
+    scorer = execution_scorer(task.execution or "")
+    by_id = {i.id: i for i in instances}
+    items: dict[int, WorkItem] = {}
+    for i, rec in enumerate(records):
+        if rec.error is not None:
+            continue
+
+        async def run(ctx: JobContext, rec: InstanceRecord = rec) -> WorkResult:
+            try:
+                ex = await scorer(task.config, by_id[rec.instance_id], rec.output_text or "", ctx.resources)
+            except SandboxError as err:
+                return WorkResult(error=InstanceError(kind="sandbox", message=str(err)[:1000], attempts=1))
+            return WorkResult(scores=ex.scores, extracted=ex.extracted, steps=(ex.step,))
+
+        key = stable_hash({"execution": task.execution, "instance": rec.instance_id, "sample": rec.sample_index,
+                           "completion": rec.output_text})
+        items[i] = WorkItem(key=key, job=run, cacheable=False)
+    if not items:
+        return records
+    cfg = task.config
+    resources = execution_resources(exp.harness, list(cfg.requires), len(instances), cfg.generation.samples)
+    outcomes = await core.run(list(items.values()), label=f"{cfg.name} execution", resources=resources)
+    out = list(records)
+    for i, item in items.items():
+        o, rec = outcomes[item.key], records[i]
+        if o.error is not None or o.result is None:
+            out[i] = rec.model_copy(update={"error": o.error, "scores": {}})
+            continue
+        out[i] = rec.model_copy(update={"scores": {**rec.scores, **(o.result.scores or {})},
+                                        "extracted_answer": o.result.extracted,
+                                        "trajectory": [*rec.trajectory, *o.result.steps]})
+    return out
+
+
+async def apply_judge(records: list[InstanceRecord], queries: dict[str, str], exp: Experiment,
+                      judge_core: RunnerCore) -> list[InstanceRecord]:
+    """`scores.judge` and a `judge` step on every record with an output; the judge's calls are
+    plain work items of the judge's own core (same cache, same limits)."""
+    cfg = judge_config(exp.harness.auxiliary)
+    identity = judge_core.provider.identity
+    items: dict[int, WorkItem] = {}
+    for i, r in enumerate(records):
+        if r.error is None and r.output_text is not None:
+            req = judge_request(cfg, queries.get(r.instance_id, r.prompt_text or ""), r.output_text,
+                                None if r.gold is None else str(r.gold))
+            items[i] = WorkItem(key=cache_key(identity, req, "judge", [], 0), request=req)
+    started = time.time()
+    outcomes = await judge_core.run(list(items.values()), label="judge") if items else {}
+    out = list(records)
+    for i, item in items.items():
+        o = outcomes[item.key]
+        resp = o.response if isinstance(o.response, GenerateResponse) else None
+        prompt = item.request.messages[0].content if isinstance(item.request, GenerateRequest) and item.request.messages else ""
+        out[i] = judged(records[i], resp, o.error, cfg, identity.label, prompt, o.cached, started, o.latency_s)
+    return out
+
+
+async def execute(task_run: TaskRun, exp: Experiment, core: RunnerCore, judge_core: RunnerCore | None = None) -> TaskResult:
     start = time.monotonic()
     task, instances = prepare(task_run, exp)
-    if exp.harness.scaffold != "single_turn" and task.config.formulation == "generate":
-        # Multi-step scaffolds (engine/harness): one trajectory per instance and sample.
-        from engine.harness.run import run_trajectories
-
-        plan, outcomes, steps = await run_trajectories(task, instances, exp, provider, runner)
-        records = [_record(task, task_run.spec, inst, k, item, outcomes[item.key]).model_copy(
-            update={"trajectory": steps.get(item.key, [])}) for inst, k, item in plan]
-    else:
-        plan = _requests(task, instances, exp, provider)
-        outcomes = await runner.run([item for _, _, item in plan], label=task_run.spec)
-        records = [_record(task, task_run.spec, inst, k, item, outcomes[item.key]) for inst, k, item in plan]
+    plan = plan_items(task, instances, exp, core.provider)
+    agent = any(p.item.job is not None for p in plan)
+    resources = sandbox_resources(exp.harness) if agent else None
+    outcomes = await core.run([p.item for p in plan], label=task_run.spec, resources=resources)
+    records = [_record(task, task_run.spec, p, outcomes[p.item.key]) for p in plan]
     if task.config.requires:  # execution scoring in sandboxes; nothing else starts one
-        from engine.scoring.execution import score_by_execution
-
-        records = await score_by_execution(task, records, instances, exp)
-    if "judge" in task.config.scorers:  # LLM-as-judge (engine/harness/judge.py), an auxiliary provider
-        from engine.harness.judge import apply_judge
-
-        records = await apply_judge(records, {i.id: i.query for i in instances}, exp, provider, runner)
+        records = await score_by_execution(task, records, instances, exp, core)
+    if "judge" in task.config.scorers:
+        records = await apply_judge(records, {i.id: i.query for i in instances}, exp, judge_core or core)
     errored = sum(1 for r in records if r.error is not None)
     n = len(records)
     status = "failed" if n and errored == n else ("finished" if errored == 0 else "partial")
@@ -119,11 +211,5 @@ async def execute(task_run: TaskRun, exp: Experiment, provider: Provider, runner
     )
 
 
-def scores_of(result: TaskResult, task: TaskConfig):
-    return aggregate_scores(result.instances, task.aggregation, pass_at_k=task.pass_at_k)
-
-
 def run_dir_for(exp: Experiment, spec: str) -> Path:
-    from engine.record.folder import spec_dirname
-
     return Path(exp.output_dir) / spec_dirname(spec)

@@ -1,4 +1,4 @@
-"""Sandboxes and capability routing (ARCHITECTURE §5).
+"""Sandboxes and capability routing (docs/architecture.md, "Sandboxes").
 
 Capabilities are strings (``python``, ``bash``, ``network``, ``image:<name>``). Pools of
 ``local``, ``bwrap`` or ``docker`` sandboxes provide them; ``SandboxRouter`` sends each execution
@@ -21,11 +21,11 @@ from engine.sandbox.models import (
     normalize_requires,
 )
 from engine.sandbox.planner import NoPoolError, plan, route
-from engine.sandbox.router import SandboxRouter, pools_from_config
+from engine.sandbox.router import DEFAULT_POOL, SandboxRouter, pools_from_config
 from engine.sandbox.teardown import teardown_all_sync
 
 __all__ = [
-    "BASH", "NETWORK", "PYTHON", "Capability", "Demand", "ExecResult", "InputFilesError",
+    "BASH", "DEFAULT_POOL", "NETWORK", "PYTHON", "Capability", "Demand", "ExecResult", "InputFilesError",
     "NoPoolError", "PoolPlan",
     "Sandbox", "SandboxError", "SandboxLimits", "SandboxPlan", "SandboxPoolConfig",
     "SandboxRouter", "normalize_requires", "plan", "pools_from_config", "route",

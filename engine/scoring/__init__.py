@@ -1,6 +1,6 @@
-"""Scorers (one instance → values) and metrics (many instances → aggregate with error bars)."""
+"""Scorers (one instance → values), the judge, execution scoring, metrics (many → aggregate)."""
 
 from engine.scoring.metrics import aggregate_scores
-from engine.scoring.scorers import score_choice, score_generation
+from engine.scoring.scorers import score_choice, score_generation, score_response
 
-__all__ = ["aggregate_scores", "score_choice", "score_generation"]
+__all__ = ["aggregate_scores", "score_choice", "score_generation", "score_response"]

@@ -1,47 +1,55 @@
-"""Execution scoring: run each completion's tests in a sandbox pool that covers the task's needs.
+"""Execution scoring: a completion's tests run in a sandbox; the verdict is its score.
 
-Only tasks that declare `requires` get here; everything else never touches a sandbox. A sandbox
-that fails to run (not the code under test failing) makes the instance an error, never a 0.
+Only tasks that declare `requires` get here; the runner core runs each execution as a work item
+(docs/architecture.md, "One execution layer") inside the pools opened for it. A sandbox that
+fails to run (not the code under test failing) raises `SandboxError`: the instance is an error,
+never a 0.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from engine.api import InstanceError, InstanceRecord
-from engine.config.schema import Experiment
-from engine.tasks import Instance, Task
+from pydantic import BaseModel, ConfigDict
 
-DEFAULT_POOL = {"name": "local", "backend": "local", "provides": ["python", "bash"], "instances": 2}
+from engine.api import TrajectoryStep
+from engine.config.schema import TaskConfig
+from engine.sandbox import SandboxRouter
+from engine.scoring.code_exec import HumanEvalProblem, run_humaneval_check
+from engine.tasks import Instance
 
 
-async def score_by_execution(
-    task: Task, records: list[InstanceRecord], instances: list[Instance], exp: Experiment
-) -> list[InstanceRecord]:
-    from engine.sandbox import Demand, SandboxError, SandboxRouter, pools_from_config
+class ExecutionScore(BaseModel):
+    model_config = ConfigDict(frozen=True)
 
-    cfg = task.config
-    by_id = {i.id: i for i in instances}
-    todo = [r for r in records if r.error is None]
-    if not todo:
-        return records
-    pools = pools_from_config(exp.harness.sandboxes or [DEFAULT_POOL])
-    samples = max(1, cfg.generation.samples)
-    demand = Demand(requires=list(cfg.requires), instances=len(instances), samples=samples, executions=1)
-    scored: dict[int, InstanceRecord] = {}
+    scores: dict[str, float]
+    extracted: Any = None
+    step: TrajectoryStep
 
-    async def one(idx: int, rec: InstanceRecord) -> None:
-        try:
-            scores, extracted, step = await task.score_execution(by_id[rec.instance_id], rec.output_text or "", router)
-        except SandboxError as err:
-            error = InstanceError(kind="sandbox", message=str(err)[:1000], attempts=1)
-            scored[idx] = rec.model_copy(update={"error": error, "scores": {}})
-            return
-        scored[idx] = rec.model_copy(
-            update={"scores": {**rec.scores, **scores}, "extracted_answer": extracted,
-                    "trajectory": [*rec.trajectory, step]}
-        )
 
-    async with SandboxRouter(pools, demands=[demand]) as router:
-        await asyncio.gather(*(one(i, r) for i, r in enumerate(records) if r.error is None))
-    return [scored.get(i, r) for i, r in enumerate(records)]
+async def humaneval_execution(cfg: TaskConfig, inst: Instance, completion: str, router: SandboxRouter) -> ExecutionScore:
+    problem = HumanEvalProblem.model_validate(inst.row)
+    verdict = await run_humaneval_check(router, problem, completion, timeout=cfg.execution_timeout_s, requires=cfg.requires)
+    ex = verdict.execution
+    step = TrajectoryStep(
+        type="sandbox",
+        content={
+            "status": verdict.status, "result": verdict.result, "reason": verdict.reason,
+            "pool": ex.pool if ex else None, "backend": ex.backend if ex else None,
+            "exit_code": ex.exit_code if ex else None,
+            "stdout": (ex.stdout[-2000:] if ex else ""), "stderr": (ex.stderr[-2000:] if ex else ""),
+        },
+        duration_s=verdict.duration_s,
+    )
+    return ExecutionScore(scores={"pass": float(verdict.passed)}, extracted=verdict.result, step=step)
+
+
+ExecutionScorer = Callable[[TaskConfig, Instance, str, SandboxRouter], Awaitable[ExecutionScore]]
+EXECUTION_SCORERS: dict[str, ExecutionScorer] = {"humaneval": humaneval_execution}
+
+
+def execution_scorer(name: str) -> ExecutionScorer:
+    if name not in EXECUTION_SCORERS:
+        raise KeyError(f"unknown execution scorer {name!r}; known: {sorted(EXECUTION_SCORERS)}")
+    return EXECUTION_SCORERS[name]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import re
 import string
 
-from engine.api import GenerateResponse, LoglikelihoodResponse
+from engine.api import GenerateResponse, LoglikelihoodResponse, Response
 from engine.config.schema import TaskConfig
+from engine.stats import bits_per_byte
 from engine.tasks.extract import extract_answer, normalize_number
 from engine.tasks.formulations import continuations, gold_continuation
 from engine.tasks.instance import Instance
+from engine.tasks.task import Task
 
 
 def _argmax(values: list[float]) -> int:
@@ -30,11 +31,6 @@ def normalized_scores(cfg: TaskConfig, inst: Instance, resp: LoglikelihoodRespon
             raise ValueError("uncond normalization needs unconditional logprobs")
         return [lp - u for lp, u in zip(lps, resp.unconditional_logprobs, strict=True)]
     return lps
-
-
-def bits_per_byte(logprob: float, text: str) -> float:
-    """-logprob / (bytes * ln 2): the gold continuation's cost in bits per UTF-8 byte."""
-    return -logprob / (max(len(text.encode("utf-8")), 1) * math.log(2))
 
 
 def score_choice(cfg: TaskConfig, inst: Instance, resp: LoglikelihoodResponse) -> tuple[dict[str, float], int | None]:
@@ -103,3 +99,13 @@ def score_generation(cfg: TaskConfig, inst: Instance, resp: GenerateResponse) ->
     if "relaxed_match" in cfg.scorers:
         scores["relaxed_match"] = float(relaxed_match(resp.text, _answers(cfg, inst)))
     return scores, extracted
+
+
+def score_response(task: Task, inst: Instance, response: Response) -> tuple[dict[str, float], object]:
+    """(scores, extracted answer) of one response: the task's own scoring, else the standard one."""
+    own = task.score(inst, response)
+    if own is not None:
+        return own
+    if isinstance(response, LoglikelihoodResponse):
+        return score_choice(task.config, inst, response)
+    return score_generation(task.config, inst, response)

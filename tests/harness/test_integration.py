@@ -12,13 +12,15 @@ from pathlib import Path
 
 import yaml
 
-import engine.tasks  # noqa: F401  - first: importing engine.runner first hits a circular import (tasks <-> scoring)
 from engine.config.compose import compose_task, conf_dir, task_spec_string
 from engine.config.schema import CacheConfig, Experiment, HarnessConfig, ModelConfig, TrackingConfig
-from engine.runner.cache import ResponseCache
-from engine.runner.experiment import record_run
-from engine.runner.schedule import Runner
-from engine.runner.task_run import TaskRun, execute
+from engine.config.suites import TaskRun
+from engine.runner.cache import ResultCache
+from engine.runner.core import RunnerCore
+from engine.runner.experiment import judge_provider, record_run
+from engine.runner.task_run import execute, prepare
+from engine.scoring.judge import JudgeConfig, judge_config, parse_verdict
+from engine.tasks import build_task
 
 from .test_tool_loop import ScriptedModel, call
 
@@ -41,9 +43,9 @@ def run(exp: Experiment, model):
     task_run = TaskRun(spec=task_spec_string(exp.task.name, exp.task.variants), task=exp.task)
 
     async def go():
-        cache = ResponseCache(exp.cache.path)
+        cache = ResultCache(exp.cache.path)
         try:
-            return await execute(task_run, exp, model, Runner(model, exp.harness, cache, progress=False))
+            return await execute(task_run, exp, RunnerCore(model, exp.harness, cache, progress=False))
         finally:
             cache.close()
 
@@ -138,13 +140,12 @@ def test_code_agent_runs_python_in_the_sandbox(tmp_path):
     assert spans["sandbox local"].outputs["exit_code"] == 0
 
 
-def test_judge_preset_reuses_the_evaluated_model():
-    from engine.harness.judge import judge_config, judge_provider
-
+def test_judge_preset_reuses_the_evaluated_model(tmp_path):
     model = ModelConfig.model_validate(yaml.safe_load((conf_dir() / "model" / "smollm2.yaml").read_text()))
-    cfg = judge_config(preset("judge").auxiliary)
-    sentinel = object()
-    assert judge_provider(cfg, sentinel, model) == (sentinel, False)
+    exp = experiment(tmp_path, preset("judge"), spec="freshqa:zero:judge").model_copy(update={"model": model})
+    cfg = judge_config(exp.harness.auxiliary)
+    runs = [TaskRun(spec="freshqa:zero:judge", task=exp.task)]
+    assert judge_provider(exp, object(), runs) is None  # None: the evaluated model's own core judges
     assert cfg.mode == "reference"
 
 
@@ -158,8 +159,6 @@ def test_judge_variant_scores_and_records_the_verdict(tmp_path):
 
     model = ScriptedModel([reply])
     exp = experiment(tmp_path, preset("default"), spec="freshqa:zero:judge")
-    from engine.runner.task_run import prepare
-
     first_q = prepare(TaskRun(spec="freshqa:zero:judge", task=exp.task), exp)[1][0].query
     result, rec = run(exp, model)
     assert rec.primary_metric == "judge" and rec.scores["judge"].value == 0.5
@@ -170,9 +169,14 @@ def test_judge_variant_scores_and_records_the_verdict(tmp_path):
     assert result.instances[1].scores["judge"] == 0.0
 
 
-def test_judge_unparsable_verdict_is_recorded_not_guessed():
-    from engine.harness.judge import JudgeConfig, parse_verdict
+def test_judge_unparsable_verdict_is_an_error_not_a_score(tmp_path):
+    model = ScriptedModel([lambda req: "I think it is right." if "Reference answer:" in req.render_text() else "an answer"])
+    result, rec = run(experiment(tmp_path, preset("default"), spec="freshqa:zero:judge"), model)
+    assert all(r.error is not None and r.error.kind == "judge_unparsed" and r.scores == {} for r in result.instances)
+    assert rec.status == "failed" and rec.counts.errored == 2 and "judge" not in rec.scores
 
+
+def test_judge_unparsable_verdict_is_recorded_not_guessed():
     v = parse_verdict("I think it is right.", JudgeConfig())
     assert (v.score, v.verdict) == (0.0, "unparsed")
     r = parse_verdict("Good.\nSCORE: 4", JudgeConfig(mode="rubric", scale=5))
@@ -180,8 +184,6 @@ def test_judge_unparsable_verdict_is_recorded_not_guessed():
 
 
 def test_task_hash_is_independent_of_the_harness():
-    from engine.tasks import build_task
-
     task = compose_task("freshqa:zero")
     assert build_task(task).task_hash == build_task(compose_task("freshqa:zero")).task_hash
     assert build_task(compose_task("freshqa:zero:judge")).task_hash != build_task(task).task_hash

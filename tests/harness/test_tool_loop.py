@@ -15,9 +15,11 @@ import pytest
 
 from engine.api import ChatMessage, GenerateRequest, GenerateResponse, ModelIdentity, ProviderError, SamplingParams, TokenUsage
 from engine.config.schema import HarnessConfig
+from engine.harness.build import build_scaffold, policy_signature, sandbox_resources
 from engine.harness.protocol import parse_text_calls
-from engine.harness.run import Harness, policy_signature
 from engine.harness.tools import Tool, ToolContext, ToolResult, parse_docstring, tool
+from engine.runner.cache import ResultCache
+from engine.runner.core import RunnerCore
 
 CORPUS = {"search": {"corpus": "data/corpus", "k": 2}, "fetch_page": {"corpus": "data/corpus"}}
 
@@ -73,8 +75,20 @@ def call(name: str, **args) -> str:
     return f'<tool_call>{{"name": "{name}", "arguments": {json.dumps(args)}}}</tool_call>'
 
 
+class Bound:
+    """A scaffold bound to a model the way a run binds it: model calls go through the runner core."""
+
+    def __init__(self, h: HarnessConfig, model, router=None):
+        self.core = RunnerCore(model, h, ResultCache(None), progress=False)
+        self.scaffold = build_scaffold(h, model)
+        self.router = router
+
+    async def run(self, req, instance=None):
+        return await self.scaffold.run(req, self.core.call_model, self.router, instance)
+
+
 def run(h: HarnessConfig, model, req=None, instance=None):
-    return asyncio.run(Harness(h, model).run(req or request(), instance))
+    return asyncio.run(Bound(h, model).run(req or request(), instance))
 
 
 def kinds(traj):
@@ -148,7 +162,7 @@ def test_tool_exception_is_a_result_not_a_crash():
         raise RuntimeError("boom")
 
     h = harness(tools=["submit"])
-    hx = Harness(h, ScriptedModel([call("explode", x=1), "fine"]))
+    hx = Bound(h, ScriptedModel([call("explode", x=1), "fine"]))
     hx.scaffold.tools["explode"] = explode
     traj = asyncio.run(hx.run(request()))
     assert traj.steps[2].content["error"] == "tool_error" and "RuntimeError: boom" in traj.steps[2].content["content"]
@@ -228,16 +242,12 @@ def test_multi_turn_scripted_user_turns():
 
 
 def test_sandboxed_python_exec_records_the_execution():
-    from engine.harness.run import build_router
-    from engine.harness.tools import resolve_tools
-
     h = harness(tools=["python_exec", "submit"], tool_options={"python_exec": {"timeout_s": 10}})
     model = ScriptedModel([call("python_exec", code="print(6*7)"), call("submit", answer="42")])
 
     async def go():
-        router = build_router(h, resolve_tools(h.tools), 1)
-        async with router:
-            return await Harness(h, model, router).run(request("6*7?"))
+        async with sandbox_resources(h)(1) as router:
+            return await Bound(h, model, router).run(request("6*7?"))
 
     traj = asyncio.run(go())
     assert kinds(traj) == ["model", "tool_call", "sandbox", "tool_result", "model", "tool_call", "tool_result"]
@@ -313,8 +323,6 @@ def test_auto_protocol_detection(protocol):
 
 
 def test_concurrent_trajectories_share_batches():
-    from engine.harness.run import BatchingProvider
-
     class Counting(ScriptedModel):
         def __init__(self):
             super().__init__([lambda req: "ok"])
@@ -325,8 +333,8 @@ def test_concurrent_trajectories_share_batches():
             return await super().generate(requests)
 
     inner = Counting()
-    batching = BatchingProvider(inner, max_batch=8)
-    h = Harness(harness(), batching)
+    inner.max_batch = 8
+    h = Bound(harness(), inner)
 
     async def go():
         return await asyncio.gather(*(h.run(request(f"q{i}")) for i in range(5)))

@@ -11,7 +11,8 @@ import pytest
 from engine.api import LoglikelihoodRequest, LoglikelihoodResponse
 from engine.config.compose import known_names
 from engine.config.schema import DataConfig
-from engine.suites import expand_task
+from engine.config.suites import expand_task
+from engine.scoring import score_response
 from engine.tasks import build_task
 from tests.tasks.conftest import FIXTURES, HUB_TASKS, LOCAL_TASKS, WHEEL_TASKS, compose_task, fixture_files, on_fixture
 
@@ -148,12 +149,12 @@ def test_winogrande_partial_scoring():
     assert req.context.endswith("Craig promised to do so.\n\nSarah was a much better surgeon than Maria so ")
     assert req.continuations == ("Sarah always got the harder cases.", "Maria always got the harder cases.", "Sarah", "Maria")
     # full continuations favour option 2, but given the filled option the rest favours option 1
-    scores, pred = task.score(inst, resp([-10.0, -9.0, -6.0, -2.0]))
+    scores, pred = score_response(task, inst, resp([-10.0, -9.0, -6.0, -2.0]))
     assert pred == 0 and scores["acc"] == 1.0
     rest = " always got the harder cases."
     assert scores["bpb"] == pytest.approx(4.0 / (len(rest.encode()) * math.log(2)))
     b = build_task(on_fixture("winogrande:bpb"))
-    bscores, _ = b.score(inst, resp([-10.0, -6.0]))
+    bscores, _ = score_response(b, inst, resp([-10.0, -6.0]))
     assert bscores == {"bpb": pytest.approx(4.0 / (len(rest) * math.log(2)))}
     mc = build_task(on_fixture("winogrande:mc"))
     assert mc.build_request(inst).continuations == (" A", " B")
@@ -166,7 +167,7 @@ def test_normalizations_pick_differently():
     # raw favours choice 1; per-char favours the longest (gold 2); PMI favours choice 3
     lps = [-30.0, -20.0, -21.0, -40.0]
     uncond = [-30.0, -5.0, -20.0, -60.0]
-    scores, pred = task.score(inst, resp(lps, counts=[5, 9, 2, 8], uncond=uncond))
+    scores, pred = score_response(task, inst, resp(lps, counts=[5, 9, 2, 8], uncond=uncond))
     assert pred == 3 and scores["acc"] == 0.0  # task normalization: uncond
     assert scores["acc_none"] == 0.0 and scores["acc_uncond"] == 0.0
     per_char = [lp / n for lp, n in zip(lps, lens)]
@@ -175,7 +176,7 @@ def test_normalizations_pick_differently():
     assert scores["acc_per_token"] == float(max(range(4), key=per_token.__getitem__) == inst.gold)
     for norm, expect in (("none", 1), ("per_char", max(range(4), key=per_char.__getitem__)), ("uncond", 3)):
         t = build_task(on_fixture(f"arc_challenge:norm_{norm}"))
-        assert t.score(inst, resp(lps, counts=[5, 9, 2, 8], uncond=uncond))[1] == expect
+        assert score_response(t, inst, resp(lps, counts=[5, 9, 2, 8], uncond=uncond))[1] == expect
     bpb_gold = scores["bpb"]
     assert bpb_gold == pytest.approx(21.0 / (len((" " + inst.choices[2]).encode()) * math.log(2)))
 
@@ -185,7 +186,7 @@ def test_bpb_variant_on_a_generation_task():
     inst = task.load_instances()[0]
     req = task.build_request(inst)
     assert req.continuations == (" " + inst.gold_text,)
-    assert task.score(inst, resp([-3.0]))[0] == {"bpb": pytest.approx(3.0 / ((1 + len(inst.gold_text)) * math.log(2)))}
+    assert score_response(task, inst, resp([-3.0]))[0] == {"bpb": pytest.approx(3.0 / ((1 + len(inst.gold_text)) * math.log(2)))}
 
 
 def test_olmes_variant_runs_both_formats():
@@ -207,7 +208,7 @@ def test_cot_variant_and_answer_extraction():
     out = type("R", (), {})()
     from engine.api import GenerateResponse
 
-    scores, extracted = task.score(inst, GenerateResponse(text="They take electrons. The answer is oxidants."))
+    scores, extracted = score_response(task, inst, GenerateResponse(text="They take electrons. The answer is oxidants."))
     assert extracted == "oxidants" and scores["exact_match"] == 1.0
     del out
 
@@ -232,8 +233,8 @@ def test_freshqa_relaxed_match_uses_aliases():
         path="json", data_files=str(FIXTURES / "freshqa" / "freshqa.jsonl"), split="train")}))
     inst = task.load_instances()[0]
     assert task.config.primary_metric == "relaxed_match"
-    scores, _ = task.score(inst, GenerateResponse(text=f"I believe it is {inst.gold_text}, as of 2023."))
+    scores, _ = score_response(task, inst, GenerateResponse(text=f"I believe it is {inst.gold_text}, as of 2023."))
     assert scores["relaxed_match"] == 1.0
     alias = inst.model_copy(update={"row": {**inst.row, "answer_1": "the ringed planet"}})
-    assert task.score(alias, GenerateResponse(text="The ringed planet!"))[0]["relaxed_match"] == 1.0
-    assert task.score(inst, GenerateResponse(text="Jupiter"))[0]["relaxed_match"] == 0.0
+    assert score_response(task, alias, GenerateResponse(text="The ringed planet!"))[0]["relaxed_match"] == 1.0
+    assert score_response(task, inst, GenerateResponse(text="Jupiter"))[0]["relaxed_match"] == 0.0

@@ -9,7 +9,8 @@ import pytest
 
 from engine.api import LoglikelihoodRequest
 from engine.config.schema import ModelConfig
-from engine.suites import expand_experiment, suite_score
+from engine.config.suites import expand_experiment
+from engine.scoring.suites import suite_score
 from engine.tasks import build_task
 from engine.tasks.olmes import split_blank
 from tests.conftest import run_engine

@@ -10,7 +10,8 @@ import pytest
 
 from engine.api import ScoreSummary
 from engine.config.errors import ConfigError
-from engine.suites import aggregate_report, expand_spec, load_suite, suite_score, suite_specs, task_score
+from engine.config.suites import expand_spec, load_suite, suite_specs
+from engine.scoring.suites import aggregate_report, suite_score, task_score
 from tests.tasks.conftest import compose_task
 
 

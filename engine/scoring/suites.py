@@ -1,13 +1,5 @@
-"""Suites: expansion into TaskRuns and aggregation of their scores.
+"""Suite aggregation: a suite's score from its runs' records.
 
-Expansion
-- A suite lists task specs (`sciq:mc:3shot`) and nested suites (`suites: [olmes_core10]`); the
-  flattened, de-duplicated task specs are what runs.
-- A task whose config has `best_of` (the `olmes` variant: `[mc, rc]`) expands into one run per
-  formulation, spec `<spec>:mc`, `<spec>:rc`; its reported score is the better of the two, as
-  OLMES reports for each task.
-
-Aggregation (`suite_score`)
 - task: its primary metric (value, SE) from its RunRecord;
 - best-of task: the better formulation's score (higher, or lower for bpb), SE of that run;
 - suite: unweighted mean over its entries, where a nested suite counts as one entry (mean of
@@ -18,66 +10,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from engine.config.compose import check_name, compose_task, conf_dir, task_spec_string
-from engine.config.errors import ConfigError, format_validation_error
-from engine.config.schema import Experiment, SuiteConfig, TaskConfig
-from engine.runner.task_run import TaskRun
-from engine.stats import ScoreSummary, summarize_means
+from engine.api import RunRecord, ScoreSummary
+from engine.config.schema import SuiteConfig
+from engine.config.suites import load_suite
+from engine.stats import summarize_means
 
 LOWER_IS_BETTER = {"bpb"}
 
 
-# -- expansion ---------------------------------------------------------------------------------
-def load_suite(name: str) -> SuiteConfig:
-    check_name("suite", name)
-    data = OmegaConf.to_container(OmegaConf.load(conf_dir() / "suite" / f"{name}.yaml"), resolve=True)
-    try:
-        return SuiteConfig.model_validate(data)
-    except ValidationError as err:
-        raise format_validation_error(err, SuiteConfig, where=f"suite[{name}]") from None
-
-
-def suite_specs(suite: SuiteConfig, _stack: tuple[str, ...] = ()) -> list[str]:
-    """All task specs of a suite, nested suites included, first occurrence order."""
-    if suite.name in _stack:
-        raise ConfigError(f"suite '{suite.name}' includes itself: {' -> '.join((*_stack, suite.name))}")
-    out: list[str] = list(suite.tasks)
-    for name in suite.suites:
-        out += suite_specs(load_suite(name), (*_stack, suite.name))
-    return list(dict.fromkeys(out))
-
-
-def expand_task(spec: str, cfg: TaskConfig) -> list[TaskRun]:
-    if not cfg.best_of:
-        return [TaskRun(spec=spec, task=cfg)]
-    return [
-        TaskRun(
-            spec=f"{spec}:{form}",
-            task=cfg.model_copy(update={"formulation": form, "best_of": [], "variants": [*cfg.variants, form]}),
-        )
-        for form in cfg.best_of
-    ]
-
-
-def expand_spec(spec: str) -> list[TaskRun]:
-    return expand_task(spec, compose_task(spec))
-
-
-def expand_experiment(exp: Experiment) -> list[TaskRun]:
-    """The TaskRuns of an experiment: a suite (nested, best-of expanded) or one task."""
-    if exp.suite is not None:
-        runs = [run for spec in suite_specs(exp.suite) for run in expand_spec(spec)]
-    else:
-        assert exp.task is not None
-        runs = expand_task(task_spec_string(exp.task.name, exp.task.variants), exp.task)
-    return list({r.spec: r for r in runs}.values())
-
-
-# -- aggregation -------------------------------------------------------------------------------
 class AggregateScore(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -95,7 +39,7 @@ class AggregateScore(BaseModel):
     missing: list[str] = []  # specs with no score (failed or not run)
 
 
-def _from_summary(name: str, kind: str, metric: str, s: ScoreSummary, **extra) -> AggregateScore:
+def _from_summary(name: str, kind: str, metric: str, s: ScoreSummary, **extra: Any) -> AggregateScore:
     return AggregateScore(name=name, kind=kind, metric=metric, value=s.value, stderr=s.reported_stderr,
                           ci_low=s.ci_low, ci_high=s.ci_high, mde=s.mde, n=s.n, **extra)
 
@@ -104,7 +48,7 @@ def _summary(a: AggregateScore) -> ScoreSummary:
     return ScoreSummary(value=a.value, n=a.n, stderr=a.stderr, ci_low=a.ci_low, ci_high=a.ci_high, mde=a.mde)
 
 
-def _record_score(rec) -> AggregateScore | None:
+def _record_score(rec: RunRecord) -> AggregateScore | None:
     s = rec.scores.get(rec.primary_metric)
     if s is None or s.n == 0:
         return None
@@ -112,7 +56,7 @@ def _record_score(rec) -> AggregateScore | None:
     return _from_summary(rec.task_spec, "task", rec.primary_metric, summary)
 
 
-def task_score(spec: str, by_spec: dict) -> AggregateScore | None:
+def task_score(spec: str, by_spec: dict[str, RunRecord]) -> AggregateScore | None:
     """The reported score of a task spec: its record's primary metric, or the best of its runs."""
     if spec in by_spec:
         return _record_score(by_spec[spec])
@@ -135,7 +79,7 @@ def mean_of(name: str, parts: Sequence[AggregateScore], missing: Iterable[str] =
     return _from_summary(name, "suite", metric, s, parts=list(parts), missing=list(missing))
 
 
-def suite_score(suite: SuiteConfig, records: Sequence, _stack: tuple[str, ...] = ()) -> AggregateScore:
+def suite_score(suite: SuiteConfig, records: Sequence[RunRecord], _stack: tuple[str, ...] = ()) -> AggregateScore:
     """Mean of the suite's task scores and nested-suite aggregates, with SE."""
     by_spec = {r.task_spec: r for r in records}
     parts, missing = [], []
@@ -150,7 +94,7 @@ def suite_score(suite: SuiteConfig, records: Sequence, _stack: tuple[str, ...] =
     return mean_of(suite.name, parts, missing)
 
 
-def best_of_scores(records: Sequence) -> list[AggregateScore]:
+def best_of_scores(records: Sequence[RunRecord]) -> list[AggregateScore]:
     """For a run without a suite: the best-of rows of every expanded (olmes) task."""
     by_spec = {r.task_spec: r for r in records}
     parents = sorted({s.rsplit(":", 1)[0] for s in by_spec if s.rsplit(":", 1)[-1] in ("mc", "rc")})
@@ -183,25 +127,9 @@ def aggregate_lines(agg: AggregateScore, depth: int = 0) -> list[str]:
     return lines
 
 
-def aggregate_report(records: Sequence, suite: SuiteConfig | None) -> str:
+def aggregate_report(records: Sequence[RunRecord], suite: SuiteConfig | None) -> str:
     """The text the results table appends: the suite tree, or the best-of rows of olmes tasks."""
     if suite is not None and suite.aggregate != "none":
         return "\n".join(aggregate_lines(suite_score(suite, records)))
     rows = best_of_scores(records)
     return "\n".join(line for r in rows for line in aggregate_lines(r))
-
-
-__all__ = [
-    "AggregateScore",
-    "aggregate_lines",
-    "aggregate_report",
-    "best_of_scores",
-    "expand_experiment",
-    "expand_spec",
-    "expand_task",
-    "load_suite",
-    "mean_of",
-    "suite_score",
-    "suite_specs",
-    "task_score",
-]

@@ -6,19 +6,26 @@ Attached to a task by the scorer name ``judge`` (``conf/variant/judge.yaml`` add
 itself in reference mode, and the record says so. Per instance the judge's prompt, raw reply,
 reasoning and verdict are a ``judge`` trajectory step, and ``scores["judge"]`` is the verdict
 (reference: 1 correct / 0 incorrect; rubric: (score - 1) / (scale - 1)). A reply without a
-parsable verdict scores 0 with ``verdict: unparsed`` — recorded, never guessed.
+parsable verdict makes the instance an error of kind ``judge_unparsed`` — recorded, never guessed.
+The runner core sends the judge's requests (engine/runner/task_run.py).
 """
 
 from __future__ import annotations
 
 import re
-import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import ChatMessage, GenerateRequest, InstanceRecord, ProviderError, SamplingParams, TrajectoryStep
-from engine.config.schema import ModelConfig
+from engine.api import (
+    ChatMessage,
+    GenerateRequest,
+    GenerateResponse,
+    InstanceError,
+    InstanceRecord,
+    SamplingParams,
+    TrajectoryStep,
+)
 
 JUDGE_SCORER = "judge"
 
@@ -95,60 +102,35 @@ def judge_config(auxiliary: dict[str, dict[str, Any]]) -> JudgeConfig:
     return JudgeConfig.model_validate(auxiliary.get("judge", {}))
 
 
-def judge_provider(cfg: JudgeConfig, evaluated: Any, evaluated_cfg: ModelConfig) -> tuple[Any, bool]:
-    """(provider, owned): the evaluated model's provider when the judge is the same model."""
-    if cfg.model is None:
-        return evaluated, False
-    mcfg = ModelConfig.model_validate(cfg.model)
-    if mcfg == evaluated_cfg:
-        return evaluated, False
-    from engine.models import build_provider
+def judged(record: InstanceRecord, response: GenerateResponse | None, error: InstanceError | None, cfg: JudgeConfig,
+           judge_label: str, prompt: str, cached: bool, started: float, duration_s: float) -> InstanceRecord:
+    """The record with the judge's verdict as `scores.judge` and a `judge` step.
 
-    return build_provider(mcfg), True
-
-
-async def apply_judge(records: list[InstanceRecord], queries: dict[str, str], exp: Any, provider: Any,
-                      runner: Any) -> list[InstanceRecord]:
-    """Add ``scores.judge`` and a ``judge`` step to every record that has an output."""
-    from engine.runner.cache import cache_key
-    from engine.runner.schedule import WorkItem
-
-    cfg = judge_config(exp.harness.auxiliary)
-    judge, owned = judge_provider(cfg, provider, exp.model)
-    try:
-        items: dict[int, WorkItem] = {}
-        for i, r in enumerate(records):
-            if r.error is not None or r.output_text is None:
-                continue
-            req = judge_request(cfg, queries.get(r.instance_id, r.prompt_text or ""), r.output_text,
-                                None if r.gold is None else str(r.gold))
-            items[i] = WorkItem(key=cache_key(judge.identity, req, "judge", [], 0), request=req)
-        t0, started = time.monotonic(), time.time()
-        from engine.runner.schedule import Runner
-
-        judge_runner = runner if judge is provider else Runner(judge, exp.harness, runner.cache, progress=runner.progress)
-        outcomes = await judge_runner.run(list(items.values()), label="judge") if items else {}
-        elapsed = (time.monotonic() - t0) / max(len(items), 1)
-        out = list(records)
-        for i, item in items.items():
-            r, o = records[i], outcomes[item.key]
-            content: dict[str, Any] = {"judge_model": judge.identity.label, "mode": cfg.mode,
-                                       "prompt": item.request.messages[0].content, "cached": o.cached}
-            if o.response is None:
-                content.update(error=o.error.model_dump() if o.error else "no response")
-                scores = dict(r.scores)
-            else:
-                v = parse_verdict(o.response.text, cfg)
-                content.update(raw=v.raw, reasoning=v.reasoning, verdict=v.verdict, score=v.score)
-                scores = {**r.scores, JUDGE_SCORER: v.score}
-            tokens = (o.response.usage.prompt_tokens + o.response.usage.completion_tokens) if o.response else None
-            step = TrajectoryStep(type="judge", content=content, started=started, duration_s=round(o.latency_s or elapsed, 6),
-                                  tokens=tokens)
-            out[i] = r.model_copy(update={"scores": scores, "trajectory": [*r.trajectory, step]})
-        return out
-    finally:
-        if owned:
-            await judge.aclose()
+    A judge call that failed, or a reply without a parsable verdict, makes the instance an error
+    (kind `judge_error` / `judge_unparsed`): shown apart, never a score.
+    """
+    content: dict[str, Any] = {"judge_model": judge_label, "mode": cfg.mode, "prompt": prompt, "cached": cached}
+    scores = dict(record.scores)
+    new_error: InstanceError | None = None
+    tokens = None
+    if response is None:
+        content["error"] = error.model_dump() if error else "no response"
+        new_error = InstanceError(kind="judge_error", message=f"the judge call failed: {error.message if error else '?'}",
+                                  attempts=error.attempts if error else 1)
+    else:
+        v = parse_verdict(response.text, cfg)
+        content.update(raw=v.raw, reasoning=v.reasoning, verdict=v.verdict, score=v.score)
+        tokens = response.usage.prompt_tokens + response.usage.completion_tokens
+        if v.verdict == "unparsed":
+            new_error = InstanceError(kind="judge_unparsed", attempts=1,
+                                      message=f"the judge's reply has no parsable verdict: {v.raw[-300:]!r}")
+        else:
+            scores[JUDGE_SCORER] = v.score
+    step = TrajectoryStep(type="judge", content=content, started=started, duration_s=round(duration_s, 6), tokens=tokens)
+    update: dict[str, Any] = {"scores": scores, "trajectory": [*record.trajectory, step]}
+    if new_error is not None:
+        update.update(error=new_error, scores={})
+    return record.model_copy(update=update)
 
 
-__all__ = ["JudgeConfig", "Verdict", "apply_judge", "judge_request", "parse_verdict", "ProviderError"]
+__all__ = ["JudgeConfig", "Verdict", "judge_config", "judge_request", "judged", "parse_verdict"]

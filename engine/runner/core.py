@@ -1,0 +1,311 @@
+"""The runner core: the one place that schedules, limits, retries, caches and shows progress.
+
+Every kind of work is a `WorkItem` (docs/architecture.md, "One execution layer"):
+
+- a model request (`request`, no `job`): batched with its peers and sent to the provider, retried
+  on transient errors with backoff (honouring Retry-After), its result cached;
+- a job (`job`): a whole trajectory (a scaffold), a sandboxed execution, ... an async function the
+  core runs under the same concurrency limit. A job's model calls come back to the core through
+  `JobContext.call_model` (retried, timed out, micro-batched with the calls of concurrent jobs);
+  nothing else talks to the provider, caches or retries.
+
+Empty or malformed provider output is an error (kind `empty_response` / `malformed_response`),
+retried like a transient error and never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from tqdm import tqdm
+
+from engine.api import (
+    GenerateRequest,
+    GenerateResponse,
+    InstanceError,
+    LoglikelihoodRequest,
+    LoglikelihoodResponse,
+    Provider,
+    ProviderError,
+    Request,
+    Response,
+)
+from engine.config.schema import HarnessConfig
+from engine.runner.cache import ResultCache, WorkResult
+
+MAX_RETRY_AFTER_S = 60.0  # a server asking for longer is not waited for beyond this
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job may use: the core's model call and the resources opened for this run (a router)."""
+
+    call_model: Callable[[GenerateRequest, float | None], Awaitable[tuple[GenerateResponse, int]]]
+    resources: Any = None
+
+
+Job = Callable[[JobContext], Awaitable[WorkResult]]
+
+
+class WorkItem(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    key: str  # the cache key: a hash of everything that can change the result
+    request: Request | None = None
+    job: Job | None = None
+    cacheable: bool = True
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    result: WorkResult | None = None
+    error: InstanceError | None = None
+    latency_s: float = 0.0
+    cached: bool = False
+    attempts: int = 0
+
+    @property
+    def response(self) -> Response | None:
+        return self.result.response if self.result is not None else None
+
+
+def check_response(request: Request, response: Response, deterministic: bool) -> None:
+    """Refuse output that must never be scored or cached (raises ProviderError)."""
+    if isinstance(request, GenerateRequest):
+        if not isinstance(response, GenerateResponse):
+            raise ProviderError("a generate request got a non-generate response", kind="malformed_response")
+        if not response.text.strip() and not response.tool_calls:
+            raise ProviderError("the model returned an empty completion", kind="empty_response",
+                                transient=not deterministic)
+        return
+    if not isinstance(response, LoglikelihoodResponse) or len(response.logprobs) != len(request.continuations):
+        raise ProviderError("the loglikelihood response does not match the continuations", kind="malformed_response")
+    if any(not math.isfinite(x) for x in response.logprobs):
+        raise ProviderError("the loglikelihood response holds a non-finite logprob", kind="malformed_response")
+
+
+def backoff_delay(h: HarnessConfig, attempt: int, err: BaseException) -> float:
+    """Exponential backoff with jitter; a server's Retry-After (capped) is a lower bound."""
+    delay = h.retry_backoff_s * 2 ** (attempt - 1)
+    retry_after = getattr(err, "retry_after", None)
+    if retry_after is not None:
+        delay = max(delay, min(float(retry_after), MAX_RETRY_AFTER_S))
+    return delay * (1 + random.random() * 0.25)
+
+
+def _is_transient(err: BaseException) -> bool:
+    return isinstance(err, asyncio.TimeoutError) or (isinstance(err, ProviderError) and err.transient)
+
+
+def _error_of(err: BaseException, attempts: int, timeout_s: float) -> InstanceError:
+    if isinstance(err, asyncio.TimeoutError):
+        return InstanceError(kind="timeout", message=f"no response within {timeout_s} s", attempts=attempts)
+    kind = err.kind if isinstance(err, ProviderError) else type(err).__name__
+    return InstanceError(kind=kind, message=(str(err) or type(err).__name__)[:1000], attempts=attempts)
+
+
+class _MicroBatcher:
+    """Gathers the generate calls of concurrent jobs into provider batches (one padded forward)."""
+
+    def __init__(self, provider: Provider, window_s: float = 0.02):
+        self.provider = provider
+        self.window_s = window_s
+        self._pending: list[tuple[GenerateRequest, asyncio.Future[GenerateResponse]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        if self.provider.max_batch <= 1:
+            [resp] = await self.provider.generate([request])
+            return resp
+        fut: asyncio.Future[GenerateResponse] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self.window_s)
+        while self._pending:
+            pending, self._pending = self._pending, []
+            groups: dict[str, list[tuple[GenerateRequest, asyncio.Future[GenerateResponse]]]] = defaultdict(list)
+            for r, f in pending:
+                groups[r.sampling.model_dump_json() + repr(r.tools)].append((r, f))
+            for group in groups.values():
+                for i in range(0, len(group), self.provider.max_batch):
+                    await self._send(group[i : i + self.provider.max_batch])
+
+    async def _send(self, chunk: list[tuple[GenerateRequest, asyncio.Future[GenerateResponse]]]) -> None:
+        try:
+            responses = await self.provider.generate([r for r, _ in chunk])
+        except Exception as err:  # noqa: BLE001 - each caller sees the error and retries on its own
+            for _, f in chunk:
+                if not f.done():
+                    f.set_exception(err)
+            return
+        for (_, f), resp in zip(chunk, responses, strict=True):
+            if not f.done():
+                f.set_result(resp)
+
+
+def _batches(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
+    groups: dict[str, list[WorkItem]] = defaultdict(list)
+    for it in items:
+        req = it.request
+        group = f"gen:{req.sampling.model_dump_json()}" if isinstance(req, GenerateRequest) else "ll"
+        groups[group].append(it)
+    out = []
+    for group in groups.values():
+        # Longest first: similar lengths share a batch (less padding) and the ETA holds at the end.
+        group.sort(key=lambda it: -_length(it.request))
+        out += [group[i : i + size] for i in range(0, len(group), size)]
+    return out
+
+
+def _length(req: Request | None) -> int:
+    if isinstance(req, GenerateRequest):
+        return len(req.render_text())
+    return len(req.context) if isinstance(req, LoglikelihoodRequest) else 0
+
+
+@asynccontextmanager
+async def _nothing(_: int) -> AsyncIterator[None]:
+    yield None
+
+
+class RunnerCore:
+    """Runs work items for one provider with one harness policy and one cache."""
+
+    def __init__(self, provider: Provider, harness: HarnessConfig, cache: ResultCache, progress: bool = True):
+        self.provider = provider
+        self.harness = harness
+        self.cache = cache
+        self.progress = progress
+        self.deterministic = provider.identity.provider == "hf"  # a local model repeats itself
+        self._batcher = _MicroBatcher(provider)
+        self.model_calls = 0
+
+    # -- model calls ---------------------------------------------------------------------------
+    async def _provider_call(self, batch: list[Request]) -> list[Response]:
+        self.model_calls += 1
+        if isinstance(batch[0], GenerateRequest):
+            out: list[Response] = list(await self.provider.generate(batch))  # type: ignore[arg-type]
+        else:
+            out = list(await self.provider.loglikelihood(batch))  # type: ignore[arg-type]
+        if len(out) != len(batch):
+            raise ProviderError(f"{len(out)} responses for {len(batch)} requests", kind="malformed_response")
+        for req, resp in zip(batch, out, strict=True):
+            check_response(req, resp, self.deterministic)
+        return out
+
+    async def call_model(self, request: GenerateRequest, timeout_s: float | None = None) -> tuple[GenerateResponse, int]:
+        """One generate call of a job: (response, attempts). Retried; raises the last error."""
+        h = self.harness
+        timeout = min(h.request_timeout_s, timeout_s) if timeout_s is not None else h.request_timeout_s
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                self.model_calls += 1
+                resp = await asyncio.wait_for(self._batcher.generate(request), timeout=timeout)
+                check_response(request, resp, self.deterministic)
+                return resp, attempts
+            except ProviderError as err:
+                if err.transient and attempts <= h.max_retries:
+                    await asyncio.sleep(backoff_delay(h, attempts, err))
+                    continue
+                raise
+
+    # -- work items ------------------------------------------------------------------------------
+    async def _run_batch(self, batch: list[WorkItem], results: dict[str, Outcome], bar: tqdm) -> None:
+        h = self.harness
+        attempts = 0
+        while True:
+            attempts += 1
+            start = time.monotonic()
+            try:
+                requests = [it.request for it in batch]
+                responses = await asyncio.wait_for(self._provider_call(requests), timeout=h.request_timeout_s)  # type: ignore[arg-type]
+            except Exception as err:  # noqa: BLE001 - one bad batch must not lose the run
+                if _is_transient(err) and attempts <= h.max_retries:
+                    await asyncio.sleep(backoff_delay(h, attempts, err))
+                    continue
+                if len(batch) > 1:  # isolate the failing request(s)
+                    for it in batch:
+                        await self._run_batch([it], results, bar)
+                    return
+                results[batch[0].key] = Outcome(error=_error_of(err, attempts, h.request_timeout_s), attempts=attempts)
+                bar.update(1)
+                return
+            latency = (time.monotonic() - start) / len(batch)
+            done = {it.key: WorkResult(response=r) for it, r in zip(batch, responses, strict=True)}
+            self.cache.put_many({k: v for k, v in done.items()})
+            for key, result in done.items():
+                results[key] = Outcome(result=result, latency_s=latency, attempts=attempts)
+            bar.update(len(batch))
+            return
+
+    async def _run_job(self, item: WorkItem, ctx: JobContext, results: dict[str, Outcome], bar: tqdm) -> None:
+        assert item.job is not None
+        t0 = time.monotonic()
+        try:
+            result = await item.job(ctx)
+        except Exception as err:  # noqa: BLE001 - a bug in one job must not lose the run
+            results[item.key] = Outcome(error=_error_of(err, 1, self.harness.request_timeout_s), attempts=1,
+                                        latency_s=time.monotonic() - t0)
+        else:
+            latency = time.monotonic() - t0
+            if result.error is not None:  # the job ended in an error of its own: kept with its steps, not cached
+                results[item.key] = Outcome(result=result, error=result.error, latency_s=latency, attempts=1)
+            else:
+                if item.cacheable:
+                    self.cache.put_many({item.key: result})
+                results[item.key] = Outcome(result=result, latency_s=latency, attempts=1)
+        bar.update(1)
+
+    async def run(
+        self,
+        items: Sequence[WorkItem],
+        label: str = "",
+        resources: Callable[[int], AbstractAsyncContextManager[Any]] | None = None,
+    ) -> dict[str, Outcome]:
+        """Outcomes by key. `resources(n_pending)` opens what the pending jobs need (sandbox pools),
+        only when something is not cached, and closes it on every exit."""
+        unique = list({it.key: it for it in items}.values())
+        cached = self.cache.get_many([it.key for it in unique if it.cacheable])
+        results: dict[str, Outcome] = {k: Outcome(result=v, cached=True) for k, v in cached.items()}
+        pending = [it for it in unique if it.key not in cached]
+        bar = tqdm(total=len(unique), initial=len(cached), desc=label, unit="item", file=sys.stderr,
+                   disable=not self.progress, dynamic_ncols=True, leave=False)
+        sem = asyncio.Semaphore(max(1, self.harness.concurrency))
+        requests = [it for it in pending if it.job is None]
+        jobs = [it for it in pending if it.job is not None]
+
+        async def batch_guarded(batch: list[WorkItem]) -> None:
+            async with sem:
+                await self._run_batch(batch, results, bar)
+
+        async def job_guarded(item: WorkItem, ctx: JobContext) -> None:
+            async with sem:
+                await self._run_job(item, ctx, results, bar)
+
+        try:
+            if requests:
+                await asyncio.gather(*(batch_guarded(b) for b in _batches(requests, max(1, self.provider.max_batch))))
+            if jobs:
+                async with (resources or _nothing)(len(jobs)) as opened:
+                    ctx = JobContext(call_model=self.call_model, resources=opened)
+                    await asyncio.gather(*(job_guarded(it, ctx) for it in jobs))
+        finally:
+            bar.close()
+        return results
