@@ -93,6 +93,13 @@ def _lookup_key(key: str) -> list[str]:
     return ["param." + key, "tag." + key, "tag." + TAG + key]
 
 
+def _matches(c: Candidate, names: list[str], *, bare: bool, is_step: bool, want: str) -> bool:
+    present = [c.keys[n] for n in names if n in c.keys]
+    if bare:
+        present = present[:1]  # a bare key: the most specific place it is stored
+    return any((_norm_step(v) if is_step else v) == want for v in present)
+
+
 def select(candidates: Iterable[Candidate], selector: str, where: str) -> list[Candidate]:
     cands = list(candidates)
     terms = parse_selector(selector)
@@ -109,13 +116,8 @@ def select(candidates: Iterable[Candidate], selector: str, where: str) -> list[C
         is_step = any(n == "tag." + STEP_TAG for n in names)
         want = _norm_step(value) if is_step else value
 
-        def match(c: Candidate) -> bool:
-            present = [c.keys[n] for n in names if n in c.keys]
-            if key not in ALIASES and not key.startswith(("tag.", "tags.", "param.", "params.")):
-                present = present[:1]  # a bare key: the most specific place it is stored
-            return any((_norm_step(v) if is_step else v) == want for v in present)
-
-        out = [c for c in out if match(c)]
+        bare = key not in ALIASES and not key.startswith(("tag.", "tags.", "param.", "params."))
+        out = [c for c in out if _matches(c, names, bare=bare, is_step=is_step, want=want)]
     if not out:
         raise CompareError(f"No run in {where} matches the selector {selector!r}.")
     return out
