@@ -7,6 +7,7 @@ import os
 import socket
 from typing import Any
 
+from engine.config.paths import conf_dir
 from engine.config.schema import DataConfig
 from engine.data.wheels import resolve_wheel_path
 
@@ -23,8 +24,6 @@ def _resolve_path(path: str) -> str:
     path = resolve_wheel_path(path)
     if os.path.isabs(path) or os.path.exists(path) or "://" in path:
         return path
-    from engine.config.compose import conf_dir
-
     beside = conf_dir().parent / path
     return str(beside) if beside.exists() else path
 
@@ -78,6 +77,7 @@ def _go_offline() -> None:
     _WENT_OFFLINE.append(True)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
+    # datasets / huggingface_hub are heavy: imported only when a load needs to go offline
     import datasets.config
     import huggingface_hub.constants
 
