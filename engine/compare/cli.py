@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.compare.loading import CompareError, RunData
-from engine.compare.paired import compare_runs
+from engine.compare.models import SeriesReport
+from engine.compare.paired import Comparison, compare_runs
 from engine.compare.report import series_csv, series_table, to_csv, to_table
 from engine.compare.resolve import resolve, resolve_experiment
 from engine.compare.series import build_series
+from engine.compare.server import ViewerState, make_server, server_url
 
 EPILOG = """\
 A and B each name runs: a run folder, a Hydra job dir holding several run folders (a suite), an MLflow
@@ -88,15 +90,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _serve(comparison: object, series: object, port: int) -> None:
-    from engine.compare.server import ViewerState, make_server
-
+def _serve(comparison: Comparison | None, series: SeriesReport | None, port: int) -> None:
     try:
-        server = make_server(ViewerState(comparison=comparison, series=series), port=port)  # type: ignore[arg-type]
+        server = make_server(ViewerState(comparison=comparison, series=series), port=port)
     except OSError as e:
         raise CompareError(f"Cannot listen on 127.0.0.1:{port} ({e.strerror}); pass --port 0 for any free port.") from e
-    host, p = server.server_address[:2]
-    print(f"viewer: http://{host}:{p}/  (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    print(f"viewer: {server_url(server)}  (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -122,8 +122,8 @@ def to_table(report: ComparisonReport) -> str:
             parts.append(f"no {t.metric} score: {al.missing_metric_a} in A, {al.missing_metric_b} in B")
         if parts:
             out.append(f"note: {t.task_spec}: " + "; ".join(parts) + " — not in the statistics.")
-    for u in report.unmatched:
-        out.append(f"note: task {u.task_spec} [{u.task_hash[:12]}] not compared: {u.reason}.")
+    for um in report.unmatched:
+        out.append(f"note: task {um.task_spec} [{um.task_hash[:12]}] not compared: {um.reason}.")
     for w in report.warnings:
         out.append(f"warning: {w}")
     return "\n".join(out)

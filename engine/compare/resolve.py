@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -11,6 +12,7 @@ from typing import Any
 
 from engine.api import RunRecord
 from engine.compare.loading import CompareError, RunData, find_run_dirs, is_run_dir, load_run, read_record
+from engine.record.mlflow_writer import flatten, run_tags
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 TAG = "evalbench."
@@ -52,8 +54,6 @@ def tracking_uri_of(explicit: str | None) -> str:
 
 def record_keys(record: RunRecord, run_dir: Path) -> dict[str, str]:
     """The tags and params the MLflow writer sets (`tag.<key>`, `param.<flattened config>`)."""
-    from engine.record.mlflow_writer import flatten, run_tags
-
     tags = {**run_tags(record), "evalbench.run_dir": str(run_dir)}  # where the folder is now
     keys = {f"tag.{k}": v for k, v in tags.items()}
     keys["experiment"] = record.experiment_name
@@ -93,6 +93,13 @@ def _lookup_key(key: str) -> list[str]:
     return ["param." + key, "tag." + key, "tag." + TAG + key]
 
 
+def _matches(c: Candidate, names: list[str], *, bare: bool, is_step: bool, want: str) -> bool:
+    present = [c.keys[n] for n in names if n in c.keys]
+    if bare:
+        present = present[:1]  # a bare key: the most specific place it is stored
+    return any((_norm_step(v) if is_step else v) == want for v in present)
+
+
 def select(candidates: Iterable[Candidate], selector: str, where: str) -> list[Candidate]:
     cands = list(candidates)
     terms = parse_selector(selector)
@@ -109,13 +116,8 @@ def select(candidates: Iterable[Candidate], selector: str, where: str) -> list[C
         is_step = any(n == "tag." + STEP_TAG for n in names)
         want = _norm_step(value) if is_step else value
 
-        def match(c: Candidate) -> bool:
-            present = [c.keys[n] for n in names if n in c.keys]
-            if key not in ALIASES and not key.startswith(("tag.", "tags.", "param.", "params.")):
-                present = present[:1]  # a bare key: the most specific place it is stored
-            return any((_norm_step(v) if is_step else v) == want for v in present)
-
-        out = [c for c in out if match(c)]
+        bare = key not in ALIASES and not key.startswith(("tag.", "tags.", "param.", "params."))
+        out = [c for c in out if _matches(c, names, bare=bare, is_step=is_step, want=want)]
     if not out:
         raise CompareError(f"No run in {where} matches the selector {selector!r}.")
     return out
@@ -129,10 +131,8 @@ def _mlflow_client(uri: str) -> Any:
                 f"The MLflow store {uri} does not exist (no file {path.resolve()}). Pass a run folder, "
                 "or point --tracking-uri / MLFLOW_TRACKING_URI at the store the runs were logged to."
             )
-    import logging
-
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # heavy (MLflow, SQLAlchemy): only when a selector needs the store
 
     return MlflowClient(tracking_uri=uri)
 

@@ -129,8 +129,13 @@ def make_server(state: ViewerState, host: str = "127.0.0.1", port: int = 0) -> T
     return server
 
 
+def server_url(server: ThreadingHTTPServer) -> str:
+    # server_address is typed str | bytes; the bound socket knows the numeric host and the real port.
+    host, port = server.socket.getsockname()[:2]
+    return f"http://{host}:{port}/"
+
+
 def start_in_thread(state: ViewerState, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
     server = make_server(state, port=port)
     threading.Thread(target=server.serve_forever, daemon=True, name="compare-viewer").start()
-    host, p = server.server_address[:2]
-    return server, f"http://{host}:{p}/"
+    return server, server_url(server)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,15 +66,16 @@ def write_run(
             gi = LETTERS.index(gold)
             lp[gi] = max(lp) + 0.5 if ok else min(lp) - 0.5
             pred = LETTERS[int(np.argmax(lp))]
-            base = dict(
+            base: dict[str, Any] = dict(
                 task_hash=th, task_spec=task_spec, instance_id=iid, sample_index=s,
                 prompt_text=f"Question {iid}: which letter is {gold.lower()}?\nA. a\nB. b\nC. c\nD. d\nAnswer:",
                 gold=gold, choices=list(LETTERS), cluster=clusters[i] if clusters else None,
             )
+            rec: dict[str, Any]
             if iid in err:
                 rec = dict(base, error=dict(kind="timeout", message="provider timed out", attempts=3))
             else:
-                traj = []
+                traj: list[dict[str, Any]] = []
                 if trajectory_every and i % trajectory_every == 0:
                     traj = [
                         dict(type="model", content={"text": f"I think {pred}"}),

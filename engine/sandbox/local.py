@@ -99,9 +99,9 @@ class HostProcessSandbox(Sandbox):
             except OSError as e:
                 raise InputFilesError(f"cannot write input file {rel!r}: {e}") from e
         argv = self._wrap(to_argv(command))
-        data = stdin.encode() if isinstance(stdin, str) else stdin
+        stdin_bytes = stdin.encode() if isinstance(stdin, str) else stdin
         raw = await _proc.run_capped(
-            argv, env=self._env(), cwd=work, stdin=data, timeout_s=self._timeout(timeout_s),
+            argv, env=self._env(), cwd=work, stdin=stdin_bytes, timeout_s=self._timeout(timeout_s),
             output_bytes=self.limits.output_bytes,
             preexec=_proc.make_preexec(self.limits, dedicated_uid=self.uid is not None),
             uid=self.uid, kill=self._kill_all,

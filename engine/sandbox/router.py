@@ -19,7 +19,11 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from engine.sandbox._proc import reap_orphaned_uids
 from engine.sandbox.base import Command, Files, Sandbox, SandboxError
+from engine.sandbox.docker_backend import remove_containers
 from engine.sandbox.models import (
     Capability,
     Demand,
@@ -43,9 +47,7 @@ def pools_from_config(raw: Any) -> list[SandboxPoolConfig]:
     """Pool configs from a list of mappings (YAML/Hydra ``harness.sandboxes``) or models."""
     if raw is None:
         return []
-    if hasattr(raw, "_content") or type(raw).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
+    if isinstance(raw, DictConfig | ListConfig):
         raw = OmegaConf.to_container(raw, resolve=True)
     if isinstance(raw, Mapping):  # {name: {...}} form
         raw = [{"name": k, **dict(v)} for k, v in raw.items()]
@@ -120,13 +122,9 @@ class SandboxRouter:
             return  # the light path: this run starts no sandbox, so it pays nothing
         used = {c.backend for c in self.configs}
         if used & {"local", "bwrap"}:
-            from engine.sandbox._proc import reap_orphaned_uids
-
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(reap_orphaned_uids)
         if "docker" in used:
-            from engine.sandbox.docker_backend import remove_containers
-
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(remove_containers, dead_owners_only=True)
 

@@ -48,7 +48,7 @@ class PairedComparison(BaseModel):
         return verdict_of(self.delta, self.mde, self.p_value, self.n)
 
 
-def paired_compare(a: Sequence[float], b: Sequence[float]) -> PairedComparison:
+def paired_compare(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> PairedComparison:
     """Paired statistics of run A against run B (ARCHITECTURE §7)."""
     sa, sb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if sa.shape != sb.shape:

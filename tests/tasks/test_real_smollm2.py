@@ -58,7 +58,7 @@ def test_wheel_tasks_bpb_and_uncond_on_real_logprobs(provider):
     (r,) = provider.loglikelihood_sync([req])
     (u,) = provider.loglikelihood_sync([LoglikelihoodRequest(context="Answer:", continuations=req.continuations)])
     assert r.unconditional_logprobs == pytest.approx(u.logprobs, abs=1e-4)
-    pmi = [a - b for a, b in zip(r.logprobs, u.logprobs)]
+    pmi = [a - b for a, b in zip(r.logprobs, u.logprobs, strict=True)]
     assert rc.score(q, r)[1] == max(range(len(pmi)), key=pmi.__getitem__)
 
 

@@ -1,0 +1,275 @@
+"""Architecture rules of docs/architecture.md ("Package layering"), checked on the source with `ast`.
+
+Fast: every engine/**/*.py is parsed, nothing is imported (except in the last test, which starts one
+subprocess importing engine.tasks). Each failure lists file:line, the rule broken and how to fix it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ENGINE = REPO / "engine"
+
+# Lowest first: a module may import from its own layer or below. Top-level modules (engine/cli.py, ...) are "app".
+LAYERS = ("api", "config", "stats", "data", "tasks", "scoring", "models", "sandbox", "harness", "record", "runner",
+          "compare", "app")
+RANK = {name: i for i, name in enumerate(LAYERS)}
+ORDER = " < ".join(LAYERS)
+
+# Heavy optional libraries that may be imported inside a function (so that importing engine stays cheap).
+LAZY_ALLOWED = frozenset({
+    "torch", "transformers", "litellm", "mlflow", "datasets", "docker", "playwright", "agents", "openai", "gguf",
+    "accelerate", "safetensors", "uvicorn", "aiohttp",
+    "huggingface_hub",  # comes with datasets/transformers and is as costly to import
+})
+# engine/api.py holds the types that cross packages: the standard library and pydantic only.
+API_ALLOWED = frozenset({"__future__", "pydantic"}) | frozenset(sys.stdlib_module_names)
+
+
+@dataclass(frozen=True)
+class Import:
+    path: str  # repo-relative file
+    line: int
+    importer: str  # module doing the import, e.g. "engine.runner.task_run"
+    target: str  # absolute module imported, e.g. "engine.tasks.task" or "torch.nn"
+    in_function: bool
+    type_checking: bool  # under `if TYPE_CHECKING:` (no runtime edge)
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    @property
+    def top(self) -> str:
+        return self.target.split(".")[0]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+@cache
+def _files() -> dict[str, Path]:
+    """Module name -> file, for every engine/**/*.py."""
+    return {_module_name(p): p for p in sorted(ENGINE.rglob("*.py")) if "__pycache__" not in p.parts}
+
+
+def _layer(module: str) -> str | None:
+    """The layer of an engine module; None for a package missing from LAYERS."""
+    parts = module.split(".")
+    if module == "engine":  # engine/__init__.py holds only __version__: importable from anywhere
+        return "api"
+    sub = parts[1]
+    if sub in RANK and sub != "app" and ((ENGINE / sub).is_dir() or sub == "api"):
+        return sub
+    if len(parts) == 2 and (ENGINE / f"{sub}.py").is_file():
+        return "app"
+    return None
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _resolve_from(node: ast.ImportFrom, importer: str, is_package: bool) -> list[str]:
+    if node.level:
+        base = importer.split(".") if is_package else importer.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        mod = ".".join(base + ([node.module] if node.module else []))
+    else:
+        mod = node.module or ""
+    modules = _files()
+    # `from engine.x import y` imports the module engine.x.y when there is one, else a name from engine.x.
+    out = [f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in modules]
+    if len(out) < len(node.names):
+        out.append(mod)
+    return out
+
+
+def _walk(node: ast.AST, in_function: bool = False, type_checking: bool = False) -> Iterator[tuple[ast.AST, bool, bool]]:
+    for child in ast.iter_child_nodes(node):
+        yield child, in_function, type_checking
+        fn = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+        if isinstance(child, ast.If) and _is_type_checking(child.test):
+            for stmt in child.body:
+                yield stmt, fn, True
+                yield from _walk(stmt, fn, True)
+            for stmt in child.orelse:
+                yield stmt, fn, type_checking
+                yield from _walk(stmt, fn, type_checking)
+        else:
+            yield from _walk(child, fn, type_checking)
+
+
+@cache
+def _imports() -> tuple[Import, ...]:
+    out: list[Import] = []
+    for module, path in _files().items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        rel = str(path.relative_to(REPO))
+        for node, in_function, type_checking in _walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                targets = _resolve_from(node, module, path.name == "__init__.py")
+            else:
+                continue
+            out += [Import(rel, node.lineno, module, t, in_function, type_checking) for t in targets]
+    return tuple(out)
+
+
+def _engine(imp: Import) -> bool:
+    return imp.top == "engine"
+
+
+def _by_place(problem: str) -> tuple[str, int, str]:
+    path, _, rest = problem.partition(":")
+    line, _, _ = rest.partition(":")
+    return (path, int(line), problem) if line.isdigit() else (path, 0, problem)
+
+
+def _report(rule: str, fix: str, problems: list[str]) -> None:
+    """One failure listing every violation (sorted, so grouped by file), the rule once and how to fix it."""
+    if problems:
+        lines = sorted(set(problems), key=_by_place)
+        pytest.fail(f"{rule}: {len(lines)} violation(s)\n  " + "\n  ".join(lines) + f"\nFix: {fix}", pytrace=False)
+
+
+def test_every_engine_module_is_in_a_layer() -> None:
+    problems = [f"{path.relative_to(REPO)}: package engine.{module.split('.')[1]} has no layer"
+                for module, path in _files().items() if _layer(module) is None]
+    _report("[unlayered] every engine package has a place in the layering " + ORDER,
+            "add the package at its place in LAYERS (tests/test_architecture.py) and in docs/architecture.md, or move "
+            "the module into an existing package.", problems)
+
+
+def test_every_engine_import_names_an_existing_module() -> None:
+    modules = _files()
+    problems = [f"{imp.where}: {imp.importer} imports {imp.target}, which is no module of engine/"
+                for imp in _imports() if _engine(imp) and imp.target not in modules]
+    _report("[missing] imports of engine modules that do not exist",
+            "import the name from where it lives now (types crossing packages are in engine.api).", problems)
+
+
+def test_package_layering() -> None:
+    problems = []
+    for imp in _imports():
+        if not _engine(imp):
+            continue
+        src, dst = _layer(imp.importer), _layer(imp.target)
+        if src is None or dst is None or RANK[dst] <= RANK[src]:
+            continue
+        problems.append(f"{imp.where}: {imp.importer} (layer {src}) imports {imp.target} (layer {dst})")
+    _report(f"[layering] a module may import only from its own layer or below ({ORDER})",
+            "move what both sides need down (types that cross packages go in engine/api.py), or have the higher "
+            "layer pass it in (a parameter, a callable, a Protocol defined in the lower layer).", problems)
+
+
+def test_api_depends_on_stdlib_and_pydantic_only() -> None:
+    problems = []
+    for imp in _imports():
+        if imp.importer == "engine.api" and (_engine(imp) or imp.top not in API_ALLOWED):
+            problems.append(f"{imp.where}: engine.api imports {imp.target}")
+    _report("[api] engine/api.py is the bottom layer: it imports nothing from engine, only the standard library and "
+            "pydantic", "define the needed type in engine/api.py itself, or keep the code that needs the library in "
+            "the package that uses it.", problems)
+
+
+def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm; components of more than one module, each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    # Module-level and function-level imports both count; `if TYPE_CHECKING:` imports never run, so they do not.
+    modules = _files()
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    edges: dict[tuple[str, str], list[str]] = {}
+    for imp in _imports():
+        if _engine(imp) and not imp.type_checking and imp.target in modules and imp.target != imp.importer:
+            graph[imp.importer].add(imp.target)
+            edges.setdefault((imp.importer, imp.target), []).append(imp.where)
+    problems = []
+    for comp in _strongly_connected(graph):
+        inside = sorted(f"{where}: {a} -> {b}" for (a, b), ws in edges.items() if a in comp and b in comp for where in ws)
+        problems.append(f"{' <-> '.join(comp)}:\n    " + "\n    ".join(inside))
+    _report("[cycle] engine modules must not import each other in a cycle (function-level imports included)",
+            "move what the modules share into a lower module (or engine/api.py), or pass it in; a function-level "
+            "import does not break a cycle, it hides it.", problems)
+
+
+def test_function_level_imports_only_for_heavy_optional_libraries() -> None:
+    problems = []
+    for imp in _imports():
+        if not imp.in_function:
+            continue
+        if _engine(imp):
+            problems.append(f"{imp.where}: {imp.importer} imports {imp.target} inside a function (an engine module)")
+        elif imp.top not in LAZY_ALLOWED:
+            problems.append(f"{imp.where}: {imp.importer} imports {imp.target} inside a function")
+    _report("[lazy-import] imports inside functions are only for heavy optional libraries ("
+            + ", ".join(sorted(LAZY_ALLOWED)) + "), never for engine modules",
+            "move the import to the top of the file (if that makes a cycle or breaks the layering, move the shared "
+            "code down instead); a heavy optional library missing from the list goes in LAZY_ALLOWED "
+            "(tests/test_architecture.py) and docs/architecture.md.", problems)
+
+
+def test_import_engine_tasks_stays_light() -> None:
+    # Building and scoring tasks must not pay for the statistics stack, torch, MLflow or litellm.
+    heavy = ["scipy", "torch", "mlflow", "litellm"]
+    code = f"import json, sys; import engine.tasks; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"`import engine.tasks` failed:\n{proc.stderr}"
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not loaded, (
+        f"`import engine.tasks` loads {', '.join(loaded)}. Fix: import these only where they are needed (engine.stats "
+        "from the runner/compare layers; torch/mlflow/litellm inside the function using them), not from a module "
+        "that engine.tasks imports at module level. Find the chain with "
+        "`python -X importtime -c 'import engine.tasks' 2>&1 | grep -B5 <name>`."
+    )
