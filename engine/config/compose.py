@@ -107,7 +107,7 @@ def sweep_combinations(args: list[str], limit: int = 10_000) -> list[list[str]]:
         if o.is_sweep_override():
             choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
         else:
-            choices.append([o.input_line])
+            choices.append([o.input_line or f"{o.get_key_element()}={o.get_value_string()}"])
     combos = [list(c) for c in itertools.islice(itertools.product(*choices), limit)]
     return combos or [[]]
 

@@ -56,7 +56,7 @@ def sandbox_resources(h: HarnessConfig) -> Callable[[int], AbstractAsyncContextM
 
     def open_pools(n_trajectories: int) -> AbstractAsyncContextManager[Any]:
         router = SandboxRouter(pools_from_config(h.sandboxes or [DEFAULT_POOL]))
-        demands = [Demand(requires=list(t.requires), instances=n_trajectories, executions=h.max_turns)
+        demands = [Demand(requires=frozenset(t.requires), instances=n_trajectories, executions=h.max_turns)
                    for t in tools if t.requires and router.route(list(t.requires)) is not None]
         router.demands = tuple(demands)
         return router
@@ -69,7 +69,7 @@ def execution_resources(h: HarnessConfig, requires: list[str], instances: int, s
     """For execution scoring: the harness's pools (a local pool by default) sized for the task."""
 
     def open_pools(_: int) -> AbstractAsyncContextManager[Any]:
-        demand = Demand(requires=requires, instances=instances, samples=max(1, samples), executions=1)
+        demand = Demand(requires=frozenset(requires), instances=instances, samples=max(1, samples), executions=1)
         return SandboxRouter(pools_from_config(h.sandboxes or [DEFAULT_POOL]), demands=[demand])
 
     return open_pools

@@ -79,7 +79,7 @@ class OpenAIAgentsLoop(ToolLoop):
                     messages = [ChatMessage(role="system", content=system_instructions), *messages]
                 state.messages = messages
                 resp, calls = await loop._model_turn(base, state)
-                tool_calls = []
+                tool_calls: list[Any] = []
                 for c in calls:
                     if c.error:  # the SDK has no place for an unparsable call: recorded, fed back as text
                         continue
@@ -133,7 +133,7 @@ class OpenAIAgentsLoop(ToolLoop):
         state = self._new_state(request, call, router)
         first = state.messages
         instructions = first[0].content if first and first[0].role == "system" else None
-        inputs = [{"role": m.role, "content": m.content} for m in first if m.role in ("user", "assistant")]
+        inputs: list[Any] = [{"role": m.role, "content": m.content} for m in first if m.role in ("user", "assistant")]
         agent = Agent(name="evalbench", instructions=instructions, model=self._model(state, request),
                       tools=self._function_tools(state),
                       tool_use_behavior=StopAtTools(stop_at_tool_names=["submit"]) if "submit" in self.tools else "run_llm_again")

@@ -46,7 +46,7 @@ def _convert(target: Path) -> None:
     print(f"[evalbench] converting the embedded SmolLM2 GGUF once to {target} (~20 s) ...", flush=True)
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
-    model.hf_quantizer = None  # save_pretrained refuses GGUF-loaded models otherwise
+    model.hf_quantizer = None  # type: ignore[assignment]  # save_pretrained refuses GGUF-loaded models otherwise
     tmp = target.with_name(target.name + ".partial")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from engine.api import (
     GenerateRequest,
@@ -44,8 +45,8 @@ class HFProvider:
         self.identity: ModelIdentity = model_identity(cfg, self.model_dir)
         self.max_batch = cfg.batch_size
         self._lock = threading.Lock()
-        self._tokenizer = None
-        self._model = None
+        self._tokenizer: Any = None
+        self._model: Any = None
 
     # Loaded on first use: a fully cached re-run never pays for torch weights.
     @property
@@ -69,7 +70,7 @@ class HFProvider:
 
             hf_logging.disable_progress_bar()
             hf_logging.set_verbosity_error()
-            model = AutoModelForCausalLM.from_pretrained(
+            model: Any = AutoModelForCausalLM.from_pretrained(
                 self.model_dir, revision=self.cfg.revision, dtype=getattr(torch, self.cfg.dtype)
             )
             self._model = model.to(self.cfg.device).eval()

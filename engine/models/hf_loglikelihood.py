@@ -122,7 +122,7 @@ def loglikelihood_batch(
             logprobs=tuple(logprobs[i]),
             token_counts=counts[i],
             is_greedy=tuple(greedy[i]),
-            unconditional_logprobs=tuple(uncond[i]) if uncond[i] is not None else None,
+            unconditional_logprobs=tuple(u) if (u := uncond[i]) is not None else None,
             usage=TokenUsage(prompt_tokens=len(contexts[i]) + sum(counts[i])),
         )
         for i in range(len(requests))

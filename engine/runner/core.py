@@ -162,9 +162,9 @@ def _batches(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
     groups: dict[str, list[WorkItem]] = defaultdict(list)
     for it in items:
         req = it.request
-        group = f"gen:{req.sampling.model_dump_json()}" if isinstance(req, GenerateRequest) else "ll"
-        groups[group].append(it)
-    out = []
+        name = f"gen:{req.sampling.model_dump_json()}" if isinstance(req, GenerateRequest) else "ll"
+        groups[name].append(it)
+    out: list[list[WorkItem]] = []
     for group in groups.values():
         # Longest first: similar lengths share a batch (less padding) and the ETA holds at the end.
         group.sort(key=lambda it: -_length(it.request))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -105,7 +106,7 @@ def _record(task: Task, spec: str, p: PlannedItem, out: Outcome) -> InstanceReco
     assert req is not None
     prompt = req.render_text() if isinstance(req, GenerateRequest) else req.context
     steps = list(out.result.steps) if out.result is not None else []
-    base = dict(
+    base = InstanceRecord(
         task_hash=task.task_hash, task_spec=spec, instance_id=inst.id, sample_index=p.sample,
         request_hash=request_hash(req), request=req.model_dump(mode="json"), prompt_text=prompt,
         gold=inst.gold, choices=list(inst.choices) if inst.choices else None, cluster=inst.cluster,
@@ -113,14 +114,14 @@ def _record(task: Task, spec: str, p: PlannedItem, out: Outcome) -> InstanceReco
     )
     resp = out.response
     if resp is None or out.error is not None:
-        return InstanceRecord(**base, error=out.error)
+        return base.model_copy(update={"error": out.error})
     scores, extracted = score_response(task, inst, resp)
-    usage = resp.usage
+    update: dict[str, Any] = {"extracted_answer": extracted, "scores": scores, "prompt_tokens": resp.usage.prompt_tokens}
     if isinstance(resp, LoglikelihoodResponse):
-        return InstanceRecord(**base, logprobs=list(resp.logprobs), extracted_answer=extracted, scores=scores,
-                              prompt_tokens=usage.prompt_tokens)
-    return InstanceRecord(**base, output_text=resp.text, extracted_answer=extracted, scores=scores,
-                          prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+        update["logprobs"] = list(resp.logprobs)
+    else:
+        update.update(output_text=resp.text, completion_tokens=resp.usage.completion_tokens)
+    return base.model_copy(update=update)
 
 
 async def score_by_execution(task: Task, records: list[InstanceRecord], instances: list[Instance], exp: Experiment,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from engine.api import InstanceRecord, ScoreSummary
+from engine.scoring.code_exec import pass_at_k
 from engine.stats import summarize, summarize_macro
 
 
@@ -22,8 +23,6 @@ def _per_question(records: list[InstanceRecord], metric: str) -> tuple[list[floa
 
 def _pass_at_k(records: list[InstanceRecord], ks: list[int]) -> dict[str, ScoreSummary]:
     """Unbiased pass@k per question from its n samples (c passing), then mean with error bars."""
-    from engine.scoring.code_exec import pass_at_k
-
     counts: dict[str, list[float]] = defaultdict(list)
     for r in records:
         if r.error is None and "pass" in r.scores:
