@@ -1,4 +1,4 @@
-"""Statistics against hand-computed values (ARCHITECTURE §7)."""
+"""Statistics against hand-computed values (docs/architecture.md, "Statistics")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pairwise per-question comparison of runs: statistics, CLI, web viewer (ARCHITECTURE §7)."""
+"""Pairwise per-question comparison of runs: statistics, CLI, web viewer (docs/architecture.md, "Statistics")."""
 
 from engine.compare.loading import CompareError, RunData, find_run_dirs, load_run
 from engine.compare.models import (

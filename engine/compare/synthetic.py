@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from engine import __version__
 from engine.api import (
     InstanceError,
     InstanceRecord,
@@ -102,7 +103,7 @@ def write_run(
         experiment_id="exp-synthetic",
         experiment_name=experiment_name,
         created=created,
-        engine_version="0.1.0",
+        engine_version=__version__,
         git_revision=None,
         config={"model": {"name": model, "path": f"/ckpt/{model}", "checkpoint_step": step}, "task": {"name": task_spec.split(":")[0], "aggregation": aggregation}},
         model=ModelIdentity(name=model, provider="hf", checkpoint_step=step),

@@ -46,7 +46,7 @@ def _field_names(model_cls, path: tuple) -> list[str]:
 def format_validation_error(err: ValidationError, model_cls, where: str = "") -> ConfigError:
     lines = []
     for e in err.errors()[:6]:
-        path = tuple(p for p in e["loc"] if not isinstance(p, int) or True)
+        path = tuple(e["loc"])
         dotted = ".".join(str(p) for p in path)
         if where:
             dotted = f"{where}.{dotted}" if dotted else where

@@ -132,8 +132,4 @@ def submit(answer: str) -> ToolResult:
     return ToolResult(content=answer, final=True)
 
 
-def tool_schemas(tools) -> list[dict]:
-    return [t.schema() for t in tools]
-
-
-__all__ = ["python_exec", "bash", "search", "fetch_page", "submit", "tool_schemas"]
+__all__ = ["python_exec", "bash", "search", "fetch_page", "submit"]

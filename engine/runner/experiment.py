@@ -8,6 +8,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from engine import __version__
 from engine.api import Provider, RunRecord, ScoreSummary, stable_hash
 from engine.config.errors import ConfigError
 from engine.config.schema import Experiment, ModelConfig
@@ -21,7 +22,6 @@ from engine.runner.task_run import TaskResult, execute, run_dir_for
 from engine.scoring.judge import judge_config
 from engine.scoring.metrics import aggregate_scores
 
-ENGINE_VERSION = "0.1.0"
 # Fields that change how a run executes, not what it measures.
 OPERATIONAL = {"output_dir", "progress", "inspect", "cache", "tracking"}
 OPERATIONAL_NESTED = {
@@ -65,7 +65,7 @@ def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider, mlf
         experiment_id=experiment_id(exp),
         experiment_name=experiment_name(exp, run),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        engine_version=ENGINE_VERSION,
+        engine_version=__version__,
         git_revision=git_revision(),
         config=config,
         model=provider.identity,

@@ -94,8 +94,6 @@ class HostProcessSandbox(Sandbox):
         for rel, data in (files or {}).items():
             try:
                 _files.safe_write(work, rel, data, owner=self.uid)
-            except ValueError:
-                raise
             except OSError as e:
                 raise InputFilesError(f"cannot write input file {rel!r}: {e}") from e
         argv = self._wrap(to_argv(command))

@@ -49,7 +49,7 @@ class PairedComparison(BaseModel):
 
 
 def paired_compare(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> PairedComparison:
-    """Paired statistics of run A against run B (ARCHITECTURE §7)."""
+    """Paired statistics of run A against run B (docs/architecture.md, "Statistics")."""
     sa, sb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if sa.shape != sb.shape:
         raise ValueError(f"paired scores must align: {sa.shape} vs {sb.shape}")

@@ -44,7 +44,7 @@ def test_paired_compare_matches_scipy() -> None:
     assert pc.p_value == pytest.approx(ref["p"], rel=1e-8)
     assert (pc.ci_low, pc.ci_high) == pytest.approx((ref["delta"] - Z * ref["se"], ref["delta"] + Z * ref["se"]))
     assert pc.mde == pytest.approx(PAIRED_MDE * ref["se"])
-    # SE_Δ² = SE_A² + SE_B² − 2·Cov(a, b)/n (ARCHITECTURE §7)
+    # SE_Δ² = SE_A² + SE_B² − 2·Cov(a, b)/n (docs/architecture.md, "Statistics")
     n = len(a)
     se2 = np.var(a, ddof=1) / n + np.var(b, ddof=1) / n - 2 * np.cov(a, b, ddof=1)[0, 1] / n
     assert pc.stderr == pytest.approx(math.sqrt(se2), rel=1e-10)
