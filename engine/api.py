@@ -109,10 +109,12 @@ def request_hash(request: Request) -> str:
 class ProviderError(Exception):
     """A request failed at the provider; `transient` ones are retried with backoff."""
 
-    def __init__(self, message: str, *, transient: bool = False, kind: str = "provider_error"):
+    def __init__(self, message: str, *, transient: bool = False, kind: str = "provider_error",
+                 retry_after: float | None = None):
         super().__init__(message)
         self.transient = transient
         self.kind = kind
+        self.retry_after = retry_after  # seconds the server asked to wait (Retry-After)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +152,10 @@ class ModelIdentity(_Record):
     path: str | None = None
     revision: str | None = None
     checkpoint_step: int | None = None
-    content_hash: str | None = None
+    content_hash: str | None = None  # the weights
+    api_base: str | None = None  # where the model is served (litellm)
+    tokenizer_hash: str | None = None  # tokenizer files and chat template
+    options_hash: str | None = None  # serving options that change outputs (dtype, max_length)
 
     @property
     def label(self) -> str:

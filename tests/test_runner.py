@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.api import LoglikelihoodRequest, LoglikelihoodResponse, ModelIdentity, ProviderError
+import pytest
+
+from engine.api import (
+    GenerateRequest,
+    GenerateResponse,
+    LoglikelihoodRequest,
+    LoglikelihoodResponse,
+    ModelIdentity,
+    ProviderError,
+)
 from engine.config.schema import HarnessConfig
 from engine.runner.cache import ResultCache, cache_key
 from engine.runner.core import RunnerCore, WorkItem
@@ -99,3 +108,85 @@ def test_cache_key_depends_on_model_request_scaffold_and_sample():
     assert base != cache_key(ident, req, "single_turn", ["search"], 0)
     assert base != cache_key(ident, req, "single_turn", [], 1)
     assert base != cache_key(ident, req.model_copy(update={"context": "d"}), "single_turn", [], 0)
+
+
+def test_cache_key_covers_where_and_how_the_model_is_served():
+    ident = ModelIdentity(name="m", provider="litellm", api_base="http://a:8000/v1")
+    req = LoglikelihoodRequest(context="c", continuations=(" x",))
+    base = cache_key(ident, req, "single_turn", [], 0)
+    assert base != cache_key(ident.model_copy(update={"api_base": "http://b:8000/v1"}), req, "single_turn", [], 0)
+    assert base != cache_key(ident.model_copy(update={"tokenizer_hash": "t2"}), req, "single_turn", [], 0)
+    assert base != cache_key(ident.model_copy(update={"options_hash": "o2"}), req, "single_turn", [], 0)
+
+
+def test_a_corrupt_cache_row_is_a_miss_never_a_score(tmp_path, capsys):
+    import sqlite3
+
+    path = tmp_path / "c.sqlite"
+    provider = ScriptedProvider()
+    items = _items(provider, ["q1", "q2"])
+    asyncio.run(RunnerCore(provider, HARNESS, ResultCache(path), progress=False).run(items))
+    db = sqlite3.connect(path)
+    db.execute("UPDATE results_v2 SET value = value || ' ' WHERE key = ?", (items[0].key,))  # an edited row
+    db.commit()
+    db.close()
+    calls = len(provider.calls)
+    out = asyncio.run(RunnerCore(provider, HARNESS, ResultCache(path), progress=False).run(items))
+    assert len(provider.calls) == calls + 1  # the edited row is re-computed
+    assert not out[items[0].key].cached and out[items[1].key].cached
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_a_cache_path_that_is_a_directory_is_a_clear_error(tmp_path):
+    from engine.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is a directory"):
+        ResultCache(tmp_path)
+    (tmp_path / "junk.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError, match="cannot be used"):
+        ResultCache(tmp_path / "junk.sqlite")
+
+
+class EmptyThenText:
+    identity = ModelIdentity(name="empty", provider="litellm")
+    max_batch = 1
+
+    def __init__(self, empties: int, choices_empty: bool = False):
+        self.empties = empties
+        self.calls = 0
+
+    async def generate(self, requests):
+        self.calls += 1
+        if self.empties > 0:
+            self.empties -= 1
+            return [GenerateResponse(text="  ") for _ in requests]
+        return [GenerateResponse(text="Paris") for _ in requests]
+
+    async def aclose(self):
+        return None
+
+
+def _gen_items(provider, n=1):
+    reqs = [GenerateRequest(prompt=f"q{i}") for i in range(n)]
+    return [WorkItem(key=cache_key(provider.identity, r, "single_turn", [], 0), request=r) for r in reqs]
+
+
+def test_empty_output_is_an_error_retried_and_never_cached(tmp_path):
+    path = tmp_path / "c.sqlite"
+    provider = EmptyThenText(empties=100)
+    h = HarnessConfig(max_retries=2, retry_backoff_s=0.001)
+    [out] = asyncio.run(RunnerCore(provider, h, ResultCache(path), progress=False).run(_gen_items(provider))).values()
+    assert out.response is None and out.error.kind == "empty_response" and out.error.attempts == 3
+    assert ResultCache(path).get_many([_gen_items(provider)[0].key]) == {}
+    provider = EmptyThenText(empties=1)  # a transient empty answer: the retry gets the real one
+    [out] = asyncio.run(RunnerCore(provider, h, ResultCache(path), progress=False).run(_gen_items(provider))).values()
+    assert out.response.text == "Paris" and out.attempts == 2
+
+
+def test_retry_after_is_honoured_and_capped():
+    from engine.runner.core import MAX_RETRY_AFTER_S, backoff_delay
+
+    h = HarnessConfig(retry_backoff_s=0.01)
+    assert 3.0 <= backoff_delay(h, 1, ProviderError("busy", transient=True, retry_after=3.0)) <= 3.0 * 1.25
+    assert backoff_delay(h, 1, ProviderError("busy", transient=True, retry_after=1e6)) <= MAX_RETRY_AFTER_S * 1.25
+    assert backoff_delay(h, 1, ProviderError("busy", transient=True)) <= 0.01 * 1.25

@@ -7,12 +7,14 @@ import json
 import re
 from pathlib import Path
 
-from engine.api import ModelIdentity
+from engine.api import ModelIdentity, stable_hash
 from engine.config.paths import evalbench_home
 from engine.config.schema import ModelConfig
 
 _STEP = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
 _WEIGHTS = ("*.safetensors", "*.bin", "*.gguf")
+_TOKENIZER = ("tokenizer*.json", "special_tokens_map.json", "added_tokens.json", "chat_template*", "vocab*", "merges*",
+              "*.model", "generation_config.json")
 
 
 def checkpoint_step(cfg: ModelConfig) -> int | None:
@@ -43,7 +45,19 @@ def content_hash(model_dir: Path) -> str:
     return memo[key]
 
 
+def tokenizer_hash(model_dir: Path) -> str | None:
+    """sha256 over the tokenizer files and chat template: a new template is a new model for the cache."""
+    files = sorted(f for pattern in _TOKENIZER for f in model_dir.glob(pattern))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def model_identity(cfg: ModelConfig, model_dir: Path | None) -> ModelIdentity:
+    options = {"dtype": cfg.dtype, "max_length": cfg.max_length} if cfg.provider == "hf" else {}
     return ModelIdentity(
         name=cfg.name,
         provider=cfg.provider,
@@ -51,4 +65,7 @@ def model_identity(cfg: ModelConfig, model_dir: Path | None) -> ModelIdentity:
         revision=cfg.revision,
         checkpoint_step=checkpoint_step(cfg),
         content_hash=content_hash(model_dir) if model_dir else None,
+        api_base=cfg.api_base.rstrip("/") if cfg.api_base else None,
+        tokenizer_hash=tokenizer_hash(model_dir) if model_dir else None,
+        options_hash=stable_hash(options)[:16] if options else None,
     )

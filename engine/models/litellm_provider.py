@@ -42,10 +42,20 @@ def _litellm():
     return litellm
 
 
+def _retry_after(err: Exception) -> float | None:
+    """The server's Retry-After (seconds) from the HTTP response an API error carries, if any."""
+    headers = getattr(getattr(err, "response", None), "headers", None) or {}
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None  # an HTTP date: the exponential backoff applies
+
+
 def _as_provider_error(err: Exception) -> ProviderError:
     name = type(err).__name__
     transient = name in _TRANSIENT or isinstance(err, (asyncio.TimeoutError, ConnectionError))
-    return ProviderError(f"{name}: {str(err)[:500]}", transient=transient, kind=name)
+    return ProviderError(f"{name}: {str(err)[:500]}", transient=transient, kind=name, retry_after=_retry_after(err))
 
 
 class LiteLLMProvider:
