@@ -25,7 +25,7 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from engine.api import ProviderError  # noqa: E402
+from engine.api import ProviderError, RunRecord  # noqa: E402
 from engine.config.compose import (  # noqa: E402
     compose_experiment,
     conf_dir,
@@ -44,6 +44,8 @@ from engine.runner.experiment import run_experiment  # noqa: E402
 from engine.scoring.suites import aggregate_report  # noqa: E402
 from engine.tasks.instance import FieldMapError  # noqa: E402
 
+EXIT_FAILED = 1  # some run has no scored instance
+EXIT_PARTIAL = 3  # every run scored, but some instances errored
 USER_ERRORS = (ConfigError, DataLoadError, MissingWheelError, FieldMapError)
 HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve", "--package", "-p")
 
@@ -53,13 +55,23 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def exit_code(records: list[RunRecord]) -> int:
+    """0 all scored; EXIT_FAILED when a run has no scored instance; EXIT_PARTIAL when some errored."""
+    if any(r.status == "failed" for r in records):
+        return EXIT_FAILED
+    return EXIT_PARTIAL if any(r.counts.errored for r in records) else 0
+
+
 def run_and_report(exp: Experiment) -> None:
-    """Run a validated experiment and print the table; exit 1 when every run failed."""
+    """Run a validated experiment, print the table, exit with `exit_code`."""
     try:
         if exp.inspect:
             print(inspect_experiment(exp))
             return
         records = run_experiment(exp)
+    except KeyboardInterrupt:
+        print("\ninterrupted; every finished response is cached: re-run the same command to resume.", file=sys.stderr)
+        sys.exit(130)
     except USER_ERRORS as err:
         _fail(str(err))
         return
@@ -73,8 +85,13 @@ def run_and_report(exp: Experiment) -> None:
         print(aggregate)
     print()
     print(where_records_are(records, exp.tracking.tracking_uri if exp.tracking.mlflow else None))
-    if records and all(r.status == "failed" for r in records):
-        sys.exit(1)
+    code = exit_code(records)
+    if code == EXIT_PARTIAL:
+        errored = sum(r.counts.errored for r in records)
+        print(f"\n{errored} instance(s) errored: scores are over the scored instances only (see `errors`); "
+              f"exit code {EXIT_PARTIAL}.", file=sys.stderr)
+    if code:
+        sys.exit(code)
 
 
 def _hydra_job(cfg: DictConfig) -> None:
