@@ -1,5 +1,5 @@
 # The two set-up commands: `make run` (the main job on the embedded defaults) and `make test`.
-.PHONY: install run test test-fast system
+.PHONY: install run test test-fast system lint
 
 install:
 	bash scripts/install.sh
@@ -10,9 +10,16 @@ run: install
 system:
 	bash scripts/setup_system.sh
 
-# The full suite, slow tests included (CI runs exactly this).
+# The full suite, slow tests included (CI runs exactly this), with lint and types (ruff, mypy)
+# running beside it: both must pass.
 test: install system
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python -m pytest -q
+	@bash scripts/lint.sh > .lint.log 2>&1 & lint=$$!; \
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python -m pytest -q; tests=$$?; \
+	wait $$lint; lint_rc=$$?; echo "--- lint (ruff, mypy) ---"; cat .lint.log; \
+	exit $$(( tests != 0 ? tests : lint_rc ))
+
+lint: install
+	bash scripts/lint.sh
 
 test-fast: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python -m pytest -q -m "not slow"

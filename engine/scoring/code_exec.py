@@ -56,6 +56,7 @@ Trained on Code, eq. 1): 1 - C(n-c, k) / C(n, k), computed as a stable product.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import importlib.util
 import json
@@ -112,7 +113,7 @@ def load_humaneval(path: str | os.PathLike[str] | None = None) -> list[HumanEval
     """The 164 HumanEval problems, in file order."""
     p = Path(path) if path is not None else humaneval_data_path()
     opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+    with opener(p, "rt", encoding="utf-8") as f:
         return [HumanEvalProblem.model_validate(json.loads(line)) for line in f if line.strip()]
 
 
@@ -221,8 +222,6 @@ async def score_humaneval_samples(router: SandboxRouter,
                                   ks: Iterable[int] = (1, 10, 100), timeout: float = 3.0
                                   ) -> HumanEvalScore:
     """Check every sample of every problem concurrently (the router bounds the parallelism)."""
-    import asyncio
-
     by_id = {_field(p, "task_id"): p for p in problems}
     jobs = [(tid, c) for tid, cs in completions.items() for c in cs]
     results = await asyncio.gather(*(run_humaneval_check(router, by_id[tid], c, timeout)

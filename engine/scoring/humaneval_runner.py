@@ -243,7 +243,7 @@ def _rebuild(desc):
         base = Exception
     try:
         cls = type(name, (base,), {"__str__": lambda self: text})
-        return cls.__new__(cls)
+        return cls.__new__(cls)  # type: ignore[call-overload]
     except BaseException:
         return RuntimeError(text)
 
