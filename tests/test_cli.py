@@ -49,3 +49,17 @@ def test_listing_what_exists():
     for group in ("task", "variant", "suite", "harness", "model", "tracking"):
         assert f"{group} (" in res.stdout
     assert "mmlu" in res.stdout and "base_qa" in res.stdout and "search_agent" in res.stdout
+
+
+def test_a_sweep_is_validated_whole_before_its_first_job(workdir):
+    res = run_engine(["-m", "limit=1,abc", "inspect=true", "tracking=none"], workdir, timeout=300)
+    assert res.returncode == 2 and "`limit`" in res.stderr, res.stderr[-2000:]
+    assert "===" not in res.stdout  # job 0 (limit=1) never ran
+    assert not (workdir / "runs").exists()
+
+
+def test_a_task_spec_is_accepted_as_the_task(workdir):
+    spec = run_engine(["task=freshqa:zero", "inspect=true", "limit=1", "tracking=none"], workdir, timeout=300)
+    split = run_engine(["task=freshqa", "variant=zero", "inspect=true", "limit=1", "tracking=none"], workdir, timeout=300)
+    assert spec.returncode == 0 and split.returncode == 0, spec.stderr[-2000:]
+    assert spec.stdout == split.stdout and "=== freshqa:zero" in spec.stdout
