@@ -64,12 +64,16 @@ def exit_code(records: list[RunRecord]) -> int:
 
 def run_and_report(exp: Experiment) -> None:
     """Run a validated experiment, print the table, exit with `exit_code`."""
+    records: list[RunRecord] = []
     try:
         if exp.inspect:
             print(inspect_experiment(exp))
             return
-        records = run_experiment(exp)
+        run_experiment(exp, records)
     except KeyboardInterrupt:
+        if records:
+            print()
+            print(results_table(records))
         print("\ninterrupted; every finished response is cached: re-run the same command to resume.", file=sys.stderr)
         sys.exit(130)
     except USER_ERRORS as err:

@@ -228,3 +228,38 @@ def test_litellm_provider_against_a_real_openai_compatible_server(workdir, smoll
     inproc = {i["instance_id"]: i for i in _load(_run_dirs(workdir)[-1])[1]}
     for key, inst in served.items():
         assert inproc[key]["output_text"].strip()[:40] == inst["output_text"].strip()[:40]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(workdir):
+    """SIGINT mid-run: no traceback, the resume hint, exit 130; the re-run reuses what was cached."""
+    args = [sys.executable, "-m", "engine", "task=mmlu", "limit=64", "model.batch_size=4", "tracking=none"]
+    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cache = workdir / ".cache" / "evalbench" / "responses.sqlite"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not _cached_rows(cache):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "re-run the same command to resume" in err
+    done = _cached_rows(cache)
+    assert 0 < done < 64
+    res = run_engine(["task=mmlu", "limit=64", "model.batch_size=4", "tracking=none"], workdir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (inst,) = workdir.glob("runs/*/mmlu/instances.jsonl")
+    rows = [json.loads(line) for line in inst.read_text().splitlines()]
+    assert sum(r["cached"] for r in rows) >= done and len(rows) == 64
+
+
+def _cached_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        db = sqlite3.connect(path, timeout=5)
+        try:
+            return db.execute("SELECT count(*) FROM results_v2").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0

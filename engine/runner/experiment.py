@@ -135,14 +135,15 @@ def judge_provider(exp: Experiment, evaluated: Provider, runs: list[TaskRun]) ->
     return None if cfg == exp.model else build_provider(cfg)
 
 
-async def run_experiment_async(exp: Experiment, runs: list[TaskRun]) -> list[RunRecord]:
+async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: list[RunRecord] | None = None) -> list[RunRecord]:
+    """Runs and records each TaskRun; `records` (when given) holds the finished ones even if interrupted."""
     check_capabilities(exp, runs)
     provider = build_provider(exp.model)
     judge = judge_provider(exp, provider, runs)
     cache = ResultCache(exp.cache.path if exp.cache.enabled else None)
     core = RunnerCore(provider, exp.harness, cache, progress=exp.progress)
     judge_core = RunnerCore(judge, exp.harness, cache, progress=exp.progress) if judge is not None else None
-    records = []
+    records = [] if records is None else records
     try:
         for run in runs:
             result = await execute(run, exp, core, judge_core)
@@ -155,5 +156,5 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun]) -> list[Run
     return records
 
 
-def run_experiment(exp: Experiment) -> list[RunRecord]:
-    return asyncio.run(run_experiment_async(exp, expand_experiment(exp)))
+def run_experiment(exp: Experiment, records: list[RunRecord] | None = None) -> list[RunRecord]:
+    return asyncio.run(run_experiment_async(exp, expand_experiment(exp), records))
