@@ -11,7 +11,7 @@ from pathlib import Path
 from engine.api import RunRecord, ScoreSummary, stable_hash
 from engine.config.schema import Experiment
 from engine.models import build_provider
-from engine.record.folder import write_run_folder
+from engine.record.publish import record_and_log
 from engine.runner.cache import ResponseCache
 from engine.runner.schedule import Runner
 from engine.runner.task_run import TaskResult, TaskRun, execute, run_dir_for, scores_of
@@ -87,29 +87,11 @@ def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider, mlf
     )
 
 
-def record_run(exp: Experiment, run: TaskRun, result: TaskResult, provider) -> RunRecord:
-    """Run folder always; MLflow when enabled. An MLflow failure never loses the run folder."""
-    from engine.record.mlflow_writer import finish_mlflow_run, start_mlflow_run
-
-    run_dir = run_dir_for(exp, run.spec)
-    mlflow_id = None
-    mlflow_error = None
-    if exp.tracking.mlflow:
-        try:
-            mlflow_id = start_mlflow_run(exp.tracking, experiment_name(exp, run), f"{provider.identity.label} {run.spec}")
-        except Exception as err:  # noqa: BLE001
-            mlflow_error = err
-    record = _run_record(exp, run, result, provider, mlflow_id)
-    write_run_folder(run_dir, record, result.instances)
-    if mlflow_id is not None:
-        try:
-            finish_mlflow_run(exp.tracking, record, result.instances, run_dir)
-        except Exception as err:  # noqa: BLE001
-            mlflow_error = err
-    if mlflow_error is not None:
-        print(f"[evalbench] warning: MLflow logging failed ({type(mlflow_error).__name__}: {mlflow_error}); "
-              f"the run folder {run_dir} has everything.")
-    return record
+def record_run(exp: Experiment, run: TaskRun, result: TaskResult, provider, mlflow_run_id: str | None = None) -> RunRecord:
+    """Run folder always (atomic); MLflow when enabled. A record that misses the store raises
+    RecordNotTracked, after its folder is written (`python -m engine.sync` pushes it later)."""
+    record = _run_record(exp, run, result, provider, None)
+    return record_and_log(exp.tracking, record, result.instances, run_dir_for(exp, run.spec), mlflow_run_id)
 
 
 def check_capabilities(exp: Experiment, runs: list[TaskRun]) -> None:
