@@ -1,4 +1,4 @@
-"""Atomic file writes for the run folder (docs/architecture.md, "The run folder").
+"""Atomic file writes for the run folder (docs/architecture.md, "Records that are never lost").
 
 A file is written to a temporary sibling, flushed to disk, then renamed over its target: a reader
 (or a crash, a SIGKILL, a full disk) sees either the previous complete file or the new complete
@@ -15,6 +15,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+_UMASK = os.umask(0o022)  # read (and restored just below): mkstemp files are 0600, records are not secret
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_open(path: Path) -> Iterator[IO[str]]:
@@ -23,6 +26,7 @@ def atomic_open(path: Path) -> Iterator[IO[str]]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), _mode_for(path))
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -32,6 +36,14 @@ def atomic_open(path: Path) -> Iterator[IO[str]]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions an ordinary write would give: the target's, else 0666 minus the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
 
 
 def _fsync_dir(directory: Path) -> None:

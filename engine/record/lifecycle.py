@@ -3,8 +3,8 @@
 An MLflow run is created when a task run starts recording, tagged with its process (host, pid and
 the pid's start time, so a recycled pid is not mistaken for the owner). A process killed before it
 finishes the run (SIGKILL, OOM, power cut) leaves it RUNNING; the next run of the same experiment
-on the same host marks such runs KILLED (docs/architecture.md, "Records"). Runs of other hosts are
-left alone: their liveness cannot be known from here.
+on the same host marks such runs KILLED. Runs of other hosts are left alone: their liveness cannot
+be known from here (docs/architecture.md, "Records that are never lost").
 """
 
 from __future__ import annotations

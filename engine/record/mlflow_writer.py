@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,8 @@ def finish_mlflow_run(
     ts = int(time.time() * 1000)
     params = [Param(k, v) for k, v in flatten(record.config).items()]
     for start in range(0, len(params), 100):  # log_batch takes at most 100 params per call
-        chunk = params[start : start + 100]
-        store.retry(lambda chunk=chunk: client.log_batch(run_id, params=chunk, synchronous=True), "log params")
+        store.retry(partial(client.log_batch, run_id, params=params[start : start + 100], synchronous=True),
+                    "log params")
     metrics = [Metric(k, v, ts, 0) for k, v in run_metrics(record).items()]
     tags = [RunTag(k, v) for k, v in {**run_tags(record), "evalbench.run_dir": str(run_dir.resolve())}.items()]
     store.retry(lambda: client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True), "log metrics")
@@ -140,7 +141,8 @@ def finish_mlflow_run(
         if not any(f.path == TABLE_FILE for f in store.retry(lambda: client.list_artifacts(run_id), "list artifacts")):
             store.retry(lambda: client.log_table(run_id, data=_instance_table(instances), artifact_file=TABLE_FILE),
                         "log instance table")
-    if any(r.trajectory for r in instances) and TRACES_TAG not in client.get_run(run_id).data.tags:
+    logged_tags = store.retry(lambda: client.get_run(run_id).data.tags, "read run")
+    if any(r.trajectory for r in instances) and TRACES_TAG not in logged_tags:
         try:  # traces are a view of instances.jsonl, which the artifacts already hold
             traces = log_trajectory_traces(tracking, record, instances)
             client.set_tag(run_id, TRACES_TAG, str(len(traces)))

@@ -3,7 +3,7 @@
 `record_and_log` is what the runner calls for each finished task run; `push_run_folder` is what
 `python -m engine.sync` calls for a folder that missed the store. A record that did not reach the
 store raises `RecordNotTracked` after its folder is complete, so the CLI can exit non-zero and name
-the folders to sync (docs/architecture.md, "Records").
+the folders to sync (docs/architecture.md, "Records that are never lost").
 """
 
 from __future__ import annotations

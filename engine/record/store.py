@@ -1,7 +1,7 @@
 """Safe access to the MLflow tracking store for many evalbench processes at once.
 
 Three failure modes of plain MLflow calls, each seen with 8 runs started together (evalbench
-issue 10; docs/architecture.md, "Records"):
+issue 10; docs/architecture.md, "Records that are never lost"):
 - a fresh `sqlite:///` store: every process runs MLflow's schema migration at once; they collide
   and leave `_alembic_tmp_*` tables that break later runs too. `client()` creates (or repairs) the
   schema once, under an exclusive `fcntl.flock` on `<db>.lock` beside the database;

@@ -17,6 +17,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -157,17 +158,18 @@ def log_suite_run(tracking: TrackingConfig, rec: SuiteRecord) -> str:
     metrics = [Metric(k, v, ts, 0) for k, v in suite_metrics(rec.aggregate).items()]
     params = [Param(k, v) for k, v in suite_params(rec.aggregate).items()]
     all_tags = [RunTag(k, v) for k, v in {**tags, "evalbench.status": "finished"}.items()]
-    for start in range(0, max(len(metrics), 1), 500):  # log_batch takes at most 1000 entities per call
-        chunk = metrics[start : start + 500]
-        first = start == 0
-        store.retry(lambda chunk=chunk, first=first: client.log_batch(
-            parent, metrics=chunk, params=params if first else [], tags=all_tags if first else [], synchronous=True),
-            "log suite metrics")
+    store.retry(partial(client.log_batch, parent, tags=all_tags, synchronous=True), "log suite tags")
+    for start in range(0, len(params), 100):  # log_batch takes at most 100 params, 1000 metrics per call
+        store.retry(partial(client.log_batch, parent, params=params[start : start + 100], synchronous=True),
+                    "log suite params")
+    for start in range(0, len(metrics), 1000):
+        store.retry(partial(client.log_batch, parent, metrics=metrics[start : start + 1000], synchronous=True),
+                    "log suite metrics")
     suite_json = json.loads(rec.model_copy(update={"mlflow_run_id": parent}).model_dump_json())
     store.retry(lambda: client.log_dict(parent, suite_json, "suite.json"), "log suite.json")
     for ref in rec.runs:
         for child in find_tagged_runs(client, exp_id, RUN_ID_TAG, ref.run_id):
-            store.retry(lambda child=child: client.set_tag(child.info.run_id, PARENT_TAG, parent), "link child run")
+            store.retry(partial(client.set_tag, child.info.run_id, PARENT_TAG, parent), "link child run")
     store.retry(lambda: client.set_terminated(parent, status="FINISHED"), "finish suite run")
     return parent
 

@@ -159,6 +159,9 @@ def test_a_write_failing_midway_leaves_the_previous_folder_intact(tmp_path):
         write_run_folder(run_dir, make_record(run_dir), full_disk(instances("mmlu:mc", 50)))
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # no partial file, no temp file
     assert read_run_folder(run_dir)[0].run_id == first.run_id
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in run_dir.iterdir()} == {0o666 & ~umask}  # as a plain write gives
 
     target = tmp_path / "x.json"
     target.write_text("old")
