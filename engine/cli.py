@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 # A closed network must never hang the engine: local price map, no telemetry, short hub timeouts.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -39,13 +40,16 @@ from engine.config.schema import Experiment  # noqa: E402
 from engine.data.source import DataLoadError  # noqa: E402
 from engine.data.wheels import MissingWheelError  # noqa: E402
 from engine.inspect_requests import inspect_experiment  # noqa: E402
+from engine.record.publish import TrackingError  # noqa: E402
+from engine.record.suite import record_suite  # noqa: E402
 from engine.report import results_table, where_records_are  # noqa: E402
 from engine.runner.experiment import run_experiment  # noqa: E402
-from engine.scoring.suites import aggregate_report  # noqa: E402
+from engine.scoring.suites import aggregate_report, suite_score  # noqa: E402
 from engine.tasks.instance import FieldMapError  # noqa: E402
 
 EXIT_FAILED = 1  # some run has no scored instance
 EXIT_PARTIAL = 3  # every run scored, but some instances errored
+EXIT_UNTRACKED = 4  # everything scored and in the run folders, but a record missed the tracking store
 USER_ERRORS = (ConfigError, DataLoadError, MissingWheelError, FieldMapError)
 HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve", "--package", "-p")
 
@@ -65,11 +69,12 @@ def exit_code(records: list[RunRecord]) -> int:
 def run_and_report(exp: Experiment) -> None:
     """Run a validated experiment, print the table, exit with `exit_code`."""
     records: list[RunRecord] = []
+    untracked: list[TrackingError] = []
     try:
         if exp.inspect:
             print(inspect_experiment(exp))
             return
-        run_experiment(exp, records)
+        run_experiment(exp, records, untracked)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         if records:
             print()
@@ -87,9 +92,20 @@ def run_and_report(exp: Experiment) -> None:
     if aggregate := aggregate_report(records, exp.suite):
         print()
         print(aggregate)
+    if exp.suite is not None and exp.suite.aggregate != "none":
+        try:  # suite.json beside the run folders, and an MLflow parent run over them
+            record_suite(Path(exp.output_dir), suite_score(exp.suite, records), records, exp.tracking)
+        except TrackingError as err:
+            untracked.append(err)
     print()
     print(where_records_are(records, exp.tracking.tracking_uri if exp.tracking.mlflow else None))
     code = exit_code(records)
+    if untracked:
+        dirs = " ".join(str(d) for err in untracked for d in err.run_dirs)
+        print(f"\nerror: {len(untracked)} record(s) did not reach the tracking store {exp.tracking.tracking_uri} "
+              f"({untracked[0]}). The run folders are complete; push them later with `python -m engine.sync {dirs}`.",
+              file=sys.stderr)
+        code = code or EXIT_UNTRACKED
     if code == EXIT_PARTIAL:
         errored = sum(r.counts.errored for r in records)
         print(f"\n{errored} instance(s) errored: scores are over the scored instances only (see `errors`); "

@@ -33,6 +33,7 @@ LAZY_ALLOWED = frozenset({
     "accelerate", "safetensors", "uvicorn", "aiohttp",
     "huggingface_hub",  # comes with datasets/transformers and is as costly to import
     "httpx",  # only the web-search backends use it
+    "sqlalchemy", "alembic",  # come with mlflow, used only to repair a SQLite store
     "engine.models.hf_loglikelihood",  # imports torch at its top: a cached run never loads it
 })
 # engine/api.py holds the types that cross packages: the standard library and pydantic only.

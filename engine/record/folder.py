@@ -1,4 +1,9 @@
-"""The run folder: experiment.json, instances.jsonl, metrics.json (always written, MLflow or not)."""
+"""The run folder: experiment.json, instances.jsonl, metrics.json (always written, MLflow or not).
+
+The folder is the source of truth (MLflow is a view of it that `python -m engine.sync` can
+rebuild). Every file is written atomically (engine/record/atomic.py), experiment.json last: a
+folder with an experiment.json has complete instances and metrics.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from engine.api import InstanceRecord, RunRecord
+from engine.record.atomic import atomic_write_lines, atomic_write_text
 
 
 def spec_dirname(task_spec: str) -> str:
@@ -15,16 +21,14 @@ def spec_dirname(task_spec: str) -> str:
 
 def write_run_folder(run_dir: Path, record: RunRecord, instances: Iterable[InstanceRecord]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "instances.jsonl", "w") as fh:
-        for inst in instances:
-            fh.write(inst.model_dump_json() + "\n")
+    atomic_write_lines(run_dir / "instances.jsonl", (inst.model_dump_json() for inst in instances))
     write_run_record(run_dir, record)
 
 
 def write_run_record(run_dir: Path, record: RunRecord) -> None:
-    (run_dir / "experiment.json").write_text(record.model_dump_json(indent=2))
     metrics = {k: v.model_dump() for k, v in record.scores.items()}
-    (run_dir / "metrics.json").write_text(json.dumps({"primary_metric": record.primary_metric, **metrics}, indent=2))
+    atomic_write_text(run_dir / "metrics.json", json.dumps({"primary_metric": record.primary_metric, **metrics}, indent=2))
+    atomic_write_text(run_dir / "experiment.json", record.model_dump_json(indent=2))
 
 
 def read_run_folder(run_dir: Path) -> tuple[RunRecord, list[InstanceRecord]]:

@@ -1,16 +1,28 @@
-"""MLflow: experiment per suite or task, run per (model, task spec, harness); one batched metrics call."""
+"""MLflow: experiment per suite or task, run per (model, task spec, harness); one batched metrics call.
+
+Every call goes through engine/record/store.py (SQLite schema made once under a lock, race-free
+experiments, retries with backoff). The run is created RUNNING before the record is logged, tagged
+with its owner process, so a run killed mid-way is visible and later marked KILLED
+(engine/record/lifecycle.py). Re-logging a run (`python -m engine.sync`) is idempotent.
+"""
 
 from __future__ import annotations
 
-import os
+import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from engine.api import InstanceRecord, RunRecord
 from engine.config.schema import TrackingConfig
+from engine.record import store
+from engine.record.lifecycle import STATUS_TAG, owner_tags, reap_stale_runs
 
 MAX_PARAM_LEN = 500
+TABLE_FILE = "instances_table.json"
+TRACES_TAG = "evalbench.traces_logged"  # set once traces are logged: a re-push does not duplicate them
+log = logging.getLogger("evalbench")
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -25,30 +37,31 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _mlflow(tracking: TrackingConfig):
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import logging
+def _mlflow(tracking: TrackingConfig) -> Any:
+    store.client(tracking.tracking_uri)  # the store is ready before the fluent API touches it
+    import mlflow  # heavy; only when tracking is on
 
-    import mlflow
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking.tracking_uri)
     return mlflow
 
 
-def _client(tracking: TrackingConfig):
-    _mlflow(tracking)
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking.tracking_uri)
+def _client(tracking: TrackingConfig) -> Any:
+    return store.client(tracking.tracking_uri)
 
 
-def start_mlflow_run(tracking: TrackingConfig, experiment_name: str, run_name: str) -> str:
+def start_mlflow_run(tracking: TrackingConfig, experiment_name: str, run_name: str,
+                     tags: dict[str, str] | None = None) -> str:
+    """Create the run (RUNNING, tagged with this process) after closing the experiment's runs whose
+    process died; its id."""
     client = _client(tracking)
-    found = client.get_experiment_by_name(experiment_name)
-    exp_id = found.experiment_id if found else client.create_experiment(experiment_name)
-    return client.create_run(exp_id, run_name=run_name).info.run_id
+    exp_id = store.get_or_create_experiment(client, experiment_name)
+    try:
+        reap_stale_runs(client, exp_id)
+    except Exception as err:  # noqa: BLE001 - housekeeping must not stop a run from being recorded
+        log.warning("could not close stale MLflow runs of %s: %s", experiment_name, err)
+    all_tags = {**(tags or {}), **owner_tags(), STATUS_TAG: "running"}
+    run = store.retry(lambda: client.create_run(exp_id, run_name=run_name, tags=all_tags), f"create run {run_name}")
+    return str(run.info.run_id)
 
 
 def run_tags(record: RunRecord) -> dict[str, str]:
@@ -71,12 +84,18 @@ def run_tags(record: RunRecord) -> dict[str, str]:
 
 
 def run_metrics(record: RunRecord) -> dict[str, float]:
+    """Counts, then per score `<name>` (value) and `<name>.<field>`: `stderr` (i.i.d. SE),
+    `clustered_stderr` and `n_clusters` (tasks with clusters only), `reported_stderr` (the SE the
+    CI and MDE use: clustered when present), `ci_low`, `ci_high`, `mde`, `n`."""
     metrics: dict[str, float] = {"n": record.counts.n, "scored": record.counts.scored, "errored": record.counts.errored,
                                  "duration_s": record.duration_s}
     for name, score in record.scores.items():
         metrics[name] = score.value
-        for field in ("stderr", "ci_low", "ci_high", "mde", "n"):
-            metrics[f"{name}.{field}"] = float(getattr(score, field))
+        for field in ("stderr", "clustered_stderr", "n_clusters", "ci_low", "ci_high", "mde", "n"):
+            value = getattr(score, field)
+            if value is not None:
+                metrics[f"{name}.{field}"] = float(value)
+        metrics[f"{name}.reported_stderr"] = float(score.reported_stderr)
     return {k: float(v) for k, v in metrics.items() if v == v}  # MLflow rejects NaN in some stores
 
 
@@ -101,8 +120,9 @@ def _instance_table(instances: list[InstanceRecord]) -> dict[str, list[Any]]:
 def finish_mlflow_run(
     tracking: TrackingConfig, record: RunRecord, instances: list[InstanceRecord], run_dir: Path
 ) -> None:
-    """Params, one batched metrics call, tags, the run folder as artifacts, the instance table."""
-    from mlflow.entities import Metric, Param, RunTag
+    """Params, one batched metrics call, tags, the run folder as artifacts, the instance table, the
+    traces, then the terminal status. Each store call is retried; all of them are safe to repeat."""
+    from mlflow.entities import Metric, Param, RunTag  # heavy; only when tracking is on
 
     client = _client(tracking)
     run_id = record.mlflow_run_id
@@ -110,16 +130,27 @@ def finish_mlflow_run(
     ts = int(time.time() * 1000)
     params = [Param(k, v) for k, v in flatten(record.config).items()]
     for start in range(0, len(params), 100):  # log_batch takes at most 100 params per call
-        client.log_batch(run_id, params=params[start : start + 100], synchronous=True)
+        store.retry(partial(client.log_batch, run_id, params=params[start : start + 100], synchronous=True),
+                    "log params")
     metrics = [Metric(k, v, ts, 0) for k, v in run_metrics(record).items()]
-    tags = [RunTag(k, v) for k, v in run_tags(record).items()]
-    client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
-    client.log_artifacts(run_id, str(run_dir), artifact_path="run")
+    tags = [RunTag(k, v) for k, v in {**run_tags(record), "evalbench.run_dir": str(run_dir.resolve())}.items()]
+    store.retry(lambda: client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True), "log metrics")
+    store.retry(lambda: client.log_artifacts(run_id, str(run_dir), artifact_path="run"), "log run folder")
     if tracking.log_instance_table and instances:
-        client.log_table(run_id, data=_instance_table(instances), artifact_file="instances_table.json")
-    if any(r.trajectory for r in instances):
-        log_trajectory_traces(tracking, record, instances)
-    client.set_terminated(run_id, status="FAILED" if record.status == "failed" else "FINISHED")
+        # log_table appends to an existing table: a re-push must not double it.
+        if not any(f.path == TABLE_FILE for f in store.retry(lambda: client.list_artifacts(run_id), "list artifacts")):
+            store.retry(lambda: client.log_table(run_id, data=_instance_table(instances), artifact_file=TABLE_FILE),
+                        "log instance table")
+    logged_tags = store.retry(lambda: client.get_run(run_id).data.tags, "read run")
+    if any(r.trajectory for r in instances) and TRACES_TAG not in logged_tags:
+        try:  # traces are a view of instances.jsonl, which the artifacts already hold
+            traces = log_trajectory_traces(tracking, record, instances)
+            client.set_tag(run_id, TRACES_TAG, str(len(traces)))
+        except Exception as err:  # noqa: BLE001
+            log.warning("MLflow traces of %s were not logged (%s); the run folder has the trajectories",
+                        record.task_spec, err)
+    status = "FAILED" if record.status == "failed" else "FINISHED"
+    store.retry(lambda: client.set_terminated(run_id, status=status), "finish run")
 
 
 # -- trajectories as MLflow traces ------------------------------------------------------------------

@@ -14,8 +14,8 @@ from engine.config.errors import ConfigError
 from engine.config.schema import Experiment, ModelConfig
 from engine.config.suites import TaskRun, expand_experiment
 from engine.models import build_provider
-from engine.record.folder import write_run_folder
-from engine.record.mlflow_writer import finish_mlflow_run, start_mlflow_run
+from engine.record.mlflow_writer import start_mlflow_run
+from engine.record.publish import RecordNotTracked, record_and_log
 from engine.runner.cache import ResultCache
 from engine.runner.core import RunnerCore
 from engine.runner.task_run import TaskResult, execute, run_dir_for
@@ -54,7 +54,7 @@ def experiment_name(exp: Experiment, run: TaskRun) -> str:
     return exp.suite.name if exp.suite is not None else run.task.name
 
 
-def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider, mlflow_run_id: str | None) -> RunRecord:
+def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider: Provider, mlflow_run_id: str | None) -> RunRecord:
     config = exp.model_dump(mode="json", by_alias=True)
     config["task"] = run.task.model_dump(mode="json", by_alias=True)
     scores: dict[str, ScoreSummary] = {}
@@ -87,27 +87,12 @@ def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider, mlf
     )
 
 
-def record_run(exp: Experiment, run: TaskRun, result: TaskResult, provider) -> RunRecord:
-    """Run folder always; MLflow when enabled. An MLflow failure never loses the run folder."""
-    run_dir = run_dir_for(exp, run.spec)
-    mlflow_id = None
-    mlflow_error = None
-    if exp.tracking.mlflow:
-        try:
-            mlflow_id = start_mlflow_run(exp.tracking, experiment_name(exp, run), f"{provider.identity.label} {run.spec}")
-        except Exception as err:  # noqa: BLE001
-            mlflow_error = err
-    record = _run_record(exp, run, result, provider, mlflow_id)
-    write_run_folder(run_dir, record, result.instances)
-    if mlflow_id is not None:
-        try:
-            finish_mlflow_run(exp.tracking, record, result.instances, run_dir)
-        except Exception as err:  # noqa: BLE001
-            mlflow_error = err
-    if mlflow_error is not None:
-        print(f"[evalbench] warning: MLflow logging failed ({type(mlflow_error).__name__}: {mlflow_error}); "
-              f"the run folder {run_dir} has everything.")
-    return record
+def record_run(exp: Experiment, run: TaskRun, result: TaskResult, provider: Provider,
+               mlflow_run_id: str | None = None) -> RunRecord:
+    """Run folder always (atomic); MLflow when enabled. A record that misses the store raises
+    RecordNotTracked, after its folder is written (`python -m engine.sync` pushes it later)."""
+    record = _run_record(exp, run, result, provider, None)
+    return record_and_log(exp.tracking, record, result.instances, run_dir_for(exp, run.spec), mlflow_run_id)
 
 
 def check_capabilities(exp: Experiment, runs: list[TaskRun]) -> None:
@@ -135,8 +120,10 @@ def judge_provider(exp: Experiment, evaluated: Provider, runs: list[TaskRun]) ->
     return None if cfg == exp.model else build_provider(cfg)
 
 
-async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: list[RunRecord] | None = None) -> list[RunRecord]:
-    """Runs and records each TaskRun; `records` (when given) holds the finished ones even if interrupted."""
+async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: list[RunRecord] | None = None,
+                               untracked: list[RecordNotTracked] | None = None) -> list[RunRecord]:
+    """Runs and records each TaskRun. `records` (when given) holds the finished ones even if
+    interrupted; `untracked` collects the records whose folder is written but missed the store."""
     check_capabilities(exp, runs)
     provider = build_provider(exp.model)
     judge = judge_provider(exp, provider, runs)
@@ -146,8 +133,14 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     records = [] if records is None else records
     try:
         for run in runs:
+            mlflow_run_id = start_tracking(exp, run, provider)  # a killed run is visible in MLflow
             result = await execute(run, exp, core, judge_core)
-            records.append(record_run(exp, run, result, provider))
+            try:
+                records.append(record_run(exp, run, result, provider, mlflow_run_id))
+            except RecordNotTracked as err:
+                records.append(err.record)
+                if untracked is not None:
+                    untracked.append(err)
     finally:
         cache.close()
         await provider.aclose()
@@ -156,5 +149,17 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     return records
 
 
-def run_experiment(exp: Experiment, records: list[RunRecord] | None = None) -> list[RunRecord]:
-    return asyncio.run(run_experiment_async(exp, expand_experiment(exp), records))
+def start_tracking(exp: Experiment, run: TaskRun, provider: Provider) -> str | None:
+    """The MLflow run, created RUNNING before any compute; None when tracking is off or the store
+    is unreachable now (the record then logs it at the end, or `engine.sync` does later)."""
+    if not exp.tracking.mlflow:
+        return None
+    try:
+        return start_mlflow_run(exp.tracking, experiment_name(exp, run), f"{provider.identity.label} {run.spec}")
+    except Exception:  # noqa: BLE001 - the run folder is the source of truth
+        return None
+
+
+def run_experiment(exp: Experiment, records: list[RunRecord] | None = None,
+                   untracked: list[RecordNotTracked] | None = None) -> list[RunRecord]:
+    return asyncio.run(run_experiment_async(exp, expand_experiment(exp), records, untracked))

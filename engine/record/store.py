@@ -1,0 +1,170 @@
+"""Safe access to the MLflow tracking store for many evalbench processes at once.
+
+Three failure modes of plain MLflow calls, each seen with 8 runs started together (evalbench
+issue 10; docs/architecture.md, "Records that are never lost"):
+- a fresh `sqlite:///` store: every process runs MLflow's schema migration at once; they collide
+  and leave `_alembic_tmp_*` tables that break later runs too. `client()` creates (or repairs) the
+  schema once, under an exclusive `fcntl.flock` on `<db>.lock` beside the database;
+- an experiment created by two processes: the loser gets RESOURCE_ALREADY_EXISTS.
+  `get_or_create_experiment` re-reads instead;
+- a busy store (SQLite "database is locked", a server answering 5xx): `retry` backs off and tries
+  again; errors that will not go away (a bad parameter) are raised at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# MLflow error codes of failures that a later attempt may not meet.
+TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED",
+                   "DEADLINE_EXCEEDED", "ABORTED"}
+TRANSIENT_TEXT = ("database is locked", "database table is locked", "timed out", "connection", "max retries",
+                  "502", "503", "504", "429")
+ATTEMPTS = 6
+BACKOFF_S = 0.25
+MAX_BACKOFF_S = 4.0
+
+_prepared: set[str] = set()  # sqlite stores this process has already checked under the lock
+
+
+class StoreError(Exception):
+    """The tracking store cannot be used (a half-migrated database that could not be repaired)."""
+
+
+def error_code(err: BaseException) -> str | None:
+    return getattr(err, "error_code", None)
+
+
+def is_transient(err: BaseException) -> bool:
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    code = error_code(err)
+    if code is not None and code not in TRANSIENT_CODES:
+        return False
+    text = str(err).lower()
+    return code is not None or any(t in text for t in TRANSIENT_TEXT)
+
+
+def retry(fn: Callable[[], T], what: str, attempts: int = ATTEMPTS) -> T:
+    """`fn()` until it succeeds, with jittered exponential backoff on transient failures."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - classified just below
+            if attempt == attempts - 1 or not is_transient(err):
+                raise
+            delay = min(MAX_BACKOFF_S, BACKOFF_S * 2**attempt) * random.uniform(0.5, 1.5)
+            logging.getLogger("evalbench").debug("%s failed (%s); retrying in %.2fs", what, err, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# -- the SQLite store: schema created once, under a lock ----------------------------------------
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (relative to the working directory), else None."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def store_lock(db: Path) -> Iterator[None]:
+    """Exclusive among processes on this host (and on file systems where flock is shared)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _leftover_tables(db: Path) -> list[str]:
+    if not db.is_file():
+        return []
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE '\\_alembic\\_tmp\\_%' ESCAPE '\\'")
+        return [r[0] for r in rows]
+
+
+def _repair(db: Path, tables: list[str], tracking_uri: str) -> None:
+    """Finish a migration an earlier race left half done: drop alembic's scratch tables, upgrade."""
+    import sqlalchemy  # heavy, and only needed for a damaged store
+    from mlflow.store.db.utils import _upgrade_db  # MLflow's own migration entry point
+
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+        for name in tables:
+            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+        conn.commit()
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    try:
+        _upgrade_db(engine)  # type: ignore[no-untyped-call]  # mlflow's own migration, untyped
+    except Exception as err:  # noqa: BLE001 - reported as one clear error
+        raise StoreError(
+            f"The MLflow store {tracking_uri} was left half-migrated by MLflow processes that started at "
+            f"the same time, and repairing it failed ({type(err).__name__}: {err}). The run folders hold "
+            f"every record: move {db} aside and push them into a fresh store with `python -m engine.sync "
+            "runs/` (or point tracking.tracking_uri elsewhere)."
+        ) from err
+    finally:
+        engine.dispose()
+
+
+def _prepare_sqlite(tracking_uri: str, db: Path) -> None:
+    from mlflow.tracking import MlflowClient  # heavy; only when tracking is on
+
+    with store_lock(db):
+        leftovers = _leftover_tables(db)
+        if leftovers:
+            _repair(db, leftovers, tracking_uri)
+        # The first store built for this URI creates and migrates the schema; later ones only check it.
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+
+
+def client(tracking_uri: str) -> Any:
+    """An MlflowClient for `tracking_uri`, its SQLite schema made ready first (once per process)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    from mlflow.tracking import MlflowClient  # heavy; only when tracking is on
+
+    db = sqlite_path(tracking_uri)
+    if db is not None and tracking_uri not in _prepared:
+        _prepare_sqlite(tracking_uri, db)
+        _prepared.add(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+# -- experiments --------------------------------------------------------------------------------
+def get_or_create_experiment(mlflow_client: Any, name: str) -> str:
+    """The id of experiment `name`, created if missing; a concurrent creator's experiment is reused."""
+
+    def attempt() -> str:
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                mlflow_client.restore_experiment(found.experiment_id)
+            return str(found.experiment_id)
+        try:
+            return str(mlflow_client.create_experiment(name))
+        except Exception as err:  # noqa: BLE001 - another process won the race: read its experiment
+            if error_code(err) != "RESOURCE_ALREADY_EXISTS":
+                raise
+        again = mlflow_client.get_experiment_by_name(name)
+        if again is None:
+            raise RuntimeError(f"MLflow reported experiment {name!r} as existing but does not return it")
+        return str(again.experiment_id)
+
+    return retry(attempt, f"get or create experiment {name!r}")

@@ -1,0 +1,77 @@
+"""`python -m engine.sync PATH... [--tracking-uri URI]`: push run folders that missed the store.
+
+A PATH is a run folder (it has experiment.json) or any folder above run folders (searched
+recursively; suite.json files found there are pushed too, after their task runs). A folder whose
+record is already in the store (a finished MLflow run with its evalbench.run_id tag) is skipped,
+so syncing twice is harmless. Without --tracking-uri each folder goes to the store it was recorded
+with (a relative `sqlite:///mlruns.db` resolves against the current directory).
+
+Exit codes: 0 every record is in the store; 1 some could not be pushed (named, with the reason);
+2 a PATH holds no run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from engine.record.publish import SyncOutcome, push_run_folder  # noqa: E402
+from engine.record.suite import SUITE_FILE, push_suite_file  # noqa: E402
+
+RUN_FILE = "experiment.json"
+
+
+def collect(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
+    """(run folders, job folders with suite.json, paths holding neither), each in a stable order."""
+    runs: dict[Path, None] = {}
+    suites: dict[Path, None] = {}
+    empty = []
+    for path in paths:
+        if not path.is_dir():
+            empty.append(path)
+            continue
+        found_runs = [path] if (path / RUN_FILE).is_file() else sorted(p.parent for p in path.rglob(RUN_FILE))
+        found_suites = sorted(p.parent for p in path.rglob(SUITE_FILE))
+        if not found_runs and not found_suites:
+            empty.append(path)
+        runs.update(dict.fromkeys(found_runs))
+        suites.update(dict.fromkeys(found_suites))
+    return list(runs), list(suites), empty
+
+
+def describe(outcome: SyncOutcome) -> str:
+    what = {"pushed": "pushed to", "skipped": "already in", "in_progress": "still being recorded by its process as"}
+    return f"{outcome.kind:<5} {outcome.path}: {what[outcome.action]} MLflow run {outcome.mlflow_run_id}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.sync", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run folders, or folders above them")
+    parser.add_argument("--tracking-uri", default=None, help="the store to push to (default: each record's own)")
+    args = parser.parse_args(argv)
+    runs, suites, empty = collect(args.paths)
+    if empty:
+        print(f"error: {', '.join(map(str, empty))}: no run folder (a folder with {RUN_FILE}) there. Pass "
+              "run folders, or a folder that contains them (e.g. runs/).", file=sys.stderr)
+        return 2
+    failed = 0
+    for path, push in [*((p, push_run_folder) for p in runs), *((p, push_suite_file) for p in suites)]:
+        try:
+            outcome = push(path, args.tracking_uri)
+        except Exception as err:  # noqa: BLE001 - reported per folder; the others still sync
+            failed += 1
+            print(f"failed {path}: {type(err).__name__}: {str(err)[:500]}", file=sys.stderr)
+            continue
+        failed += outcome.action == "in_progress"
+        print(describe(outcome))
+    total = len(runs) + len(suites)
+    print(f"{total - failed} of {total} record(s) in the store.")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
