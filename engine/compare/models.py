@@ -100,6 +100,12 @@ class SuiteComparison(Frozen):
 
     name: str
     k: int
+    # The suite scores of A and B exactly as the runs report them (None: not one suite's runs,
+    # then Δ is the mean of task Δs); `paired` False when the sides chose different best-of
+    # formulations, so the SE is the unpaired sqrt(SE_A² + SE_B²).
+    mean_a: float | None = None
+    mean_b: float | None = None
+    paired: bool = True
     delta: float
     stderr: float
     ci_low: float

@@ -19,6 +19,8 @@ from engine.compare.models import (
     UnmatchedTask,
     verdict_of,
 )
+from engine.compare.suite import leaves, run_suite_score, suite_delta_se
+from engine.scoring.suites import AggregateScore
 from engine.stats import PairedComparison, paired_compare, summarize, summarize_macro
 from engine.stats._paired import PAIRED_MDE_FACTOR
 from engine.stats._summary import Z_95
@@ -250,11 +252,21 @@ def _compare_task(
     return tc, a - b
 
 
-def suite_comparison(name: str, tasks: Sequence[TaskComparison], diffs: Sequence[np.ndarray]) -> SuiteComparison:
-    """Macro mean of task Δs (SE = sqrt(Σ SE²)/k) and the pooled, task-clustered mean."""
+def suite_comparison(name: str, tasks: Sequence[TaskComparison], diffs: Sequence[np.ndarray],
+                     suites: tuple[AggregateScore, AggregateScore] | None = None) -> SuiteComparison:
+    """The suite Δ as the runs aggregate their suite (engine/compare/suite.py) when both sides are
+    one suite's runs, else the mean of task Δs (SE = sqrt(Σ SE²)/k); and the pooled, task-clustered mean."""
     k = len(tasks)
-    delta = sum(t.stats.delta for t in tasks) / k
-    se = math.sqrt(sum(t.stats.stderr**2 for t in tasks)) / k
+    mean_a = mean_b = None
+    paired = True
+    if suites is not None:
+        mean_a, mean_b = suites[0].value, suites[1].value
+        delta = mean_a - mean_b
+        se, paired = suite_delta_se(suites[0], suites[1], tasks)
+        k = len(leaves(suites[0]))
+    else:
+        delta = sum(t.stats.delta for t in tasks) / k
+        se = math.sqrt(sum(t.stats.stderr**2 for t in tasks)) / k
     z = delta / se if se > 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
     p = float(2 * norm.sf(abs(z)))
     d = np.concatenate(list(diffs)) if diffs else np.zeros(0)
@@ -267,6 +279,9 @@ def suite_comparison(name: str, tasks: Sequence[TaskComparison], diffs: Sequence
     return SuiteComparison(
         name=name,
         k=k,
+        mean_a=mean_a,
+        mean_b=mean_b,
+        paired=paired,
         delta=delta,
         stderr=se,
         ci_low=delta - Z_95 * se,
@@ -338,7 +353,9 @@ def compare_runs(
     if len(scored) > 1:
         suites = {t.run_a.suite for t, _ in scored}
         name = suites.pop() if len(suites) == 1 and None not in suites else "all tasks"
-        suite = suite_comparison(name or "all tasks", [t for t, _ in scored], [d for _, d in scored])
+        sa, sb = run_suite_score([r.record for r in runs_a]), run_suite_score([r.record for r in runs_b])
+        both = (sa, sb) if sa is not None and sb is not None and sa.n > 0 and sb.n > 0 else None
+        suite = suite_comparison(name or "all tasks", [t for t, _ in scored], [d for _, d in scored], both)
     metrics = {t.metric for t in tasks}
     report = ComparisonReport(
         label_a=la,

@@ -1,0 +1,55 @@
+"""The suite row of a comparison, aggregated exactly as the run aggregates its suite.
+
+A run's suite score (engine/scoring/suites.py) is a weighted mean of task scores: nested suites
+count as one entry (mean of means) and a best-of task (olmes) contributes its better formulation.
+The comparison uses that same function on each side, so its suite means equal the runs' own; Δ is
+their difference, with SE² = Σ_j (w_j·SE_Δj)² over the paired task comparisons when both sides
+chose the same entries, else the unpaired sqrt(SE_A² + SE_B²) (docs/architecture.md, "Statistics").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from engine.api import RunRecord
+from engine.compare.models import TaskComparison
+from engine.config.schema import SuiteConfig
+from engine.scoring.suites import AggregateScore, suite_score
+
+
+def run_suite_score(records: Sequence[RunRecord]) -> AggregateScore | None:
+    """The suite score the run reported (None: the runs are not one suite's)."""
+    names = {r.suite for r in records}
+    if len(names) != 1 or None in names:
+        return None
+    raw = records[0].config.get("suite")
+    try:
+        suite = SuiteConfig.model_validate(raw)
+    except ValidationError:
+        return None
+    return suite_score(suite, records)
+
+
+def leaves(agg: AggregateScore, weight: float = 1.0) -> dict[str, float]:
+    """Task spec → its weight in the suite mean (best-of: the chosen formulation)."""
+    if agg.kind == "task":
+        return {agg.name: weight}
+    if agg.kind == "best_of":
+        return {agg.chosen or agg.name: weight}
+    out: dict[str, float] = {}
+    for part in agg.parts:
+        for spec, w in leaves(part, weight / len(agg.parts)).items():
+            out[spec] = out.get(spec, 0.0) + w
+    return out
+
+
+def suite_delta_se(a: AggregateScore, b: AggregateScore, tasks: Sequence[TaskComparison]) -> tuple[float, bool]:
+    """(SE of mean_a − mean_b, paired?)."""
+    wa, wb = leaves(a), leaves(b)
+    by_spec = {t.task_spec: t for t in tasks}
+    if wa == wb and all(s in by_spec and by_spec[s].alignment.n_paired for s in wa):
+        return math.sqrt(sum((w * by_spec[s].stats.stderr) ** 2 for s, w in wa.items())), True
+    return math.sqrt(a.stderr**2 + b.stderr**2), False
