@@ -6,8 +6,13 @@ validation (or from loading the data), before any request.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from engine.config.schema import FieldMap
+from engine.tasks.instance import FieldMapError, render_template, row_to_instance
 from tests.conftest import run_engine
 
 
@@ -49,3 +54,49 @@ def test_valid_settings_still_run(workdir):
     res = run_engine(["task=freshqa", "variant=judge", "inspect=true", "limit=1", "tracking=none"], workdir, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "=== freshqa:judge" in res.stdout
+
+
+# -- data errors: each names the file / row / instance and the fix, no traceback --------------
+def _jsonl(path: Path, rows: list) -> str:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+def _run_on(data_file: str, workdir: Path, task: str = "freshqa", *extra: str):
+    return run_engine([f"task={task}", f"task.data.data_files={data_file}", *extra, "inspect=true", "tracking=none"],
+                      workdir, timeout=300)
+
+
+def test_empty_data_file(workdir):
+    (workdir / "empty.jsonl").write_text("")
+    assert_refused(_run_on(str(workdir / "empty.jsonl"), workdir), "empty.jsonl is empty", "task.data.data_files")
+
+
+def test_malformed_jsonl_line_names_file_and_line(workdir):
+    path = _jsonl(workdir / "bad.jsonl", [{"id": "a", "question": "q1", "answer": "x"},
+                                          '{"id": "b", "question": "q2", "answer": "y"',
+                                          {"id": "c", "question": "q3", "answer": "z"}])
+    assert_refused(_run_on(path, workdir), "bad.jsonl, line 2: not valid JSON")
+
+
+def test_duplicate_instance_ids_are_named(workdir):
+    path = _jsonl(workdir / "dup.jsonl", [{"id": i, "question": f"q{n}", "answer": "x"}
+                                          for n, i in enumerate(["x", "y", "x", "z", "y"])])
+    assert_refused(_run_on(path, workdir), "'x' (rows 0, 2)", "'y' (rows 1, 4)", "task.fields.id")
+
+
+def test_instance_without_choices(workdir):
+    path = _jsonl(workdir / "mc.jsonl", [{"question": "q1", "choices": ["a", "b"], "expected_index": 0},
+                                         {"question": "q2", "choices": [], "expected_index": 0}])
+    assert_refused(_run_on(path, workdir, "truthfulqa_mc1"), "instance '1' (row 1) has no choices", "task.data.exclude")
+
+
+def test_gold_map_out_of_range():
+    fields = FieldMap(query="{sentence}", choices=["option1", "option2"], gold="answer", gold_map={"1": 0, "2": 2})
+    with pytest.raises(FieldMapError, match=r"instance '0' \(row 0\): gold index 2 is out of range for its 2 choices"):
+        row_to_instance({"sentence": "The _ won.", "option1": "a", "option2": "b", "answer": "2"}, 0, fields)
+
+
+def test_template_that_does_not_render_is_a_field_map_error():
+    with pytest.raises(FieldMapError, match=r"`fields.query` template '\{a\}\{' cannot be rendered"):
+        render_template("{a}{", {"a": 1}, "`fields.query`")

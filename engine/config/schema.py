@@ -87,8 +87,10 @@ class FieldMap(_Config):
     gold_map: dict[str, int] = {}
     # Further columns holding acceptable answers for generation tasks (FreshQA answer_1..answer_9).
     aliases: list[str] = []
-    # Shuffle the choices deterministically per question (SciQ stores the answer in a fixed column).
+    # Shuffle each instance's choices, seeded by (shuffle_seed, instance id), the gold remapped: for
+    # data that keeps the answer at a fixed position (SciQ's column, TruthfulQA's gold-first lists).
     shuffle_choices: bool = False
+    shuffle_seed: int = 1234
     cluster: str | None = None
 
     @field_validator("query")

@@ -237,3 +237,12 @@ def test_freshqa_relaxed_match_uses_aliases():
     alias = inst.model_copy(update={"row": {**inst.row, "answer_1": "the ringed planet"}})
     assert task.score(alias, GenerateResponse(text="The ringed planet!"))[0]["relaxed_match"] == 1.0
     assert task.score(inst, GenerateResponse(text="Jupiter"))[0]["relaxed_match"] == 0.0
+
+
+
+@pytest.mark.parametrize("name", sorted(HUB_TASKS))
+def test_fixture_tasks_pass_the_gold_position_check(name):
+    """Every hub task's fixture rows load in both choice formulations (the gold-position check
+    of engine/tasks/instance.py runs on every load)."""
+    for form in ("mc", "rc"):
+        assert build_task(on_fixture(f"{name}:{form}")).load_instances()
