@@ -7,10 +7,22 @@ see docs/architecture.md, configuration).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from engine.config.errors import ConfigError
+
+
+def load_variant_files(folder: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """name → content of `<folder>/<name>.yaml` (the task keys it sets), in the order given."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        content = OmegaConf.to_container(OmegaConf.load(Path(folder) / f"{name}.yaml"), resolve=True)
+        out[name] = content if isinstance(content, dict) else {}
+    return out
 
 
 def _leaves(content: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

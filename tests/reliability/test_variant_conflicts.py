@@ -7,15 +7,11 @@ from omegaconf import OmegaConf
 
 from engine.config.compose import conf_dir
 from engine.config.errors import ConfigError
-from engine.config.variants import check_variant_conflicts
-
-
-def variant(name: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(conf_dir() / "variant" / f"{name}.yaml"), resolve=True)  # type: ignore[return-value]
+from engine.config.variants import check_variant_conflicts, load_variant_files
 
 
 def variants(*names: str) -> dict[str, dict]:
-    return {n: variant(n) for n in names}
+    return load_variant_files(conf_dir() / "variant", names)
 
 
 @pytest.mark.parametrize(("names", "key"), [
@@ -58,3 +54,9 @@ def test_every_shipped_suite_spec_is_conflict_free():
     assert specs
     for spec in specs:
         check_variant_conflicts(variants(*spec.split(":")[1:]))
+
+
+def test_load_variant_files_keeps_order_and_content():
+    loaded = load_variant_files(conf_dir() / "variant", ["mc", "3shot"])
+    assert list(loaded) == ["mc", "3shot"]
+    assert loaded["mc"] == {"formulation": "mc", "primary_metric": "acc"} and loaded["3shot"] == {"num_fewshot": 3}
