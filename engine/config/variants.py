@@ -59,7 +59,7 @@ def check_variant_conflicts(variants: Mapping[str, Mapping[str, Any] | None]) ->
                         key = key_a if len(key_a) <= len(key_b) else key_b
                         raise ConfigError(
                             f"Variants '{first}' and '{second}' conflict: '{first}' sets `{key_a}: {value_a!r}` "
-                            f"and '{second}' sets `{key_b}: {value_b!r}`, and only one can hold (today the last "
+                            f"and '{second}' sets `{key_b}: {value_b!r}`, and only one can hold (merged in order, the last "
                             f"would silently win). Fix: keep one of the two variants, or drop both and set "
                             f"`task.{key}` explicitly."
                         )
