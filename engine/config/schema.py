@@ -187,7 +187,8 @@ class TaskConfig(_Config):
         if per_target is None:
             return None
         runs = []
-        for form in self.best_of or [self.formulation]:
+        forms: list[str] = list(self.best_of) or [self.formulation]
+        for form in forms:
             out = set(per_target.get(form) or _formulation_metrics(form, self.normalization))
             if form == "generate":
                 out |= {SCORER_METRICS[s] for s in self.scorers}

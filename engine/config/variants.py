@@ -21,7 +21,7 @@ def load_variant_files(folder: Path, names: Iterable[str]) -> dict[str, dict[str
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         content = OmegaConf.to_container(OmegaConf.load(Path(folder) / f"{name}.yaml"), resolve=True)
-        out[name] = content if isinstance(content, dict) else {}
+        out[name] = {str(k): v for k, v in content.items()} if isinstance(content, dict) else {}
     return out
 
 

@@ -78,7 +78,7 @@ def _local_problem(builder: str, files: list[str]) -> str | None:
                 continue
             try:
                 value = json.loads(line)
-            except ValueError as err:
+            except json.JSONDecodeError as err:
                 return f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}): {line.strip()[:80]!r}"
             if not isinstance(value, dict):
                 return f"{path}, line {number}: a JSON Lines row must be an object {{...}}, got {type(value).__name__}"
