@@ -132,11 +132,14 @@ def to_table(report: ComparisonReport) -> str:
 def series_table(report: SeriesReport) -> str:
     out = []
     for t in report.tasks:
+        # The model column is as wide as its longest label: checkpoint labels differ only at the end
+        # (`…@step100` / `…@step200`), so cutting them would make two points look alike.
+        w = max([len("model"), *(len(p.model_label) for p in t.points)])
         out.append(f"{t.task_spec}  ({t.metric})")
-        out.append(f"  {'step':>6}  {'model':<28} {'value':>7}  {'95% CI':>17}  {'MDE':>6}  {'Δ vs first':>10}  verdict")
+        out.append(f"  {'step':>6}  {'model':<{w}} {'value':>7}  {'95% CI':>17}  {'MDE':>6}  {'Δ vs first':>10}  verdict")
         for p in t.points:
             out.append(
-                f"  {p.step:>6}  {p.model_label[:28]:<28} {_f(p.value):>7}  "
+                f"  {p.step:>6}  {p.model_label:<{w}} {_f(p.value):>7}  "
                 f"[{_f(p.ci_low)}, {_f(p.ci_high)}]  {_f(p.mde):>6}  {_f(p.delta_vs_base, sign=True):>10}  "
                 f"{verdict_text(p.verdict_vs_base, p.p_value_vs_base) if p.verdict_vs_base else '(first)'}"
             )

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from engine.config.errors import ConfigError, format_validation_error, unknown_name_error
 from engine.config.paths import conf_dir
 from engine.config.schema import Experiment, TaskConfig
+from engine.config.variants import check_variant_conflicts, load_variant_files
 
 GROUPS = ("task", "variant", "suite", "harness", "model", "tracking")
 
@@ -30,12 +31,14 @@ def check_name(group: str, name: str) -> None:
 
 def parse_task_spec(spec: str) -> tuple[str, list[str]]:
     """`mmlu:rc:5shot` → ("mmlu", ["rc", "5shot"]); each name is checked."""
-    parts = [p.strip() for p in spec.split(":") if p.strip()]
-    if not parts:
-        raise ConfigError(f"Empty task spec {spec!r}: write `task` or `task:variant[:variant...]`, e.g. `mmlu:rc`.")
+    parts = [p.strip() for p in spec.split(":")]
+    if not all(parts):
+        raise ConfigError(f"Task spec {spec!r} has an empty part: write `task` or `task:variant[:variant...]`, "
+                          "e.g. `mmlu:rc` (no leading, trailing or doubled `:`).")
     check_name("task", parts[0])
     for v in parts[1:]:
         check_name("variant", v)
+    check_variant_conflicts(load_variant_files(conf_dir() / "variant", parts[1:]))
     return parts[0], parts[1:]
 
 
@@ -146,6 +149,7 @@ def compose_experiment(overrides: list[str]) -> Experiment:
             "`key=value`; `python -m engine --cfg job` prints every key with its current value)."
         ) from None
     choice = next((o.split("=", 1)[1] for o in reversed(overrides) if o.lstrip("+").startswith("variant=")), None)
+    check_variant_conflicts(load_variant_files(conf_dir() / "variant", variants_of(choice)))
     if not any(o.lstrip("+").startswith("output_dir=") for o in overrides):
         cfg.output_dir = str(OmegaConf.select(cfg, "hydra.run.dir"))  # what Hydra's own run would use
     with open_dict(cfg):

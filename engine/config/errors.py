@@ -43,11 +43,30 @@ def _field_names(model_cls, path: tuple) -> list[str]:
     return list(getattr(cls, "model_fields", {}))
 
 
+# What to write instead, for the numeric limits users most often get wrong (matched on the key's tail).
+_FIXES = {
+    "limit": "set `limit=N` with N ≥ 1, or leave it unset (`limit=null`) to evaluate every instance",
+    "concurrency": "it is how many requests run at once, e.g. `harness.concurrency=4`",
+    "max_retries": "it is how often a failed request is retried; `harness.max_retries=0` turns retries off",
+    "request_timeout_s": "it is how many seconds one request may take, e.g. `harness.request_timeout_s=600`",
+    "max_tokens": "it is the most tokens one answer may have, e.g. `task.generation.max_tokens=256`",
+    "samples": "it is how many answers are sampled per question, e.g. `task.generation.samples=1`",
+}
+_BOUNDS = {"greater_than_equal": ("ge", "≥"), "greater_than": ("gt", ">"), "less_than_equal": ("le", "≤"),
+           "less_than": ("lt", "<")}
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def format_validation_error(err: ValidationError, model_cls, where: str = "") -> ConfigError:
+    """One paragraph for all problems (up to 6): each names its key and, where known, the fix."""
     lines = []
+    own_fix = True  # every line already says how to fix it: no generic advice needed
     for e in err.errors()[:6]:
-        path = tuple(e["loc"])
-        dotted = ".".join(str(p) for p in path)
+        dotted = ".".join(str(p) for p in e["loc"])
         if where:
             dotted = f"{where}.{dotted}" if dotted else where
         if e["type"] == "extra_forbidden":
@@ -55,13 +74,23 @@ def format_validation_error(err: ValidationError, model_cls, where: str = "") ->
             near = closest(str(e["loc"][-1]), valid)
             hint = f" (did you mean {', '.join(near)}?)" if near else ""
             lines.append(f"unknown key `{dotted}`{hint}; valid keys there: {', '.join(valid)}")
+            own_fix = False
         elif e["type"] == "missing":
             lines.append(f"`{dotted}` is required but missing")
+            own_fix = False
+        elif e["type"] == "value_error":  # our validators: the message names the key and the fix
+            lines.append(str(e.get("ctx", {}).get("error", e["msg"])).rstrip("."))
+        elif e["type"] in _BOUNDS and e["loc"]:
+            key, sign = _BOUNDS[e["type"]]
+            bound = e.get("ctx", {}).get(key)
+            fix = _FIXES.get(str(e["loc"][-1]))
+            lines.append(f"`{dotted}` must be {sign} {bound} (got {_short(e.get('input'))})" + (f": {fix}" if fix else ""))
+            own_fix = own_fix and fix is not None
         else:
-            got = e.get("input")
-            lines.append(f"`{dotted}`: {e['msg']} (got {got!r})")
+            lines.append(f"`{dotted}`: {e['msg']} (got {_short(e.get('input'))})")
+            own_fix = False
     more = f" (and {len(err.errors()) - 6} more)" if len(err.errors()) > 6 else ""
-    return ConfigError(
-        "Invalid configuration: " + "; ".join(lines) + more + ". Fix the override on the command line or the YAML file "
-        "under conf/ that sets it."
+    advice = "" if own_fix else (
+        " Fix the override on the command line or the YAML file under conf/ that sets it."
     )
+    return ConfigError("Invalid configuration: " + "; ".join(lines) + more + "." + advice)

@@ -2,9 +2,46 @@
 
 from __future__ import annotations
 
+import string
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.config.errors import closest
+
+# Scorers a task may add by name, each with the metric it writes (engine/scoring/scorers.py,
+# engine/harness/judge.py). Listed here because config sits below scoring (docs/architecture.md).
+SCORER_METRICS: dict[str, str] = {"contains": "contains", "relaxed_match": "relaxed_match", "judge": "judge"}
+
+# The engine's own task classes whose metrics differ from the generic formulation's (per formulation;
+# a formulation not listed keeps the generic metrics). A user class (`_target_`) may score anything,
+# so its primary metric is not checked up front.
+_TARGET_METRICS: dict[str, dict[str, set[str]]] = {
+    "engine.tasks.olmes.WinograndeTask": {"rc": {"acc", "bpb"}},
+    "winogrande": {"rc": {"acc", "bpb"}},
+    "engine.tasks.olmes.HellaswagTask": {},
+    "hellaswag": {},
+    "engine.tasks.code.HumanEvalTask": {"generate": {"pass"}},
+    "humaneval": {"generate": {"pass"}},
+}
+
+
+def template_fields(template: str, where: str) -> set[str]:
+    """The `{name}` placeholders of a str.format template; ValueError naming `where` if it cannot parse."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise ValueError(
+            f"`{where}` template {template!r} does not parse ({err}). Fix: close every `{{` with `}}`, and "
+            "write a literal brace as `{{` or `}}`"
+        ) from None
+    bad = [n for n in names if not n or n.isdigit()]
+    if bad:
+        raise ValueError(
+            f"`{where}` template {template!r} has a positional placeholder `{{{bad[0]}}}`. Fix: name the column, "
+            "e.g. `{question}`, or write a literal brace as `{{` or `}}`"
+        )
+    return {n.split(".")[0].split("[")[0] for n in names}
 
 
 class _Config(BaseModel):
@@ -50,9 +87,17 @@ class FieldMap(_Config):
     gold_map: dict[str, int] = {}
     # Further columns holding acceptable answers for generation tasks (FreshQA answer_1..answer_9).
     aliases: list[str] = []
-    # Shuffle the choices deterministically per question (SciQ stores the answer in a fixed column).
+    # Shuffle each instance's choices, seeded by (shuffle_seed, instance id), the gold remapped: for
+    # data that keeps the answer at a fixed position (SciQ's column, TruthfulQA's gold-first lists).
     shuffle_choices: bool = False
+    shuffle_seed: int = 1234
     cluster: str | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _query_parses(cls, v: str) -> str:
+        template_fields(v, "task.fields.query")
+        return v
 
 
 class FewshotConfig(_Config):
@@ -67,11 +112,11 @@ class FewshotConfig(_Config):
 
 
 class GenerationConfig(_Config):
-    max_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[str] = []
-    samples: int = 1
+    samples: int = Field(default=1, ge=1)
 
 
 class TaskConfig(_Config):
@@ -82,7 +127,7 @@ class TaskConfig(_Config):
     normalization: Literal["none", "per_token", "per_char", "uncond"] = "none"
     # OLMES: run each of these formulations and report the better primary metric (variant `olmes`).
     best_of: list[Literal["mc", "rc"]] = []
-    num_fewshot: int = 0
+    num_fewshot: int = Field(default=0, ge=0)
     fewshot: FewshotConfig = FewshotConfig()
     # Prompt templates; `{query}` is the rendered query, `{choices}` the lettered choice block.
     mc_template: str = "Question: {query}\n{choices}\nAnswer:"
@@ -109,6 +154,76 @@ class TaskConfig(_Config):
     target: str | None = Field(default=None, alias="_target_")
     variants: list[str] = []  # filled by composition: the variant names applied
 
+    @field_validator("mc_template", "rc_template", "generate_template")
+    @classmethod
+    def _template_placeholders(cls, v: str, info: Any) -> str:
+        allowed = {"query", "choices"} if info.field_name == "mc_template" else {"query"}
+        unknown = sorted(template_fields(v, f"task.{info.field_name}") - allowed)
+        if unknown:
+            raise ValueError(
+                f"`task.{info.field_name}` template {v!r} uses `{{{unknown[0]}}}`, but it can only use "
+                f"{' and '.join(f'`{{{a}}}`' for a in sorted(allowed))}. Fix: put row columns in `task.fields.query` "
+                "(rendered as `{query}`), or write a literal brace as `{{` or `}}`"
+            )
+        return v
+
+    @field_validator("scorers")
+    @classmethod
+    def _known_scorers(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in SCORER_METRICS:
+                near = closest(name, SCORER_METRICS)
+                hint = f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""
+                raise ValueError(
+                    f"`task.scorers` names an unknown scorer {name!r}{hint}. Known scorers: "
+                    f"{', '.join(sorted(SCORER_METRICS))}. Fix: use one of them or remove it"
+                )
+        return v
+
+    def metrics(self) -> set[str] | None:
+        """The metrics every run of this config produces (each best_of formulation is a run);
+        None for a user task class (`_target_`), which may score anything."""
+        per_target = _TARGET_METRICS.get(self.target) if self.target else {}
+        if per_target is None:
+            return None
+        runs = []
+        forms: list[str] = list(self.best_of) or [self.formulation]
+        for form in forms:
+            out = set(per_target.get(form) or _formulation_metrics(form, self.normalization))
+            if form == "generate":
+                out |= {SCORER_METRICS[s] for s in self.scorers}
+            if "pass" in out:
+                out |= {f"pass@{k}" for k in self.pass_at_k}
+            runs.append(out)
+        return set.intersection(*runs)
+
+    @model_validator(mode="after")
+    def _primary_metric_is_produced(self) -> TaskConfig:
+        produced = self.metrics()
+        if produced is None or self.primary_metric in produced:
+            return self
+        forms = f"formulations {', '.join(self.best_of)}" if self.best_of else f"formulation {self.formulation}"
+        scorers = f", scorers {', '.join(self.scorers)}" if self.scorers else ""
+        near = closest(self.primary_metric, produced)
+        hint = f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""
+        raise ValueError(
+            f"`task.primary_metric` is {self.primary_metric!r}{hint}, but task '{self.name}' ({forms}{scorers}) "
+            f"produces only {', '.join(sorted(produced)) or '(no metric)'}, so the run would end without a score. "
+            "Fix: set `task.primary_metric` to one of them, or add the scorer that produces it to `task.scorers`"
+        )
+
+
+def _formulation_metrics(formulation: str, normalization: str) -> set[str]:
+    """What engine/scoring/scorers.py writes per instance for each formulation."""
+    if formulation == "mc":
+        return {"acc"}
+    if formulation == "rc":
+        return {"acc", "acc_none", "acc_per_token", "acc_per_char", "bpb"} | (
+            {"acc_uncond"} if normalization == "uncond" else set())
+    if formulation == "bpb":
+        return {"bpb"}
+    return {"exact_match"}
+
 
 class SuiteConfig(_Config):
     """Task specs run together; the aggregate is the mean of the tasks' primary metrics and of
@@ -119,6 +234,17 @@ class SuiteConfig(_Config):
     suites: list[str] = []  # nested suites, by name (conf/suite/<name>.yaml)
     aggregate: Literal["mean", "none"] = "mean"
     description: str | None = None
+
+    @field_validator("tasks")
+    @classmethod
+    def _specs_have_no_empty_part(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            if any(not part.strip() for part in str(spec).split(":")):
+                raise ValueError(
+                    f"suite task spec {spec!r} has an empty part (nothing before, between or after a `:`). "
+                    "Fix: write `task` or `task:variant[:variant...]`, e.g. `mmlu:rc:5shot`"
+                )
+        return v
 
 
 class ModelConfig(_Config):
@@ -142,11 +268,11 @@ class HarnessConfig(_Config):
     name: str = "default"
     scaffold: Literal["single_turn", "tool_loop", "multi_turn", "openai_agents"] = "single_turn"
     tools: list[str] = []
-    max_turns: int = 1
-    concurrency: int = 4
-    max_retries: int = 3
-    retry_backoff_s: float = 1.0
-    request_timeout_s: float = 600.0
+    max_turns: int = Field(default=1, ge=1)
+    concurrency: int = Field(default=4, ge=1)
+    max_retries: int = Field(default=3, ge=0)
+    retry_backoff_s: float = Field(default=1.0, ge=0.0)
+    request_timeout_s: float = Field(default=600.0, gt=0.0)
     sandboxes: list[dict[str, Any]] = []
     auxiliary: dict[str, dict[str, Any]] = {}
     # Tool loops (engine/harness): how tool calls travel, per-tool options, trajectory limits.
@@ -177,7 +303,7 @@ class Experiment(_Config):
     harness: HarnessConfig = HarnessConfig()
     tracking: TrackingConfig = TrackingConfig()
     cache: CacheConfig = CacheConfig()
-    limit: int | None = None
+    limit: int | None = Field(default=None, ge=1)  # None: every instance
     seed: int = 1234
     output_dir: str = "runs/latest"
     inspect: bool = False

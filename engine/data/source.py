@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gzip
+import json
+import logging
 import os
 import socket
 from typing import Any
@@ -33,6 +37,63 @@ def _resolve_files(files: Any) -> Any:
     if isinstance(files, list):
         return [_resolve_path(f) for f in files]
     return {k: _resolve_files(v) for k, v in files.items()}
+
+
+def _split_files(files: Any, split: str) -> list[str]:
+    """The local files `datasets` reads for `split` (a str or list is the one split given)."""
+    if files is None:
+        return []
+    if isinstance(files, dict):
+        files = files.get(split, [])
+    return [files] if isinstance(files, str) else [str(f) for f in files]
+
+
+def _read_text(path: str) -> str:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        return fh.read()
+
+
+def _local_problem(builder: str, files: list[str]) -> str | None:
+    """The first empty file or malformed JSON line among local files, as `file:line: what`."""
+    for path in files:
+        if not os.path.isfile(path):
+            continue
+        text = _read_text(path)
+        if not text.strip():
+            return f"{path} is empty"
+        if builder != "json" or text.lstrip()[:1] == "[":
+            continue
+        try:
+            json.loads(text)  # one JSON document (not JSON Lines): nothing to point at line by line
+            continue
+        except ValueError:
+            pass
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as err:
+                return f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}): {line.strip()[:80]!r}"
+            if not isinstance(value, dict):
+                return f"{path}, line {number}: a JSON Lines row must be an object {{...}}, got {type(value).__name__}"
+    return None
+
+
+def _local_load_error(cfg: DataConfig, split: str, files: Any, err: Exception) -> DataLoadError:
+    problem = _local_problem(cfg.path, _split_files(files, split))
+    if problem is not None:
+        return DataLoadError(
+            f"Cannot read the data of split '{split}': {problem}. Fix that file (one JSON object per line for "
+            "JSON Lines), or point `task.data.data_files` at another one."
+        )
+    first = (str(err).splitlines() or [""])[0][:200]
+    cause = f"; cause: {type(err.__cause__).__name__}: {str(err.__cause__)[:200]}" if err.__cause__ else ""
+    return DataLoadError(
+        f"Cannot read the data of split '{split}' with the `{cfg.path}` builder from {files!r} "
+        f"({type(err).__name__}: {first}{cause}). Fix the file, or `task.data.path` / `task.data.data_files`."
+    )
 
 
 _WENT_OFFLINE: list[bool] = []
@@ -93,9 +154,15 @@ def load_rows(cfg: DataConfig, split: str | None = None) -> list[dict[str, Any]]
     if not local and not hub_reachable():
         _go_offline()
     import datasets  # deferred: importing datasets costs ~1 s
+    if local and (problem := _local_problem(cfg.path, [f for f in _split_files(files, split) if _is_empty(f)])):
+        raise DataLoadError(  # `datasets` fails on an empty file with a bare StopIteration
+            f"No rows for split '{split}': {problem}. Fix: fill it (JSON Lines: one object per line), or point "
+            "`task.data.data_files` at the right file."
+        )
     try:
         if local:
-            ds = datasets.load_dataset(cfg.path, data_files=files, split=split)
+            with _quiet_datasets():
+                ds = datasets.load_dataset(cfg.path, data_files=files, split=split)
         else:
             extra = {"trust_remote_code": True} if cfg.trust_remote_code else {}
             ds = datasets.load_dataset(cfg.path, cfg.subset, data_files=files, split=split, revision=cfg.revision, **extra)
@@ -111,10 +178,45 @@ def load_rows(cfg: DataConfig, split: str | None = None) -> list[dict[str, Any]]
                 f"Split '{split}' does not exist in '{cfg.path}': {str(err)[:300]}. "
                 "Fix: set `task.data.split` to one of the dataset's splits."
             ) from err
+        if local:
+            raise _local_load_error(cfg, split, files, err) from err
         raise
     except (ConnectionError, OSError) as err:
+        if local:
+            raise _local_load_error(cfg, split, files, err) from err
         raise DataLoadError(_hub_unreachable_message(cfg, err)) from err
+    except Exception as err:  # `datasets` wraps a malformed line in DatasetGenerationError; name the line instead
+        if local:
+            raise _local_load_error(cfg, split, files, err) from err
+        raise
     rows = [dict(r) for r in ds]
     if cfg.exclude:
         rows = [r for r in rows if not any(str(r.get(c)) in vals for c, vals in cfg.exclude.items())]
+    if not rows:
+        excluded = " after `task.data.exclude`" if cfg.exclude else ""
+        raise DataLoadError(
+            f"Split '{split}' of '{cfg.path}'{' ' + repr(files) if local else ''} has no rows{excluded}: nothing to "
+            "evaluate. Fix: point `task.data` at a file or split with rows."
+        )
     return rows
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """`datasets` logs a malformed local file at ERROR before raising; the DataLoadError we raise
+    says it once, with the line number, so the log line is held back (one paragraph, exit 2)."""
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _is_empty(path: str) -> bool:
+    """No rows at all: a zero-byte file, or a small one of whitespace only."""
+    if not os.path.isfile(path):
+        return False
+    size = os.path.getsize(path)
+    return size == 0 or (size < 4096 and not _read_text(path).strip())

@@ -190,11 +190,11 @@ def test_bpb_variant_on_a_generation_task():
 
 
 def test_olmes_variant_runs_both_formats():
-    cfg = on_fixture("arc_challenge:olmes:0shot")
+    cfg = on_fixture("arc_challenge:olmes")
     assert cfg.best_of == ["mc", "rc"]
-    runs = expand_task("arc_challenge:olmes:0shot", cfg)
+    runs = expand_task("arc_challenge:olmes", cfg)
     assert [(r.spec, r.task.formulation, r.task.best_of) for r in runs] == [
-        ("arc_challenge:olmes:0shot:mc", "mc", []), ("arc_challenge:olmes:0shot:rc", "rc", [])]
+        ("arc_challenge:olmes:mc", "mc", []), ("arc_challenge:olmes:rc", "rc", [])]
     assert build_task(runs[0].task).task_hash != build_task(runs[1].task).task_hash
 
 
@@ -238,3 +238,12 @@ def test_freshqa_relaxed_match_uses_aliases():
     alias = inst.model_copy(update={"row": {**inst.row, "answer_1": "the ringed planet"}})
     assert score_response(task, alias, GenerateResponse(text="The ringed planet!"))[0]["relaxed_match"] == 1.0
     assert score_response(task, inst, GenerateResponse(text="Jupiter"))[0]["relaxed_match"] == 0.0
+
+
+
+@pytest.mark.parametrize("name", sorted(HUB_TASKS))
+def test_fixture_tasks_pass_the_gold_position_check(name):
+    """Every hub task's fixture rows load in both choice formulations (the gold-position check
+    of engine/tasks/instance.py runs on every load)."""
+    for form in ("mc", "rc"):
+        assert build_task(on_fixture(f"{name}:{form}")).load_instances()

@@ -1,0 +1,102 @@
+"""Bad input is refused up front: exit 2, one paragraph naming the key and the fix, no traceback.
+
+Each case runs `python -m engine` with `inspect=true`, so no model ever runs: the refusal comes from
+validation (or from loading the data), before any request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.config.schema import FieldMap
+from engine.tasks.instance import FieldMapError, render_template, row_to_instance
+from tests.conftest import run_engine
+
+
+def assert_refused(res, *needles: str) -> str:
+    err = res.stderr.strip()
+    assert res.returncode == 2, (res.returncode, res.stderr[-3000:], res.stdout[-1000:])
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
+    assert err.startswith("error:") and "\n" not in err, err  # one paragraph
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["harness.concurrency=-3"], ["`harness.concurrency` must be ≥ 1", "harness.concurrency=4"]),
+        (["limit=0"], ["`limit` must be ≥ 1 (got 0)", "limit=null"]),
+        (["limit=-5"], ["`limit` must be ≥ 1 (got -5)", "limit=null"]),
+        (["harness.request_timeout_s=0"], ["`harness.request_timeout_s` must be > 0", "request_timeout_s=600"]),
+        (["harness.max_retries=-1"], ["`harness.max_retries` must be ≥ 0", "max_retries=0"]),
+        (["task=gsm8k", "task.generation.max_tokens=-4"], ["`task.generation.max_tokens` must be ≥ 1"]),
+        (["task=freshqa", "task.scorers=[contans]"], ["unknown scorer 'contans'", "did you mean 'contains'", "relaxed_match"]),
+        (["task.primary_metric=accuracy"], ["`task.primary_metric` is 'accuracy'", "did you mean 'acc'", "produces only acc"]),
+        # the cot variant makes MMLU a generation task, which writes exact_match, not acc
+        (["variant=cot"], ["`task.primary_metric` is 'acc'", "formulation generate", "exact_match"]),
+        (["suite=base_qa", "suite.tasks=[mmlu::rc,gsm8k]"], ["'mmlu::rc' has an empty part", "task:variant"]),
+        (["suite=base_qa", "suite.tasks=[':rc']"], ["':rc' has an empty part"]),
+        (["task.fields.query='{question'"], ["`task.fields.query` template '{question'", "close every `{`"]),
+        (["+task.mc_template='{query} {foo}'"], ["`task.mc_template`", "`{foo}`", "task.fields.query"]),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) and v and "=" in v[0] else None,
+)
+def test_bad_setting_is_refused_before_running(args, needles, workdir):
+    assert_refused(run_engine([*args, "inspect=true", "tracking=none"], workdir, timeout=300), *needles)
+
+
+def test_valid_settings_still_run(workdir):
+    res = run_engine(["task=freshqa", "variant=judge", "inspect=true", "limit=1", "tracking=none"], workdir, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "=== freshqa:judge" in res.stdout
+
+
+# -- data errors: each names the file / row / instance and the fix, no traceback --------------
+def _jsonl(path: Path, rows: list) -> str:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+def _run_on(data_file: str, workdir: Path, task: str = "freshqa", *extra: str):
+    return run_engine([f"task={task}", f"task.data.data_files={data_file}", *extra, "inspect=true", "tracking=none"],
+                      workdir, timeout=300)
+
+
+def test_empty_data_file(workdir):
+    (workdir / "empty.jsonl").write_text("")
+    assert_refused(_run_on(str(workdir / "empty.jsonl"), workdir), "empty.jsonl is empty", "task.data.data_files")
+
+
+def test_malformed_jsonl_line_names_file_and_line(workdir):
+    path = _jsonl(workdir / "bad.jsonl", [{"id": "a", "question": "q1", "answer": "x"},
+                                          '{"id": "b", "question": "q2", "answer": "y"',
+                                          {"id": "c", "question": "q3", "answer": "z"}])
+    assert_refused(_run_on(path, workdir), "bad.jsonl, line 2: not valid JSON")
+
+
+def test_duplicate_instance_ids_are_named(workdir):
+    path = _jsonl(workdir / "dup.jsonl", [{"id": i, "question": f"q{n}", "answer": "x"}
+                                          for n, i in enumerate(["x", "y", "x", "z", "y"])])
+    assert_refused(_run_on(path, workdir), "'x' (rows 0, 2)", "'y' (rows 1, 4)", "task.fields.id")
+
+
+def test_instance_without_choices(workdir):
+    path = _jsonl(workdir / "mc.jsonl", [{"question": "q1", "choices": ["a", "b"], "expected_index": 0},
+                                         {"question": "q2", "choices": [], "expected_index": 0}])
+    assert_refused(_run_on(path, workdir, "truthfulqa_mc1"), "instance '1' (row 1) has no choices", "task.data.exclude")
+
+
+def test_gold_map_out_of_range():
+    fields = FieldMap(query="{sentence}", choices=["option1", "option2"], gold="answer", gold_map={"1": 0, "2": 2})
+    with pytest.raises(FieldMapError, match=r"instance '0' \(row 0\): gold index 2 is out of range for its 2 choices"):
+        row_to_instance({"sentence": "The _ won.", "option1": "a", "option2": "b", "answer": "2"}, 0, fields)
+
+
+def test_template_that_does_not_render_is_a_field_map_error():
+    with pytest.raises(FieldMapError, match=r"`fields.query` template '\{a\}\{' cannot be rendered"):
+        render_template("{a}{", {"a": 1}, "`fields.query`")
