@@ -44,6 +44,7 @@ def write_run(
     created: str = "2025-01-01T00:00:00",
     fast: bool = False,
     aggregation: str = "mean",
+    suite_config: dict[str, Any] | None = None,
 ) -> RunRecord:
     """One run folder: MC questions whose per-question score is `correct[i]` (the mean over samples).
 
@@ -105,7 +106,8 @@ def write_run(
         created=created,
         engine_version=__version__,
         git_revision=None,
-        config={"model": {"name": model, "path": f"/ckpt/{model}", "checkpoint_step": step}, "task": {"name": task_spec.split(":")[0], "aggregation": aggregation}},
+        config={"model": {"name": model, "path": f"/ckpt/{model}", "checkpoint_step": step}, "task": {"name": task_spec.split(":")[0], "aggregation": aggregation},
+                "suite": suite_config},
         model=ModelIdentity(name=model, provider="hf", checkpoint_step=step),
         task_spec=task_spec,
         task_name=task_spec.split(":")[0],

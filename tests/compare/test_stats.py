@@ -170,3 +170,37 @@ def test_macro_task_matches_independent_computation(tmp_path) -> None:
     assert t.stats.stderr == pytest.approx(se, rel=1e-10)
     assert t.stats.mde == pytest.approx(PAIRED_MDE * se)
     assert t.stats.wins == int((a > b).sum()) and t.stats.losses == int((a < b).sum())
+
+
+def test_suite_row_aggregates_like_the_run_best_of_and_nesting(tmp_path):
+    """The suite Δ is the difference of the suite scores the runs report (best-of formulation,
+    mean of task entries), not the mean over every task run compared."""
+    from engine.compare.synthetic import write_run
+    from engine.config.schema import SuiteConfig
+    from engine.scoring.suites import suite_score
+
+    rng = np.random.default_rng(3)
+    suite = {"name": "mini", "tasks": ["a", "b:olmes"], "suites": [], "aggregate": "mean"}
+    sides = {}
+    for side, shift in (("A", 0.15), ("B", 0.0)):
+        job = tmp_path / side
+        p = {"a": 0.5 + shift, "b:olmes:mc": 0.3, "b:olmes:rc": 0.6 + shift}
+        for spec, prob in p.items():
+            write_run(job / spec.replace(":", "__"), task_spec=spec, correct=(rng.random(120) < prob).astype(float),
+                      model=f"m{side}", suite="mini", suite_config=suite, seed=len(spec))
+        sides[side] = _load(job)
+    cmp = compare_runs(sides["A"], sides["B"])
+    s = cmp.report.suite
+    cfg = SuiteConfig.model_validate(suite)
+    run_a = suite_score(cfg, [r.record for r in sides["A"]])
+    run_b = suite_score(cfg, [r.record for r in sides["B"]])
+    assert s.mean_a == pytest.approx(run_a.value) and s.mean_b == pytest.approx(run_b.value)
+    assert s.delta == pytest.approx(run_a.value - run_b.value)
+    assert s.k == 2
+    by = {t.task_spec: t for t in cmp.report.tasks}
+    if run_a.parts[1].chosen == run_b.parts[1].chosen:  # paired: SE over the chosen entries, weights 1/2
+        chosen = run_a.parts[1].chosen
+        want = math.sqrt((by["a"].stats.stderr / 2) ** 2 + (by[chosen].stats.stderr / 2) ** 2)
+        assert s.paired and s.stderr == pytest.approx(want)
+    naive = sum(t.stats.delta for t in cmp.report.tasks) / 3
+    assert s.delta != pytest.approx(naive)
