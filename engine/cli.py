@@ -66,6 +66,20 @@ def exit_code(records: list[RunRecord]) -> int:
     return EXIT_PARTIAL if any(r.counts.errored for r in records) else 0
 
 
+def check_writable(folder: Path) -> None:
+    """Refuse before any compute an output folder the records could not be written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".evalbench-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"The output folder {folder} is not writable ({err.strerror or err}). Fix: make it writable, or "
+            "write the records elsewhere with `output_dir=/a/writable/folder`."
+        ) from None
+
+
 def run_and_report(exp: Experiment) -> None:
     """Run a validated experiment, print the table, exit with `exit_code`."""
     records: list[RunRecord] = []
@@ -74,6 +88,7 @@ def run_and_report(exp: Experiment) -> None:
         if exp.inspect:
             print(inspect_experiment(exp))
             return
+        check_writable(Path(exp.output_dir))
         run_experiment(exp, records, untracked)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         if records:
@@ -84,6 +99,12 @@ def run_and_report(exp: Experiment) -> None:
     except USER_ERRORS as err:
         _fail(str(err))
         return
+    except OSError as err:  # a read-only or full disk while writing records
+        print(f"error: cannot write the records under {exp.output_dir}: {err.strerror or err} "
+              f"({getattr(err, 'filename', None) or exp.output_dir}). Every finished response is cached and no "
+              "run folder is half-written; fix: free disk space or make the folder writable (or set "
+              "`output_dir=...`), then re-run the same command to resume.", file=sys.stderr)
+        sys.exit(2)
     except ProviderError as err:
         _fail(str(err), 2 if err.kind == "config" else 1)
         return

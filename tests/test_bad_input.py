@@ -100,3 +100,24 @@ def test_gold_map_out_of_range():
 def test_template_that_does_not_render_is_a_field_map_error():
     with pytest.raises(FieldMapError, match=r"`fields.query` template '\{a\}\{' cannot be rendered"):
         render_template("{a}{", {"a": 1}, "`fields.query`")
+
+
+def test_a_model_path_that_is_not_a_checkpoint_is_refused_up_front(workdir):
+    (workdir / "notamodel").mkdir()
+    (workdir / "notamodel" / "readme.txt").write_text("hello")
+    res = run_engine(["model.path=notamodel", "limit=2", "tracking=none"], workdir, timeout=300)
+    assert_refused(res, "is not a Hugging Face checkpoint directory", "config.json", "weights")
+
+
+def test_a_read_only_output_folder_is_refused_before_any_compute(workdir):
+    import os
+
+    if os.geteuid() == 0:  # root writes anyway: make the "folder" a file instead
+        (workdir / "ro").write_text("a file, not a folder")
+        target = workdir / "ro" / "runs"
+    else:
+        (workdir / "ro").mkdir(mode=0o500)
+        target = workdir / "ro"
+    res = run_engine([f"output_dir={target}", "limit=2", "tracking=none"], workdir, timeout=300)
+    assert_refused(res, "is not writable", "output_dir=")
+    assert not (workdir / ".cache").exists()  # refused before the cache or the model were touched

@@ -33,6 +33,18 @@ def resolve_model_dir(cfg: ModelConfig) -> Path:
             "directory (config.json + weights), or leave model.path unset for the embedded SmolLM2.",
             kind="config",
         )
+    missing = [what for what, globs in (("config.json", ("config.json",)),
+                                        ("weights (*.safetensors or *.bin)", ("*.safetensors", "*.bin")),
+                                        ("a tokenizer (tokenizer.json or tokenizer.model)",
+                                         ("tokenizer.json", "tokenizer.model", "vocab.json")))
+               if not any(next(path.glob(g), None) for g in globs)]
+    if missing:
+        raise ProviderError(
+            f"model.path '{cfg.path}' is not a Hugging Face checkpoint directory: it has no {', no '.join(missing)}. "
+            "Fix: point model.path at the folder `save_pretrained` wrote (config.json, weights and tokenizer "
+            "files), or leave model.path unset for the embedded SmolLM2.",
+            kind="config",
+        )
     return path
 
 
