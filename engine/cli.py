@@ -103,7 +103,8 @@ def _hydra_job(cfg: DictConfig) -> None:
     given = [o.split("=", 1)[1] for o in hc.overrides.task if o.lstrip("+").startswith("variant=")]
     try:
         choices = dict(hc.runtime.choices)
-        exp = experiment_from_cfg(cfg, variants_of(given[-1] if given else choices.get("variant")), choices)
+        exp = experiment_from_cfg(cfg, variants_of(given[-1] if given else choices.get("variant")), choices,
+                                  list(hc.overrides.task))
     except ConfigError as err:
         _fail(str(err))
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,26 +126,35 @@ def _anchor(value: Any, raw: Any, base: Path, builtin: bool) -> Any:
 
 def _file_values(found: Entry) -> dict[str, Any]:
     data = OmegaConf.to_container(OmegaConf.load(found.path), resolve=False)
-    return data if isinstance(data, dict) else {}
+    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-def anchor_paths(group: str, name: str | None, data: dict[str, Any]) -> dict[str, Any]:
+def _typed(keys: frozenset[str], dotted: str) -> bool:
+    """Whether the command line set `dotted` or a key above it (`task.data=...`); `task=NAME` selects a
+    file and sets no key."""
+    parts = dotted.split(".")
+    return any(".".join(parts[:i]) in keys for i in range(2, len(parts) + 1))
+
+
+def anchor_paths(group: str, name: str | None, data: dict[str, Any], typed: frozenset[str] = frozenset()) -> dict[str, Any]:
     """`data` (a composed task or harness) with the file paths its config file names anchored:
-    a task's `data.data_files`, a harness's `tool_options.<tool>.corpus`."""
+    a task's `data.data_files`, a harness's `tool_options.<tool>.corpus`; a key in `typed` (set on
+    the command line, e.g. `task.data.data_files`) is left as typed."""
     if not name or name not in entries(group):
         return data
     found = entry(group, name)
     base = project_root() if found.builtin else found.path.parent
     raw = _file_values(found)
     out = dict(data)
-    if group == "task" and isinstance(out.get("data"), dict):
+    if group == "task" and isinstance(out.get("data"), dict) and not _typed(typed, "task.data.data_files"):
         raw_files = (raw.get("data") or {}).get("data_files")
         out["data"] = {**out["data"], "data_files": _anchor(out["data"].get("data_files"), raw_files, base, found.builtin)}
     if group == "harness" and isinstance(out.get("tool_options"), dict):
         raw_opts = raw.get("tool_options") or {}
         out["tool_options"] = {
             tool: {**opts, "corpus": _anchor(opts["corpus"], (raw_opts.get(tool) or {}).get("corpus"), base, found.builtin)}
-            if isinstance(opts, dict) and "corpus" in opts else opts
+            if isinstance(opts, dict) and "corpus" in opts and not _typed(typed, f"harness.tool_options.{tool}.corpus")
+            else opts
             for tool, opts in out["tool_options"].items()
         }
     return out
@@ -165,10 +175,22 @@ def task_spec_string(task: str, variants: list[str]) -> str:
     return ":".join([task, *variants])
 
 
+def _check_plugin() -> None:
+    """Hydra must see the user's folders too: they reach it only through the search-path plugin."""
+    seen = {s.path.removeprefix("file://") for s in GlobalHydra.instance().config_loader().get_sources()}
+    missing = [s for s in config_sources() if not s.builtin and str(s.path) not in seen]
+    if missing:
+        raise ConfigError(
+            f"Hydra does not see the config folder {missing[0].origin!r} ({missing[0].via}): the module "
+            "hydra_plugins/evalbench_searchpath.py is not importable. Fix: reinstall evalbench (`make install`)."
+        )
+
+
 def _compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     if GlobalHydra.instance().is_initialized():
         return compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        _check_plugin()
         return compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
 
 
@@ -197,14 +219,17 @@ def variants_of(choice: Any) -> list[str]:
     return [str(v) for v in choice]
 
 
-def experiment_from_cfg(cfg: DictConfig, variants: list[str] | None = None, choices: dict[str, Any] | None = None) -> Experiment:
+def experiment_from_cfg(
+    cfg: DictConfig, variants: list[str] | None = None, choices: dict[str, Any] | None = None, overrides: Sequence[str] = ()
+) -> Experiment:
     """The validated experiment of a composed config; `choices` (Hydra's runtime choices, group →
-    name) anchor the file paths of the chosen task and harness files (`anchor_paths`)."""
+    name) anchor the file paths of the chosen task and harness files (`anchor_paths`), except the
+    keys the `overrides` set."""
     data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     data.pop("variant", None)
     choices = choices or {}
-    if "task" in choices and choices["task"] is None:
-        data["task"] = None  # `task=null`: only the shared task defaults are left
+    if choices.get("task") is None and isinstance(data.get("task"), dict) and "name" not in data["task"]:
+        data["task"] = None  # `~task` (a suite alone): only the shared task defaults are left
     for group in ("task", "suite", "harness", "model", "tracking"):
         if isinstance(choices.get(group), str) and choices[group] in entries(group):
             entry(group, choices[group])  # the notice, when a user's file replaces a built-in one
@@ -212,13 +237,17 @@ def experiment_from_cfg(cfg: DictConfig, variants: list[str] | None = None, choi
         entry("variant", v)
     for group in ("task", "harness"):
         if isinstance(data.get(group), dict):
-            data[group] = anchor_paths(group, choices.get(group), data[group])
+            data[group] = anchor_paths(group, choices.get(group), data[group], typed_keys(overrides))
     if data.get("task") is not None:
         data["task"]["variants"] = variants or []
     try:
         return Experiment.model_validate(data)
     except ValidationError as err:
         raise format_validation_error(err, Experiment) from None
+
+
+def typed_keys(overrides: Sequence[str]) -> frozenset[str]:
+    return frozenset(o.partition("=")[0].lstrip("+~") for o in overrides if "=" in o)
 
 
 def validate_cli_names(args: list[str]) -> None:
@@ -339,5 +368,5 @@ def compose_experiment(overrides: list[str]) -> Experiment:
         with open_dict(cfg):
             cfg["task"] = None
         rest = {k: v for k, v in choices.items() if k != "task"}
-        return experiment_from_cfg(cfg, choices=rest).model_copy(update={"suite": suite})
-    return experiment_from_cfg(cfg, variants_of(choice), choices)
+        return experiment_from_cfg(cfg, choices=rest, overrides=overrides).model_copy(update={"suite": suite})
+    return experiment_from_cfg(cfg, variants_of(choice), choices, overrides)
