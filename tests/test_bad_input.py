@@ -42,7 +42,7 @@ def assert_refused(res, *needles: str) -> str:
         (["suite=base_qa", "suite.tasks=[mmlu::rc,gsm8k]"], ["'mmlu::rc' has an empty part", "task:variant"]),
         (["suite=base_qa", "suite.tasks=[':rc']"], ["':rc' has an empty part"]),
         (["task.fields.query='{question'"], ["`task.fields.query` template '{question'", "close every `{`"]),
-        (["+task.mc_template='{query} {foo}'"], ["`task.mc_template`", "`{foo}`", "task.fields.query"]),
+        (["task.mc_template='{query} {foo}'"], ["`task.mc_template`", "`{foo}`", "task.fields.query"]),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) and v and "=" in v[0] else None,
 )
