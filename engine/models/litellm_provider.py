@@ -32,6 +32,7 @@ _TRANSIENT = (
     "Timeout",
     "ServiceUnavailableError",
     "InternalServerError",
+    "BadGatewayError",
     "APIError",
 )
 
@@ -75,23 +76,35 @@ def _retry_after(err: Exception) -> float | None:
     return None
 
 
+def _http_status_error(causes: list[BaseException]) -> bool:
+    """The server answered with an HTTP error status (as opposed to a 200 litellm could not parse)."""
+    return any(type(c).__name__ == "HTTPStatusError"
+               or (type(c).__module__.split(".")[0] == "openai" and getattr(c, "status_code", None))
+               for c in causes)
+
+
 def _as_provider_error(err: Exception) -> ProviderError:
     """A typed error; its `kind` says what went wrong (docs/architecture.md, "One execution layer").
 
-    litellm reports a reset connection and an unparsable body as an `InternalServerError` (HTTP
-    500) too: the cause chain tells them apart, so an instance's error names the real failure."""
+    litellm reports a reset connection and an unparsable 200 body as an `InternalServerError`
+    (HTTP 500) too: the cause chain tells them apart, so an instance's error names the real failure.
+    """
     name = type(err).__name__
     causes = list(_chain(err))
     retry_after = _retry_after(err)
-    if any(isinstance(c, json.JSONDecodeError) for c in causes):
-        return ProviderError(f"the server's response is not valid JSON ({causes[-1]})", transient=True,
-                             kind="malformed_response")
+    text = f"{name}: {str(err)[:500]}"
     if any(isinstance(c, asyncio.TimeoutError) or type(c).__name__ in _TIMEOUTS for c in causes):
-        return ProviderError(f"{name}: {str(err)[:500]}", transient=True, kind="timeout", retry_after=retry_after)
+        return ProviderError(text, transient=True, kind="timeout", retry_after=retry_after)
     if any(isinstance(c, ConnectionError) or type(c).__name__ in _CONNECTION for c in causes):
         return ProviderError(f"connection error: {causes[-1]} ({name})"[:600], transient=True, kind="connection_error")
+    if not _http_status_error(causes) and (
+        any(isinstance(c, json.JSONDecodeError) for c in causes) or name in ("InternalServerError", "APIError")
+    ):
+        # A 200 whose body is not JSON, not an object, or has no choices (a proxy's login page, ...).
+        return ProviderError(f"the server's response could not be read as a completion ({text})", transient=True,
+                             kind="malformed_response")
     transient = name in _TRANSIENT or isinstance(err, ConnectionError)
-    return ProviderError(f"{name}: {str(err)[:500]}", transient=transient, kind=name, retry_after=retry_after)
+    return ProviderError(text, transient=transient, kind=name, retry_after=retry_after)
 
 
 def _first_choice(resp: Any) -> Any:
@@ -138,8 +151,10 @@ class LiteLLMProvider:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, port), PROBE_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError) as err:
-            cause = (f"no connection within {PROBE_TIMEOUT_S:g} s" if isinstance(err, asyncio.TimeoutError)
-                     else (err.strerror or str(err) or type(err).__name__).lower())
+            if isinstance(err, asyncio.TimeoutError):
+                cause = f"no connection within {PROBE_TIMEOUT_S:g} s"
+            else:  # asyncio's strerror is "Connect call failed (...)": the errno says why
+                cause = (os.strerror(err.errno) if err.errno else str(err) or type(err).__name__).lower()
             raise ProviderError(
                 f"cannot reach the model server at model.api_base={base} ({cause}), so no request was sent. "
                 f"Fix: start the server (e.g. `vllm serve MODEL --port {port}`) and wait until it listens, or "

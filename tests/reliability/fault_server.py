@@ -13,6 +13,8 @@ own answer, and injects one fault, chosen per test with `FaultServer.set_fault` 
     malformed       200 with a truncated JSON body
     empty_choices   200 with `"choices": []`
     empty_content   200 with an empty completion text
+    bad_gateway     502 with an HTML body (a reverse proxy whose backend is down)
+    html            200 with an HTML page (a proxy's login page) instead of JSON
 
 `times=k` faults the first k attempts of every question (transient); `times=None` faults every
 attempt (permanent). `only` restricts the fault to those questions ("A+B" keys). Every request
@@ -37,7 +39,7 @@ from aiohttp import web
 
 QUESTION = re.compile(r"What is (\d+)\s*\+\s*(\d+)\?")
 KINDS = ("none", "rate_limit", "server_error", "unavailable", "reset", "hang", "malformed",
-         "empty_choices", "empty_content")
+         "empty_choices", "empty_content", "bad_gateway", "html")
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,10 @@ class FaultServer:
         if outcome == "unavailable":
             return web.json_response({"error": {"message": "overloaded", "type": "server_error"}},
                                      status=503, headers=headers)
+        if outcome == "bad_gateway":
+            return web.Response(status=502, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        if outcome == "html":
+            return web.Response(text="<html><body>Please log in</body></html>", content_type="text/html")
         if outcome == "reset":
             _reset(request)
             raise asyncio.CancelledError  # the connection is gone: nothing to write

@@ -17,7 +17,7 @@ import pytest
 
 from engine.api import ChatMessage, GenerateRequest, GenerateResponse, ProviderError
 from engine.config.schema import HarnessConfig, ModelConfig
-from engine.models.litellm_provider import LiteLLMProvider
+from engine.models.litellm_provider import LiteLLMProvider, _litellm
 from engine.runner.cache import ResultCache
 from engine.runner.core import RunnerCore, WorkItem, check_response
 from tests.reliability.fault_server import Fault, FaultServer
@@ -27,6 +27,7 @@ HANG_TIMEOUT_S = 2.0  # the client timeout under `hang`; the server hangs far lo
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FaultServer]:
+    _litellm()  # imported up front: seconds on a busy machine, which no request timeout should count
     with FaultServer() as srv:
         yield srv
 
@@ -67,6 +68,8 @@ ERRORS = {
     "malformed": ("malformed_response", True, None),
     "empty_choices": ("empty_response", True, None),
     "empty_content": ("empty_response", True, None),
+    "bad_gateway": ("BadGatewayError", True, None),
+    "html": ("malformed_response", True, None),
 }
 
 
