@@ -7,10 +7,12 @@ as vLLM does); otherwise a clear error, never an approximation from generated to
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine.api import (
     GenerateRequest,
@@ -30,6 +32,7 @@ _TRANSIENT = (
     "Timeout",
     "ServiceUnavailableError",
     "InternalServerError",
+    "BadGatewayError",
     "APIError",
 )
 
@@ -42,20 +45,74 @@ def _litellm():
     return litellm
 
 
+PROBE_TIMEOUT_S = 3.0  # an api_base that accepts no connection within this is unreachable
+# Exception classes (anywhere in the cause chain) that mean the connection failed or timed out.
+_TIMEOUTS = ("Timeout", "APITimeoutError", "ReadTimeout", "ConnectTimeout", "SocketTimeoutError", "TimeoutError")
+_CONNECTION = ("APIConnectionError", "ConnectError", "ReadError", "RemoteProtocolError", "ClientOSError",
+               "ServerDisconnectedError", "ClientConnectionError")
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """The error and its causes (litellm wraps openai wraps httpx wraps aiohttp wraps the OS)."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
 def _retry_after(err: Exception) -> float | None:
     """The server's Retry-After (seconds) from the HTTP response an API error carries, if any."""
-    headers = getattr(getattr(err, "response", None), "headers", None) or {}
-    value = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
-        return None  # an HTTP date: the exponential backoff applies
+    for source in (getattr(getattr(err, "response", None), "headers", None),
+                   getattr(err, "litellm_response_headers", None), getattr(err, "headers", None)):
+        value = (source or {}).get("retry-after") or (source or {}).get("Retry-After")
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except (TypeError, ValueError):
+            return None  # an HTTP date: the exponential backoff applies
+    return None
+
+
+def _http_status_error(causes: list[BaseException]) -> bool:
+    """The server answered with an HTTP error status (as opposed to a 200 litellm could not parse)."""
+    return any(type(c).__name__ == "HTTPStatusError"
+               or (type(c).__module__.split(".")[0] == "openai" and getattr(c, "status_code", None))
+               for c in causes)
 
 
 def _as_provider_error(err: Exception) -> ProviderError:
+    """A typed error; its `kind` says what went wrong (docs/architecture.md, "One execution layer").
+
+    litellm reports a reset connection and an unparsable 200 body as an `InternalServerError`
+    (HTTP 500) too: the cause chain tells them apart, so an instance's error names the real failure.
+    """
     name = type(err).__name__
-    transient = name in _TRANSIENT or isinstance(err, (asyncio.TimeoutError, ConnectionError))
-    return ProviderError(f"{name}: {str(err)[:500]}", transient=transient, kind=name, retry_after=_retry_after(err))
+    causes = list(_chain(err))
+    retry_after = _retry_after(err)
+    text = f"{name}: {str(err)[:500]}"
+    if any(isinstance(c, asyncio.TimeoutError) or type(c).__name__ in _TIMEOUTS for c in causes):
+        return ProviderError(text, transient=True, kind="timeout", retry_after=retry_after)
+    if any(isinstance(c, ConnectionError) or type(c).__name__ in _CONNECTION for c in causes):
+        return ProviderError(f"connection error: {causes[-1]} ({name})"[:600], transient=True, kind="connection_error")
+    if not _http_status_error(causes) and (
+        any(isinstance(c, json.JSONDecodeError) for c in causes) or name in ("InternalServerError", "APIError")
+    ):
+        # A 200 whose body is not JSON, not an object, or has no choices (a proxy's login page, ...).
+        return ProviderError(f"the server's response could not be read as a completion ({text})", transient=True,
+                             kind="malformed_response")
+    transient = name in _TRANSIENT or isinstance(err, ConnectionError)
+    return ProviderError(text, transient=transient, kind=name, retry_after=retry_after)
+
+
+def _first_choice(resp: Any) -> Any:
+    """The first choice; a response without one is empty (retried), never an IndexError."""
+    choices = getattr(resp, "choices", None)
+    if not choices:
+        raise ProviderError("the server returned no choices", kind="empty_response", transient=True)
+    return choices[0]
 
 
 class LiteLLMProvider:
@@ -75,6 +132,39 @@ class LiteLLMProvider:
             kwargs["api_key"] = self._api_key
         return kwargs
 
+    async def probe(self) -> None:
+        """Refuse an unreachable `api_base` once, at start, rather than after the full retry schedule
+        of every request: a TCP connect within PROBE_TIMEOUT_S. What the server answers is not judged
+        here (servers differ in what `/models` serves); a hosted API (no api_base) is not probed."""
+        base = self.cfg.api_base
+        if not base:
+            return
+        url = urlsplit(base)
+        try:
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except ValueError:
+            port = None
+        if url.scheme not in ("http", "https") or not url.hostname or port is None:
+            raise ProviderError(
+                f"model.api_base '{base}' is not an http(s) URL with a host and port. Fix: write it as the "
+                "server's OpenAI-compatible root, e.g. `model.api_base=http://127.0.0.1:8000/v1`.", kind="config")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, port), PROBE_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError) as err:
+            if isinstance(err, asyncio.TimeoutError):
+                cause = f"no connection within {PROBE_TIMEOUT_S:g} s"
+            else:  # asyncio's strerror is "Connect call failed (...)": the errno says why
+                cause = (os.strerror(err.errno) if err.errno else str(err) or type(err).__name__).lower()
+            raise ProviderError(
+                f"cannot reach the model server at model.api_base={base} ({cause}), so no request was sent. "
+                f"Fix: start the server (e.g. `vllm serve MODEL --port {port}`) and wait until it listens, or "
+                "point `model.api_base` at the host and port where it runs.", kind="config") from err
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass  # the server closed first: it was reachable, which is all we asked
+
     async def _generate_one(self, request: GenerateRequest) -> GenerateResponse:
         lm = _litellm()
         s = request.sampling
@@ -86,18 +176,19 @@ class LiteLLMProvider:
         try:
             if request.prompt is not None:
                 resp = await lm.atext_completion(prompt=request.prompt, **params, **self._common())
-                choice = resp.choices[0]
-                text, tool_calls = choice.text or "", ()
             else:
                 messages = [m.model_dump(exclude_none=True) for m in request.messages or ()]
                 if request.tools:
                     params["tools"] = list(request.tools)
                 resp = await lm.acompletion(messages=messages, **params, **self._common())
-                choice = resp.choices[0]
-                text = choice.message.content or ""
-                tool_calls = tuple(tc.model_dump() for tc in (choice.message.tool_calls or ()))
         except Exception as err:  # noqa: BLE001 - every provider failure becomes a typed error
             raise _as_provider_error(err) from err
+        choice = _first_choice(resp)
+        if request.prompt is not None:
+            text, tool_calls = choice.text or "", ()
+        else:
+            text = choice.message.content or ""
+            tool_calls = tuple(tc.model_dump() for tc in (choice.message.tool_calls or ()))
         usage = getattr(resp, "usage", None)
         text, stopped = truncate_at_stop(text, s.stop)
         return GenerateResponse(
@@ -121,7 +212,9 @@ class LiteLLMProvider:
             )
         except Exception as err:  # noqa: BLE001
             raise _as_provider_error(err) from err
-        lp = resp.choices[0].logprobs
+        lp = _first_choice(resp).logprobs
+        if lp is None:
+            raise ProviderError("the server returned no prompt logprobs for an echo request", kind="unsupported")
         offsets, token_lps = list(lp.text_offset or []), list(lp.token_logprobs or [])
         tops = list(lp.top_logprobs or [])
         if not offsets or not token_lps:

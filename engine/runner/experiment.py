@@ -127,6 +127,12 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     check_capabilities(exp, runs)
     provider = build_provider(exp.model)
     judge = judge_provider(exp, provider, runs)
+    for p in (provider, judge):
+        # An unreachable server stops the run at once (ProviderError kind "config", exit 2) instead
+        # of every request running its retries; only network providers have a probe.
+        probe = getattr(p, "probe", None)
+        if probe is not None:
+            await probe()
     cache = ResultCache(exp.cache.path if exp.cache.enabled else None)
     core = RunnerCore(provider, exp.harness, cache, progress=exp.progress)
     judge_core = RunnerCore(judge, exp.harness, cache, progress=exp.progress) if judge is not None else None
