@@ -199,6 +199,7 @@ class InstanceRecord(_Record):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    attempts: int = 1  # provider calls it took (retries included); 0 when it came from the cache
     trajectory: list[TrajectoryStep] = []
 
 

@@ -148,5 +148,9 @@ class HFProvider:
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
         return await asyncio.to_thread(self.generate_sync, requests)
 
+    async def warm(self) -> None:
+        """Load tokenizer and weights (in a thread) before the first request's timeout starts."""
+        await asyncio.to_thread(lambda: (self.tokenizer, self.model))
+
     async def aclose(self) -> None:
         return None

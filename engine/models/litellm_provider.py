@@ -249,6 +249,10 @@ class LiteLLMProvider:
             )
         return out
 
+    async def warm(self) -> None:
+        """Import litellm (~4 s) before the first request's timeout starts counting."""
+        await asyncio.to_thread(_litellm)
+
     async def aclose(self) -> None:
         if "litellm" in sys.modules:  # close pooled HTTP sessions before the event loop ends
             await sys.modules["litellm"].close_litellm_async_clients()

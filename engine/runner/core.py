@@ -194,6 +194,14 @@ class RunnerCore:
         self.deterministic = provider.identity.provider == "hf"  # a local model repeats itself
         self._batcher = _MicroBatcher(provider)
         self.model_calls = 0
+        self._warmed = False
+
+    async def warm(self) -> None:
+        """Let the provider load what it needs (weights, the litellm module) once, before any request's
+        timeout starts counting. Test doubles and third-party providers may not define `warm`."""
+        if not self._warmed and (warm := getattr(self.provider, "warm", None)) is not None:
+            await warm()
+        self._warmed = True
 
     # -- model calls ---------------------------------------------------------------------------
     async def _provider_call(self, batch: list[Request]) -> list[Response]:
@@ -210,6 +218,7 @@ class RunnerCore:
 
     async def call_model(self, request: GenerateRequest, timeout_s: float | None = None) -> tuple[GenerateResponse, int]:
         """One generate call of a job: (response, attempts). Retried; raises the last error."""
+        await self.warm()
         h = self.harness
         timeout = min(h.request_timeout_s, timeout_s) if timeout_s is not None else h.request_timeout_s
         attempts = 0
@@ -300,6 +309,8 @@ class RunnerCore:
                 await self._run_job(item, ctx, results, bar)
 
         try:
+            if pending:
+                await self.warm()
             if requests:
                 await asyncio.gather(*(batch_guarded(b) for b in _batches(requests, max(1, self.provider.max_batch))))
             if jobs:

@@ -110,7 +110,7 @@ def _record(task: Task, spec: str, p: PlannedItem, out: Outcome) -> InstanceReco
         task_hash=task.task_hash, task_spec=spec, instance_id=inst.id, sample_index=p.sample,
         request_hash=request_hash(req), request=req.model_dump(mode="json"), prompt_text=prompt,
         gold=inst.gold, choices=list(inst.choices) if inst.choices else None, cluster=inst.cluster,
-        latency_s=out.latency_s, cached=out.cached, trajectory=steps,
+        latency_s=out.latency_s, cached=out.cached, attempts=out.attempts, trajectory=steps,
     )
     resp = out.response
     if resp is None or out.error is not None:
