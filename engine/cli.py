@@ -33,6 +33,8 @@ from engine.config.compose import (  # noqa: E402
     expand_spec_overrides,
     experiment_from_cfg,
     sweep_combinations,
+    task_list,
+    use_cli_searchpath,
     variants_of,
 )
 from engine.config.errors import ConfigError  # noqa: E402
@@ -141,7 +143,9 @@ def _hydra_job(cfg: DictConfig) -> None:
     # Hydra leaves list choices (`variant=[rc,5shot]`) out of runtime.choices: read the override.
     given = [o.split("=", 1)[1] for o in hc.overrides.task if o.lstrip("+").startswith("variant=")]
     try:
-        exp = experiment_from_cfg(cfg, variants_of(given[-1] if given else hc.runtime.choices.get("variant")))
+        choices = dict(hc.runtime.choices)
+        exp = experiment_from_cfg(cfg, variants_of(given[-1] if given else choices.get("variant")), choices,
+                                  list(hc.overrides.task))
     except ConfigError as err:
         _fail(str(err))
         return
@@ -150,6 +154,7 @@ def _hydra_job(cfg: DictConfig) -> None:
 
 def main() -> None:
     try:
+        use_cli_searchpath(sys.argv[1:])  # the user's config folders, before any name is checked
         args = expand_spec_overrides(sys.argv[1:])
     except ConfigError as err:
         _fail(str(err))
@@ -161,11 +166,15 @@ def main() -> None:
     multirun = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if not a.startswith("-")]
     try:
+        if multirun and task_list(overrides):
+            raise ConfigError("A task list (`task=[a,b]`) runs as one ad-hoc suite and cannot be swept with -m. Fix: "
+                              "drop -m, or sweep the tasks as `-m task=a,b`.")
         if not multirun:
             exp = compose_experiment(overrides)
         else:
             for combination in sweep_combinations(overrides):
                 compose_experiment(combination)  # every job is valid before the first starts
+            use_cli_searchpath(overrides)
     except ConfigError as err:
         _fail(str(err))
         return

@@ -1,4 +1,5 @@
-"""`python -m engine.list [group]`: what exists — tasks, variants, suites, harnesses, models."""
+"""`python -m engine.list [group]`: what exists — tasks, variants, suites, harnesses, models — and
+where each comes from (`builtin`, or the user's config folder; docs/architecture.md, "Paths")."""
 
 from __future__ import annotations
 
@@ -6,31 +7,44 @@ import sys
 
 import yaml
 
-from engine.config.compose import GROUPS, conf_dir, known_names
+from engine.config.compose import GROUPS, Entry, entries, use_cli_searchpath
+from engine.config.errors import ConfigError
 
 
-def describe(group: str, name: str) -> str:
-    path = conf_dir() / group / f"{name}.yaml"
-    lines = path.read_text().splitlines()
+def describe(found: Entry) -> str:
+    text = found.path.read_text()
+    lines = text.splitlines()
     comment = next((ln.lstrip("# ").strip() for ln in lines if ln.startswith("#") and "@package" not in ln), "")
-    if group == "suite":
-        data = yaml.safe_load(path.read_text()) or {}
+    if found.group == "suite":
+        data = yaml.safe_load(text) or {}
         comment = f"{', '.join(data.get('tasks', []))}" + (f"  — {comment}" if comment else "")
     return comment
 
 
+def origin(found: Entry) -> str:
+    if found.builtin:
+        return "builtin"
+    return f"{found.origin} (overrides builtin)" if found.overrides_builtin else found.origin
+
+
 def main(argv: list[str]) -> int:
-    groups = argv or list(GROUPS)
+    try:
+        use_cli_searchpath(argv)  # `python -m engine.list hydra.searchpath=[file:///my/evals]` lists them too
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    groups = [a for a in argv if "=" not in a] or list(GROUPS)
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         print(f"error: unknown group {unknown[0]!r}; groups are {', '.join(GROUPS)}.", file=sys.stderr)
         return 2
     for group in groups:
-        names = known_names(group)
-        print(f"{group} ({len(names)}):")
-        width = max((len(n) for n in names), default=0)
-        for name in names:
-            print(f"  {name.ljust(width)}  {describe(group, name)}")
+        found = entries(group)
+        print(f"{group} ({len(found)}):")
+        width = max((len(n) for n in found), default=0)
+        origin_width = max((len(origin(e)) for e in found.values()), default=0)
+        for name, e in found.items():
+            print(f"  {name.ljust(width)}  {origin(e).ljust(origin_width)}  {describe(e)}".rstrip())
     return 0
 
 

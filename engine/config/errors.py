@@ -26,7 +26,8 @@ def unknown_name_error(kind: str, name: str, known: Iterable[str]) -> ConfigErro
     hint = f" Did you mean {', '.join(repr(k) for k in near)}?" if near else ""
     return ConfigError(
         f"Unknown {kind} '{name}'.{hint} Known {kind}s: {', '.join(known) or '(none)'}. "
-        f"Add conf/{kind}/{name}.yaml to define a new one, or list what exists with `python -m engine.list`."
+        f"Add {kind}/{name}.yaml to conf/ or to a folder on EVALBENCH_CONFIG_PATH to define a new one, "
+        "or list what exists with `python -m engine.list`."
     )
 
 

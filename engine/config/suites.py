@@ -12,7 +12,7 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from engine.config.compose import check_name, compose_task, conf_dir, task_spec_string
+from engine.config.compose import compose_task, entry, task_spec_string
 from engine.config.errors import ConfigError, format_validation_error
 from engine.config.schema import Experiment, SuiteConfig, TaskConfig
 
@@ -25,9 +25,10 @@ class TaskRun(BaseModel):
     spec: str
     task: TaskConfig
 
+
 def load_suite(name: str) -> SuiteConfig:
-    check_name("suite", name)
-    data = OmegaConf.to_container(OmegaConf.load(conf_dir() / "suite" / f"{name}.yaml"), resolve=True)
+    """The suite file a name selects, from the user's config folders or the built-in ones."""
+    data = OmegaConf.to_container(OmegaConf.load(entry("suite", name).path), resolve=True)
     try:
         return SuiteConfig.model_validate(data)
     except ValidationError as err:

@@ -16,11 +16,12 @@ from omegaconf import OmegaConf
 from engine.config.errors import ConfigError
 
 
-def load_variant_files(folder: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """name → content of `<folder>/<name>.yaml` (the task keys it sets), in the order given."""
+def load_variant_files(paths: Mapping[str, Path], names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """name → content of its YAML file (the task keys it sets), in the order given; `paths` maps
+    each variant name to its file (built-in or a user's folder)."""
     out: dict[str, dict[str, Any]] = {}
     for name in names:
-        content = OmegaConf.to_container(OmegaConf.load(Path(folder) / f"{name}.yaml"), resolve=True)
+        content = OmegaConf.to_container(OmegaConf.load(paths[name]), resolve=True)
         out[name] = {str(k): v for k, v in content.items()} if isinstance(content, dict) else {}
     return out
 

@@ -8,9 +8,8 @@ import string
 from engine.api import GenerateResponse, LoglikelihoodResponse, Response
 from engine.config.schema import TaskConfig
 from engine.scoring.registry import apply_scorers, scorer
-from engine.stats import bits_per_byte
 from engine.tasks.extract import extract_answer, normalize_number
-from engine.tasks.formulations import continuations, gold_continuation
+from engine.tasks.formulations import bits_per_byte, continuations, gold_continuation
 from engine.tasks.instance import Instance
 from engine.tasks.task import Task
 

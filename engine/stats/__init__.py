@@ -2,13 +2,12 @@
 
 from engine.api import ScoreSummary
 from engine.stats._paired import PAIRED_MDE_FACTOR, PairedComparison, paired_compare, verdict_of
-from engine.stats._summary import Z_95, Z_POWER_80, bits_per_byte, summarize, summarize_macro, summarize_means
+from engine.stats._summary import Z_95, Z_POWER_80, summarize, summarize_macro, summarize_means
 
 __all__ = [
     "Z_95",
     "Z_POWER_80",
     "ScoreSummary",
-    "bits_per_byte",
     "summarize",
     "summarize_macro",
     "summarize_means",

@@ -90,8 +90,3 @@ def summarize_means(parts: Sequence[ScoreSummary]) -> ScoreSummary:
     mean = sum(p.value for p in parts) / k
     se = math.sqrt(sum(p.reported_stderr**2 for p in parts)) / k
     return _interval(mean, sum(p.n for p in parts), se)
-
-
-def bits_per_byte(logprob: float, text: str) -> float:
-    """-logprob / (bytes * ln 2): a continuation's cost in bits per UTF-8 byte."""
-    return -logprob / (max(len(text.encode("utf-8")), 1) * math.log(2))

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from engine.api import ChatMessage, GenerateRequest, LoglikelihoodRequest, Request, SamplingParams
@@ -107,3 +108,8 @@ def _with_cot_prompt(cfg: TaskConfig, inst: Instance) -> Instance:
     if cfg.chain_of_thought and cfg.cot_prompt:
         return inst.model_copy(update={"query": f"{inst.query} {cfg.cot_prompt}"})
     return inst
+
+
+def bits_per_byte(logprob: float, text: str) -> float:
+    """-logprob / (bytes * ln 2): the bpb formulation's cost of a continuation per UTF-8 byte."""
+    return -logprob / (max(len(text.encode("utf-8")), 1) * math.log(2))

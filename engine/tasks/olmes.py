@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 
 from engine.api import LoglikelihoodRequest, LoglikelihoodResponse, Request, Response
-from engine.stats import bits_per_byte
+from engine.tasks.formulations import bits_per_byte
 from engine.tasks.instance import Instance
 from engine.tasks.task import Task, register_task
 

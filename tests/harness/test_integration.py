@@ -54,7 +54,7 @@ def run(exp: Experiment, model):
 
 
 GOLD = {json.loads(line)["question"]: json.loads(line)["answer"]
-        for line in (Path(__file__).parents[1] / "fixtures" / "freshqa" / "freshqa.jsonl").read_text().splitlines()}
+        for line in (Path(__file__).parents[2] / "data" / "freshqa" / "freshqa.jsonl").read_text().splitlines()}
 
 
 def agent_reply(req) -> str:

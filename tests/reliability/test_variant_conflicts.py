@@ -11,7 +11,7 @@ from engine.config.variants import check_variant_conflicts, load_variant_files
 
 
 def variants(*names: str) -> dict[str, dict]:
-    return load_variant_files(conf_dir() / "variant", names)
+    return load_variant_files({n: conf_dir() / "variant" / f"{n}.yaml" for n in names}, names)
 
 
 @pytest.mark.parametrize(("names", "key"), [
@@ -57,6 +57,6 @@ def test_every_shipped_suite_spec_is_conflict_free():
 
 
 def test_load_variant_files_keeps_order_and_content():
-    loaded = load_variant_files(conf_dir() / "variant", ["mc", "3shot"])
+    loaded = load_variant_files({n: conf_dir() / "variant" / f"{n}.yaml" for n in ("mc", "3shot")}, ["mc", "3shot"])
     assert list(loaded) == ["mc", "3shot"]
     assert loaded["mc"] == {"formulation": "mc", "primary_metric": "acc"} and loaded["3shot"] == {"num_fewshot": 3}

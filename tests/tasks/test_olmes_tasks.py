@@ -230,7 +230,7 @@ def test_freshqa_relaxed_match_uses_aliases():
     from engine.api import GenerateResponse
 
     task = build_task(compose_task("freshqa").model_copy(update={"data": DataConfig(
-        path="json", data_files=str(FIXTURES / "freshqa" / "freshqa.jsonl"), split="train")}))
+        path="json", data_files=str(FIXTURES.parents[1] / "data" / "freshqa" / "freshqa.jsonl"), split="train")}))
     inst = task.load_instances()[0]
     assert task.config.primary_metric == "relaxed_match"
     scores, _ = score_response(task, inst, GenerateResponse(text=f"I believe it is {inst.gold_text}, as of 2023."))
