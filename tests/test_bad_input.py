@@ -35,7 +35,8 @@ def assert_refused(res, *needles: str) -> str:
         (["harness.request_timeout_s=0"], ["`harness.request_timeout_s` must be > 0", "request_timeout_s=600"]),
         (["harness.max_retries=-1"], ["`harness.max_retries` must be ≥ 0", "max_retries=0"]),
         (["task=gsm8k", "task.generation.max_tokens=-4"], ["`task.generation.max_tokens` must be ≥ 1"]),
-        (["task=freshqa", "task.scorers=[contans]"], ["unknown scorer 'contans'", "did you mean 'contains'", "relaxed_match"]),
+        (["task=freshqa", "task.scorers=[contans]"], ["Unknown scorer 'contans' in `task.scorers`", "Did you mean 'contains'", "relaxed_match",
+                                                  "`@scorer`"]),
         (["task.primary_metric=accuracy"], ["`task.primary_metric` is 'accuracy'", "did you mean 'acc'", "produces only acc"]),
         # the cot variant makes MMLU a generation task, which writes exact_match, not acc
         (["variant=cot"], ["`task.primary_metric` is 'acc'", "formulation generate", "exact_match"]),

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import string
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.config import names
 from engine.config.errors import closest
-
-# Scorers a task may add by name, each with the metric it writes (engine/scoring/scorers.py,
-# engine/harness/judge.py). Listed here because config sits below scoring (docs/architecture.md).
-SCORER_METRICS: dict[str, str] = {"contains": "contains", "relaxed_match": "relaxed_match", "judge": "judge"}
+from engine.config.templates import TemplateError, is_jinja, jinja_variables
 
 # The engine's own task classes whose metrics differ from the generic formulation's (per formulation;
 # a formulation not listed keeps the generic metrics). A user class (`_target_`) may score anything,
@@ -24,24 +23,35 @@ _TARGET_METRICS: dict[str, dict[str, set[str]]] = {
     "engine.tasks.code.HumanEvalTask": {"generate": {"pass"}},
     "humaneval": {"generate": {"pass"}},
 }
+# What a Jinja prompt template (mc/rc/generate_template) may use: the rendered query, the choices (a
+# list), the lettered choice block (what `{choices}` is in a format template), the letters, the row.
+PROMPT_VARIABLES = ("query", "choices", "choice_block", "letters", "doc")
+_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 def template_fields(template: str, where: str) -> set[str]:
-    """The `{name}` placeholders of a str.format template; ValueError naming `where` if it cannot parse."""
+    """The `{name}` placeholders of a str.format template, or the names a Jinja template reads;
+    ValueError naming `where` if it cannot parse."""
+    if is_jinja(template):
+        try:
+            return jinja_variables(template, f"`{where}`")
+        except TemplateError as err:
+            raise ValueError(str(err)) from None
     try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        found = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
         raise ValueError(
-            f"`{where}` template {template!r} does not parse ({err}). Fix: close every `{{` with `}}`, and "
-            "write a literal brace as `{{` or `}}`"
+            f"`{where}` template {template!r} does not parse ({err}). Fix: close every `{{` with `}}`; for a "
+            "literal brace write the template in Jinja (`{{ column }}`), where a single brace is plain text"
         ) from None
-    bad = [n for n in names if not n or n.isdigit()]
+    bad = [n for n in found if not n or n.isdigit()]
     if bad:
         raise ValueError(
             f"`{where}` template {template!r} has a positional placeholder `{{{bad[0]}}}`. Fix: name the column, "
-            "e.g. `{question}`, or write a literal brace as `{{` or `}}`"
+            "e.g. `{question}`; for a literal brace write the template in Jinja (`{{ question }}`), where a "
+            "single brace is plain text"
         )
-    return {n.split(".")[0].split("[")[0] for n in names}
+    return {n.split(".")[0].split("[")[0] for n in found}
 
 
 class _Config(BaseModel):
@@ -65,7 +75,8 @@ class DataConfig(_Config):
 
 
 class FieldMap(_Config):
-    """How a dataset row becomes an Instance. Templates use `{column}` placeholders."""
+    """How a dataset row becomes an Instance. Templates use `{column}` placeholders, or Jinja
+    (`{{ question.strip() }}`) as lm-eval's `doc_to_text` does (engine/config/templates.py)."""
 
     id: str | None = None
     query: str = "{question}"
@@ -129,7 +140,8 @@ class TaskConfig(_Config):
     best_of: list[Literal["mc", "rc"]] = []
     num_fewshot: int = Field(default=0, ge=0)
     fewshot: FewshotConfig = FewshotConfig()
-    # Prompt templates; `{query}` is the rendered query, `{choices}` the lettered choice block.
+    # Prompt templates; `{query}` is the rendered query, `{choices}` the lettered choice block. In a
+    # Jinja template: `query`, `choices` (a list), `choice_block`, `letters`, `doc` (the row).
     mc_template: str = "Question: {query}\n{choices}\nAnswer:"
     rc_template: str = "Question: {query}\nAnswer:"
     generate_template: str = "{query}"
@@ -157,13 +169,23 @@ class TaskConfig(_Config):
     @field_validator("mc_template", "rc_template", "generate_template")
     @classmethod
     def _template_placeholders(cls, v: str, info: Any) -> str:
+        where = f"task.{info.field_name}"
+        if is_jinja(v):
+            unknown = sorted(template_fields(v, where) - set(PROMPT_VARIABLES))
+            if unknown:
+                raise ValueError(
+                    f"`{where}` Jinja template {v!r} uses `{unknown[0]}`, but it can only use "
+                    f"{', '.join(f'`{a}`' for a in PROMPT_VARIABLES)} (`doc` is the dataset row). Fix: write "
+                    f"`doc.{unknown[0]}` for a row column, or put row columns in `task.fields.query` (rendered as `query`)"
+                )
+            return v
         allowed = {"query", "choices"} if info.field_name == "mc_template" else {"query"}
-        unknown = sorted(template_fields(v, f"task.{info.field_name}") - allowed)
+        unknown = sorted(template_fields(v, where) - allowed)
         if unknown:
             raise ValueError(
-                f"`task.{info.field_name}` template {v!r} uses `{{{unknown[0]}}}`, but it can only use "
+                f"`{where}` template {v!r} uses `{{{unknown[0]}}}`, but it can only use "
                 f"{' and '.join(f'`{{{a}}}`' for a in sorted(allowed))}. Fix: put row columns in `task.fields.query` "
-                "(rendered as `{query}`), or write a literal brace as `{{` or `}}`"
+                "(rendered as `{query}`), or write the template in Jinja, where `doc` is the row"
             )
         return v
 
@@ -171,13 +193,16 @@ class TaskConfig(_Config):
     @classmethod
     def _known_scorers(cls, v: list[str]) -> list[str]:
         for name in v:
-            if name not in SCORER_METRICS:
-                near = closest(name, SCORER_METRICS)
-                hint = f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""
-                raise ValueError(
-                    f"`task.scorers` names an unknown scorer {name!r}{hint}. Known scorers: "
-                    f"{', '.join(sorted(SCORER_METRICS))}. Fix: use one of them or remove it"
-                )
+            names.check_known("scorer", name, "`task.scorers`")
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _known_task_class(cls, v: str | None) -> str | None:
+        # A dotted path (`my.module.MyTask`) is imported when the task is built; a short name must be
+        # registered (`@task`) by now: built-in, or in a module `imports:` loaded.
+        if v is not None and "." not in v:
+            names.check_known("task", v, "`task._target_`")
         return v
 
     def metrics(self) -> set[str] | None:
@@ -190,8 +215,9 @@ class TaskConfig(_Config):
         forms: list[str] = list(self.best_of) or [self.formulation]
         for form in forms:
             out = set(per_target.get(form) or _formulation_metrics(form, self.normalization))
-            if form == "generate":
-                out |= {SCORER_METRICS[s] for s in self.scorers}
+            for s in self.scorers:  # built-in scorers score generations; a user scorer any response
+                if form == "generate" or s in names.user_scorers():
+                    out |= set(names.scorer_metrics(s))
             if "pass" in out:
                 out |= {f"pass@{k}" for k in self.pass_at_k}
             runs.append(out)
@@ -266,8 +292,9 @@ class ModelConfig(_Config):
 
 class HarnessConfig(_Config):
     name: str = "default"
-    scaffold: Literal["single_turn", "tool_loop", "multi_turn", "openai_agents"] = "single_turn"
-    tools: list[str] = []
+    # single_turn, tool_loop, multi_turn, openai_agents, or a user's `@scaffold`
+    scaffold: str = "single_turn"
+    tools: list[str] = []  # built-in tools or a user's `@tool`s (engine/harness/tools.py)
     max_turns: int = Field(default=1, ge=1)
     concurrency: int = Field(default=4, ge=1)
     max_retries: int = Field(default=3, ge=0)
@@ -283,6 +310,19 @@ class HarnessConfig(_Config):
     max_time_s: float | None = None  # wall time of one trajectory
     turns_field: str = "turns"  # multi_turn: the row column holding the scripted user turns
 
+    @field_validator("scaffold")
+    @classmethod
+    def _known_scaffold(cls, v: str) -> str:
+        names.check_known("scaffold", v, "`harness.scaffold`")
+        return v
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, v: list[str]) -> list[str]:
+        for name in v:
+            names.check_known("tool", name, "`harness.tools`")
+        return v
+
 
 class TrackingConfig(_Config):
     mlflow: bool = True
@@ -297,6 +337,9 @@ class CacheConfig(_Config):
 
 
 class Experiment(_Config):
+    # Modules to import before validation: they define `@task`, `@scorer`, `@tool`, `@scaffold`
+    # (engine/config/plugins.py; installed `evalbench.plugins` entry points load too).
+    imports: list[str] = []
     task: TaskConfig | None = None
     suite: SuiteConfig | None = None
     model: ModelConfig
@@ -308,3 +351,13 @@ class Experiment(_Config):
     output_dir: str = "runs/latest"
     inspect: bool = False
     progress: bool = True
+
+    @field_validator("imports", mode="before")
+    @classmethod
+    def _module_names(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, str) else v
+        for name in v if isinstance(v, list) else []:
+            if not isinstance(name, str) or not _MODULE.match(name):
+                raise ValueError(f"`imports` lists {name!r}, which is not a module name. Fix: list dotted module "
+                                 "names, e.g. `imports: [mypkg.evals]`")
+        return v

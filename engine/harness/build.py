@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.api import Provider, stable_hash
 from engine.config.schema import HarnessConfig
-from engine.harness.openai_agents import OpenAIAgentsLoop
+from engine.harness import openai_agents  # noqa: F401 - registers the scaffold `openai_agents`
 from engine.harness.protocol import choose_protocol
 from engine.harness.scaffolds import SCAFFOLDS, ToolLoop
 from engine.harness.tools import Tool, resolve_tools
@@ -40,7 +40,7 @@ def build_scaffold(h: HarnessConfig, provider: Provider) -> ToolLoop:
     protocol = choose_protocol(h.protocol, provider)
     # HF chat templates take tool-call arguments as a mapping; OpenAI-style APIs as a JSON string.
     as_dict = provider.identity.provider == "hf"
-    cls: type[ToolLoop] = OpenAIAgentsLoop if h.scaffold == "openai_agents" else SCAFFOLDS[h.scaffold]
+    cls = SCAFFOLDS.get(h.scaffold, "`harness.scaffold`")
     return cls(tools, h, protocol, arguments_as_dict=as_dict)
 
 

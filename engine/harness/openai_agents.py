@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.api import ChatMessage, GenerateRequest, ProviderError, TrajectoryStep
 from engine.harness.protocol import tool_response_text
-from engine.harness.scaffolds import LimitReached, ModelCall, ToolLoop, Trajectory, _State
+from engine.harness.scaffolds import LimitReached, ModelCall, ToolLoop, Trajectory, _State, scaffold
 from engine.harness.tools import ToolContext
 
 
@@ -30,6 +30,7 @@ def _text(content: Any) -> str:
     return "".join(p.get("text", "") for p in content if isinstance(p, dict))
 
 
+@scaffold
 class OpenAIAgentsLoop(ToolLoop):
     name = "openai_agents"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,10 +28,13 @@ from engine.api import (
     GenerateResponse,
     InstanceError,
     ProviderError,
+    Registry,
     TokenUsage,
     TrajectoryStep,
     request_hash,
 )
+from engine.config import names
+from engine.config.errors import ConfigError
 from engine.config.schema import HarnessConfig
 from engine.harness.protocol import (
     ParsedCall,
@@ -314,4 +318,24 @@ def _json_args(args: Any) -> str:
     return json.dumps(args if args is not None else {}, default=str)
 
 
-SCAFFOLDS: dict[str, type[ToolLoop]] = {"tool_loop": ToolLoop, "multi_turn": MultiTurn}
+# Scaffolds by name for `harness.scaffold` (docs/architecture.md, "Extensions"); `@scaffold` adds a user's.
+SCAFFOLDS: Registry[type[ToolLoop]] = Registry(
+    "scaffold", "@scaffold", ConfigError, on_add=lambda name, _: names.declare("scaffold", name))
+
+
+def scaffold(cls: type[ToolLoop] | None = None, *, name: str | None = None) -> Any:
+    """`@scaffold` or `@scaffold(name=...)` on a ToolLoop subclass: `harness.scaffold: <name>` runs it.
+    Bare, the name is the class's own `name` attribute when it sets one, else its name in snake case."""
+
+    def wrap(c: type[ToolLoop]) -> type[ToolLoop]:
+        if not (isinstance(c, type) and issubclass(c, ToolLoop)):
+            raise TypeError(f"@scaffold decorates a subclass of engine.harness.ToolLoop, not {c!r}")
+        key = name or c.__dict__.get("name") or re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", c.__name__).lower()
+        c.name = key
+        return SCAFFOLDS.add(key, c)
+
+    return wrap(cls) if cls is not None else wrap
+
+
+scaffold(ToolLoop)
+scaffold(MultiTurn)

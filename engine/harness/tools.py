@@ -14,13 +14,15 @@ The JSON schema comes from the type hints through pydantic, descriptions from th
 invalid arguments, unknown tools and exceptions inside a tool come back as a failed
 ``ToolResult`` that the scaffold feeds to the model, never as a crash of the run.
 
-The global registry (``TOOLS``) lets YAML name tools: ``harness.tools: [search, submit]``.
+The registry (``TOOLS``) lets YAML name tools: ``harness.tools: [search, submit]``; a user's tools
+register the same way once their module is imported (``imports: [mypkg.tools]`` or an entry point
+of group ``evalbench.plugins``; docs/architecture.md, "Extensions"). Two tools under one name are
+an error naming both definitions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import difflib
 import inspect
 import json
 import re
@@ -31,7 +33,9 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from engine.api import TrajectoryStep
+from engine.api import Registry, TrajectoryStep, origin_of
+from engine.config import names
+from engine.config.errors import ConfigError
 from engine.sandbox import SandboxError
 
 
@@ -231,7 +235,7 @@ class Tool:
         return f"<Tool {self.name} requires={sorted(self.requires)}>"
 
 
-TOOLS: dict[str, Tool] = {}
+TOOLS: Registry[Tool] = Registry("tool", "@tool", ConfigError, on_add=lambda name, _: names.declare("tool", name))
 
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None,
@@ -241,19 +245,16 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, descr
     def wrap(f: Callable[..., Any]) -> Tool:
         t = Tool(f, name=name, description=description, requires=requires)
         if register:
-            TOOLS[t.name] = t
+            TOOLS.add(t.name, t, origin=origin_of(f))
         return t
 
     return wrap(fn) if fn is not None else wrap
 
 
 def get_tool(name: str) -> Tool:
-    """A registered tool (the built-ins register when `engine.harness` is imported)."""
-    if name not in TOOLS:
-        close = difflib.get_close_matches(name, list(TOOLS), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown tool {name!r}; known tools: {sorted(TOOLS)}.{hint}")
-    return TOOLS[name]
+    """A registered tool (the built-ins register when `engine.harness` is imported); ConfigError
+    naming the closest tools and how to register one otherwise."""
+    return TOOLS.get(name, "`harness.tools`")
 
 
 def resolve_tools(names: Iterable[str]) -> list[Tool]:

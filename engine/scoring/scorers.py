@@ -7,6 +7,7 @@ import string
 
 from engine.api import GenerateResponse, LoglikelihoodResponse, Response
 from engine.config.schema import TaskConfig
+from engine.scoring.registry import apply_scorers, scorer
 from engine.tasks.extract import extract_answer, normalize_number
 from engine.tasks.formulations import bits_per_byte, continuations, gold_continuation
 from engine.tasks.instance import Instance
@@ -93,18 +94,38 @@ def score_generation(cfg: TaskConfig, inst: Instance, resp: GenerateResponse) ->
     if cfg.fields.aliases and not match and extracted is not None:
         match = any(normalize_text(extracted) == normalize_text(a) for a in _answers(cfg, inst))
         scores["exact_match"] = float(match)
-    if "contains" in cfg.scorers:
-        scores["contains"] = float(bool(gold) and normalize_text(gold) in normalize_text(resp.text))
-    if "relaxed_match" in cfg.scorers:
-        scores["relaxed_match"] = float(relaxed_match(resp.text, _answers(cfg, inst)))
     return scores, extracted
 
 
+# The built-in scorers a task names in `scorers:` (engine/config/names.py lists them for validation).
+@scorer(name="contains")
+def contains_scorer(cfg: TaskConfig, inst: Instance, resp: Response) -> dict[str, float]:
+    if not isinstance(resp, GenerateResponse):
+        return {}
+    gold = inst.gold_text or ""
+    return {"contains": float(bool(gold) and normalize_text(gold) in normalize_text(resp.text))}
+
+
+@scorer(name="relaxed_match")
+def relaxed_match_scorer(cfg: TaskConfig, inst: Instance, resp: Response) -> dict[str, float]:
+    if not isinstance(resp, GenerateResponse):
+        return {}
+    return {"relaxed_match": float(relaxed_match(resp.text, _answers(cfg, inst)))}
+
+
+@scorer(name="judge")
+def judge_scorer(cfg: TaskConfig, inst: Instance, resp: Response) -> dict[str, float]:
+    return {}  # the judge's verdicts come after every response is in (engine/runner/task_run.py apply_judge)
+
+
 def score_response(task: Task, inst: Instance, response: Response) -> tuple[dict[str, float], object]:
-    """(scores, extracted answer) of one response: the task's own scoring, else the standard one."""
+    """(scores, extracted answer) of one response: the task's own scoring, else the standard one;
+    then the scorers the task names (`scorers:`, built-in or `@scorer`)."""
     own = task.score(inst, response)
     if own is not None:
-        return own
-    if isinstance(response, LoglikelihoodResponse):
-        return score_choice(task.config, inst, response)
-    return score_generation(task.config, inst, response)
+        scores, extracted = own
+    elif isinstance(response, LoglikelihoodResponse):
+        scores, extracted = score_choice(task.config, inst, response)
+    else:
+        scores, extracted = score_generation(task.config, inst, response)
+    return (apply_scorers(task.config, inst, response, scores) if task.config.scorers else scores), extracted

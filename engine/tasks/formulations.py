@@ -14,19 +14,33 @@ from collections.abc import Sequence
 
 from engine.api import ChatMessage, GenerateRequest, LoglikelihoodRequest, Request, SamplingParams
 from engine.config.schema import TaskConfig
-from engine.tasks.instance import LETTERS, Instance
+from engine.config.templates import is_jinja
+from engine.tasks.instance import LETTERS, Instance, render_template
 
 
 def choice_block(choices: Sequence[str]) -> str:
     return "\n".join(f" {LETTERS[i]}. {c}" for i, c in enumerate(choices))
 
 
-def render_context(cfg: TaskConfig, inst: Instance) -> str:
+def prompt_template(cfg: TaskConfig) -> tuple[str, str]:
+    """(template, where) of the formulation's prompt."""
     if cfg.formulation == "mc":
-        return cfg.mc_template.format(query=inst.query, choices=choice_block(inst.choices or ()))
+        return cfg.mc_template, "`task.mc_template`"
     if cfg.formulation in ("rc", "bpb"):
-        return cfg.rc_template.format(query=inst.query)
-    return cfg.generate_template.format(query=inst.query)
+        return cfg.rc_template, "`task.rc_template`"
+    return cfg.generate_template, "`task.generate_template`"
+
+
+def render_context(cfg: TaskConfig, inst: Instance) -> str:
+    template, where = prompt_template(cfg)
+    block = choice_block(inst.choices or ())
+    if is_jinja(template):  # the variables of engine.config.schema.PROMPT_VARIABLES
+        variables = {"query": inst.query, "choices": list(inst.choices or ()), "choice_block": block,
+                     "letters": LETTERS, "doc": inst.row}
+        return render_template(template, variables, where)
+    if cfg.formulation == "mc":
+        return template.format(query=inst.query, choices=block)
+    return template.format(query=inst.query)
 
 
 def continuations(cfg: TaskConfig, inst: Instance) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config.errors import ConfigError
 from engine.config.schema import FieldMap
+from engine.config.templates import TemplateError, is_jinja, render_jinja
 
 LETTERS = string.ascii_uppercase
 
@@ -38,6 +39,12 @@ class FieldMapError(ValueError):
 
 
 def render_template(template: str, row: dict[str, Any], where: str) -> str:
+    """A `{column}` format template, or a Jinja one (`{{ column.strip() }}`, engine/config/templates.py)."""
+    if is_jinja(template):
+        try:
+            return render_jinja(template, row, where)
+        except TemplateError as err:
+            raise FieldMapError(f"{err}.") from None
     try:
         return template.format(**row)
     except KeyError as err:
@@ -48,7 +55,8 @@ def render_template(template: str, row: dict[str, Any], where: str) -> str:
     except (ValueError, IndexError, AttributeError, TypeError) as err:  # unclosed brace, `{}`, `{a.b}` on a str
         raise FieldMapError(
             f"{where} template {template!r} cannot be rendered ({err}). Fix the template: name columns as "
-            "`{column}`, close every `{` with `}`, and write a literal brace as `{{` or `}}`."
+            "`{column}`, close every `{` with `}`; for a literal brace write the template in Jinja "
+            "(`{{ column }}`), where a single brace is plain text."
         ) from None
 
 

@@ -1,34 +1,54 @@
 """Task: a benchmark config made executable: instances, few-shot, requests, scoring.
 
-Most tasks are pure YAML; a YAML `_target_: my.module.MyTask` names a subclass when instances
-need code (override `load_instances` or `score`). `@register_task` names a subclass for YAML.
+Most tasks are pure YAML; a YAML `_target_` names a subclass when instances need code (override
+`load_instances`, `build_request` or `score`): a short name registered with `@task`
+(`_target_: winogrande`), or a dotted path (`_target_: my.module.MyTask`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import re
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from hydra.utils import get_class
 
-from engine.api import Request, Response, stable_hash
+from engine.api import Registry, Request, Response, stable_hash
+from engine.config import names
+from engine.config.errors import ConfigError
 from engine.config.schema import TaskConfig
 from engine.data.source import load_rows
 from engine.tasks.fewshot import select_fewshot
 from engine.tasks.formulations import build_request
 from engine.tasks.instance import Instance, row_to_instance, rows_to_instances  # noqa: F401
 
-TASK_REGISTRY: dict[str, type[Task]] = {}
+# Task classes by short name, for YAML `_target_: <name>` (docs/architecture.md, "Extensions").
+TASKS: Registry[type[Task]] = Registry("task", "@task", ConfigError, on_add=lambda name, _: names.declare("task", name))
+TASK_REGISTRY = TASKS  # the former name
 
 
-def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
-    def wrap(cls: type[Task]) -> type[Task]:
-        TASK_REGISTRY[name] = cls
-        return cls
+def _snake(name: str) -> str:
+    """`MyQATask` -> `my_qa`: the name `@task` gives a class when none is given."""
+    name = name.removesuffix("Task") or name
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
-    return wrap
+
+def task(target: type[Task] | str | None = None, /, *, name: str | None = None) -> Any:
+    """Register a Task subclass for YAML `_target_: <name>`: `@task`, `@task("name")` or `@task(name="name")`
+    (bare: the class name in snake case without `Task`, `MyQATask` -> `my_qa`)."""
+
+    def wrap(cls: type[Task], given: str | None) -> type[Task]:
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TypeError(f"@task decorates a subclass of engine.tasks.Task, not {cls!r}")
+        return TASKS.add(given or _snake(cls.__name__), cls)
+
+    if isinstance(target, type):
+        return wrap(target, name)
+    return lambda cls: wrap(cls, target or name)
+
+
+register_task = task  # the former name: `@register_task("winogrande")`
 
 
 class Task:
@@ -107,12 +127,23 @@ class Task:
         return None
 
 
-def build_task(config: TaskConfig) -> Task:
-    if config.target is None:
-        return Task(config)
-    if config.target in TASK_REGISTRY:
-        return TASK_REGISTRY[config.target](config)
-    cls = get_class(config.target)
+def task_class(target: str) -> type[Task]:
+    """The class a YAML `_target_` names: a registered short name, else a dotted import path."""
+    if target in TASKS or "." not in target:
+        return TASKS.get(target, "`task._target_`")
+    try:
+        cls = get_class(target)
+    except Exception as err:  # noqa: BLE001 - Hydra wraps import errors in its own types
+        raise ConfigError(
+            f"task `_target_: {target}` cannot be imported ({' '.join(str(err).split())}). Fix the dotted path "
+            "(`my.module.MyTask`, importable from where you run), or register the class with `@task` and name it "
+            "by its short name"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise TypeError(f"task `_target_: {config.target}` must name a subclass of engine.tasks.Task")
-    return cls(config)
+        raise ConfigError(f"task `_target_: {target}` names {cls!r}, which is not a subclass of engine.tasks.Task. "
+                          "Fix: point `_target_` at a Task subclass")
+    return cls
+
+
+def build_task(config: TaskConfig) -> Task:
+    return Task(config) if config.target is None else task_class(config.target)(config)
