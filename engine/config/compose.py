@@ -28,6 +28,7 @@ from engine.config.paths import (
     project_root,
     set_cli_searchpath,
 )
+from engine.config.plugins import load_plugins
 from engine.config.schema import DataConfig, Experiment, SuiteConfig, TaskConfig
 from engine.config.variants import check_variant_conflicts, load_variant_files
 
@@ -234,6 +235,7 @@ def experiment_from_cfg(
     keys the `overrides` set."""
     data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     data.pop("variant", None)
+    load_plugins(data.get("imports"))  # before validation: user modules register their task/scorer/tool names
     choices = choices or {}
     if choices.get("task") is None and isinstance(data.get("task"), dict) and "name" not in data["task"]:
         data["task"] = None  # `~task` (a suite alone): only the shared task defaults are left

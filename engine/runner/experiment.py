@@ -23,7 +23,7 @@ from engine.scoring.judge import judge_config
 from engine.scoring.metrics import aggregate_scores
 
 # Fields that change how a run executes, not what it measures.
-OPERATIONAL = {"output_dir", "progress", "inspect", "cache", "tracking"}
+OPERATIONAL = {"output_dir", "progress", "inspect", "cache", "tracking", "imports"}
 OPERATIONAL_NESTED = {
     "harness": {"concurrency", "max_retries", "retry_backoff_s", "request_timeout_s"},
     "model": {"batch_size", "timeout_s"},
