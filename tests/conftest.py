@@ -37,3 +37,13 @@ def smollm2_dir() -> Path:
     from engine.models.embedded import embedded_checkpoint_dir
 
     return embedded_checkpoint_dir()
+
+
+@pytest.fixture(scope="session")
+def smollm2_provider(smollm2_dir: Path):
+    """One in-process HF provider on the embedded SmolLM2 for the whole session: the weights load
+    once (lazily, on first use) instead of once per module. Stateless between calls; do not mutate."""
+    from engine.config.schema import ModelConfig
+    from engine.models.hf import HFProvider  # torch/transformers are heavy: only slow tests need them
+
+    return HFProvider(ModelConfig(name="smollm2-135m-instruct", path=str(smollm2_dir)))

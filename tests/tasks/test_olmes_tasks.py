@@ -169,9 +169,9 @@ def test_normalizations_pick_differently():
     scores, pred = task.score(inst, resp(lps, counts=[5, 9, 2, 8], uncond=uncond))
     assert pred == 3 and scores["acc"] == 0.0  # task normalization: uncond
     assert scores["acc_none"] == 0.0 and scores["acc_uncond"] == 0.0
-    per_char = [lp / n for lp, n in zip(lps, lens)]
+    per_char = [lp / n for lp, n in zip(lps, lens, strict=True)]
     assert scores["acc_per_char"] == float(max(range(4), key=per_char.__getitem__) == inst.gold)
-    per_token = [lp / n for lp, n in zip(lps, [5, 9, 2, 8])]
+    per_token = [lp / n for lp, n in zip(lps, [5, 9, 2, 8], strict=True)]
     assert scores["acc_per_token"] == float(max(range(4), key=per_token.__getitem__) == inst.gold)
     for norm, expect in (("none", 1), ("per_char", max(range(4), key=per_char.__getitem__)), ("uncond", 3)):
         t = build_task(on_fixture(f"arc_challenge:norm_{norm}"))

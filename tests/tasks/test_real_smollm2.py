@@ -8,7 +8,6 @@ import math
 import pytest
 
 from engine.api import LoglikelihoodRequest
-from engine.config.schema import ModelConfig
 from engine.suites import expand_experiment, suite_score
 from engine.tasks import build_task
 from engine.tasks.olmes import split_blank
@@ -18,11 +17,9 @@ from tests.tasks.conftest import FIXTURES, compose_task, on_fixture
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def provider(smollm2_dir):
-    from engine.models.hf import HFProvider
-
-    return HFProvider(ModelConfig(name="smollm2", path=str(smollm2_dir)))
+@pytest.fixture
+def provider(smollm2_provider):
+    return smollm2_provider  # shared for the session (tests/conftest.py)
 
 
 def test_offline_suite_runs_for_real(tmp_path):
@@ -57,7 +54,7 @@ def test_wheel_tasks_bpb_and_uncond_on_real_logprobs(provider):
     (r,) = provider.loglikelihood_sync([req])
     (u,) = provider.loglikelihood_sync([LoglikelihoodRequest(context="Answer:", continuations=req.continuations)])
     assert r.unconditional_logprobs == pytest.approx(u.logprobs, abs=1e-4)
-    pmi = [a - b for a, b in zip(r.logprobs, u.logprobs)]
+    pmi = [a - b for a, b in zip(r.logprobs, u.logprobs, strict=True)]
     assert rc.score(q, r)[1] == max(range(len(pmi)), key=pmi.__getitem__)
 
 
