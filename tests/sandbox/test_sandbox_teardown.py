@@ -18,6 +18,10 @@ from sandbox_testlib import backend_skip_reason, is_root
 from engine.sandbox import _proc
 
 REPO = Path(__file__).resolve().parents[2]
+# Sandbox uids are leased machine-wide and every new router reaps the processes of unleased ones:
+# another test starting sandboxes meanwhile would reap the SIGKILLed engine's leftovers, or lease
+# a released uid and run processes under it. Run these alone (tests/conftest.py, `serial`).
+pytestmark = pytest.mark.serial
 
 SCRIPT = r'''
 import asyncio, json, os, sys
