@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from engine.models.embedded import cache_home, embedded_checkpoint_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -16,6 +19,31 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "serial: must not run beside other tests that start sandboxes (uid leases and the reaping of "
+        "orphaned sandbox uids are machine-wide); run these in a separate pass without -n")
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker:
+        _private_evalbench_home(worker)
+        # One torch thread per worker (and its `python -m engine` children): two workers with two
+        # OpenMP threads each on 2 cores spin against each other; measured 5 s vs 32-70 s for 64 tokens.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _private_evalbench_home(worker: str) -> None:
+    """Under pytest-xdist each worker gets its own EVALBENCH_HOME (inherited by `python -m engine`
+    subprocesses) whose models/ links to the shared one: the converted SmolLM2 is shared (its
+    conversion holds a lock), while the content-hash memo file, rewritten without a lock, is not."""
+    shared = cache_home()
+    (shared / "models").mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.gettempdir()) / f"evalbench-home-{os.getuid()}-{os.getppid()}-{worker}"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "models").exists():
+        (home / "models").symlink_to(shared / "models", target_is_directory=True)
+    os.environ["EVALBENCH_HOME"] = str(home)
 
 
 def run_engine(args: list[str], cwd: Path, timeout: float = 900, env: dict[str, str] | None = None):
@@ -34,6 +62,14 @@ def workdir(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    from engine.models.embedded import embedded_checkpoint_dir
-
     return embedded_checkpoint_dir()
+
+
+@pytest.fixture(scope="session")
+def smollm2_provider(smollm2_dir: Path):
+    """One in-process HF provider on the embedded SmolLM2 for the whole session: the weights load
+    once (lazily, on first use) instead of once per module. Stateless between calls; do not mutate."""
+    from engine.config.schema import ModelConfig
+    from engine.models.hf import HFProvider  # torch/transformers are heavy: only slow tests need them
+
+    return HFProvider(ModelConfig(name="smollm2-135m-instruct", path=str(smollm2_dir)))

@@ -73,18 +73,20 @@ def test_default_run_prints_table_records_everything_and_reruns_from_cache(workd
     assert all(i["logprobs"] and len(i["logprobs"]) == 4 and not i["cached"] for i in instances)
     assert json.loads((run_dir / "metrics.json").read_text())["acc"]["value"] == acc["value"]
 
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlruns.db'}")
     run = client.get_run(record["mlflow_run_id"])
+    # An experiment per task (no suite), holding this one run, finished.
+    assert client.get_experiment(run.info.experiment_id).name == "mmlu"
+    assert [r.info.run_id for r in client.search_runs([run.info.experiment_id])] == [run.info.run_id]
+    assert run.info.status == "FINISHED"
     assert run.data.metrics["acc"] == pytest.approx(acc["value"])
     assert run.data.metrics["acc.stderr"] == pytest.approx(acc["stderr"])
     assert run.data.tags["evalbench.task_spec"] == "mmlu"
     assert run.data.params["task.formulation"] == "mc"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
     assert {"run/experiment.json", "run/instances.jsonl", "run/metrics.json"} <= artifacts
-    assert mlflow.get_experiment_by_name is not None
 
     again = run_engine(["limit=12"], workdir)
     assert again.returncode == 0, again.stderr[-2000:]

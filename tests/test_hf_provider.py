@@ -6,16 +6,13 @@ import pytest
 import torch
 
 from engine.api import ChatMessage, GenerateRequest, LoglikelihoodRequest, SamplingParams
-from engine.config.schema import ModelConfig
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def provider(smollm2_dir):
-    from engine.models.hf import HFProvider
-
-    return HFProvider(ModelConfig(name="smollm2-135m-instruct"))
+@pytest.fixture
+def provider(smollm2_provider):
+    return smollm2_provider  # shared for the session (tests/conftest.py)
 
 
 def _naive(provider, context: str, continuation: str) -> float:

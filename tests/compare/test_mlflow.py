@@ -8,42 +8,31 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import RunRecord
+from engine.api import InstanceRecord, RunRecord
 from engine.compare import CompareError, find_run_dirs, resolve, resolve_experiment
 from engine.compare.cli import main
+from engine.config.schema import TrackingConfig
+from engine.record.mlflow_writer import finish_mlflow_run, start_mlflow_run
 
 from .conftest import make_suite_pair
 
 mlflow = pytest.importorskip("mlflow")
 
 
-def log_runs(uri: str, job_dirs: list[Path], artifacts: Path) -> dict[tuple[str, str], str]:
-    """Log each run folder as the engine's MLflow writer does: tags, metrics, artifacts under run/."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
+def log_runs(uri: str, job_dirs: list[Path], workdir: Path) -> dict[tuple[str, str], str]:
+    """Log each run folder through the engine's own MLflow writer (engine/record/mlflow_writer.py)."""
+    tracking = TrackingConfig(tracking_uri=uri)
     ids: dict[tuple[str, str], str] = {}
-    for job in job_dirs:
-        for d in find_run_dirs(job):
-            rec = RunRecord.model_validate_json((d / "experiment.json").read_text())
-            exp = client.get_experiment_by_name(rec.experiment_name)
-            exp_id = exp.experiment_id if exp else client.create_experiment(rec.experiment_name, artifact_location=artifacts.as_uri())
-            step = rec.model.checkpoint_step
-            run = client.create_run(exp_id, run_name=f"{rec.model.label}:{rec.task_spec}", tags={
-                "evalbench.model": rec.model.label,
-                "evalbench.checkpoint_step": "" if step is None else str(step),
-                "evalbench.task_spec": rec.task_spec,
-                "evalbench.task_hash": rec.task_hash,
-                "evalbench.harness": rec.harness,
-                "evalbench.suite": rec.suite or "",
-                "evalbench.run_dir": str(d),
-                "evalbench.run_id": rec.run_id,
-            })
-            client.log_param(run.info.run_id, "model.name", rec.model.name)
-            client.log_batch(run.info.run_id, metrics=[mlflow.entities.Metric(k, v.value, 0, 0) for k, v in rec.scores.items()])
-            client.log_artifacts(run.info.run_id, str(d), artifact_path="run")
-            client.set_terminated(run.info.run_id)
-            ids[(rec.model.label, rec.task_spec)] = run.info.run_id
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)  # the store's default artifact root is relative to the working directory
+        for job in job_dirs:
+            for d in find_run_dirs(job):
+                rec = RunRecord.model_validate_json((d / "experiment.json").read_text())
+                instances = [InstanceRecord.model_validate_json(line)
+                             for line in (d / "instances.jsonl").read_text().splitlines()]
+                run_id = start_mlflow_run(tracking, rec.experiment_name, f"{rec.model.label}:{rec.task_spec}")
+                finish_mlflow_run(tracking, rec.model_copy(update={"mlflow_run_id": run_id}), instances, d)
+                ids[(rec.model.label, rec.task_spec)] = run_id
     return ids
 
 
@@ -52,7 +41,7 @@ def store(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("mlflow")  # one store for the module: creating it takes seconds
     p = make_suite_pair(root / "data")
     uri = f"sqlite:///{root}/mlruns.db"
-    ids = log_runs(uri, [p.job_a, p.job_b], root / "mlartifacts")
+    ids = log_runs(uri, [p.job_a, p.job_b], root)
     return p, uri, ids
 
 
@@ -67,6 +56,9 @@ def test_run_id_and_selectors(store, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 0, out.err
     rep = json.loads(out.out)
     assert sorted(t["task_spec"] for t in rep["tasks"]) == ["arc:mc", "mmlu:mc"] and rep["suite"]["k"] == 2
+    # Params are the flattened config the writer logs.
+    (by_param,) = resolve("param.model.name=smol-ft,task=arc:mc", experiment="synthetic", tracking_uri=uri)
+    assert by_param.info.mlflow_run_id == ids[("smol-ft@step20", "arc:mc")]
     with pytest.raises(CompareError, match="no MLflow experiment named 'nope'"):
         resolve("model=smol", experiment="nope", tracking_uri=uri)
 

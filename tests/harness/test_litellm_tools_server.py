@@ -42,6 +42,15 @@ def test_search_agent_native_protocol_through_litellm(workdir, smollm2_dir):
     (inst_file,) = list(workdir.glob("runs/*/freshqa__zero/instances.jsonl"))
     (row,) = [json.loads(line) for line in inst_file.read_text().splitlines()]
     assert row["error"] is None
-    model_steps = [s for s in row["trajectory"] if s["type"] == "model"]
-    assert model_steps and model_steps[0]["content"]["text"] is not None
-    assert row["output_text"] is not None
+    steps = row["trajectory"]
+    model_steps = [s for s in steps if s["type"] == "model"]
+    # Every model turn went over the wire with the native protocol, and the server's answer came back.
+    assert model_steps and all(s["content"]["protocol"] == "native" for s in model_steps)
+    assert all(s["content"]["prompt_tokens"] > 0 and s["content"]["completion_tokens"] > 0 for s in model_steps)
+    assert all(s["content"]["text"].strip() or s["content"]["native_tool_calls"] for s in model_steps)
+    # The trajectory ends cleanly, and the answer recorded is the one the trajectory ended with.
+    (end,) = [s["content"]["end_reason"] for s in steps if "end_reason" in s["content"]]
+    assert "end_reason" in steps[-1]["content"] and end in {"answer", "submit", "max_turns", "max_tokens", "max_time"}
+    final = steps[-1]["content"]
+    expected = {"answer": final.get("text"), "submit": final.get("content")}.get(end, final.get("answer"))
+    assert row["output_text"] == expected and row["output_text"].strip()

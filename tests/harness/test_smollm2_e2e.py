@@ -3,8 +3,9 @@ model does, not make it succeed. Kept small: 2 instances, short generations."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,6 @@ def test_freshqa_baseline_vs_search_agent(workdir):
         assert steps[0]["content"]["protocol"] == "text"  # SmolLM2's chat template has no tools
         assert steps[-1]["content"]["end_reason"] in END_REASONS
         assert inst["error"] is None
-        print(inst["instance_id"], [s["type"] for s in steps], repr(inst["output_text"][:120]), inst["scores"])
 
     import mlflow
 
@@ -58,43 +58,74 @@ def test_freshqa_baseline_vs_search_agent(workdir):
     assert all(any(s.name.startswith("model turn") for s in t.data.spans) for t in traces)
 
 
+CODE_ARITH_TASK = """\
+name: code_arith
+data: {{path: json, split: train, data_files: {data}}}
+fields: {{id: id, query: "{{question}}", gold: answer}}
+formulation: generate
+scorers: [contains]
+primary_metric: contains
+generation: {{max_tokens: 96}}
+"""
+
+
+def _check_trajectory(inst: dict, max_turns: int) -> str:
+    """The recorded trajectory is complete and consistent; returns its end reason."""
+    steps = inst["trajectory"]
+    assert steps and steps[0]["type"] == "model"
+    ends = [s["content"]["end_reason"] for s in steps if "end_reason" in s["content"]]
+    assert len(ends) == 1 and ends[0] in END_REASONS and "end_reason" in steps[-1]["content"], ends
+    models = [s for s in steps if s["type"] == "model"]
+    assert [s["content"]["turn"] for s in models] == list(range(1, len(models) + 1))
+    assert len(models) <= max_turns
+    # Every tool call has its result, and a python_exec/bash that ran has its sandbox execution
+    # recorded between the call and the result.
+    for i, s in enumerate(steps):
+        if s["type"] != "tool_call":
+            continue
+        j = next(k for k in range(i + 1, len(steps)) if steps[k]["type"] == "tool_result"
+                 and steps[k]["content"]["id"] == s["content"]["id"])
+        result = steps[j]["content"]
+        if s["content"].get("error"):
+            assert result["error"] == "malformed_call" and not result["ok"]
+        elif s["content"]["name"] in ("python_exec", "bash") and result["error"] != "invalid_arguments":
+            sandboxed = [x for x in steps[i + 1 : j] if x["type"] == "sandbox"]
+            assert len(sandboxed) == 1 and sandboxed[0]["content"]["tool"] == s["content"]["name"], steps[i : j + 1]
+            assert sandboxed[0]["content"]["backend"] == "local"
+    if ends[0] == "answer":
+        assert steps[-1]["type"] == "model" and inst["output_text"] == steps[-1]["content"]["text"]
+    if ends[0] == "max_turns":
+        assert steps[-1]["type"] == "limit" and len(models) == max_turns
+    return ends[0]
+
+
 def test_code_agent_on_a_small_code_task(workdir):
-    from engine.config.schema import CacheConfig, Experiment, HarnessConfig, ModelConfig, TaskConfig, TrackingConfig
-    from engine.models import build_provider
-    from engine.runner.cache import ResponseCache
-    from engine.runner.schedule import Runner
-    from engine.runner.task_run import TaskRun, execute
-
-    from .test_integration import preset
-
-    task = TaskConfig.model_validate({
-        "name": "code_arith", "data": {"path": "json", "split": "train",
-                                       "data_files": str(Path(__file__).parent / "fixtures" / "code_arith.jsonl")},
-        "fields": {"id": "id", "query": "{question}", "gold": "answer"}, "formulation": "generate",
-        "scorers": ["contains"], "primary_metric": "contains", "generation": {"max_tokens": 96}})
-    harness: HarnessConfig = preset("code_agent", max_turns=3)
-    exp = Experiment(task=task, model=ModelConfig(name="smollm2-135m-instruct"), harness=harness,
-                     tracking=TrackingConfig(mlflow=False), cache=CacheConfig(path=str(workdir / "c.sqlite")),
-                     output_dir=str(workdir), limit=2, progress=False)
-    provider = build_provider(exp.model)
-
-    async def go():
-        cache = ResponseCache(exp.cache.path)
-        try:
-            return await execute(TaskRun(spec="code_arith", task=task), exp, provider, Runner(provider, harness, cache, progress=False))
-        finally:
-            cache.close()
-
-    result = asyncio.run(go())
-    assert result.counts.n == 2 and result.counts.errored == 0
-    for inst in result.instances:
-        kinds = [s.type for s in inst.trajectory]
-        assert kinds[0] == "model" and inst.trajectory[-1].content["end_reason"] in END_REASONS
-        # every python_exec that ran has its sandbox execution recorded right after the call
-        for i, s in enumerate(inst.trajectory):
-            if s.type == "tool_call" and s.content.get("name") == "python_exec" and not s.content.get("error"):
-                assert inst.trajectory[i + 1].type in ("sandbox", "tool_result")
-        print(inst.instance_id, kinds, repr((inst.output_text or "")[:120]), inst.scores)
+    """A task defined in YAML only (a conf dir of its own), run by the CLI with the code agent."""
+    conf = workdir / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    data = Path(__file__).parent / "fixtures" / "code_arith.jsonl"
+    (conf / "task" / "code_arith.yaml").write_text(CODE_ARITH_TASK.format(data=data))
+    args = ["task=code_arith", "harness=code_agent", "harness.max_turns=3", "limit=2", "progress=false",
+            "tracking=none", f"cache.path={workdir}/cache.sqlite", f"hydra.run.dir={workdir}/runs/code"]
+    out = run_engine(args, cwd=REPO, timeout=1200, env={"EVALBENCH_CONF": str(conf)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = workdir / "runs" / "code" / "code_arith"
+    record = json.loads((folder / "experiment.json").read_text())
+    instances = [json.loads(line) for line in (folder / "instances.jsonl").read_text().splitlines()]
+    assert record["harness"] == "code_agent" and record["counts"] == {"n": 2, "scored": 2, "errored": 0}
+    gold = {json.loads(line)["id"]: json.loads(line)["answer"] for line in data.read_text().splitlines()}
+    for inst in instances:
+        assert inst["error"] is None
+        _check_trajectory(inst, max_turns=3)
+        # The tools were offered: SmolLM2's template has none, so the text protocol's instructions
+        # come as a system message before the question.
+        first = inst["trajectory"][0]["content"]
+        assert first["protocol"] == "text" and first["n_messages"] == 2
+        # The score is what the model answered, faithfully: the gold number inside its final text.
+        said = re.sub(r"[^\w\s]", "", (inst["output_text"] or "").lower())
+        assert inst["scores"]["contains"] == float(gold[inst["instance_id"]] in said)
+    mean = sum(i["scores"]["contains"] for i in instances) / 2
+    assert record["scores"]["contains"]["value"] == pytest.approx(mean)
 
 
 def test_code_agent_on_humaneval(workdir):
@@ -107,7 +138,13 @@ def test_code_agent_on_humaneval(workdir):
     record = json.loads((folder / "experiment.json").read_text())
     [inst] = [json.loads(line) for line in (folder / "instances.jsonl").read_text().splitlines()]
     assert record["harness"] == "code_agent" and "pass@1" in record["scores"]
-    kinds = [s["type"] for s in inst["trajectory"]]
-    assert kinds[0] == "model" and kinds[-1] == "sandbox"  # the agent's steps, then the execution scoring
-    assert any(s["content"].get("end_reason") in END_REASONS for s in inst["trajectory"])
-    print(inst["instance_id"], kinds, inst["scores"], repr((inst["output_text"] or "")[:120]))
+    assert inst["error"] is None
+    steps = inst["trajectory"]
+    # The agent's steps (ending with its end reason), then the execution scoring in a sandbox.
+    scoring = steps[-1]
+    assert scoring["type"] == "sandbox" and scoring["content"]["status"] in ("passed", "failed", "timed out")
+    assert scoring["content"]["backend"] == "local" and inst["extracted_answer"] == scoring["content"]["result"]
+    _check_trajectory({**inst, "trajectory": steps[:-1]}, max_turns=2)
+    # pass@1 of one sample is whether the scoring execution passed.
+    passed = float(scoring["content"]["status"] == "passed")
+    assert inst["scores"]["pass"] == passed and record["scores"]["pass@1"]["value"] == passed

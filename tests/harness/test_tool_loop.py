@@ -189,8 +189,9 @@ def test_time_limit_is_recorded():
     model = ScriptedModel([call("search", query="moons")] * 50, delay=0.2)
     t0 = time.monotonic()
     traj = run(harness(max_time_s=0.5, max_turns=50), model)
-    assert traj.end_reason == "max_time"
-    assert time.monotonic() - t0 < 2.0
+    assert traj.end_reason == "max_time" and traj.turns < 50
+    # Without the limit the 50 turns would take >= 10 s; the margin absorbs a busy machine.
+    assert time.monotonic() - t0 < 8.0
     assert traj.steps[-1].type == "limit"
 
 

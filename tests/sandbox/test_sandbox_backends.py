@@ -68,7 +68,7 @@ def test_timeout_and_output_cap(backend: str) -> None:
             r = await sb.exec(["python3", "-c", "import time; print('started', flush=True);"
                                "time.sleep(60)"])
             assert r.timed_out and r.killed_reason == "timeout" and r.stdout == "started\n"
-            assert time.monotonic() - t0 < 6
+            assert time.monotonic() - t0 < 30  # cut long before the 60 s sleep, even on a busy machine
             r = await sb.exec(["python3", "-c", "print('y' * 5000)"])
             assert r.truncated and r.killed_reason == "output_limit" and len(r.stdout) == 1000
             r = await sb.exec(["python3", "-c", "print('z' * 100)"], timeout_s=3)
@@ -83,15 +83,14 @@ def test_router_reuses_warm_sandboxes_concurrently(backend: str) -> None:
         pool = _pool(backend, instances=2)
         async with SandboxRouter([pool], budget=2) as router:
             assert router.pools == {}  # lazy without demand
-            t0 = time.monotonic()
             results = await asyncio.gather(*(
                 router.exec(["python"], ["sh", "-c", f"ls -A | wc -l; touch f{i}; sleep 0.3"])
                 for i in range(6)))
-            elapsed = time.monotonic() - t0
             assert all(r.ok and r.stdout.strip() == "0" for r in results), results
             stats = router.stats()[pool.name]
-            assert stats["started"] == 2 and stats["executions"] == 6  # warm reuse
-            assert elapsed < 6 * 0.3 + 3  # ran two at a time
+            # The pool creates a sandbox only when none is idle: two started means two loans at
+            # once (ran two at a time, no timing needed); six executions on them is warm reuse.
+            assert stats["started"] == 2 and stats["executions"] == 6
     asyncio.run(go())
     assert not [s for s in REGISTRY.snapshot() if getattr(s, "config", None) is not None
                 and s.config.name == f"t-{backend}"]

@@ -40,7 +40,7 @@ LIMITS = SandboxLimits(wall_time_s=2.0, cpu_s=1, memory_mb=384, output_bytes=256
 @dataclass
 class Ctx:
     port: int
-    accepted: list[bytes]
+    listener: Listener
     host_ip: str
     marker: str
     secret_file: Path
@@ -64,12 +64,13 @@ class Case:
 
 
 def _no_connection(ctx: Ctx, r: ExecResult) -> None:
-    assert not ctx.accepted, "the listener was reached"
+    assert not ctx.listener.received(), "the listener was reached"
     assert "connected" not in r.stdout
 
 
 def _connected(ctx: Ctx, r: ExecResult) -> None:
-    assert r.ok and "connected" in r.stdout and ctx.accepted
+    assert r.ok and "connected" in r.stdout, r
+    assert b"pwned" in ctx.listener.received(), "the listener did not record the connection"
 
 
 def _no_secret(ctx: Ctx, r: ExecResult) -> None:
@@ -196,30 +197,70 @@ def leftovers(sb: Sandbox) -> list[str]:
             and "docker-init" not in p[cmd] and p[cmd] != "sleep infinity"]
 
 
-@pytest.fixture(scope="module")
-def listener() -> Iterator[tuple[int, list[bytes]]]:
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", 0))
-    srv.listen(16)
-    accepted: list[bytes] = []
+class Listener:
+    """A TCP listener on every interface that records what each connection sends.
 
-    def serve() -> None:
+    Connections are recorded by a background thread, so a connection the sandboxed code made may
+    not be recorded yet when its execution returns. `received()` is the barrier: it connects
+    itself and waits until the listener has recorded that connection; the kernel hands out
+    established connections in order, so every earlier connection is recorded by then.
+    """
+
+    SENTINEL = b"<evalbench-barrier>"
+
+    def __init__(self) -> None:
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("0.0.0.0", 0))
+        self.srv.listen(16)
+        self.port = int(self.srv.getsockname()[1])
+        self._accepted: list[bytes] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
         while True:
             try:
-                conn, _ = srv.accept()
+                conn, _ = self.srv.accept()
             except OSError:
                 return
             conn.settimeout(1)
             try:
-                accepted.append(conn.recv(100) or b"<connected>")
+                data = conn.recv(100) or b"<connected>"
             except OSError:
-                accepted.append(b"<connected>")
+                data = b"<connected>"
             conn.close()
+            with self._changed:
+                self._accepted.append(data)
+                self._changed.notify_all()
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield srv.getsockname()[1], accepted
-    srv.close()
+    def received(self, timeout: float = 30.0) -> list[bytes]:
+        """Everything received so far, after every earlier connection has been recorded."""
+        with self._changed:
+            seen = self._accepted.count(self.SENTINEL)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(self.SENTINEL)
+        with self._changed:
+            done = self._changed.wait_for(lambda: self._accepted.count(self.SENTINEL) > seen, timeout=timeout)
+            assert done, f"the test listener did not record its own connection within {timeout} s"
+            return [d for d in self._accepted if d != self.SENTINEL]
+
+    def reset(self) -> None:
+        self.received()  # wait for stragglers of the previous case first
+        with self._changed:
+            self._accepted.clear()
+
+    def close(self) -> None:
+        self.srv.close()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def listener() -> Iterator[Listener]:
+    lst = Listener()
+    yield lst
+    lst.close()
 
 
 def _host_ip() -> str:
@@ -252,7 +293,7 @@ def _params() -> list[Any]:
 
 @pytest.mark.parametrize(("case", "backend"), _params())
 def test_hostile(case: Case, backend: str, run: Any, routers: dict[str, SandboxRouter],
-                 listener: tuple[int, list[bytes]], tmp_path: Path) -> None:
+                 listener: Listener, tmp_path: Path) -> None:
     reason = backend_skip_reason(backend)
     if reason:
         pytest.skip(reason)
@@ -260,14 +301,13 @@ def test_hostile(case: Case, backend: str, run: Any, routers: dict[str, SandboxR
         pytest.skip(case.skip_local)
     if backend == "local" and case.local_needs_root and not is_root():
         pytest.skip("local contains this only when the engine runs as root (dedicated uid)")
-    port, accepted = listener
-    accepted.clear()
+    listener.reset()
     secret_dir = tmp_path / "root-only"
     secret_dir.mkdir(mode=0o700)
     secret_file = secret_dir / "secret.txt"
     secret_file.write_text(SECRET)
     os.chmod(tmp_path, 0o700)
-    ctx = Ctx(port=port, accepted=accepted, host_ip=_host_ip(), secret_file=secret_file,
+    ctx = Ctx(port=listener.port, listener=listener, host_ip=_host_ip(), secret_file=secret_file,
               marker=f"evalbench-escape-{os.getpid()}-{case.id}-{backend}")
     if backend not in routers:
         pool = SandboxPoolConfig(name=f"hostile-{backend}", backend=backend,  # type: ignore[arg-type]
@@ -282,7 +322,7 @@ def test_hostile(case: Case, backend: str, run: Any, routers: dict[str, SandboxR
             r = await sb.exec(command)
             left = leftovers(sb)
             # SIGKILL delivery is asynchronous: a killed process may stay listed for a moment.
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 15  # generous: the machine may be busy
             while left and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
                 left = leftovers(sb)

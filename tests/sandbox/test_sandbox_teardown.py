@@ -18,6 +18,10 @@ from sandbox_testlib import backend_skip_reason, is_root
 from engine.sandbox import _proc
 
 REPO = Path(__file__).resolve().parents[2]
+# Sandbox uids are leased machine-wide and every new router reaps the processes of unleased ones:
+# another test starting sandboxes meanwhile would reap the SIGKILLed engine's leftovers, or lease
+# a released uid and run processes under it. Run these alone (tests/conftest.py, `serial`).
+pytestmark = pytest.mark.serial
 
 SCRIPT = r'''
 import asyncio, json, os, sys
@@ -35,9 +39,8 @@ async def main():
         assert {p: router.plan.size_of(p) for p in backends} == {b: 2 for b in backends}
         tasks = [asyncio.ensure_future(router.exec(caps[b], "sleep 1000 & sleep 1000"))
                  for b in backends for _ in range(2)]
-        await asyncio.sleep(1.0)
         from engine.sandbox import _proc
-        for _ in range(200):  # under load, starting can take a while
+        for _ in range(300):  # wait until every execution runs; under load starting takes a while
             sbs = [sb for pool in router.pools.values() for sb in pool._all]
             if all(_proc.live_pids(uid=sb.uid) for sb in sbs if getattr(sb, "uid", None)):
                 break
@@ -69,6 +72,17 @@ asyncio.run(main())
 def _backends() -> list[str]:
     out = ["local", "bwrap", "docker"]
     return [b for b in out if backend_skip_reason(b) is None]
+
+
+def _wait_until_gone(uids: list[int], timeout: float = 20.0) -> dict[int, list[int]]:
+    """Live processes of these uids once none is left, or at the deadline. A SIGKILL is delivered
+    asynchronously, so a killed process may stay listed for a moment; a busy machine needs longer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {uid: pids for uid in uids if (pids := _proc.live_pids(uid=uid))}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 def _containers(ids: list[str]) -> list[str]:
@@ -123,13 +137,7 @@ def test_no_process_or_container_survives(mode: str, tmp_path: Path) -> None:
         assert "boom inside the run" in stderr
     if mode == "sigint":
         assert "KeyboardInterrupt" in stderr
-    deadline = time.monotonic() + 5
-    while True:
-        left = {uid: _proc.live_pids(uid=uid) for uid in info["uids"]}
-        left = {k: v for k, v in left.items() if v}
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    left = _wait_until_gone(info["uids"])
     assert not left, f"processes survived: {left}"
     assert not [d for d in info["workdirs"] if os.path.exists(d)]
     assert not _containers(info["containers"]), "containers survived"
@@ -161,12 +169,11 @@ def test_leftovers_of_a_sigkilled_engine_are_reaped_by_the_next_run(tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    time.sleep(0.5)
     uids = dict(zip(info["uids"], ["local", "local", "bwrap", "bwrap"][: len(info["uids"])],
                     strict=False))
-    for uid, b in uids.items():
-        if b == "bwrap":
-            assert not _proc.live_pids(uid=uid), "bwrap must die with its parent"
+    # bwrap's --die-with-parent is a death signal, delivered asynchronously: wait for it.
+    bwrap_left = _wait_until_gone([u for u, b in uids.items() if b == "bwrap"])
+    assert not bwrap_left, f"bwrap must die with its parent: {bwrap_left}"
     local_left = [u for u, b in uids.items() if b == "local" and _proc.live_pids(uid=u)]
     assert local_left, "expected the local sleepers to outlive a SIGKILLed engine"
     if "docker" in backends:
@@ -178,5 +185,5 @@ def test_leftovers_of_a_sigkilled_engine_are_reaped_by_the_next_run(tmp_path: Pa
         async with SandboxRouter(pools, demands=[Demand(requires=["python"])]):
             pass
     asyncio.run(next_run())
-    assert not [u for u in uids if _proc.live_pids(uid=u)]
+    assert not _wait_until_gone(list(uids)), "the next run did not reap the leftovers"
     assert not _containers(info["containers"])

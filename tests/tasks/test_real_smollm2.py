@@ -8,7 +8,6 @@ import math
 import pytest
 
 from engine.api import LoglikelihoodRequest
-from engine.config.schema import ModelConfig
 from engine.config.suites import expand_experiment
 from engine.scoring.suites import suite_score
 from engine.tasks import build_task
@@ -19,11 +18,9 @@ from tests.tasks.conftest import FIXTURES, compose_task, on_fixture
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def provider(smollm2_dir):
-    from engine.models.hf import HFProvider
-
-    return HFProvider(ModelConfig(name="smollm2", path=str(smollm2_dir)))
+@pytest.fixture
+def provider(smollm2_provider):
+    return smollm2_provider  # shared for the session (tests/conftest.py)
 
 
 def test_offline_suite_runs_for_real(tmp_path):
