@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def content_hash(model_dir: Path) -> str:
     files = sorted(f for pattern in _WEIGHTS for f in model_dir.glob(pattern))
     key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     memo_path = evalbench_home() / "content_hashes.json"
-    memo = json.loads(memo_path.read_text()) if memo_path.exists() else {}
+    memo = _read_memo(memo_path)
     if key in memo:
         return memo[key]
     digest = hashlib.sha256()
@@ -39,10 +40,22 @@ def content_hash(model_dir: Path) -> str:
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 24), b""):
                 digest.update(block)
-    memo[key] = digest.hexdigest()[:16]
+    value = digest.hexdigest()[:16]
+    memo = {**_read_memo(memo_path), key: value}  # re-read: another engine may have added entries
     memo_path.parent.mkdir(parents=True, exist_ok=True)
-    memo_path.write_text(json.dumps(memo))
-    return memo[key]
+    tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(memo))
+    os.replace(tmp, memo_path)  # atomic: a concurrent reader sees the old or the new memo, never half
+    return value
+
+
+def _read_memo(path: Path) -> dict[str, str]:
+    """The memo of weight hashes; unreadable (absent, half-written by an old version) is empty."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def tokenizer_hash(model_dir: Path) -> str | None:

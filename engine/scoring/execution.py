@@ -8,6 +8,7 @@ never a 0.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ class ExecutionScore(BaseModel):
 
 
 async def humaneval_execution(cfg: TaskConfig, inst: Instance, completion: str, router: SandboxRouter) -> ExecutionScore:
+    started = time.time()
     problem = HumanEvalProblem.model_validate(inst.row)
     verdict = await run_humaneval_check(router, problem, completion, timeout=cfg.execution_timeout_s, requires=cfg.requires)
     ex = verdict.execution
@@ -40,6 +42,7 @@ async def humaneval_execution(cfg: TaskConfig, inst: Instance, completion: str, 
             "exit_code": ex.exit_code if ex else None,
             "stdout": (ex.stdout[-2000:] if ex else ""), "stderr": (ex.stderr[-2000:] if ex else ""),
         },
+        started=started,
         duration_s=verdict.duration_s,
     )
     return ExecutionScore(scores={"pass": float(verdict.passed)}, extracted=verdict.result, step=step)
