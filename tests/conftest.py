@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.models.embedded import cache_home, embedded_checkpoint_dir
+from engine.config.paths import evalbench_home
+from engine.models.embedded import embedded_checkpoint_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -37,7 +38,7 @@ def _private_evalbench_home(worker: str) -> None:
     """Under pytest-xdist each worker gets its own EVALBENCH_HOME (inherited by `python -m engine`
     subprocesses) whose models/ links to the shared one: the converted SmolLM2 is shared (its
     conversion holds a lock), while the content-hash memo file, rewritten without a lock, is not."""
-    shared = cache_home()
+    shared = evalbench_home()
     (shared / "models").mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.gettempdir()) / f"evalbench-home-{os.getuid()}-{os.getppid()}-{worker}"
     home.mkdir(parents=True, exist_ok=True)

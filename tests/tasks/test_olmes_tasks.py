@@ -247,3 +247,12 @@ def test_fixture_tasks_pass_the_gold_position_check(name):
     of engine/tasks/instance.py runs on every load)."""
     for form in ("mc", "rc"):
         assert build_task(on_fixture(f"{name}:{form}")).load_instances()
+
+
+def test_a_task_file_extends_another_and_sets_only_what_differs():
+    easy, challenge = compose_task("arc_easy"), compose_task("arc_challenge")
+    assert challenge.name == "arc_challenge" and challenge.data.subset == "ARC-Challenge"
+    assert challenge.normalization == "uncond" and easy.normalization == "per_char"
+    assert challenge.fewshot.curated[0]["id"] == "Mercury_SC_415702"  # its own shots replace the list
+    assert challenge.fields == easy.fields and challenge.data.path == easy.data.path
+    assert build_task(challenge).task_hash != build_task(easy).task_hash
