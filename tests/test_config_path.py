@@ -204,9 +204,11 @@ def test_the_task_defaults_change_no_task():
 def _file_task(name: str) -> dict:
     from omegaconf import OmegaConf
 
-    data = OmegaConf.to_container(OmegaConf.load(entries("task")[name].path), resolve=True)
+    raw = OmegaConf.load(entries("task")[name].path)
+    parents = [p for p in raw.pop("defaults", []) if p != "_self_"]  # a task file extending others
+    merged = OmegaConf.merge(*[OmegaConf.create(_file_task(p)) for p in parents], raw) if parents else raw
+    data = OmegaConf.to_container(merged, resolve=True)
     assert isinstance(data, dict)
-    data.pop("defaults", None)
     return data
 
 

@@ -106,13 +106,13 @@ def test_killed_run_resumes_from_cache(workdir):
         time.sleep(0.5)
         if db.exists():
             try:
-                rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+                rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM results_v2").fetchone()[0]
             except sqlite3.OperationalError:
                 rows = 0
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 6 <= rows < 100, rows
-    done = sqlite3.connect(db).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    done = sqlite3.connect(db).execute("SELECT COUNT(*) FROM results_v2").fetchone()[0]
     res = run_engine(["task=truthfulqa_mc1", "model.batch_size=8", "tracking=none"], workdir)
     assert res.returncode == 0, res.stderr[-2000:]
     _, instances = _load(_run_dirs(workdir)[-1])
@@ -120,20 +120,20 @@ def test_killed_run_resumes_from_cache(workdir):
     assert sum(i["cached"] for i in instances) == done  # everything computed before the kill was kept
 
 
-def test_failed_requests_are_errors_not_zero_scores(workdir):
+def test_an_unreachable_server_is_refused_before_any_request(workdir):
+    """Requests that fail at a reachable server are errored instances, exit 1 (the fault table of
+    tests/reliability/test_fault_table.py); a server that is not there stops the run at once."""
     port = _free_port()  # nothing listens there
+    start = time.monotonic()
     res = run_engine(
         ["model=litellm", "model.name=openai/nothing", f"model.api_base=http://127.0.0.1:{port}/v1",
-         "task=gsm8k", "variant=0shot", "limit=3", "harness.max_retries=1", "harness.retry_backoff_s=0.01",
+         "task=gsm8k", "variant=0shot", "limit=3", "harness.max_retries=3", "harness.retry_backoff_s=5",
          "tracking=none"],
         workdir, timeout=300,
     )
-    assert res.returncode == 1
-    assert "FAILED" in res.stdout
-    record, instances = _load(_run_dirs(workdir)[0])
-    assert record["status"] == "failed" and record["counts"] == {"n": 3, "scored": 0, "errored": 3}
-    assert record["scores"] == {}
-    assert all(i["error"] and i["error"]["attempts"] == 2 and not i["scores"] for i in instances)
+    assert res.returncode == 2 and "cannot reach the model server" in res.stderr, res.stderr[-2000:]
+    assert time.monotonic() - start < 60  # not the retry schedule of every request
+    assert not _run_dirs(workdir)
 
 
 def test_multirun_sweeps_checkpoints_into_one_experiment(workdir, smollm2_dir):

@@ -9,6 +9,7 @@ with its owner process, so a run killed mid-way is visible and later marked KILL
 from __future__ import annotations
 
 import logging
+import re
 import time
 from functools import partial
 from pathlib import Path
@@ -96,7 +97,13 @@ def run_metrics(record: RunRecord) -> dict[str, float]:
             if value is not None:
                 metrics[f"{name}.{field}"] = float(value)
         metrics[f"{name}.reported_stderr"] = float(score.reported_stderr)
-    return {k: float(v) for k, v in metrics.items() if v == v}  # MLflow rejects NaN in some stores
+    # MLflow rejects NaN in some stores, and names outside [A-Za-z0-9_-. :/]: pass@1 is pass_at_1.
+    return {metric_name(k): float(v) for k, v in metrics.items() if v == v}
+
+
+def metric_name(name: str) -> str:
+    """A score name as MLflow accepts it (`pass@10` → `pass_at_10`)."""
+    return re.sub(r"[^0-9A-Za-z_\-. :/]", "_", name.replace("@", "_at_"))
 
 
 def _instance_table(instances: list[InstanceRecord]) -> dict[str, list[Any]]:

@@ -80,14 +80,17 @@ class Outcome(BaseModel):
         return self.result.response if self.result is not None else None
 
 
-def check_response(request: Request, response: Response, deterministic: bool) -> None:
-    """Refuse output that must never be scored or cached (raises ProviderError)."""
+def check_response(request: Request, response: Response, local: bool) -> None:
+    """Refuse output that must never be scored or cached (raises ProviderError).
+
+    An empty completion from a server is a failed request (`empty_response`, retried). From an
+    in-process model (`local`) it is the model's own answer: it generated tokens that ended at a
+    stop sequence at once (HumanEval's "\ndef "), scored like any other answer."""
     if isinstance(request, GenerateRequest):
         if not isinstance(response, GenerateResponse):
             raise ProviderError("a generate request got a non-generate response", kind="malformed_response")
-        if not response.text.strip() and not response.tool_calls:
-            raise ProviderError("the model returned an empty completion", kind="empty_response",
-                                transient=not deterministic)
+        if not local and not response.text.strip() and not response.tool_calls:
+            raise ProviderError("the model server returned an empty completion", kind="empty_response", transient=True)
         return
     if not isinstance(response, LoglikelihoodResponse) or len(response.logprobs) != len(request.continuations):
         raise ProviderError("the loglikelihood response does not match the continuations", kind="malformed_response")
@@ -191,7 +194,7 @@ class RunnerCore:
         self.harness = harness
         self.cache = cache
         self.progress = progress
-        self.deterministic = provider.identity.provider == "hf"  # a local model repeats itself
+        self.local = provider.identity.provider == "hf"  # in-process: its output is the model's own
         self._batcher = _MicroBatcher(provider)
         self.model_calls = 0
         self._warmed = False
@@ -213,7 +216,7 @@ class RunnerCore:
         if len(out) != len(batch):
             raise ProviderError(f"{len(out)} responses for {len(batch)} requests", kind="malformed_response")
         for req, resp in zip(batch, out, strict=True):
-            check_response(req, resp, self.deterministic)
+            check_response(req, resp, self.local)
         return out
 
     async def call_model(self, request: GenerateRequest, timeout_s: float | None = None) -> tuple[GenerateResponse, int]:
@@ -227,7 +230,7 @@ class RunnerCore:
             try:
                 self.model_calls += 1
                 resp = await asyncio.wait_for(self._batcher.generate(request), timeout=timeout)
-                check_response(request, resp, self.deterministic)
+                check_response(request, resp, self.local)
                 return resp, attempts
             except ProviderError as err:
                 if err.transient and attempts <= h.max_retries:

@@ -9,6 +9,7 @@ import pytest
 
 from engine.api import LoglikelihoodRequest
 from engine.config.suites import expand_experiment
+from engine.scoring import score_response
 from engine.scoring.suites import suite_score
 from engine.tasks import build_task
 from engine.tasks.olmes import split_blank
@@ -48,7 +49,7 @@ def test_wheel_tasks_bpb_and_uncond_on_real_logprobs(provider):
     inst = task.load_instances()[0]
     (resp,) = provider.loglikelihood_sync([task.build_request(inst)])
     gold = " " + inst.gold_text
-    assert task.score(inst, resp)[0]["bpb"] == pytest.approx(-resp.logprobs[0] / (len(gold.encode()) * math.log(2)))
+    assert score_response(task, inst, resp)[0]["bpb"] == pytest.approx(-resp.logprobs[0] / (len(gold.encode()) * math.log(2)))
     rc = build_task(compose_task("truthfulqa_mc1:norm_uncond"))
     q = rc.load_instances()[0]
     req = rc.build_request(q)
@@ -56,7 +57,7 @@ def test_wheel_tasks_bpb_and_uncond_on_real_logprobs(provider):
     (u,) = provider.loglikelihood_sync([LoglikelihoodRequest(context="Answer:", continuations=req.continuations)])
     assert r.unconditional_logprobs == pytest.approx(u.logprobs, abs=1e-4)
     pmi = [a - b for a, b in zip(r.logprobs, u.logprobs, strict=True)]
-    assert rc.score(q, r)[1] == max(range(len(pmi)), key=pmi.__getitem__)
+    assert score_response(rc, q, r)[1] == max(range(len(pmi)), key=pmi.__getitem__)
 
 
 def test_winogrande_partial_score_is_the_conditional_of_the_rest(provider):
