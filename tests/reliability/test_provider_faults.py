@@ -50,7 +50,7 @@ async def _one(srv: FaultServer, fault: Fault, chat: bool) -> GenerateResponse |
     req = _request(2, 3, chat)
     try:
         [resp] = await provider.generate([req])
-        check_response(req, resp, deterministic=False)  # the core's own check (empty output)
+        check_response(req, resp, local=False)  # the core's own check (empty output)
         return resp
     except ProviderError as err:
         return err
