@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +65,8 @@ class JobResult(BaseModel):
     exit_code: int
     reason: str | None = None
     runs: list[JobRun] = []
+    host: str = ""  # where the job ran (a worker process, a SLURM node)
+    pid: int = 0
 
 
 def new_sweep_id() -> str:
@@ -119,7 +122,8 @@ def job_result(job: int, job_dir: Path, overrides: Sequence[str], exp: Experimen
             spec = ":".join([exp.task.name, *exp.task.variants])
     return JobResult(sweep_id=current_sweep_id(), job=job, job_dir=str(job_dir), overrides=list(overrides), model=model,
                      task_spec=spec, status=status_of(code), exit_code=code,
-                     reason=reason or default_reason(code, records, job_dir), runs=[job_run(r) for r in records])
+                     reason=reason or default_reason(code, records, job_dir), runs=[job_run(r) for r in records],
+                     host=socket.gethostname(), pid=os.getpid())
 
 
 def write_job_result(job_dir: Path, result: JobResult) -> Path:
