@@ -90,7 +90,8 @@ def job_run(record: RunRecord) -> JobRun:
 
 def status_of(code: int) -> JobStatus:
     """A job's exit code (engine/cli.py's codes) as a status: 1, 2 or any other failure is `failed`."""
-    return {0: "finished", EXIT_PARTIAL: "partial", EXIT_UNTRACKED: "untracked"}.get(code, "failed")
+    statuses: dict[int, JobStatus] = {0: "finished", EXIT_PARTIAL: "partial", EXIT_UNTRACKED: "untracked"}
+    return statuses.get(code, "failed")
 
 
 def default_reason(code: int, records: Sequence[RunRecord], job_dir: Path) -> str | None:
