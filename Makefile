@@ -25,3 +25,9 @@ lint: install
 
 test-fast: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python -m pytest -q -m "not slow"
+
+# A shared MLflow tracking server (PostgreSQL + `mlflow server`) for `tracking=server`; stop it with
+# `bash scripts/tracking_server.sh stop` (README "Scaling out").
+.PHONY: tracking-server
+tracking-server: install
+	bash scripts/tracking_server.sh start

@@ -8,8 +8,12 @@ Errors in user input exit with code 2 and one paragraph, never a traceback.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+import traceback
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 # A closed network must never hang the engine: local price map, no telemetry, short hub timeouts.
@@ -23,8 +27,9 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import hydra  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from engine.api import ProviderError, RunRecord  # noqa: E402
 from engine.config.compose import (  # noqa: E402
@@ -47,7 +52,22 @@ from engine.record.suite import record_suite  # noqa: E402
 from engine.report import results_table, where_records_are  # noqa: E402
 from engine.runner.experiment import run_experiment  # noqa: E402
 from engine.scoring.suites import aggregate_report, suite_score  # noqa: E402
+from engine.sweep import (  # noqa: E402
+    SWEEP_ID_ENV,
+    job_result,
+    missing_jobs,
+    new_sweep_id,
+    read_job_results,
+    summary_table,
+    sweep_exit_code,
+    write_job_result,
+)
 from engine.tasks.instance import FieldMapError  # noqa: E402
+
+# conf/hydra/launcher/*.yaml keep the plugins' own names (`hydra/launcher=joblib` gives evalbench's
+# defaults); Hydra 1.3 still checks such a file against the plugin's schema (a misspelt key fails), and
+# warns that it will stop doing so in a release that hydra-core==1.3.8 (pyproject.toml) never installs.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 
 EXIT_FAILED = 1  # some run has no scored instance
 EXIT_PARTIAL = 3  # every run scored, but some instances errored
@@ -82,9 +102,10 @@ def check_writable(folder: Path) -> None:
         ) from None
 
 
-def run_and_report(exp: Experiment) -> None:
-    """Run a validated experiment, print the table, exit with `exit_code`."""
-    records: list[RunRecord] = []
+def run_and_report(exp: Experiment, records: list[RunRecord] | None = None) -> None:
+    """Run a validated experiment, print the table, exit with `exit_code`; `records` (when given)
+    receives the finished runs' records (a sweep's job reports them)."""
+    records = [] if records is None else records
     untracked: list[TrackingError] = []
     try:
         if exp.inspect:
@@ -138,18 +159,94 @@ def run_and_report(exp: Experiment) -> None:
 
 
 def _hydra_job(cfg: DictConfig) -> None:
-    """One job of a multirun, composed by Hydra's launcher."""
+    """One job of a multirun, composed by Hydra's launcher (maybe in another process or on another
+    machine). Its failure is its own: it writes `job_result.json` into its job folder and returns, so
+    the launcher goes on with the other jobs (docs/architecture.md, "Sweeps on launchers")."""
     hc = HydraConfig.get()
-    # Hydra leaves list choices (`variant=[rc,5shot]`) out of runtime.choices: read the override.
-    given = [o.split("=", 1)[1] for o in hc.overrides.task if o.lstrip("+").startswith("variant=")]
+    overrides = list(hc.overrides.task)
+    records: list[RunRecord] = []
+    exp: Experiment | None = None
+    code, reason = 0, None
     try:
+        # Hydra leaves list choices (`variant=[rc,5shot]`) out of runtime.choices: read the override.
+        given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("variant=")]
         choices = dict(hc.runtime.choices)
-        exp = experiment_from_cfg(cfg, variants_of(given[-1] if given else choices.get("variant")), choices,
-                                  list(hc.overrides.task))
+        exp = experiment_from_cfg(cfg, variants_of(given[-1] if given else choices.get("variant")), choices, overrides)
+        run_and_report(exp, records)
+    except SystemExit as ex:
+        code = ex.code if isinstance(ex.code, int) else 1
+        if code == 130:
+            raise  # Ctrl-C ends the whole sweep
+        # `_fail` exits inside the `except` that caught the error: the exit's context is that error.
+        reason = str(ex.__context__) if ex.__context__ is not None else None
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code, reason = 2, str(err)
+    except Exception as err:  # noqa: BLE001 - a crash in one job (the model, a library) must not end the sweep
+        traceback.print_exc()
+        code, reason = EXIT_FAILED, f"{type(err).__name__}: {err}"
+    job_dir = Path(hc.runtime.output_dir)
+    write_job_result(job_dir, job_result(int(hc.job.num), job_dir, overrides, exp, records, code, reason))
+
+
+def _quoted(value: str) -> str:
+    """A value in Hydra's override grammar, quoted (a path may hold characters the grammar reserves)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def sweep_setup(overrides: list[str], first_job: list[str]) -> str:
+    """The sweep folder, resolved once: its `${now:...}` would differ between this process and the
+    launcher's, and the summary must read the folder the jobs wrote. The launcher's plugin is checked
+    here too, so a missing package is a clear error before any job starts."""
+    hydra_args = [a for a in overrides if a.lstrip("+~").startswith("hydra") and not a.startswith("hydra.searchpath")]
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            cfg = compose(config_name="config", overrides=[*first_job, *hydra_args], return_hydra_config=True)
+            sweep_dir = str(OmegaConf.select(cfg, "hydra.sweep.dir"))
+            target = str(OmegaConf.select(cfg, "hydra.launcher._target_"))
+    except Exception as err:  # Hydra's composition errors: an unknown launcher, a misspelt launcher key
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise ConfigError(f"Cannot compose the sweep's Hydra configuration: {text.rstrip('.')}. Fix: choose a launcher "
+                          "shipped in conf/hydra/launcher (`hydra/launcher=joblib`, `ray` or `submitit_slurm`) and "
+                          "set only the keys it has (`python -m engine hydra/launcher=joblib --cfg hydra -p "
+                          "hydra.launcher` lists them).") from None
+    module = target.rpartition(".")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ImportError:
+        found = False
+    if not found:
+        package = module.split(".")[1].replace("_", "-") if module.startswith("hydra_plugins.") else module
+        raise ConfigError(f"The launcher {target} is not installed (package {package}). Fix: install the scale-out "
+                          "extra, `pip install -e '.[scale]'` (scripts/install.sh does), or drop `hydra/launcher=` to "
+                          "run the jobs one after another in this process.")
+    return sweep_dir
+
+
+def run_sweep(args: list[str], overrides: list[str], combinations: Sequence[list[str]]) -> None:
+    """Launch a validated multirun, then print one summary over its jobs and exit with the worst code."""
+    try:
+        sweep_dir = sweep_setup(overrides, combinations[0])
     except ConfigError as err:
         _fail(str(err))
         return
-    run_and_report(exp)
+    sweep_id = new_sweep_id()
+    sys.argv = [sys.argv[0], *args, f"hydra.sweep.dir={_quoted(sweep_dir)}",
+                f"++hydra.job.env_set.{SWEEP_ID_ENV}={sweep_id}"]
+    launcher_code = 0
+    try:
+        hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_hydra_job)()
+    except SystemExit as ex:  # the launcher itself failed (Hydra printed why): still show what the jobs did
+        launcher_code = ex.code if isinstance(ex.code, int) else 1
+        if launcher_code in (0, 130):
+            raise
+    results = read_job_results(Path(sweep_dir), sweep_id)
+    results = sorted([*results, *missing_jobs(results, combinations, Path(sweep_dir))], key=lambda r: r.job)
+    print(f"\nSweep {sweep_dir}:")
+    print(summary_table(results))
+    code = sweep_exit_code(results) or launcher_code
+    if code:
+        sys.exit(code)
 
 
 def main() -> None:
@@ -165,6 +262,7 @@ def main() -> None:
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if not a.startswith("-")]
+    combinations: list[list[str]] = []
     try:
         if multirun and task_list(overrides):
             raise ConfigError("A task list (`task=[a,b]`) runs as one ad-hoc suite and cannot be swept with -m. Fix: "
@@ -172,7 +270,8 @@ def main() -> None:
         if not multirun:
             exp = compose_experiment(overrides)
         else:
-            for combination in sweep_combinations(overrides):
+            combinations = sweep_combinations(overrides)
+            for combination in combinations:
                 compose_experiment(combination)  # every job is valid before the first starts
             use_cli_searchpath(overrides)
     except ConfigError as err:
@@ -181,5 +280,4 @@ def main() -> None:
     if not multirun:
         run_and_report(exp)
         return
-    sys.argv = [sys.argv[0], *args]
-    hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_hydra_job)()
+    run_sweep(args, overrides, combinations)

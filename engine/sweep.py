@@ -1,0 +1,201 @@
+"""Sweeps on Hydra launchers: each job's result file, and the summary the parent prints.
+
+A multirun hands its jobs to a Hydra launcher (`hydra/launcher=joblib|ray|submitit_slurm`), which
+may run them in other processes or on other machines. A job never ends the sweep: whatever happens
+to it (a missing checkpoint, a crash in the model, a record that missed the store), it writes
+`job_result.json` into its own job folder, atomically, and returns normally. The parent then reads
+the results of its sweep (matched by the sweep id it gave every job through `hydra.job.env_set`),
+prints one table over all jobs and exits non-zero when any job failed (docs/architecture.md,
+"Sweeps on launchers").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from engine.api import RunRecord
+from engine.config.schema import Experiment
+from engine.record.atomic import atomic_write_text
+
+RESULT_FILE = "job_result.json"
+SWEEP_ID_ENV = "EVALBENCH_SWEEP_ID"  # set in every job by `hydra.job.env_set` (Hydra carries it to any launcher)
+
+EXIT_FAILED = 1
+EXIT_PARTIAL = 3
+EXIT_UNTRACKED = 4
+
+JobStatus = Literal["finished", "partial", "untracked", "failed", "missing"]
+
+
+class JobRun(BaseModel):
+    """One task run of a job, as the summary shows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_spec: str
+    status: str
+    metric: str
+    score: float | None = None
+    se: float | None = None
+    scored: int = 0
+    errored: int = 0
+    run_dir: str | None = None
+
+
+class JobResult(BaseModel):
+    """What one job of a sweep did: written by the job, read by the parent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sweep_id: str | None = None
+    job: int
+    job_dir: str
+    overrides: list[str] = []
+    model: str  # the checkpoint directory, or the model's name when it has no path
+    task_spec: str  # the task spec, or the suite's name
+    status: JobStatus
+    exit_code: int
+    reason: str | None = None
+    runs: list[JobRun] = []
+    host: str = ""  # where the job ran (a worker process, a SLURM node)
+    pid: int = 0
+
+
+def new_sweep_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def current_sweep_id() -> str | None:
+    return os.environ.get(SWEEP_ID_ENV) or None
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def job_run(record: RunRecord) -> JobRun:
+    s = record.scores.get(record.primary_metric)
+    return JobRun(task_spec=record.task_spec, status=record.status, metric=record.primary_metric,
+                  score=_finite(s.value) if s else None, se=_finite(s.reported_stderr) if s else None,
+                  scored=record.counts.scored, errored=record.counts.errored, run_dir=record.run_dir)
+
+
+def status_of(code: int) -> JobStatus:
+    """A job's exit code (engine/cli.py's codes) as a status: 1, 2 or any other failure is `failed`."""
+    statuses: dict[int, JobStatus] = {0: "finished", EXIT_PARTIAL: "partial", EXIT_UNTRACKED: "untracked"}
+    return statuses.get(code, "failed")
+
+
+def default_reason(code: int, records: Sequence[RunRecord], job_dir: Path) -> str | None:
+    """Why a job that ended without an exception did not finish cleanly (the runs it recorded say)."""
+    if code == 0:
+        return None
+    failed = [r for r in records if r.status == "failed"]
+    if failed:
+        r = failed[0]
+        return (f"{r.task_spec}: no instance scored ({r.counts.errored} of {r.counts.n} errored); "
+                f"the errors are in {r.run_dir}/instances.jsonl")
+    if code == EXIT_PARTIAL:
+        errored = sum(r.counts.errored for r in records)
+        return f"{errored} instance(s) errored; scores are over the scored instances only"
+    if code == EXIT_UNTRACKED:
+        return f"a record missed the tracking store; push it with `python -m engine.sync {job_dir}`"
+    return f"exit code {code}"
+
+
+def job_result(job: int, job_dir: Path, overrides: Sequence[str], exp: Experiment | None, records: Sequence[RunRecord],
+               code: int, reason: str | None) -> JobResult:
+    model = "-"
+    spec = next((o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+") in ("task", "suite")), "-")
+    if exp is not None:
+        model = exp.model.path or exp.model.name
+        if exp.suite is not None:
+            spec = exp.suite.name
+        elif exp.task is not None:
+            spec = ":".join([exp.task.name, *exp.task.variants])
+    return JobResult(sweep_id=current_sweep_id(), job=job, job_dir=str(job_dir), overrides=list(overrides), model=model,
+                     task_spec=spec, status=status_of(code), exit_code=code,
+                     reason=reason or default_reason(code, records, job_dir), runs=[job_run(r) for r in records],
+                     host=socket.gethostname(), pid=os.getpid())
+
+
+def write_job_result(job_dir: Path, result: JobResult) -> Path:
+    path = job_dir / RESULT_FILE
+    atomic_write_text(path, result.model_dump_json(indent=2))
+    return path
+
+
+def read_job_results(sweep_dir: Path, sweep_id: str | None = None) -> list[JobResult]:
+    """The results under a sweep folder (of one sweep when `sweep_id` is given), by job number."""
+    found: dict[int, JobResult] = {}
+    for path in sorted(sweep_dir.rglob(RESULT_FILE)) if sweep_dir.is_dir() else []:
+        try:
+            result = JobResult.model_validate_json(path.read_text())
+        except (OSError, ValidationError):
+            continue
+        if sweep_id is None or result.sweep_id == sweep_id:
+            found[result.job] = result
+    return [found[k] for k in sorted(found)]
+
+
+def missing_jobs(results: Sequence[JobResult], combinations: Sequence[Sequence[str]], sweep_dir: Path) -> list[JobResult]:
+    """A placeholder for each job that wrote no result (its process died: killed, out of memory, a node lost)."""
+    done = {r.job for r in results}
+    return [JobResult(job=i, job_dir=str(sweep_dir / str(i)), overrides=list(combo), model="?", task_spec="?",
+                      status="missing", exit_code=EXIT_FAILED,
+                      reason=f"no {RESULT_FILE}: the job's process ended before writing it (see the launcher's logs)")
+            for i, combo in enumerate(combinations) if i not in done]
+
+
+def sweep_exit_code(results: Sequence[JobResult]) -> int:
+    """1 when a job failed or is missing; else 3 when some instances errored; else 4 when a record
+    missed the store; else 0 (engine/cli.py's codes, over the whole sweep)."""
+    statuses = {r.status for r in results}
+    if statuses & {"failed", "missing"}:
+        return EXIT_FAILED
+    if "partial" in statuses:
+        return EXIT_PARTIAL
+    return EXIT_UNTRACKED if "untracked" in statuses else 0
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _short(text: str | None, width: int = 60) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def summary_table(results: Sequence[JobResult]) -> str:
+    """One row per task run (one per job when it recorded none): job, checkpoint, task spec, status,
+    score, SE, and why it failed; then each failure's full reason."""
+    header = ["job", "checkpoint / model", "task spec", "status", "score", "SE", "reason"]
+    rows: list[list[str]] = []
+    for r in results:
+        if not r.runs:
+            rows.append([str(r.job), r.model, r.task_spec, r.status, "-", "-", _short(r.reason)])
+        for run in r.runs:
+            status = "untracked" if r.status == "untracked" else run.status
+            rows.append([str(r.job), r.model, run.task_spec, status, _fmt(run.score), _fmt(run.se),
+                         _short(r.reason if status != "finished" else None)])
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()
+
+    out = [line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)]
+    failed = [r for r in results if r.status in ("failed", "missing")]
+    counts = {s: sum(r.status == s for r in results) for s in ("finished", "partial", "untracked", "failed", "missing")}
+    out += ["", f"{len(results)} job(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)]
+    for r in failed:
+        out.append(f"  job {r.job} ({' '.join(r.overrides)}): {r.reason}  [{r.job_dir}]")
+    return "\n".join(out)
