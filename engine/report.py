@@ -35,5 +35,8 @@ def where_records_are(records: Sequence[RunRecord], tracking_uri: str | None) ->
     for r in records:
         lines.append(f"  {r.task_spec}: run folder {r.run_dir}" + (f"  (MLflow run {r.mlflow_run_id})" if r.mlflow_run_id else ""))
     if tracking_uri and any(r.mlflow_run_id for r in records):
-        lines.append(f"Browse: mlflow ui --backend-store-uri {tracking_uri} --port 5000   (then open http://127.0.0.1:5000)")
+        if tracking_uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
+            lines.append(f"Browse: open {tracking_uri}")
+        else:
+            lines.append(f"Browse: mlflow ui --backend-store-uri {tracking_uri} --port 5000   (then open http://127.0.0.1:5000)")
     return "Records:\n" + "\n".join(lines)
