@@ -22,6 +22,7 @@ from engine.api import (
     LoglikelihoodResponse,
     Provider,
     RunCounts,
+    ScoreSummary,
     request_hash,
     stable_hash,
 )
@@ -50,6 +51,10 @@ class TaskResult(BaseModel):
     status: str
     prompt_tokens: int
     completion_tokens: int
+    # External evals (engine/external): scores when the benchmark gave no per-sample ones, and what the
+    # record keeps of the benchmark's run (command, stderr tail, gateway counts) as config["external_run"].
+    scores: dict[str, ScoreSummary] | None = None
+    extra: dict[str, Any] = {}
 
 
 class PlannedItem(BaseModel):
