@@ -8,6 +8,7 @@ with exact prompt-token logprobs (hf provider). The task definitions are lm-eval
 preprocessing, metrics) with the dataset swapped for the task's local rows.
 
 Arguments (`external.args`): `task` (a key of TASKS), `metrics` ({lm-eval name: our name}),
+`prediction` (`acc` or `acc_norm`: which of lm-eval's choice rules gives `extracted_answer`),
 `id_field` (the doc column holding the instance id), `python` (another interpreter with lm_eval),
 `tokenizer` (default: the hf checkpoint), `num_fewshot`, `batch_size`, `extra_args` (more CLI flags).
 """
@@ -160,7 +161,7 @@ class LmEvalWrapper:
             if not line.strip():
                 continue
             try:
-                samples.append(_sample(json.loads(line), renames, args.get("id_field", "id")))
+                samples.append(_sample(json.loads(line), renames, args.get("id_field", "id"), args.get("prediction", "acc")))
             except (ValueError, KeyError, TypeError, IndexError) as err:
                 raise OutputError(f"{files[-1].name} line {line_no} cannot be read ({err!r})") from None
         return ExternalOutput(samples=samples, aggregate=aggregate, n=n or len(samples))
@@ -170,7 +171,7 @@ def _rename(metric: str, renames: dict[str, str]) -> str:
     return renames.get(metric, metric)
 
 
-def _sample(s: dict[str, Any], renames: dict[str, str], id_field: str) -> ExternalSample:
+def _sample(s: dict[str, Any], renames: dict[str, str], id_field: str, prediction: str) -> ExternalSample:
     doc = s.get("doc") or {}
     args = [s["arguments"][k] for k in sorted(s["arguments"], key=lambda k: int(k.rsplit("_", 1)[1]))]
     scores = {_rename(m, renames): float(s[m]) for m in s.get("metrics", []) if isinstance(s.get(m), int | float | bool)}
@@ -184,9 +185,13 @@ def _sample(s: dict[str, Any], renames: dict[str, str], id_field: str) -> Extern
         choices = doc.get("choices") if isinstance(doc.get("choices"), list) else [c.strip() for c in conts]
         target = s.get("target")
         gold: Any = int(target) if isinstance(target, str) and target.isdigit() else target
+        # The predicted choice as lm-eval's `acc` (raw logprob) or `acc_norm` (per character of the choice,
+        # lm_eval/api/task.py process_results) picks it.
+        lengths = [len(str(c)) for c in choices] if len(choices) == len(logprobs) else [len(c) - 1 for c in conts]
+        ranked = [lp / max(n, 1) for lp, n in zip(logprobs, lengths, strict=True)] if prediction == "acc_norm" else logprobs
         return ExternalSample(
             instance_id=iid, prompt=context, choices=[str(c) for c in choices], gold=gold, logprobs=logprobs,
-            extracted=max(range(len(logprobs)), key=logprobs.__getitem__) if logprobs else None, scores=scores,
+            extracted=max(range(len(ranked)), key=ranked.__getitem__) if ranked else None, scores=scores,
             request_texts=[str(a["arg_0"]) + str(a["arg_1"]) for a in args])
     response = s["filtered_resps"][0] if s.get("filtered_resps") else None
     return ExternalSample(instance_id=iid, prompt=context, response=None if response is None else str(response),

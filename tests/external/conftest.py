@@ -70,7 +70,7 @@ class FakeProvider:
             best = [max(range(50), key=lambda t, p=p: token_logprob(p, t)) for p in toks]
             lps = [token_logprob(p, t) for p, t in zip(toks, toks[1:], strict=False)]
             out.append(TokenLogprobsResponse(
-                tokens=tuple(toks), text=" ".join(f"t{t}" for t in toks), token_texts=tuple(f" t{t}" for t in toks),
+                tokens=tuple(toks), text=r.text if r.text is not None else " ".join(f"t{t}" for t in toks), token_texts=tuple(f" t{t}" for t in toks),
                 logprobs=(None, *lps), top_texts=(None, *(f" t{b}" for b in best[:-1])),
                 top_logprobs=(None, *(token_logprob(p, b) for p, b in zip(toks[:-1], best[:-1], strict=True))),
                 next_token=best[-1], next_text=f" t{best[-1]}", next_logprob=token_logprob(toks[-1], best[-1]),
