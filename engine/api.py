@@ -71,7 +71,8 @@ class TokenLogprobsRequest(Frozen):
     text: str | None = None
 
 
-Request = GenerateRequest | LoglikelihoodRequest | TokenLogprobsRequest
+Request = GenerateRequest | LoglikelihoodRequest  # what tasks build
+WorkRequest = Request | TokenLogprobsRequest  # what the runner core serves (the gateway adds token logprobs)
 
 
 class TokenUsage(Frozen):
@@ -113,7 +114,8 @@ class TokenLogprobsResponse(Frozen):
     usage: TokenUsage = TokenUsage()
 
 
-Response = GenerateResponse | LoglikelihoodResponse | TokenLogprobsResponse
+Response = GenerateResponse | LoglikelihoodResponse
+WorkResponse = Response | TokenLogprobsResponse
 
 
 def stable_hash(payload: Any) -> str:

@@ -28,10 +28,10 @@ from engine.api import (
     ChatMessage,
     GenerateRequest,
     GenerateResponse,
-    Request,
     SamplingParams,
     TokenLogprobsRequest,
     TokenLogprobsResponse,
+    WorkRequest,
 )
 from engine.runner.cache import cache_key
 from engine.runner.core import Outcome, RunnerCore, WorkItem
@@ -79,7 +79,7 @@ def _sampling(body: dict[str, Any], default_max: int = 256) -> SamplingParams:
     return SamplingParams(
         max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or default_max),
         temperature=float(body.get("temperature") or 0.0),
-        top_p=float(body.get("top_p") if body.get("top_p") is not None else 1.0),
+        top_p=float(body["top_p"]) if body.get("top_p") is not None else 1.0,
         stop=(stop,) if isinstance(stop, str) else tuple(stop),
         seed=body.get("seed"),
     )
@@ -94,8 +94,8 @@ def _content(content: Any) -> str:
 def _echo_choice(i: int, r: TokenLogprobsResponse, with_next: bool) -> dict[str, Any]:
     texts = list(r.token_texts) + ([r.next_text] if with_next else [])
     lps: list[float | None] = list(r.logprobs) + ([r.next_logprob] if with_next else [])
-    tops: list[dict[str, float] | None] = [None] + [{t or "": lp} for t, lp in zip(r.top_texts[1:], r.top_logprobs[1:],
-                                                                                  strict=True)]  # type: ignore[misc]
+    tops: list[dict[str, float] | None] = [None]
+    tops += [{t or "": float(lp or 0.0)} for t, lp in zip(r.top_texts[1:], r.top_logprobs[1:], strict=True)]
     if with_next:
         tops.append({r.next_text: r.next_logprob})
     offsets, pos = [], 0
@@ -155,12 +155,15 @@ class ModelGateway:
         return self.core.model_calls
 
     # -- one request through the core --------------------------------------------------------------
-    async def _submit(self, endpoint: str, request: Request) -> Outcome:
+    async def _submit(self, endpoint: str, request: WorkRequest) -> Outcome:
         key = cache_key(self.core.provider.identity, request, SCAFFOLD, [], 0)
         started = time.time()
         out = await self.core.submit(WorkItem(key=key, request=request))
         resp = out.response
-        text = request.render_text() if isinstance(request, GenerateRequest) else getattr(resp, "text", request.text)
+        if isinstance(request, GenerateRequest):
+            text: str | None = request.render_text()
+        else:
+            text = resp.text if isinstance(resp, TokenLogprobsResponse) else getattr(request, "text", None)
         usage = getattr(resp, "usage", None)
         self.served.append(ServedRequest(
             index=len(self.served), endpoint=endpoint, kind=request.kind, key=key, text=text, cached=out.cached,
@@ -212,7 +215,7 @@ class ModelGateway:
             echo, max_tokens = bool(body.get("echo")), body.get("max_tokens")
             scoring = echo and (body.get("logprobs") is not None or max_tokens == 0)
             if scoring:
-                reqs: list[Request] = [TokenLogprobsRequest(tokens=tuple(p)) if isinstance(p, list)
+                reqs: list[WorkRequest] = [TokenLogprobsRequest(tokens=tuple(p)) if isinstance(p, list)
                                        else TokenLogprobsRequest(text=p) for p in prompts]
             else:
                 sampling = _sampling(body, default_max=16)

@@ -182,7 +182,8 @@ def _sample(s: dict[str, Any], renames: dict[str, str], id_field: str, predictio
         conts = [str(a["arg_1"]) for a in args]
         logprobs = [float(r[0]) if isinstance(r, list | tuple) else float(str(r).strip("()").split(",")[0])
                     for r in s["filtered_resps"]]
-        choices = doc.get("choices") if isinstance(doc.get("choices"), list) else [c.strip() for c in conts]
+        listed = doc.get("choices")
+        choices: list[Any] = listed if isinstance(listed, list) else [c.strip() for c in conts]
         target = s.get("target")
         gold: Any = int(target) if isinstance(target, str) and target.isdigit() else target
         # The predicted choice as lm-eval's `acc` (raw logprob) or `acc_norm` (per character of the choice,

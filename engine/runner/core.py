@@ -37,10 +37,10 @@ from engine.api import (
     LoglikelihoodResponse,
     Provider,
     ProviderError,
-    Request,
-    Response,
     TokenLogprobsRequest,
     TokenLogprobsResponse,
+    WorkRequest,
+    WorkResponse,
 )
 from engine.config.schema import HarnessConfig
 from engine.runner.cache import ResultCache, WorkResult
@@ -63,7 +63,7 @@ class WorkItem(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     key: str  # the cache key: a hash of everything that can change the result
-    request: Request | None = None
+    request: WorkRequest | None = None
     job: Job | None = None
     cacheable: bool = True
 
@@ -78,11 +78,11 @@ class Outcome(BaseModel):
     attempts: int = 0
 
     @property
-    def response(self) -> Response | None:
+    def response(self) -> WorkResponse | None:
         return self.result.response if self.result is not None else None
 
 
-def check_response(request: Request, response: Response, deterministic: bool) -> None:
+def check_response(request: WorkRequest, response: WorkResponse, deterministic: bool) -> None:
     """Refuse output that must never be scored or cached (raises ProviderError)."""
     if isinstance(request, GenerateRequest):
         if not isinstance(response, GenerateResponse):
@@ -183,7 +183,7 @@ def _batches(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
     return out
 
 
-def _length(req: Request | None) -> int:
+def _length(req: WorkRequest | None) -> int:
     if isinstance(req, GenerateRequest):
         return len(req.render_text())
     if isinstance(req, TokenLogprobsRequest):
@@ -237,10 +237,10 @@ class RunnerCore:
             self._warmed = True
 
     # -- model calls ---------------------------------------------------------------------------
-    async def _provider_call(self, batch: list[Request]) -> list[Response]:
+    async def _provider_call(self, batch: list[WorkRequest]) -> list[WorkResponse]:
         self.model_calls += 1
         if isinstance(batch[0], GenerateRequest):
-            out: list[Response] = list(await self.provider.generate(batch))  # type: ignore[arg-type]
+            out: list[WorkResponse] = list(await self.provider.generate(batch))  # type: ignore[arg-type]
         elif isinstance(batch[0], TokenLogprobsRequest):
             # Optional: only providers that can score prompt tokens exactly define it (hf).
             token_logprobs = getattr(self.provider, "token_logprobs", None)

@@ -98,7 +98,9 @@ def test_per_sample_output_becomes_instance_records_scored_by_our_stats(tmp_path
     native_hash = __import__("engine.tasks", fromlist=["build_task"]).build_task(compose_task("hellaswag:rc")).task_hash
     assert {r.task_hash for r in result.instances} == {native_hash} == {result.task_hash}  # compare_as
     rec = result.instances[0]
-    assert rec.instance_id.startswith("hellaswag-val-") and rec.logprobs == [-1.5, -2.5] and rec.extracted_answer == 0
+    assert rec.instance_id.startswith("hellaswag-val-") and rec.logprobs == [-1.5, -2.5]
+    per_char = [lp / len(c) for lp, c in zip(rec.logprobs, rec.choices, strict=True)]
+    assert rec.extracted_answer == per_char.index(max(per_char))  # `prediction: acc_norm`, lm-eval's rule
     assert rec.scores == {"acc_none": 0.0, "acc": 1.0}  # renamed: acc_norm -> acc, acc -> acc_none
     assert [s.type for s in rec.trajectory] == ["model", "model"]  # its two gateway requests, mapped by text
     assert all(s.content["cache_key"] for s in rec.trajectory)
