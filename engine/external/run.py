@@ -22,6 +22,7 @@ from typing import Any
 
 from engine.api import InstanceRecord, RunCounts, ScoreSummary, TrajectoryStep, stable_hash
 from engine.config.compose import compose_task
+from engine.config.errors import ConfigError
 from engine.config.schema import Experiment, ExternalConfig
 from engine.config.suites import TaskRun
 from engine.external.base import ExternalOutput, ExternalSample, OutputError, Wrapper, WrapperContext, wrapper_for
@@ -137,10 +138,18 @@ def _aggregate_only(output: ExternalOutput) -> dict[str, ScoreSummary]:
             for m, v in output.aggregate.items()}
 
 
-def check_external(task_run: TaskRun) -> None:
-    """Before any compute: the wrapper exists and its tool is installed (ConfigError, exit 2)."""
+def check_external(task_run: TaskRun, exp: Experiment | None = None) -> None:
+    """Before any compute: the wrapper exists, its tool is installed, and the provider can serve what
+    the benchmark asks (ConfigError, exit 2)."""
     ext = external_of(task_run)
     wrapper_for(ext.wrapper, WRAPPERS).check_installed(ext)
+    if exp is not None and exp.model.provider != "hf" and task_run.task.formulation != "generate":
+        raise ConfigError(
+            f"External eval {task_run.spec} scores choices by prompt loglikelihood (formulation "
+            f"{task_run.task.formulation}), which the model gateway serves exactly only for provider hf (prompt-token "
+            f"logprobs from the weights), and model '{exp.model.name}' is served by {exp.model.provider}. Fix: "
+            "evaluate the checkpoint in-process (`model=smollm2 model.path=...`), or run a generation benchmark."
+        )
 
 
 async def run_external(task_run: TaskRun, exp: Experiment, core: RunnerCore) -> TaskResult:

@@ -133,7 +133,7 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     check_capabilities(exp, runs)
     for run in runs:
         if run.task.external is not None:  # unknown wrapper or tool not installed: exit 2 before any compute
-            importlib.import_module("engine.external.run").check_external(run)
+            importlib.import_module("engine.external.run").check_external(run, exp)
     provider = build_provider(exp.model)
     judge = judge_provider(exp, provider, runs)
     for p in (provider, judge):

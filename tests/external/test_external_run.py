@@ -145,6 +145,12 @@ def test_unknown_wrapper_and_missing_tool_name_the_fix(tmp_path) -> None:
         check_external(_task_run(tmp_path / "no-such-python"))
 
 
+def test_a_loglikelihood_benchmark_through_a_remote_model_is_refused_up_front(tmp_path, fake_lm_eval) -> None:
+    exp = Experiment(model=ModelConfig(name="gpt", provider="litellm", api_base="http://127.0.0.1:9"))
+    with pytest.raises(ConfigError, match="only for provider hf"):
+        check_external(_task_run(fake_lm_eval), exp)
+
+
 def test_cli_exits_2_with_the_fix_when_the_tool_is_missing(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "EVALBENCH_LM_EVAL_PYTHON": str(tmp_path / "missing" / "python")}
