@@ -187,12 +187,14 @@ async def run_external(task_run: TaskRun, exp: Experiment, core: RunnerCore) -> 
             _write_gateway_log(exp, task_run, served, {})
             why = f"timed out after {ext.timeout_s} s" if code is None else f"exited with code {code}"
             extra.update(error=f"{ext.wrapper} {why}", stderr_tail=stderr_tail)
+            _say_failed(task_run.spec, extra["error"], stderr_tail)
             return result("failed", [])
         try:
             output = wrapper.parse(ctx)
         except OutputError as err:
             _write_gateway_log(exp, task_run, served, {})
             extra.update(error=f"{ext.wrapper}'s output cannot be read: {err}", stderr_tail=stderr_tail)
+            _say_failed(task_run.spec, extra["error"], stderr_tail)
             return result("failed", [])
     extra["benchmark_aggregate"] = output.aggregate
     if output.samples is None:
@@ -203,6 +205,12 @@ async def run_external(task_run: TaskRun, exp: Experiment, core: RunnerCore) -> 
     _write_gateway_log(exp, task_run, served, owner)
     extra.update(aggregate_only=False, unmatched_requests=len(served) - len(owner))
     return result("finished" if records else "failed", records)
+
+
+def _say_failed(spec: str, error: str, stderr_tail: str) -> None:
+    """The failed run's reason on the terminal too (the record keeps it as config.external_run)."""
+    lines = "\n".join("    " + ln[:300] for ln in stderr_tail.strip().splitlines()[-15:])
+    print(f"[evalbench] {spec}: {error}; the end of its stderr:\n{lines}", file=sys.stderr)
 
 
 def _write_gateway_log(exp: Experiment, task_run: TaskRun, served: list[ServedRequest], owner: dict[int, str]) -> None:
