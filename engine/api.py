@@ -62,7 +62,19 @@ class LoglikelihoodRequest(Frozen):
     unconditional_context: str | None = None
 
 
-Request = GenerateRequest | LoglikelihoodRequest
+class TokenLogprobsRequest(Frozen):
+    """The logprob of every token of a prompt given the tokens before it, and the greedy next token:
+    what an OpenAI-style `/v1/completions` call with `echo=true, logprobs` returns (the model
+    gateway of external evals, docs/architecture.md "External evals"). `tokens` as the client
+    tokenized them, or `text` for the provider to tokenize (no special tokens)."""
+
+    kind: Literal["token_logprobs"] = "token_logprobs"
+    tokens: tuple[int, ...] | None = None
+    text: str | None = None
+
+
+Request = GenerateRequest | LoglikelihoodRequest  # what tasks build
+WorkRequest = Request | TokenLogprobsRequest  # what the runner core serves (the gateway adds token logprobs)
 
 
 class TokenUsage(Frozen):
@@ -87,7 +99,25 @@ class LoglikelihoodResponse(Frozen):
     usage: TokenUsage = TokenUsage()
 
 
+class TokenLogprobsResponse(Frozen):
+    """Per prompt token: its id, text, logprob (None for the first: nothing predicts it) and the best
+    token at that position with its logprob; then the greedy next token after the prompt."""
+
+    kind: Literal["token_logprobs"] = "token_logprobs"
+    tokens: tuple[int, ...]
+    text: str  # the prompt decoded as one string
+    token_texts: tuple[str, ...]
+    logprobs: tuple[float | None, ...]
+    top_texts: tuple[str | None, ...]
+    top_logprobs: tuple[float | None, ...]
+    next_token: int
+    next_text: str
+    next_logprob: float
+    usage: TokenUsage = TokenUsage()
+
+
 Response = GenerateResponse | LoglikelihoodResponse
+WorkResponse = Response | TokenLogprobsResponse
 
 
 def stable_hash(payload: Any) -> str:

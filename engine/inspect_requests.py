@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine.api import GenerateRequest
 from engine.config.schema import Experiment
 from engine.config.suites import expand_experiment
+from engine.external.run import external_command
 from engine.models import resolve_model_dir
 from engine.runner.task_run import prepare
 
@@ -23,6 +24,9 @@ def inspect_experiment(exp: Experiment, limit: int = 2) -> str:
     unit = "tokens" if tok else "words"
     out = []
     for run in expand_experiment(exp):
+        if run.task.external is not None:  # an external eval: the benchmark's command, not our requests
+            out.append(external_command(run, exp))
+            continue
         task, instances = prepare(run, exp.model_copy(update={"limit": exp.limit or limit}))
         out.append(f"=== {run.spec}  (task hash {task.task_hash}, formulation {run.task.formulation}, "
                    f"normalization {run.task.normalization}, {run.task.num_fewshot}-shot)")

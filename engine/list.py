@@ -15,6 +15,9 @@ def describe(found: Entry) -> str:
     text = found.path.read_text()
     lines = text.splitlines()
     comment = next((ln.lstrip("# ").strip() for ln in lines if ln.startswith("#") and "@package" not in ln), "")
+    if found.group == "task" and "\nexternal:" in text:  # an external eval: the benchmark's own loop runs it
+        wrapper = ((yaml.safe_load(text) or {}).get("external") or {}).get("wrapper", "?")
+        comment = f"[external: {wrapper}] {comment}"
     if found.group == "suite":
         data = yaml.safe_load(text) or {}
         comment = f"{', '.join(data.get('tasks', []))}" + (f"  — {comment}" if comment else "")

@@ -23,7 +23,7 @@ ENGINE = REPO / "engine"
 
 # Lowest first: a module may import from its own layer or below. Top-level modules (engine/cli.py, ...) are "app".
 LAYERS = ("api", "config", "stats", "data", "tasks", "models", "sandbox", "scoring", "harness", "record", "runner",
-          "compare", "app")
+          "external", "compare", "app")
 RANK = {name: i for i, name in enumerate(LAYERS)}
 ORDER = " < ".join(LAYERS)
 

@@ -130,6 +130,18 @@ class GenerationConfig(_Config):
     samples: int = Field(default=1, ge=1)
 
 
+class ExternalConfig(_Config):
+    """An external eval: a benchmark's own loop run in a subprocess against the model gateway
+    (engine/external, docs/architecture.md "External evals")."""
+
+    wrapper: str  # e.g. lm_eval (engine/external/wrappers.py lists them)
+    args: dict[str, Any] = {}  # the wrapper's own arguments
+    # A native task spec evaluating the same instances with the same prompts: the record then carries
+    # that task's hash, so `engine.compare` pairs the external run with native runs of it.
+    compare_as: str | None = None
+    timeout_s: float = Field(default=3600.0, gt=0.0)  # the whole benchmark subprocess
+
+
 class TaskConfig(_Config):
     name: str
     data: DataConfig
@@ -165,6 +177,7 @@ class TaskConfig(_Config):
     pass_at_k: list[int] = []  # unbiased pass@k (Chen et al. 2021) from `generation.samples` samples
     target: str | None = Field(default=None, alias="_target_")
     variants: list[str] = []  # filled by composition: the variant names applied
+    external: ExternalConfig | None = None  # run by a benchmark's own loop, not the engine's
 
     @field_validator("mc_template", "rc_template", "generate_template")
     @classmethod
@@ -207,7 +220,9 @@ class TaskConfig(_Config):
 
     def metrics(self) -> set[str] | None:
         """The metrics every run of this config produces (each best_of formulation is a run);
-        None for a user task class (`_target_`), which may score anything."""
+        None for a user task class (`_target_`) or an external eval, which may score anything."""
+        if self.external is not None:
+            return None
         per_target = _TARGET_METRICS.get(self.target) if self.target else {}
         if per_target is None:
             return None

@@ -15,6 +15,8 @@ from engine.api import (
     LoglikelihoodResponse,
     ModelIdentity,
     ProviderError,
+    TokenLogprobsRequest,
+    TokenLogprobsResponse,
     TokenUsage,
     truncate_at_stop,
 )
@@ -98,6 +100,16 @@ class HFProvider:
 
     async def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
         return await asyncio.to_thread(self.loglikelihood_sync, requests)
+
+    def token_logprobs_sync(self, requests: Sequence[TokenLogprobsRequest]) -> list[TokenLogprobsResponse]:
+        from engine.models.hf_loglikelihood import token_logprobs_batch  # deferred: imports torch
+
+        with self._lock:
+            return token_logprobs_batch(self.model, self.tokenizer, requests, self.cfg.max_length)
+
+    async def token_logprobs(self, requests: Sequence[TokenLogprobsRequest]) -> list[TokenLogprobsResponse]:
+        """Prompt-token logprobs (OpenAI echo), for the model gateway of external evals."""
+        return await asyncio.to_thread(self.token_logprobs_sync, requests)
 
     # -- generation ----------------------------------------------------------------------------
     def render_prompt(self, request: GenerateRequest) -> str:

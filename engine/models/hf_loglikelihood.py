@@ -13,7 +13,14 @@ from collections.abc import Sequence
 
 import torch
 
-from engine.api import LoglikelihoodRequest, LoglikelihoodResponse, TokenUsage
+from engine.api import (
+    LoglikelihoodRequest,
+    LoglikelihoodResponse,
+    ProviderError,
+    TokenLogprobsRequest,
+    TokenLogprobsResponse,
+    TokenUsage,
+)
 
 
 def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> tuple[list[int], list[int]]:
@@ -127,3 +134,54 @@ def loglikelihood_batch(
         )
         for i in range(len(requests))
     ]
+
+
+@torch.inference_mode()
+def token_logprobs_batch(
+    model, tokenizer, requests: Sequence[TokenLogprobsRequest], max_length: int
+) -> list[TokenLogprobsResponse]:
+    """Every prompt token's logprob given the tokens before it (one left-padded forward over the
+    batch), the best token at each position and the greedy next token: an OpenAI `echo` response.
+    The logprob of token t and of the best token at t are read from the same float32 row, so a
+    greedy token's two values are equal (lm-eval's `is_greedy` compares them with `==`)."""
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs: list[list[int]] = []
+    for req in requests:
+        ids = list(req.tokens) if req.tokens is not None else tokenizer.encode(req.text or "", add_special_tokens=False)
+        if not ids:
+            raise ProviderError("a token-logprobs prompt is empty", kind="bad_request")
+        if len(ids) > max_length:
+            raise ProviderError(f"the prompt has {len(ids)} tokens, more than model.max_length={max_length}",
+                                kind="context_length")
+        seqs.append(ids)
+    width = max(len(s) for s in seqs)
+    ids_t = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids_t[i, width - len(s) :] = torch.tensor(s)
+        mask[i, width - len(s) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids_t.to(device), attention_mask=mask.to(device), position_ids=pos.to(device)).logits
+    out = []
+    for i, s in enumerate(seqs):
+        dist = torch.log_softmax(logits[i, width - len(s) :].float(), dim=-1)  # row t predicts token t+1
+        best_lp, best_id = dist.max(dim=-1)
+        target = torch.tensor(s[1:], device=dist.device)
+        lps = dist[:-1].gather(-1, target[:, None])[:, 0].tolist() if len(s) > 1 else []
+        best_ids = best_id.tolist()
+        texts = tokenizer.batch_decode([[t] for t in s + best_ids])
+        n = len(s)
+        out.append(TokenLogprobsResponse(
+            tokens=tuple(s),
+            text=tokenizer.decode(s),
+            token_texts=tuple(texts[:n]),
+            logprobs=(None, *lps),
+            top_texts=(None, *texts[n : 2 * n - 1]),
+            top_logprobs=(None, *best_lp[:-1].tolist()),
+            next_token=int(best_ids[-1]),
+            next_text=texts[-1],
+            next_logprob=float(best_lp[-1]),
+            usage=TokenUsage(prompt_tokens=n, completion_tokens=1),
+        ))
+    return out

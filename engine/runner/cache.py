@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import InstanceError, ModelIdentity, Request, Response, TrajectoryStep, stable_hash
+from engine.api import InstanceError, ModelIdentity, TrajectoryStep, WorkRequest, WorkResponse, stable_hash
 from engine.config.errors import ConfigError
 
 SCHEMA = "results_v2"  # rows of older layouts are never read
@@ -30,14 +30,14 @@ class WorkResult(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    response: Response | None = None
+    response: WorkResponse | None = None
     steps: tuple[TrajectoryStep, ...] = ()
     scores: dict[str, float] | None = None
     extracted: Any = None
     error: InstanceError | None = None
 
 
-def cache_key(identity: ModelIdentity, request: Request, scaffold: str, tools: list[str], sample_index: int) -> str:
+def cache_key(identity: ModelIdentity, request: WorkRequest, scaffold: str, tools: list[str], sample_index: int) -> str:
     model = identity.model_dump(mode="json", exclude={"checkpoint_step"})
     if model.get("content_hash"):
         model.pop("path", None)  # same weights elsewhere on disk are the same model

@@ -37,8 +37,10 @@ from engine.api import (
     LoglikelihoodResponse,
     Provider,
     ProviderError,
-    Request,
-    Response,
+    TokenLogprobsRequest,
+    TokenLogprobsResponse,
+    WorkRequest,
+    WorkResponse,
 )
 from engine.config.schema import HarnessConfig
 from engine.runner.cache import ResultCache, WorkResult
@@ -61,7 +63,7 @@ class WorkItem(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     key: str  # the cache key: a hash of everything that can change the result
-    request: Request | None = None
+    request: WorkRequest | None = None
     job: Job | None = None
     cacheable: bool = True
 
@@ -76,11 +78,11 @@ class Outcome(BaseModel):
     attempts: int = 0
 
     @property
-    def response(self) -> Response | None:
+    def response(self) -> WorkResponse | None:
         return self.result.response if self.result is not None else None
 
 
-def check_response(request: Request, response: Response, local: bool) -> None:
+def check_response(request: WorkRequest, response: WorkResponse, local: bool) -> None:
     """Refuse output that must never be scored or cached (raises ProviderError).
 
     An empty completion from a server is a failed request (`empty_response`, retried). From an
@@ -91,6 +93,15 @@ def check_response(request: Request, response: Response, local: bool) -> None:
             raise ProviderError("a generate request got a non-generate response", kind="malformed_response")
         if not local and not response.text.strip() and not response.tool_calls:
             raise ProviderError("the model server returned an empty completion", kind="empty_response", transient=True)
+        return
+    if isinstance(request, TokenLogprobsRequest):
+        if not isinstance(response, TokenLogprobsResponse) or (
+                request.tokens is not None and response.tokens != request.tokens):
+            raise ProviderError("the token-logprobs response does not match the prompt", kind="malformed_response")
+        values = [*response.logprobs[1:], *response.top_logprobs[1:], response.next_logprob]
+        if any(x is None or not math.isfinite(x) for x in values):
+            raise ProviderError("the token-logprobs response holds a missing or non-finite logprob",
+                                kind="malformed_response")
         return
     if not isinstance(response, LoglikelihoodResponse) or len(response.logprobs) != len(request.continuations):
         raise ProviderError("the loglikelihood response does not match the continuations", kind="malformed_response")
@@ -165,7 +176,7 @@ def _batches(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
     groups: dict[str, list[WorkItem]] = defaultdict(list)
     for it in items:
         req = it.request
-        name = f"gen:{req.sampling.model_dump_json()}" if isinstance(req, GenerateRequest) else "ll"
+        name = f"gen:{req.sampling.model_dump_json()}" if isinstance(req, GenerateRequest) else req.kind  # type: ignore[union-attr]
         groups[name].append(it)
     out: list[list[WorkItem]] = []
     for group in groups.values():
@@ -175,9 +186,11 @@ def _batches(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
     return out
 
 
-def _length(req: Request | None) -> int:
+def _length(req: WorkRequest | None) -> int:
     if isinstance(req, GenerateRequest):
         return len(req.render_text())
+    if isinstance(req, TokenLogprobsRequest):
+        return len(req.tokens) if req.tokens is not None else len(req.text or "")
     return len(req.context) if isinstance(req, LoglikelihoodRequest) else 0
 
 
@@ -198,19 +211,47 @@ class RunnerCore:
         self._batcher = _MicroBatcher(provider)
         self.model_calls = 0
         self._warmed = False
+        self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._warm_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._inflight: dict[str, asyncio.Future[Outcome]] = {}
+        self._queue: list[WorkItem] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._batch_tasks: set[asyncio.Task[None]] = set()
+        self.submit_window_s = 0.02  # how long a submission waits for peers to share its batch
+
+    def limit(self) -> asyncio.Semaphore:
+        """The core's one concurrency limit, shared by `run` and every `submit` (per event loop)."""
+        loop = asyncio.get_running_loop()
+        if self._limit is None or self._limit[0] is not loop:
+            self._limit = (loop, asyncio.Semaphore(max(1, self.harness.concurrency)))
+        return self._limit[1]
 
     async def warm(self) -> None:
         """Let the provider load what it needs (weights, the litellm module) once, before any request's
         timeout starts counting. Test doubles and third-party providers may not define `warm`."""
-        if not self._warmed and (warm := getattr(self.provider, "warm", None)) is not None:
-            await warm()
-        self._warmed = True
+        if self._warmed:
+            return
+        loop = asyncio.get_running_loop()
+        if self._warm_lock is None or self._warm_lock[0] is not loop:
+            self._warm_lock = (loop, asyncio.Lock())
+        async with self._warm_lock[1]:  # concurrent submissions must not load the weights twice at once
+            if not self._warmed and (warm := getattr(self.provider, "warm", None)) is not None:
+                await warm()
+            self._warmed = True
 
     # -- model calls ---------------------------------------------------------------------------
-    async def _provider_call(self, batch: list[Request]) -> list[Response]:
+    async def _provider_call(self, batch: list[WorkRequest]) -> list[WorkResponse]:
         self.model_calls += 1
         if isinstance(batch[0], GenerateRequest):
-            out: list[Response] = list(await self.provider.generate(batch))  # type: ignore[arg-type]
+            out: list[WorkResponse] = list(await self.provider.generate(batch))  # type: ignore[arg-type]
+        elif isinstance(batch[0], TokenLogprobsRequest):
+            # Optional: only providers that can score prompt tokens exactly define it (hf).
+            token_logprobs = getattr(self.provider, "token_logprobs", None)
+            if token_logprobs is None:
+                raise ProviderError(
+                    f"provider {self.provider.identity.provider!r} cannot return prompt-token logprobs (echo), "
+                    "which this request needs; serve the model with provider hf", kind="unsupported")
+            out = list(await token_logprobs(batch))
         else:
             out = list(await self.provider.loglikelihood(batch))  # type: ignore[arg-type]
         if len(out) != len(batch):
@@ -299,7 +340,7 @@ class RunnerCore:
         pending = [it for it in unique if it.key not in cached]
         bar = tqdm(total=len(unique), initial=len(cached), desc=label, unit="item", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True, leave=False)
-        sem = asyncio.Semaphore(max(1, self.harness.concurrency))
+        sem = self.limit()
         requests = [it for it in pending if it.job is None]
         jobs = [it for it in pending if it.job is not None]
 
@@ -323,3 +364,78 @@ class RunnerCore:
         finally:
             bar.close()
         return results
+
+    # -- single submissions ----------------------------------------------------------------------
+    async def submit(self, item: WorkItem) -> Outcome:
+        """One work item submitted on its own (the model gateway of external evals: one HTTP call
+        each): the cache first, then the core's shared concurrency limit, retries, `check_response`
+        and the cache write, exactly as `run`. Request items submitted concurrently (within
+        `submit_window_s`) are micro-batched into provider batches; concurrent submissions of one
+        key share one computation."""
+        if item.cacheable:
+            hit = self.cache.get_many([item.key]).get(item.key)
+            if hit is not None:
+                return Outcome(result=hit, cached=True)
+        running = self._inflight.get(item.key)
+        if running is not None:
+            return await asyncio.shield(running)
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._inflight[item.key] = fut
+        try:
+            await self.warm()
+            if item.job is not None:
+                results: dict[str, Outcome] = {}
+                async with self.limit():
+                    await self._run_job(item, JobContext(call_model=self.call_model), results, _SILENT)
+                fut.set_result(results[item.key])
+            else:
+                self._queue.append(item)
+                if self._flusher is None or self._flusher.done():
+                    self._flusher = asyncio.create_task(self._flush_submissions())
+            return await asyncio.shield(fut)
+        except Exception as err:  # noqa: BLE001 - e.g. the weights failed to load: an error outcome, never a hang
+            if not fut.done():
+                fut.set_result(Outcome(error=_error_of(err, 1, self.harness.request_timeout_s), attempts=1))
+            return fut.result()
+        finally:
+            if self._inflight.get(item.key) is fut and fut.done():
+                del self._inflight[item.key]  # a request's batch removes it itself; a job's is done here
+
+    async def _flush_submissions(self) -> None:
+        """Forms a batch each time the concurrency limit has room, from what is queued then: the
+        batches fill up while earlier ones run."""
+        await asyncio.sleep(self.submit_window_s)
+        sem = self.limit()
+        while self._queue:
+            await sem.acquire()
+            if not self._queue:
+                sem.release()
+                break
+            batch = _batches(self._queue, max(1, self.provider.max_batch))[0]
+            taken = {it.key for it in batch}
+            self._queue = [it for it in self._queue if it.key not in taken]
+            task = asyncio.create_task(self._submitted_batch(batch, sem))
+            self._batch_tasks.add(task)
+            task.add_done_callback(self._batch_tasks.discard)
+
+    async def _submitted_batch(self, batch: list[WorkItem], sem: asyncio.Semaphore) -> None:
+        results: dict[str, Outcome] = {}
+        try:
+            await self._run_batch(batch, results, _SILENT)
+        finally:
+            sem.release()
+            for it in batch:
+                fut = self._inflight.pop(it.key, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(results.get(it.key) or Outcome(
+                        error=InstanceError(kind="internal", message="the batch ended without a result", attempts=0)))
+
+
+class _Silent:
+    """A progress bar that shows nothing: single submissions are counted by their caller."""
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+
+_SILENT: Any = _Silent()

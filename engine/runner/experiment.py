@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib
 import subprocess
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from engine import __version__
@@ -57,8 +59,12 @@ def experiment_name(exp: Experiment, run: TaskRun) -> str:
 def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider: Provider, mlflow_run_id: str | None) -> RunRecord:
     config = exp.model_dump(mode="json", by_alias=True)
     config["task"] = run.task.model_dump(mode="json", by_alias=True)
+    if result.extra:
+        config["external_run"] = result.extra
     scores: dict[str, ScoreSummary] = {}
-    if result.status != "failed":
+    if result.scores is not None:
+        scores = result.scores
+    elif result.status != "failed":
         scores = aggregate_scores(result.instances, run.task.aggregation, pass_at_k=run.task.pass_at_k)
     return RunRecord(
         run_id=uuid.uuid4().hex[:16],
@@ -98,7 +104,7 @@ def record_run(exp: Experiment, run: TaskRun, result: TaskResult, provider: Prov
 def check_capabilities(exp: Experiment, runs: list[TaskRun]) -> None:
     """Refuse before any compute what the provider cannot serve exactly."""
     if exp.model.provider == "litellm" and not exp.model.supports_prompt_logprobs:
-        needs = [r.spec for r in runs if r.task.formulation != "generate"]
+        needs = [r.spec for r in runs if r.task.formulation != "generate" and r.task.external is None]
         if needs:
             raise ConfigError(
                 f"Task(s) {', '.join(needs)} score by loglikelihood, which model '{exp.model.name}' through "
@@ -125,6 +131,9 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     """Runs and records each TaskRun. `records` (when given) holds the finished ones even if
     interrupted; `untracked` collects the records whose folder is written but missed the store."""
     check_capabilities(exp, runs)
+    for run in runs:
+        if run.task.external is not None:  # unknown wrapper or tool not installed: exit 2 before any compute
+            importlib.import_module("engine.external.run").check_external(run, exp)
     provider = build_provider(exp.model)
     judge = judge_provider(exp, provider, runs)
     for p in (provider, judge):
@@ -140,7 +149,7 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     try:
         for run in runs:
             mlflow_run_id = start_tracking(exp, run, provider)  # a killed run is visible in MLflow
-            result = await execute(run, exp, core, judge_core)
+            result = await execute_any(run, exp, core, judge_core)
             try:
                 records.append(record_run(exp, run, result, provider, mlflow_run_id))
             except RecordNotTracked as err:
@@ -153,6 +162,23 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
         if judge is not None:
             await judge.aclose()
     return records
+
+
+ExternalRunner = Callable[[TaskRun, Experiment, RunnerCore], Awaitable[TaskResult]]
+
+
+def external_runner() -> ExternalRunner:
+    """engine/external sits above the runner (it drives a RunnerCore through its model gateway), so
+    the runner reaches it by name, at run time, only for a task with an `external:` block
+    (docs/architecture.md, "External evals")."""
+    runner: ExternalRunner = importlib.import_module("engine.external.run").run_external
+    return runner
+
+
+async def execute_any(run: TaskRun, exp: Experiment, core: RunnerCore, judge_core: RunnerCore | None) -> TaskResult:
+    if run.task.external is not None:
+        return await external_runner()(run, exp, core)
+    return await execute(run, exp, core, judge_core)
 
 
 def start_tracking(exp: Experiment, run: TaskRun, provider: Provider) -> str | None:

@@ -19,9 +19,12 @@ from engine.api import (
     GenerateResponse,
     InstanceError,
     InstanceRecord,
+    LoglikelihoodRequest,
     LoglikelihoodResponse,
     Provider,
     RunCounts,
+    ScoreSummary,
+    TokenLogprobsResponse,
     request_hash,
     stable_hash,
 )
@@ -50,6 +53,10 @@ class TaskResult(BaseModel):
     status: str
     prompt_tokens: int
     completion_tokens: int
+    # External evals (engine/external): scores when the benchmark gave no per-sample ones, and what the
+    # record keeps of the benchmark's run (command, stderr tail, gateway counts) as config["external_run"].
+    scores: dict[str, ScoreSummary] | None = None
+    extra: dict[str, Any] = {}
 
 
 class PlannedItem(BaseModel):
@@ -103,7 +110,7 @@ def _trajectory_job(scaffold: ToolLoop, request: GenerateRequest, inst: Instance
 
 def _record(task: Task, spec: str, p: PlannedItem, out: Outcome) -> InstanceRecord:
     req, inst = p.item.request, p.instance
-    assert req is not None
+    assert isinstance(req, GenerateRequest | LoglikelihoodRequest)  # what tasks build (not the gateway's kind)
     prompt = req.render_text() if isinstance(req, GenerateRequest) else req.context
     steps = list(out.result.steps) if out.result is not None else []
     base = InstanceRecord(
@@ -113,7 +120,7 @@ def _record(task: Task, spec: str, p: PlannedItem, out: Outcome) -> InstanceReco
         latency_s=out.latency_s, cached=out.cached, attempts=out.attempts, trajectory=steps,
     )
     resp = out.response
-    if resp is None or out.error is not None:
+    if resp is None or out.error is not None or isinstance(resp, TokenLogprobsResponse):
         return base.model_copy(update={"error": out.error})
     scores, extracted = score_response(task, inst, resp)
     update: dict[str, Any] = {"extracted_answer": extracted, "scores": scores, "prompt_tokens": resp.usage.prompt_tokens}

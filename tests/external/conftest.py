@@ -1,0 +1,92 @@
+"""A deterministic fake provider for the gateway and the runner core's `submit` (no real model)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from engine.api import (
+    GenerateRequest,
+    GenerateResponse,
+    LoglikelihoodRequest,
+    LoglikelihoodResponse,
+    ModelIdentity,
+    ProviderError,
+    TokenLogprobsRequest,
+    TokenLogprobsResponse,
+    TokenUsage,
+)
+from engine.config.schema import HarnessConfig
+from engine.runner.cache import ResultCache
+from engine.runner.core import RunnerCore
+
+
+def token_logprob(prev: int, tok: int) -> float:
+    """A fixed 'model': log P(tok | prev) — any deterministic function will do."""
+    return -((prev * 7 + tok * 3) % 11) / 4 - 0.1
+
+
+class FakeProvider:
+    def __init__(self, max_batch: int = 4, fail_first: int = 0, delay_s: float = 0.0):
+        self.identity = ModelIdentity(name="fake-model", provider="fake")
+        self.max_batch = max_batch
+        self.model_dir = "/nonexistent/tokenizer"
+        self.batches: list[int] = []  # sizes of the provider calls
+        self.active = 0
+        self.max_active = 0
+        self.fail_first = fail_first
+        self.delay_s = delay_s
+
+    async def _call(self, n: int) -> None:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(self.delay_s)
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                raise ProviderError("overloaded", transient=True, kind="rate_limited")
+            self.batches.append(n)
+        finally:
+            self.active -= 1
+
+    async def generate(self, requests: list[GenerateRequest]) -> list[GenerateResponse]:
+        await self._call(len(requests))
+        return [GenerateResponse(text=f"echo: {r.render_text()[-20:]}", finish_reason="stop",
+                                 usage=TokenUsage(prompt_tokens=3, completion_tokens=2)) for r in requests]
+
+    async def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
+        await self._call(len(requests))
+        return [LoglikelihoodResponse(logprobs=tuple(-1.0 for _ in r.continuations),
+                                      token_counts=tuple(1 for _ in r.continuations),
+                                      is_greedy=tuple(False for _ in r.continuations)) for r in requests]
+
+    async def token_logprobs(self, requests: list[TokenLogprobsRequest]) -> list[TokenLogprobsResponse]:
+        await self._call(len(requests))
+        out = []
+        for r in requests:
+            toks = list(r.tokens) if r.tokens is not None else [ord(c) % 50 for c in r.text or ""]
+            best = [max(range(50), key=lambda t, p=p: token_logprob(p, t)) for p in toks]
+            lps = [token_logprob(p, t) for p, t in zip(toks, toks[1:], strict=False)]
+            out.append(TokenLogprobsResponse(
+                tokens=tuple(toks), text=r.text if r.text is not None else " ".join(f"t{t}" for t in toks), token_texts=tuple(f" t{t}" for t in toks),
+                logprobs=(None, *lps), top_texts=(None, *(f" t{b}" for b in best[:-1])),
+                top_logprobs=(None, *(token_logprob(p, b) for p, b in zip(toks[:-1], best[:-1], strict=True))),
+                next_token=best[-1], next_text=f" t{best[-1]}", next_logprob=token_logprob(toks[-1], best[-1]),
+                usage=TokenUsage(prompt_tokens=len(toks), completion_tokens=1)))
+        assert all(math.isfinite(x) for o in out for x in o.logprobs[1:])  # type: ignore[arg-type]
+        return out
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.fixture
+def make_core(tmp_path):
+    def make(provider: FakeProvider | None = None, concurrency: int = 4, cache: str | None = "cache.sqlite") -> RunnerCore:
+        harness = HarnessConfig(concurrency=concurrency, retry_backoff_s=0.0, max_retries=2)
+        return RunnerCore(provider or FakeProvider(), harness, ResultCache(tmp_path / cache if cache else None),
+                          progress=False)
+
+    return make
