@@ -46,11 +46,12 @@ from engine.config.errors import ConfigError  # noqa: E402
 from engine.config.schema import Experiment  # noqa: E402
 from engine.data.source import DataLoadError  # noqa: E402
 from engine.data.wheels import MissingWheelError  # noqa: E402
+from engine.external.run import check_external, run_external  # noqa: E402
 from engine.inspect_requests import inspect_experiment  # noqa: E402
 from engine.record.publish import TrackingError  # noqa: E402
 from engine.record.suite import record_suite  # noqa: E402
 from engine.report import results_table, where_records_are  # noqa: E402
-from engine.runner.experiment import run_experiment  # noqa: E402
+from engine.runner.experiment import ExternalHooks, run_experiment  # noqa: E402
 from engine.scoring.suites import aggregate_report, suite_score  # noqa: E402
 from engine.sweep import (  # noqa: E402
     SWEEP_ID_ENV,
@@ -72,6 +73,7 @@ warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated
 EXIT_FAILED = 1  # some run has no scored instance
 EXIT_PARTIAL = 3  # every run scored, but some instances errored
 EXIT_UNTRACKED = 4  # everything scored and in the run folders, but a record missed the tracking store
+EXTERNAL = ExternalHooks(check=check_external, run=run_external)
 USER_ERRORS = (ConfigError, DataLoadError, MissingWheelError, FieldMapError)
 HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve", "--package", "-p")
 
@@ -112,7 +114,7 @@ def run_and_report(exp: Experiment, records: list[RunRecord] | None = None) -> N
             print(inspect_experiment(exp))
             return
         check_writable(Path(exp.output_dir))
-        run_experiment(exp, records, untracked)  # type: ignore[arg-type]
+        run_experiment(exp, records, untracked, EXTERNAL)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         if records:
             print()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import importlib
 import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
 
 from engine import __version__
 from engine.api import Provider, RunRecord, ScoreSummary, stable_hash
@@ -126,14 +127,29 @@ def judge_provider(exp: Experiment, evaluated: Provider, runs: list[TaskRun]) ->
     return None if cfg == exp.model else build_provider(cfg)
 
 
+class ExternalHooks(BaseModel):
+    """How the runner reaches external evals. engine/external sits above the runner (it drives a
+    RunnerCore through its model gateway), so the app layer hands these in (docs/architecture.md,
+    "External evals"): no call back up a layer."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    check: Callable[[TaskRun, Experiment], None]
+    run: Callable[[TaskRun, Experiment, RunnerCore], Awaitable[TaskResult]]
+
+
 async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: list[RunRecord] | None = None,
-                               untracked: list[RecordNotTracked] | None = None) -> list[RunRecord]:
+                               untracked: list[RecordNotTracked] | None = None,
+                               external: ExternalHooks | None = None) -> list[RunRecord]:
     """Runs and records each TaskRun. `records` (when given) holds the finished ones even if
     interrupted; `untracked` collects the records whose folder is written but missed the store."""
     check_capabilities(exp, runs)
     for run in runs:
         if run.task.external is not None:  # unknown wrapper or tool not installed: exit 2 before any compute
-            importlib.import_module("engine.external.run").check_external(run, exp)
+            if external is None:
+                raise ConfigError(f"Task {run.spec} is an external eval, and this caller gave the runner no "
+                                  "external-eval hooks. Fix: run it with `python -m engine` (engine/cli.py passes them).")
+            external.check(run, exp)
     provider = build_provider(exp.model)
     judge = judge_provider(exp, provider, runs)
     for p in (provider, judge):
@@ -149,7 +165,10 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     try:
         for run in runs:
             mlflow_run_id = start_tracking(exp, run, provider)  # a killed run is visible in MLflow
-            result = await execute_any(run, exp, core, judge_core)
+            if run.task.external is not None and external is not None:
+                result = await external.run(run, exp, core)
+            else:
+                result = await execute(run, exp, core, judge_core)
             try:
                 records.append(record_run(exp, run, result, provider, mlflow_run_id))
             except RecordNotTracked as err:
@@ -164,23 +183,6 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     return records
 
 
-ExternalRunner = Callable[[TaskRun, Experiment, RunnerCore], Awaitable[TaskResult]]
-
-
-def external_runner() -> ExternalRunner:
-    """engine/external sits above the runner (it drives a RunnerCore through its model gateway), so
-    the runner reaches it by name, at run time, only for a task with an `external:` block
-    (docs/architecture.md, "External evals")."""
-    runner: ExternalRunner = importlib.import_module("engine.external.run").run_external
-    return runner
-
-
-async def execute_any(run: TaskRun, exp: Experiment, core: RunnerCore, judge_core: RunnerCore | None) -> TaskResult:
-    if run.task.external is not None:
-        return await external_runner()(run, exp, core)
-    return await execute(run, exp, core, judge_core)
-
-
 def start_tracking(exp: Experiment, run: TaskRun, provider: Provider) -> str | None:
     """The MLflow run, created RUNNING before any compute; None when tracking is off or the store
     is unreachable now (the record then logs it at the end, or `engine.sync` does later)."""
@@ -193,5 +195,5 @@ def start_tracking(exp: Experiment, run: TaskRun, provider: Provider) -> str | N
 
 
 def run_experiment(exp: Experiment, records: list[RunRecord] | None = None,
-                   untracked: list[RecordNotTracked] | None = None) -> list[RunRecord]:
-    return asyncio.run(run_experiment_async(exp, expand_experiment(exp), records, untracked))
+                   untracked: list[RecordNotTracked] | None = None, external: ExternalHooks | None = None) -> list[RunRecord]:
+    return asyncio.run(run_experiment_async(exp, expand_experiment(exp), records, untracked, external))
