@@ -21,6 +21,9 @@ from tests.conftest import run_engine
         (["task.fewshots=3"], "Could not override 'task.fewshots'"),
         (["model=litellm", "task=mmlu"], "cannot compute: the server is not declared to return prompt logprobs"),
         (["model.path=/nonexistent/ckpt", "limit=1"], "model.path '/nonexistent/ckpt' does not exist"),
+        (["task=:rc"], "Task spec ':rc' has an empty part"),
+        (["task=mmlu::rc"], "Task spec 'mmlu::rc' has an empty part"),
+        (["variant=[rc,mc]"], "`formulation`"),
     ],
 )
 def test_bad_input_is_one_paragraph_and_exit_2(args, expected, workdir):
