@@ -256,7 +256,7 @@ class RunRecord(_Record):
     harness: str
     suite: str | None
     seeds: dict[str, int]
-    status: Literal["finished", "failed", "partial"]
+    status: Literal["finished", "failed", "partial", "interrupted"]  # interrupted: Ctrl-C, n = what finished
     duration_s: float
     counts: RunCounts
     prompt_tokens: int = 0

@@ -23,7 +23,7 @@ def results_table(records: Sequence[RunRecord]) -> str:
             str(r.counts.scored),
             _fmt(s.value) if s else "-", _fmt(se) if s else "-",
             f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s else "-", _fmt(s.mde) if s else "-",
-            f"{r.counts.errored}" + (" FAILED" if r.status == "failed" else ""), f"{r.duration_s:.1f}s",
+            f"{r.counts.errored}" + {"failed": " FAILED", "interrupted": " (interrupted)"}.get(r.status, ""), f"{r.duration_s:.1f}s",
         ])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False))  # noqa: E731

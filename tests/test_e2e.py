@@ -247,9 +247,13 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(workdir):
     assert "Traceback" not in err and "re-run the same command to resume" in err
     done = _cached_rows(cache)
     assert 0 < done < 64
+    (first,) = workdir.glob("runs/*/mmlu/experiment.json")  # what finished is recorded, marked interrupted
+    record = json.loads(first.read_text())
+    assert record["status"] == "interrupted" and 0 < record["counts"]["n"] < 64
+    assert "interrupted" in out and "mmlu" in out  # the partial table
     res = run_engine(["task=mmlu", "limit=64", "model.batch_size=4", "tracking=none"], workdir)
     assert res.returncode == 0, res.stderr[-2000:]
-    (inst,) = workdir.glob("runs/*/mmlu/instances.jsonl")
+    inst = max(workdir.glob("runs/*/mmlu/instances.jsonl"), key=lambda p: p.stat().st_mtime)  # the resumed run
     rows = [json.loads(line) for line in inst.read_text().splitlines()]
     assert sum(r["cached"] for r in rows) >= done and len(rows) == 64
 

@@ -59,6 +59,14 @@ class JobContext:
 Job = Callable[[JobContext], Awaitable[WorkResult]]
 
 
+class Interrupted(Exception):
+    """The run was cancelled (Ctrl-C): `outcomes` holds every item that finished before."""
+
+    def __init__(self, outcomes: dict[str, Outcome]):
+        super().__init__("interrupted")
+        self.outcomes = outcomes
+
+
 class WorkItem(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -361,6 +369,8 @@ class RunnerCore:
                 async with (resources or _nothing)(len(jobs)) as opened:
                     ctx = JobContext(call_model=self.call_model, resources=opened)
                     await asyncio.gather(*(job_guarded(it, ctx) for it in jobs))
+        except asyncio.CancelledError:
+            raise Interrupted(results) from None  # Ctrl-C: what finished is kept (and cached)
         finally:
             bar.close()
         return results

@@ -21,7 +21,7 @@ from engine.record.mlflow_writer import start_mlflow_run
 from engine.record.publish import RecordNotTracked, record_and_log
 from engine.runner.cache import ResultCache
 from engine.runner.core import RunnerCore
-from engine.runner.task_run import TaskResult, execute, run_dir_for
+from engine.runner.task_run import TaskInterrupted, TaskResult, execute, run_dir_for
 from engine.scoring.judge import judge_config
 from engine.scoring.metrics import aggregate_scores
 
@@ -102,6 +102,15 @@ def record_run(exp: Experiment, run: TaskRun, result: TaskResult, provider: Prov
     return record_and_log(exp.tracking, record, result.instances, run_dir_for(exp, run.spec), mlflow_run_id)
 
 
+def record_interrupted(exp: Experiment, run: TaskRun, result: TaskResult, provider: Provider,
+                       mlflow_run_id: str | None) -> RunRecord:
+    """The record of an interrupted task run (folder always; the store may miss it: sync later)."""
+    try:
+        return record_run(exp, run, result, provider, mlflow_run_id)
+    except RecordNotTracked as err:
+        return err.record
+
+
 def check_capabilities(exp: Experiment, runs: list[TaskRun]) -> None:
     """Refuse before any compute what the provider cannot serve exactly."""
     if exp.model.provider == "litellm" and not exp.model.supports_prompt_logprobs:
@@ -165,10 +174,16 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     try:
         for run in runs:
             mlflow_run_id = start_tracking(exp, run, provider)  # a killed run is visible in MLflow
-            if run.task.external is not None and external is not None:
-                result = await external.run(run, exp, core)
-            else:
-                result = await execute(run, exp, core, judge_core)
+            try:
+                if run.task.external is not None and external is not None:
+                    result = await external.run(run, exp, core)
+                else:
+                    result = await execute(run, exp, core, judge_core)
+            except TaskInterrupted as stop:  # Ctrl-C: record what finished, then stop scheduling
+                interrupted = stop.result
+                if interrupted.counts.n:
+                    records.append(record_interrupted(exp, run, interrupted, provider, mlflow_run_id))
+                raise asyncio.CancelledError from None
             try:
                 records.append(record_run(exp, run, result, provider, mlflow_run_id))
             except RecordNotTracked as err:

@@ -34,7 +34,7 @@ from engine.harness.build import build_scaffold, execution_resources, policy_sig
 from engine.harness.scaffolds import ToolLoop
 from engine.record.folder import spec_dirname
 from engine.runner.cache import WorkResult, cache_key
-from engine.runner.core import Job, JobContext, Outcome, RunnerCore, WorkItem
+from engine.runner.core import Interrupted, Job, JobContext, Outcome, RunnerCore, WorkItem
 from engine.sandbox import SandboxError
 from engine.scoring import score_response
 from engine.scoring.execution import execution_scorer
@@ -198,18 +198,30 @@ async def execute(task_run: TaskRun, exp: Experiment, core: RunnerCore, judge_co
     plan = plan_items(task, instances, exp, core.provider)
     agent = any(p.item.job is not None for p in plan)
     resources = sandbox_resources(exp.harness) if agent else None
-    outcomes = await core.run([p.item for p in plan], label=task_run.spec, resources=resources)
+    try:
+        outcomes = await core.run([p.item for p in plan], label=task_run.spec, resources=resources)
+    except Interrupted as stop:  # Ctrl-C: the instances that finished are recorded, marked interrupted
+        done = [_record(task, task_run.spec, p, stop.outcomes[p.item.key]) for p in plan if p.item.key in stop.outcomes]
+        raise TaskInterrupted(_result(task_run, task.task_hash, done, start, "interrupted")) from None
     records = [_record(task, task_run.spec, p, outcomes[p.item.key]) for p in plan]
-    if task.config.requires:  # execution scoring in sandboxes; nothing else starts one
-        records = await score_by_execution(task, records, instances, exp, core)
-    if "judge" in task.config.scorers:
-        records = await apply_judge(records, {i.id: i.query for i in instances}, exp, judge_core or core)
+    try:
+        if task.config.requires:  # execution scoring in sandboxes; nothing else starts one
+            records = await score_by_execution(task, records, instances, exp, core)
+        if "judge" in task.config.scorers:
+            records = await apply_judge(records, {i.id: i.query for i in instances}, exp, judge_core or core)
+    except Interrupted:  # Ctrl-C while scoring: the answers are kept, their scores not finished
+        raise TaskInterrupted(_result(task_run, task.task_hash, records, start, "interrupted")) from None
+    return _result(task_run, task.task_hash, records, start)
+
+
+def _result(task_run: TaskRun, task_hash: str, records: list[InstanceRecord], start: float,
+            status: str | None = None) -> TaskResult:
     errored = sum(1 for r in records if r.error is not None)
     n = len(records)
-    status = "failed" if n and errored == n else ("finished" if errored == 0 else "partial")
+    status = status or ("failed" if n and errored == n else ("finished" if errored == 0 else "partial"))
     return TaskResult(
         spec=task_run.spec,
-        task_hash=task.task_hash,
+        task_hash=task_hash,
         instances=records,
         counts=RunCounts(n=n, scored=n - errored, errored=errored),
         duration_s=time.monotonic() - start,
@@ -217,6 +229,14 @@ async def execute(task_run: TaskRun, exp: Experiment, core: RunnerCore, judge_co
         prompt_tokens=sum(r.prompt_tokens for r in records),
         completion_tokens=sum(r.completion_tokens for r in records),
     )
+
+
+class TaskInterrupted(Exception):
+    """Ctrl-C during a task run: `result` holds the instances that finished (status interrupted)."""
+
+    def __init__(self, result: TaskResult):
+        super().__init__("interrupted")
+        self.result = result
 
 
 def run_dir_for(exp: Experiment, spec: str) -> Path:
