@@ -23,7 +23,7 @@ from tests.conftest import run_engine
         (["model.path=/nonexistent/ckpt", "limit=1"], "model.path '/nonexistent/ckpt' does not exist"),
         (["task=:rc"], "Task spec ':rc' has an empty part"),
         (["task=mmlu::rc"], "Task spec 'mmlu::rc' has an empty part"),
-        (["variant=[rc,mc]"], "`formulation`"),
+        (["variant=[rc,mc]"], "Variants 'rc' and 'mc' conflict"),
     ],
 )
 def test_bad_input_is_one_paragraph_and_exit_2(args, expected, workdir):
