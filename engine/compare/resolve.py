@@ -175,7 +175,7 @@ def _materialize(c: Candidate, uri: str, cache: Path) -> Path:
     dst = cache / c.mlflow_run_id
     if is_run_dir(dst / "run"):
         return dst / "run"
-    import mlflow.artifacts
+    import mlflow.artifacts  # deferred: mlflow loads only for MLflow selectors
 
     dst.mkdir(parents=True, exist_ok=True)
     try:
@@ -249,7 +249,7 @@ def _store_exists(uri: str) -> bool:
 
 
 def _get_mlflow_run(client: Any, spec: str) -> Any:
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # deferred: see above
 
     if MLFLOW_ID.match(spec):
         try:

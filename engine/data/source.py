@@ -135,7 +135,7 @@ def _go_offline() -> None:
     _WENT_OFFLINE.append(True)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
-    import datasets.config
+    import datasets.config  # deferred: datasets costs ~1 s to import
     import huggingface_hub.constants
 
     datasets.config.HF_DATASETS_OFFLINE = True

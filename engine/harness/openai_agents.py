@@ -63,7 +63,7 @@ class OpenAIAgentsLoop(ToolLoop):
         return out
 
     def _model(self, state: _State, base: GenerateRequest):
-        from agents import Model, ModelResponse
+        from agents import Model, ModelResponse  # optional extra `agents`: imported only when this scaffold runs
         from agents.models.chatcmpl_converter import Converter
         from agents.usage import Usage
         from openai.types.chat import ChatCompletionMessage, ChatCompletionMessageToolCall
@@ -101,7 +101,7 @@ class OpenAIAgentsLoop(ToolLoop):
         return ProviderModel()
 
     def _function_tools(self, state: _State) -> list[Any]:
-        from agents import FunctionTool
+        from agents import FunctionTool  # optional extra `agents`
 
         out = []
         for t in self.tools.values():
@@ -125,7 +125,7 @@ class OpenAIAgentsLoop(ToolLoop):
 
     async def run(self, request: GenerateRequest, call: ModelCall, router: Any = None, instance: Any = None) -> Trajectory:
         try:
-            from agents import Agent, RunConfig, Runner, StopAtTools
+            from agents import Agent, RunConfig, Runner, StopAtTools  # optional extra `agents`
             from agents.exceptions import AgentsException, MaxTurnsExceeded
         except ImportError as err:
             raise ProviderError("scaffold openai_agents needs the OpenAI Agents SDK: pip install openai-agents",

@@ -116,7 +116,7 @@ def http_search(backend: str, query: str, k: int, api_key: str, timeout_s: float
 
     API keys stay on the host: they are never passed into a sandbox.
     """
-    import httpx
+    import httpx  # deferred: only the web-search backends use it
 
     if backend == "serper":
         resp = httpx.post("https://google.serper.dev/search", json={"q": query, "num": k},

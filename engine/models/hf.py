@@ -79,7 +79,7 @@ class HFProvider:
     def model(self):
         if self._model is None:
             import torch  # deferred: ~3 s, not needed by a cached run
-            from transformers import AutoModelForCausalLM
+            from transformers import AutoModelForCausalLM  # deferred: ~2 s, not needed by a cached run
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()

@@ -176,7 +176,7 @@ def log_trajectory_traces(tracking: TrackingConfig, record: RunRecord, instances
     spans for model calls, tool calls (their sandbox executions nested) and the judge, on the
     recorded timeline. Traces are linked to the run, so the MLflow UI shows them on its Traces tab."""
     mlflow = _mlflow(tracking)
-    from mlflow.entities import SpanStatusCode
+    from mlflow.entities import SpanStatusCode  # deferred: mlflow loads only when tracking is on
 
     client = _client(tracking)
     run = client.get_run(record.mlflow_run_id)

@@ -137,7 +137,7 @@ class DockerSandbox(Sandbox):
 
     # -- lifecycle -------------------------------------------------------------------------
     def _create(self) -> Any:
-        import docker
+        import docker  # deferred: only docker pools pay for the SDK
 
         lim = self.limits
         mem = f"{lim.memory_mb + WORK_TMPFS_MB}m"
