@@ -43,6 +43,7 @@ from engine.api import (
     WorkResponse,
 )
 from engine.config.schema import HarnessConfig
+from engine.runner.batching import MicroBatcher
 from engine.runner.cache import ResultCache, WorkResult
 
 MAX_RETRY_AFTER_S = 60.0  # a server asking for longer is not waited for beyond this
@@ -137,49 +138,6 @@ def _error_of(err: BaseException, attempts: int, timeout_s: float) -> InstanceEr
     return InstanceError(kind=kind, message=(str(err) or type(err).__name__)[:1000], attempts=attempts)
 
 
-class _MicroBatcher:
-    """Gathers the generate calls of concurrent jobs into provider batches (one padded forward)."""
-
-    def __init__(self, provider: Provider, window_s: float = 0.02):
-        self.provider = provider
-        self.window_s = window_s
-        self._pending: list[tuple[GenerateRequest, asyncio.Future[GenerateResponse]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def generate(self, request: GenerateRequest) -> GenerateResponse:
-        if self.provider.max_batch <= 1:
-            [resp] = await self.provider.generate([request])
-            return resp
-        fut: asyncio.Future[GenerateResponse] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await fut
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(self.window_s)
-        while self._pending:
-            pending, self._pending = self._pending, []
-            groups: dict[str, list[tuple[GenerateRequest, asyncio.Future[GenerateResponse]]]] = defaultdict(list)
-            for r, f in pending:
-                groups[r.sampling.model_dump_json() + repr(r.tools)].append((r, f))
-            for group in groups.values():
-                for i in range(0, len(group), self.provider.max_batch):
-                    await self._send(group[i : i + self.provider.max_batch])
-
-    async def _send(self, chunk: list[tuple[GenerateRequest, asyncio.Future[GenerateResponse]]]) -> None:
-        try:
-            responses = await self.provider.generate([r for r, _ in chunk])
-        except Exception as err:  # noqa: BLE001 - each caller sees the error and retries on its own
-            for _, f in chunk:
-                if not f.done():
-                    f.set_exception(err)
-            return
-        for (_, f), resp in zip(chunk, responses, strict=True):
-            if not f.done():
-                f.set_result(resp)
-
-
 def _batches(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
     groups: dict[str, list[WorkItem]] = defaultdict(list)
     for it in items:
@@ -216,7 +174,7 @@ class RunnerCore:
         self.cache = cache
         self.progress = progress
         self.local = provider.identity.provider == "hf"  # in-process: its output is the model's own
-        self._batcher = _MicroBatcher(provider)
+        self._batcher = MicroBatcher(provider)
         self.model_calls = 0
         self._warmed = False
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
