@@ -18,11 +18,14 @@ import fcntl
 import logging
 import os
 import random
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+from engine.config.paths import evalbench_home
 
 T = TypeVar("T")
 
@@ -122,6 +125,42 @@ def _repair(db: Path, tables: list[str], tracking_uri: str) -> None:
         engine.dispose()
 
 
+def _schema_template() -> Path:
+    """An empty SQLite store with MLflow's schema fully migrated, built once per MLflow version under
+    the evalbench home. Migrating a fresh store runs ~60 alembic steps (2-4 s of CPU); copying this
+    file takes milliseconds. Experiment 0 ("Default") is removed from it: MLflow re-creates it on
+    first open with the artifact root of the process that opens the copy, exactly as on a fresh store."""
+    import mlflow  # heavy; only when tracking is on
+    from mlflow.tracking import MlflowClient
+
+    template = evalbench_home() / "mlflow-schema" / f"mlflow-{mlflow.__version__}.db"
+    if template.is_file():
+        return template
+    with store_lock(template):
+        if template.is_file():
+            return template
+        scratch = template.with_name(f"{template.name}.{os.getpid()}.tmp")
+        scratch.unlink(missing_ok=True)
+        MlflowClient(tracking_uri=f"sqlite:///{scratch}").search_experiments(max_results=1)
+        with contextlib.closing(sqlite3.connect(scratch, timeout=30)) as conn:
+            conn.execute("DELETE FROM experiments WHERE experiment_id = 0")
+            conn.commit()
+        os.replace(scratch, template)
+    return template
+
+
+def _create_from_template(db: Path) -> None:
+    """A new store as a copy of the migrated template (atomically: a reader never sees half a file)."""
+    try:
+        template = _schema_template()
+    except Exception as err:  # noqa: BLE001 - the template is an optimisation: MLflow migrates instead
+        logging.getLogger("evalbench").debug("no MLflow schema template (%s); migrating the store", err)
+        return
+    scratch = db.with_name(f"{db.name}.{os.getpid()}.tmp")
+    shutil.copyfile(template, scratch)
+    os.replace(scratch, db)
+
+
 def _prepare_sqlite(tracking_uri: str, db: Path) -> None:
     from mlflow.tracking import MlflowClient  # heavy; only when tracking is on
 
@@ -129,6 +168,8 @@ def _prepare_sqlite(tracking_uri: str, db: Path) -> None:
         leftovers = _leftover_tables(db)
         if leftovers:
             _repair(db, leftovers, tracking_uri)
+        elif not db.exists():
+            _create_from_template(db)
         # The first store built for this URI creates and migrates the schema; later ones only check it.
         MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
 

@@ -122,6 +122,38 @@ def test_experiment_created_by_another_process_is_reused(tmp_path):
     assert store.get_or_create_experiment(first, "shared") == exp_id
 
 
+def _schema(db: Path) -> tuple[list, list]:
+    """Tables, indexes and their definitions (clauses sorted: MLflow's own migration orders the
+    constraints of a rebuilt table differently from run to run)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index')")
+        tables = sorted((name, sorted((sql or "").replace("(", "(\n").split("\n"))) for name, sql in rows)
+        version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    return tables, version
+
+
+def test_a_new_store_is_a_copy_of_the_migrated_schema_and_gets_its_own_default_experiment(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALBENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    plain = tmp_path / "plain.db"
+    _client(f"sqlite:///{plain}").search_experiments()  # MLflow's own migration, for reference
+    copies = [tmp_path / "a" / "mlruns.db", tmp_path / "b" / "mlruns.db"]
+    for db in copies:
+        store.client(f"sqlite:///{db}").search_experiments()
+    [template] = (tmp_path / "home" / "mlflow-schema").glob("mlflow-*.db")
+    built = template.stat().st_mtime_ns
+    for db in copies:
+        assert _schema(db) == _schema(plain)
+        default = _client(f"sqlite:///{db}").get_experiment("0")
+        assert default.name == "Default"
+        assert default.artifact_location == _client(f"sqlite:///{plain}").get_experiment("0").artifact_location
+    assert template.stat().st_mtime_ns == built  # built once, then only copied
+    run_dir = tmp_path / "runs" / "mmlu"
+    uri = f"sqlite:///{copies[0]}"
+    record = record_and_log(TrackingConfig(tracking_uri=uri), make_record(run_dir), instances("mmlu:mc"), run_dir)
+    assert _client(uri).get_run(record.mlflow_run_id).info.status == "FINISHED"
+
+
 # -- item 5: the standard errors, named --------------------------------------------------------
 def test_both_standard_errors_are_logged_and_named(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
