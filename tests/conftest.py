@@ -12,6 +12,8 @@ import pytest
 
 from engine.config.paths import evalbench_home
 from engine.models.embedded import embedded_checkpoint_dir
+from tests.durations import order_longest_modules_first
+from tests.durations import register as register_durations
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -26,12 +28,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "serial: must not run beside other tests that start sandboxes (uid leases and the reaping of "
         "orphaned sandbox uids are machine-wide); run these in a separate pass without -n")
+    register_durations(config)
     worker = getattr(config, "workerinput", {}).get("workerid")
     if worker:
         _private_evalbench_home(worker)
         # One torch thread per worker (and its `python -m engine` children): two workers with two
         # OpenMP threads each on 2 cores spin against each other; measured 5 s vs 32-70 s for 64 tokens.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    order_longest_modules_first(items)
 
 
 def _private_evalbench_home(worker: str) -> None:
