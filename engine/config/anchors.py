@@ -33,8 +33,27 @@ def _anchor(value: Any, raw: Any, base: Path, builtin: bool) -> Any:
 
 
 def _file_values(found: Entry) -> dict[str, Any]:
+    assert found.path is not None  # group files (only Python-registered variants have no file)
     data = OmegaConf.to_container(OmegaConf.load(found.path), resolve=False)
     return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _lineage(found: Entry, seen: tuple[str, ...] = ()) -> list[tuple[Entry, dict[str, Any]]]:
+    """The file and the files of its group it extends through its defaults list (`- capitals` or
+    `- /task/capitals`), nearest first: an inherited path is anchored beside the file that wrote it."""
+    raw = _file_values(found)
+    out = [(found, raw)]
+    for item in raw.get("defaults") or []:
+        name = item.removeprefix(f"/{found.group}/") if isinstance(item, str) else None
+        parent = entries(found.group).get(name) if name and name != "_self_" and name not in seen else None
+        if parent is not None:
+            out += _lineage(parent, (*seen, found.name, parent.name))
+    return out
+
+
+def _base(found: Entry) -> Path:
+    assert found.path is not None
+    return project_root() if found.builtin else found.path.parent
 
 
 def _typed(keys: frozenset[str], dotted: str) -> bool:
@@ -51,12 +70,14 @@ def anchor_paths(group: str, name: str | None, data: dict[str, Any], typed: froz
     if not name or name not in entries(group):
         return data
     found = entry(group, name)
-    base = project_root() if found.builtin else found.path.parent
+    base = _base(found)
     raw = _file_values(found)
     out = dict(data)
     if group == "task" and isinstance(out.get("data"), dict) and not _typed(typed, "task.data.data_files"):
-        raw_files = (raw.get("data") or {}).get("data_files")
-        out["data"] = {**out["data"], "data_files": _anchor(out["data"].get("data_files"), raw_files, base, found.builtin)}
+        setter, raw_files = next(((f, files) for f, r in _lineage(found)
+                                  if (files := (r.get("data") or {}).get("data_files")) is not None), (found, None))
+        out["data"] = {**out["data"],
+                       "data_files": _anchor(out["data"].get("data_files"), raw_files, _base(setter), setter.builtin)}
     if group == "harness" and isinstance(out.get("tool_options"), dict):
         raw_opts = raw.get("tool_options") or {}
         out["tool_options"] = {
