@@ -165,6 +165,9 @@ class ScoreSummary(BaseModel):
     mde: float
     clustered_stderr: float | None = None
     n_clusters: int | None = None
+    # None: the analytic SE of a mean (Miller 2024). "bootstrap": a non-decomposable metric (a user's
+    # corpus-level `@metric`), whose SE is the spread of the metric over resampled questions.
+    stderr_method: Literal["bootstrap"] | None = None
 
     @property
     def reported_stderr(self) -> float:

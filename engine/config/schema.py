@@ -168,6 +168,9 @@ class TaskConfig(_Config):
     generation: GenerationConfig = GenerationConfig()
     extract: Literal["none", "last_number", "gsm8k", "letter", "first_line", "answer_is"] = "none"
     scorers: list[str] = []
+    # A user's `@metric`s (engine/scoring/registry.py). Not part of the task hash: the same questions,
+    # prompts and answers, so runs with and without a metric still pair in engine.compare.
+    metric_names: list[str] = Field(default=[], alias="metrics", exclude=True)
     primary_metric: str = "acc"
     aggregation: Literal["mean", "macro"] = "mean"
     sample_size: int | None = None  # OLMES: 1,000 sampled instances when the split is larger
@@ -209,6 +212,13 @@ class TaskConfig(_Config):
             names.check_known("scorer", name, "`task.scorers`")
         return v
 
+    @field_validator("metric_names")
+    @classmethod
+    def _known_metrics(cls, v: list[str]) -> list[str]:
+        for name in v:
+            names.check_known("metric", name, "`task.metrics`")
+        return v
+
     @field_validator("target")
     @classmethod
     def _known_task_class(cls, v: str | None) -> str | None:
@@ -235,7 +245,8 @@ class TaskConfig(_Config):
                     out |= set(names.scorer_metrics(s))
             if "pass" in out:
                 out |= {f"pass@{k}" for k in self.pass_at_k}
-            runs.append(out)
+            names.check_metric_inputs(self.metric_names, out, self.name)
+            runs.append(out | set(self.metric_names))
         return set.intersection(*runs)
 
     @model_validator(mode="after")
