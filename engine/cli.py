@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -38,7 +39,6 @@ from engine.config.compose import (  # noqa: E402
     expand_spec_overrides,
     experiment_from_cfg,
     sweep_combinations,
-    task_list,
     use_cli_searchpath,
     variants_of,
 )
@@ -76,6 +76,9 @@ EXIT_UNTRACKED = 4  # everything scored and in the run folders, but a record mis
 EXTERNAL = ExternalHooks(check=check_external, run=run_external)
 USER_ERRORS = (ConfigError, DataLoadError, MissingWheelError, FieldMapError)
 HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve", "--package", "-p")
+# A swept task spec (`-m task=a:rc,b`) or task list (`-m task=[a,b],[c]`) is no config-group choice
+# Hydra can compose: the launcher carries it under this key, and each job turns it back into `task=`.
+SPEC_KEY = "evalbench_task_spec"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -170,10 +173,17 @@ def _hydra_job(cfg: DictConfig) -> None:
     exp: Experiment | None = None
     code, reason = 0, None
     try:
-        # Hydra leaves list choices (`variant=[rc,5shot]`) out of runtime.choices: read the override.
-        given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("variant=")]
-        choices = dict(hc.runtime.choices)
-        exp = experiment_from_cfg(cfg, variants_of(given[-1] if given else choices.get("variant")), choices, overrides)
+        spec = [_unescape(o.partition("=")[2]) for o in overrides if o.partition("=")[0].lstrip("+") == SPEC_KEY]
+        if spec:  # a swept task spec or task list: composed again from `task=<spec>` as a single run is
+            rest = [o for o in overrides if o.partition("=")[0].lstrip("+") != SPEC_KEY]
+            searchpath = [o for o in hc.overrides.hydra if o.startswith("hydra.searchpath=")]
+            exp = compose_experiment([*expand_spec_overrides([f"task={spec[-1]}", *rest]), *searchpath,
+                                      f"output_dir={_quoted(str(hc.runtime.output_dir))}"])
+        else:
+            # Hydra leaves list choices (`variant=[rc,5shot]`) out of runtime.choices: read the override.
+            given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("variant=")]
+            choices = dict(hc.runtime.choices)
+            exp = experiment_from_cfg(cfg, variants_of(given[-1] if given else choices.get("variant")), choices, overrides)
         run_and_report(exp, records)
     except SystemExit as ex:
         code = ex.code if isinstance(ex.code, int) else 1
@@ -188,7 +198,30 @@ def _hydra_job(cfg: DictConfig) -> None:
         traceback.print_exc()
         code, reason = EXIT_FAILED, f"{type(err).__name__}: {err}"
     job_dir = Path(hc.runtime.output_dir)
-    write_job_result(job_dir, job_result(int(hc.job.num), job_dir, overrides, exp, records, code, reason))
+    shown = [f"task={_unescape(o.partition('=')[2])}" if o.partition("=")[0].lstrip("+") == SPEC_KEY else o
+             for o in overrides]
+    write_job_result(job_dir, job_result(int(hc.job.num), job_dir, shown, exp, records, code, reason))
+
+
+def _unescape(value: str) -> str:
+    """A value as the sweeper renders it (`a\\:rc`) back to what the user typed (`a:rc`)."""
+    return re.sub(r"\\(.)", r"\1", value)
+
+
+def spec_sweep(args: list[str]) -> list[str]:
+    """`task=a:rc,b` or `task=[a,b],[c]` → `+evalbench_task_spec=...` (plain `task=a,b` stays a group sweep)."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        spec = sep and key.lstrip("+") == "task" and (":" in value or "[" in value)
+        out.append(f"+{SPEC_KEY}={value}" if spec else arg)
+    return out
+
+
+def job_overrides(combination: list[str]) -> list[str]:
+    """A sweep combination as a single run's overrides: swept task specs expanded (`task=a variant=[rc]`)."""
+    return expand_spec_overrides([f"task={_unescape(o.partition('=')[2])}" if o.partition("=")[0].lstrip("+") == "task"
+                                  else o for o in combination])
 
 
 def _quoted(value: str) -> str:
@@ -227,13 +260,13 @@ def sweep_setup(overrides: list[str], first_job: list[str]) -> str:
 
 def run_sweep(args: list[str], overrides: list[str], combinations: Sequence[list[str]]) -> None:
     """Launch a validated multirun, then print one summary over its jobs and exit with the worst code."""
-    try:
-        sweep_dir = sweep_setup(overrides, combinations[0])
+    try:  # the task does not change the sweep folder nor the launcher: compose it without a swept spec
+        sweep_dir = sweep_setup(overrides, [o for o in combinations[0] if o.partition("=")[0].lstrip("+") != "task"])
     except ConfigError as err:
         _fail(str(err))
         return
     sweep_id = new_sweep_id()
-    sys.argv = [sys.argv[0], *args, f"hydra.sweep.dir={_quoted(sweep_dir)}",
+    sys.argv = [sys.argv[0], *spec_sweep(args), f"hydra.sweep.dir={_quoted(sweep_dir)}",
                 f"++hydra.job.env_set.{SWEEP_ID_ENV}={sweep_id}"]
     launcher_code = 0
     try:
@@ -266,15 +299,12 @@ def main() -> None:
     overrides = [a for a in args if not a.startswith("-")]
     combinations: list[list[str]] = []
     try:
-        if multirun and task_list(overrides):
-            raise ConfigError("A task list (`task=[a,b]`) runs as one ad-hoc suite and cannot be swept with -m. Fix: "
-                              "drop -m, or sweep the tasks as `-m task=a,b`.")
         if not multirun:
             exp = compose_experiment(overrides)
         else:
             combinations = sweep_combinations(overrides)
             for combination in combinations:
-                compose_experiment(combination)  # every job is valid before the first starts
+                compose_experiment(job_overrides(combination))  # every job is valid before the first starts
             use_cli_searchpath(overrides)
     except ConfigError as err:
         _fail(str(err))
