@@ -43,7 +43,7 @@ from engine.config.compose import (  # noqa: E402
     variants_of,
 )
 from engine.config.errors import ConfigError  # noqa: E402
-from engine.config.schema import Experiment  # noqa: E402
+from engine.config.schema import Experiment, TrackingConfig  # noqa: E402
 from engine.data.source import DataLoadError  # noqa: E402
 from engine.data.wheels import MissingWheelError  # noqa: E402
 from engine.external.run import check_external, run_external  # noqa: E402
@@ -56,6 +56,7 @@ from engine.scoring.suites import aggregate_report, suite_score  # noqa: E402
 from engine.sweep import (  # noqa: E402
     SWEEP_ID_ENV,
     job_result,
+    log_sweep_parents,
     missing_jobs,
     new_sweep_id,
     read_job_results,
@@ -258,8 +259,10 @@ def sweep_setup(overrides: list[str], first_job: list[str]) -> str:
     return sweep_dir
 
 
-def run_sweep(args: list[str], overrides: list[str], combinations: Sequence[list[str]]) -> None:
-    """Launch a validated multirun, then print one summary over its jobs and exit with the worst code."""
+def run_sweep(args: list[str], overrides: list[str], combinations: Sequence[list[str]],
+              trackings: Sequence[TrackingConfig | None] = ()) -> None:
+    """Launch a validated multirun, then print one summary over its jobs, nest the jobs' MLflow runs
+    under a parent run of the sweep, and exit with the worst code."""
     try:  # the task does not change the sweep folder nor the launcher: compose it without a swept spec
         sweep_dir = sweep_setup(overrides, [o for o in combinations[0] if o.partition("=")[0].lstrip("+") != "task"])
     except ConfigError as err:
@@ -280,6 +283,14 @@ def run_sweep(args: list[str], overrides: list[str], combinations: Sequence[list
     print(f"\nSweep {sweep_dir}:")
     print(summary_table(results))
     code = sweep_exit_code(results) or launcher_code
+    try:
+        parents = log_sweep_parents(sweep_id, Path(sweep_dir), results, trackings)
+        if parents:
+            print(f"MLflow: the jobs' runs are nested under the sweep's parent run(s) {', '.join(parents)}.")
+    except Exception as err:  # noqa: BLE001 - the runs and the summary are recorded; only the nesting is missing
+        print(f"warning: the sweep's MLflow parent run was not written ({type(err).__name__}: {str(err)[:300]}); "
+              "each job's runs are in the store un-nested.", file=sys.stderr)
+        code = code or EXIT_UNTRACKED
     if code:
         sys.exit(code)
 
@@ -298,13 +309,14 @@ def main() -> None:
     multirun = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if not a.startswith("-")]
     combinations: list[list[str]] = []
+    trackings: list[TrackingConfig | None] = []
     try:
         if not multirun:
             exp = compose_experiment(overrides)
         else:
             combinations = sweep_combinations(overrides)
-            for combination in combinations:
-                compose_experiment(job_overrides(combination))  # every job is valid before the first starts
+            # every job is valid before the first starts; its tracking says where the sweep's parent run goes
+            trackings = [compose_experiment(job_overrides(c)).tracking for c in combinations]
             use_cli_searchpath(overrides)
     except ConfigError as err:
         _fail(str(err))
@@ -312,4 +324,4 @@ def main() -> None:
     if not multirun:
         run_and_report(exp)
         return
-    run_sweep(args, overrides, combinations)
+    run_sweep(args, overrides, combinations, trackings)
