@@ -12,6 +12,7 @@ import importlib.util
 import os
 import re
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -168,6 +169,7 @@ def _hydra_job(cfg: DictConfig) -> None:
     """One job of a multirun, composed by Hydra's launcher (maybe in another process or on another
     machine). Its failure is its own: it writes `job_result.json` into its job folder and returns, so
     the launcher goes on with the other jobs (docs/architecture.md, "Sweeps on launchers")."""
+    started = time.monotonic()
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
     records: list[RunRecord] = []
@@ -201,7 +203,8 @@ def _hydra_job(cfg: DictConfig) -> None:
     job_dir = Path(hc.runtime.output_dir)
     shown = [f"task={_unescape(o.partition('=')[2])}" if o.partition("=")[0].lstrip("+") == SPEC_KEY else o
              for o in overrides]
-    write_job_result(job_dir, job_result(int(hc.job.num), job_dir, shown, exp, records, code, reason))
+    write_job_result(job_dir, job_result(int(hc.job.num), job_dir, shown, exp, records, code, reason,
+                                         time.monotonic() - started))
 
 
 def _unescape(value: str) -> str:

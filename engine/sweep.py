@@ -75,6 +75,7 @@ class JobResult(BaseModel):
     runs: list[JobRun] = []
     host: str = ""  # where the job ran (a worker process, a SLURM node)
     pid: int = 0
+    wall_s: float = 0.0  # the job function's wall time (composition, model load, runs, records)
 
 
 def new_sweep_id() -> str:
@@ -121,7 +122,7 @@ def default_reason(code: int, records: Sequence[RunRecord], job_dir: Path) -> st
 
 
 def job_result(job: int, job_dir: Path, overrides: Sequence[str], exp: Experiment | None, records: Sequence[RunRecord],
-               code: int, reason: str | None) -> JobResult:
+               code: int, reason: str | None, wall_s: float = 0.0) -> JobResult:
     model = "-"
     spec = next((o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+") in ("task", "suite")), "-")
     if exp is not None:
@@ -133,7 +134,7 @@ def job_result(job: int, job_dir: Path, overrides: Sequence[str], exp: Experimen
     return JobResult(sweep_id=current_sweep_id(), job=job, job_dir=str(job_dir), overrides=list(overrides), model=model,
                      task_spec=spec, status=status_of(code), exit_code=code,
                      reason=reason or default_reason(code, records, job_dir), runs=[job_run(r) for r in records],
-                     host=socket.gethostname(), pid=os.getpid())
+                     host=socket.gethostname(), pid=os.getpid(), wall_s=round(wall_s, 3))
 
 
 def write_job_result(job_dir: Path, result: JobResult) -> Path:
