@@ -49,7 +49,7 @@ def run_sweep(launcher: str, workers: int, ckpts: list[Path], tasks: str, limit:
     if launcher == "joblib":
         extra.append(f"hydra.launcher.n_jobs={workers}")
     if launcher == "ray":
-        extra.append(f"+hydra.launcher.ray.init.num_cpus={workers}")
+        extra.append(f"++hydra.launcher.ray.init.num_cpus={workers}")
     sweep = work / "sweep"
     cmd = [sys.executable, "-m", "engine", "-m", *extra, f"model.path={','.join(map(str, ckpts))}", f"task={tasks}",
            f"limit={limit}", "cache.enabled=false", "progress=false", f"hydra.sweep.dir={sweep}"]
