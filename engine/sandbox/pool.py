@@ -294,7 +294,7 @@ class MultiHostPool:
         image = self.config.effective_image or ""
         reason = await asyncio.to_thread(check_host, h.host, image, ())
         if reason is not None:
-            self._take_out(h, f"{reason} (after: {error})")
+            self._take_out(h, f"{reason} (an execution there failed: {type(error).__name__})")
 
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[Sandbox]:
