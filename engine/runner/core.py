@@ -268,7 +268,7 @@ class RunnerCore:
                 return
             latency = (time.monotonic() - start) / len(batch)
             done = {it.key: WorkResult(response=r) for it, r in zip(batch, responses, strict=True)}
-            self.cache.put_many({k: v for k, v in done.items()})
+            self.cache.put_soon(done)  # group commit: one transaction per event-loop turn
             for key, result in done.items():
                 results[key] = Outcome(result=result, latency_s=latency, attempts=attempts)
             bar.update(len(batch))
@@ -288,7 +288,7 @@ class RunnerCore:
                 results[item.key] = Outcome(result=result, error=result.error, latency_s=latency, attempts=1)
             else:
                 if item.cacheable:
-                    self.cache.put_many({item.key: result})
+                    self.cache.put_soon({item.key: result})
                 results[item.key] = Outcome(result=result, latency_s=latency, attempts=1)
         bar.update(1)
 
@@ -330,6 +330,7 @@ class RunnerCore:
         except asyncio.CancelledError:
             raise Interrupted(results) from None  # Ctrl-C: what finished is kept (and cached)
         finally:
+            self.cache.flush()
             bar.close()
         return results
 
