@@ -272,7 +272,8 @@ def run_inspect(server: Server, work: Path, data: Path, n: int, conc: int, name:
     task = work / "inspect_api_sums.py"
     task.write_text(INSPECT_TASK.format(data=str(data)))
     logs = work / "inspect_logs" / name
-    argv = [str(INSPECT_PY), "-m", "inspect_ai", "eval", str(task), "--model", "openai-api/bench/bench",
+    # The task file relative to the working folder: inspect globs it, and refuses absolute patterns.
+    argv = [str(INSPECT_PY), "-m", "inspect_ai", "eval", task.name, "--model", "openai-api/bench/bench",
             "--model-base-url", server.base, "--max-connections", str(conc), "--max-tokens", "16",
             "--temperature", "0", "--log-dir", str(logs), "--log-format", "json", "--display", "none"]
     env = {**ENV, "BENCH_API_KEY": "not-needed"}
