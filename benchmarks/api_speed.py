@@ -170,30 +170,36 @@ def measure(server: Server, argv: list[str], n: int, cwd: Path, accuracy, env: d
     server.reset()
     log = cwd / f"log_{time.monotonic_ns()}.txt"
     samples: list[tuple[float, int, int]] = []  # (time, requests so far, RSS kB) while it runs
+    # /usr/bin/time measures peak RSS and CPU: a child forked from this (larger) process would
+    # report this process's RSS at fork as its own ru_maxrss.
+    rusage = cwd / f"time_{time.monotonic_ns()}.txt"
     t0 = time.time()
     with open(log, "w") as out:
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env or ENV)
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", str(rusage), *argv], cwd=cwd, stdout=out,
+                                stderr=subprocess.STDOUT, env=env or ENV)
         stop = threading.Event()
 
         def watch() -> None:
             while not stop.wait(0.05):
                 try:
-                    rss = int(next(line.split()[1] for line in open(f"/proc/{proc.pid}/status")
+                    child = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()[0]
+                    rss = int(next(line.split()[1] for line in open(f"/proc/{child}/status")
                                    if line.startswith("VmRSS")))
                     samples.append((time.time(), server.stats()["requests"], rss))
-                except (OSError, StopIteration, ValueError):
+                except (OSError, StopIteration, ValueError, IndexError):
                     pass
 
         watcher = threading.Thread(target=watch, daemon=True)
         if marks:
             watcher.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.wait()
         t1 = time.time()
         stop.set()
     st = server.stats()
-    res = {"wall": t1 - t0, "rc": proc.returncode, "requests": st["requests"], "cpu_ms": 1000 * (usage.ru_utime + usage.ru_stime) / n,
-           "rss_mb": usage.ru_maxrss / 1024, "in_flight": st["mean_in_flight"], "log": str(log)}
+    fields = rusage.read_text().split()[-3:]  # "Command exited with non-zero status N" may come first
+    rss_kb, user, system = int(fields[0]), float(fields[1]), float(fields[2])
+    res = {"wall": t1 - t0, "rc": proc.returncode, "requests": st["requests"], "cpu_ms": 1000 * (user + system) / n,
+           "rss_mb": rss_kb / 1024, "in_flight": st["mean_in_flight"], "log": str(log)}
     if st["first_request"] is not None:
         res.update(startup=st["first_request"] - t0, phase=st["last_response"] - st["first_request"],
                    after=t1 - st["last_response"])
