@@ -133,6 +133,7 @@ class OpenAICompatClient:
         if not choices or not isinstance(choices[0], dict):
             raise ProviderError("the server returned no choices", kind="empty_response", transient=True)
         choice = choices[0]
+        tool_calls: tuple[dict[str, Any], ...]
         if request.prompt is not None:
             text, tool_calls = choice.get("text") or "", ()
         else:

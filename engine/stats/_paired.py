@@ -19,7 +19,7 @@ def exact_mcnemar(wins: int, discordant: int) -> float:
     p-value; symmetric, so twice the smaller tail, capped at 1). Integers: exact for any n."""
     k = min(wins, discordant - wins)
     tail = sum(math.comb(discordant, i) for i in range(k + 1))
-    return min(1.0, 2 * tail / 2**discordant)
+    return min(1.0, float(2 * tail / 2**discordant))
 
 
 def verdict_of(delta: float, mde: float, p_value: float, n: int) -> str:
