@@ -108,13 +108,15 @@ def _trajectory_job(scaffold: ToolLoop, request: GenerateRequest, inst: Instance
     return run
 
 
-def _record(task: Task, spec: str, p: PlannedItem, out: Outcome) -> InstanceRecord:
+def _record(task: Task, spec: str, p: PlannedItem, out: Outcome, task_hash: str | None = None) -> InstanceRecord:
+    """`task_hash`: computed once per run by the caller (hashing the task config per record cost
+    as much as the rest of the record)."""
     req, inst = p.item.request, p.instance
     assert isinstance(req, GenerateRequest | LoglikelihoodRequest)  # what tasks build (not the gateway's kind)
     prompt = req.render_text() if isinstance(req, GenerateRequest) else req.context
     steps = list(out.result.steps) if out.result is not None else []
     base = InstanceRecord(
-        task_hash=task.task_hash, task_spec=spec, instance_id=inst.id, sample_index=p.sample,
+        task_hash=task_hash or task.task_hash, task_spec=spec, instance_id=inst.id, sample_index=p.sample,
         request_hash=request_hash(req), request=req.model_dump(mode="json"), prompt_text=prompt,
         gold=inst.gold, choices=list(inst.choices) if inst.choices else None, cluster=inst.cluster,
         latency_s=out.latency_s, cached=out.cached, attempts=out.attempts, trajectory=steps,
@@ -196,22 +198,24 @@ async def execute(task_run: TaskRun, exp: Experiment, core: RunnerCore, judge_co
     start = time.monotonic()
     task, instances = prepare(task_run, exp)
     plan = plan_items(task, instances, exp, core.provider)
+    task_hash = task.task_hash
     agent = any(p.item.job is not None for p in plan)
     resources = sandbox_resources(exp.harness) if agent else None
     try:
         outcomes = await core.run([p.item for p in plan], label=task_run.spec, resources=resources)
     except Interrupted as stop:  # Ctrl-C: the instances that finished are recorded, marked interrupted
-        done = [_record(task, task_run.spec, p, stop.outcomes[p.item.key]) for p in plan if p.item.key in stop.outcomes]
-        raise TaskInterrupted(_result(task_run, task.task_hash, done, start, "interrupted")) from None
-    records = [_record(task, task_run.spec, p, outcomes[p.item.key]) for p in plan]
+        done = [_record(task, task_run.spec, p, stop.outcomes[p.item.key], task_hash) for p in plan
+                if p.item.key in stop.outcomes]
+        raise TaskInterrupted(_result(task_run, task_hash, done, start, "interrupted")) from None
+    records = [_record(task, task_run.spec, p, outcomes[p.item.key], task_hash) for p in plan]
     try:
         if task.config.requires:  # execution scoring in sandboxes; nothing else starts one
             records = await score_by_execution(task, records, instances, exp, core)
         if "judge" in task.config.scorers:
             records = await apply_judge(records, {i.id: i.query for i in instances}, exp, judge_core or core)
     except Interrupted:  # Ctrl-C while scoring: the answers are kept, their scores not finished
-        raise TaskInterrupted(_result(task_run, task.task_hash, records, start, "interrupted")) from None
-    return _result(task_run, task.task_hash, records, start)
+        raise TaskInterrupted(_result(task_run, task_hash, records, start, "interrupted")) from None
+    return _result(task_run, task_hash, records, start)
 
 
 def _result(task_run: TaskRun, task_hash: str, records: list[InstanceRecord], start: float,
