@@ -314,6 +314,17 @@ class ModelConfig(_Config):
     timeout_s: float = 120.0
     # litellm only: the server returns prompt logprobs (vLLM echo), so loglikelihood is exact.
     supports_prompt_logprobs: bool = False
+    # litellm only: how generate requests travel. auto: the lean pooled OpenAI-compatible client for
+    # `openai/...` models with an api_base, litellm otherwise; both give identical records.
+    client: Literal["auto", "litellm", "lean"] = "auto"
+
+    @model_validator(mode="after")
+    def _lean_needs_a_server(self) -> ModelConfig:
+        if self.client == "lean" and (self.provider != "litellm" or not self.api_base):
+            raise ValueError(
+                "model.client=lean sends requests to an OpenAI-compatible server, so it needs "
+                "model.provider=litellm and model.api_base=<server URL>; set them, or use model.client=auto")
+        return self
 
 
 class HarnessConfig(_Config):
