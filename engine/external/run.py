@@ -95,10 +95,14 @@ def external_command(task_run: TaskRun, exp: Experiment) -> str:
             f"task hash {task_hash_of(task_run)})\n[files] {workdir}")
     if is_sandboxed(wrapper):
         argv, env = wrapper.command(_context(task_run, exp, None, INNER_BASE_URL, workdir, instances, WORK))
-        tag = image_tag(wrapper.recipe())
+        try:
+            tag = image_tag(wrapper.recipe())
+            image = f"{tag} ({'built' if image_exists(tag) else 'not built yet: built on the first run'})"
+        except ConfigError as err:  # docker down or no base image: show why, the command still prints
+            image = f"unknown: {err}"
         limits = container_limits(ext.args)
         envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-        return (f"{head}\n[image] {tag} ({'built' if image_exists(tag) else 'not built yet: built on the first run'})\n"
+        return (f"{head}\n[image] {image}\n"
                 f"[container] network none (the gateway only, through {GATEWAY_DIR}/{SOCKET_NAME} relayed to "
                 f"127.0.0.1:{PROXY_PORT}), {limits.cpus} CPUs, {limits.memory_mb} MB, {limits.max_procs} pids, "
                 f"{workdir} mounted at {WORK}\n[command in the container]\n{envs} {shlex.join(argv)}")

@@ -130,9 +130,9 @@ async def run_in_container(container: ExternalContainer, timeout_s: float) -> tu
     with signal_teardown():
         try:
             await asyncio.to_thread(container.start_sync)
-        except Exception as err:  # noqa: BLE001 - docker.errors.*: the run fails with the daemon's message
+        except Exception as start_error:  # noqa: BLE001 - docker.errors.*: the run fails with the daemon's message
             container.kill_sync()
-            return 125, b"", f"docker could not start the container: {err}".encode()
+            return 125, b"", f"docker could not start the container: {start_error}".encode()
         try:
             deadline = time.monotonic() + timeout_s
             code: int | None = None

@@ -200,7 +200,13 @@ def test_inspect_runs_in_its_container_and_its_samples_land_as_instances(tmp_pat
 
 @pytest.mark.slow
 def test_the_container_reaches_the_gateway_and_nothing_else(tmp_path, make_core, inspect_image) -> None:
-    host_ip = socket.gethostbyname(socket.gethostname())
+    # A server listening on the host's own non-loopback address: reachable from the host, not from the container.
+    host_ip = next((a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+                    if "." in a and not a.startswith("127.")), None)
+    if host_ip is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to probe")
+    listener = socket.create_server((host_ip, 0))
+    host_port = listener.getsockname()[1]
     probe = f"""
 import json, socket, urllib.request
 out = {{"interfaces": sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:])}}
@@ -211,7 +217,7 @@ def connect(host, port):
         return "connected"
     except OSError as err:
         return type(err).__name__
-out["host_ip"] = connect("{host_ip}", PORT)
+out["host_ip"] = connect("{host_ip}", {host_port})
 out["gateway_tcp_port_on_loopback"] = connect("127.0.0.1", PORT)
 try:
     socket.getaddrinfo("pypi.org", 443)
@@ -230,11 +236,15 @@ print(json.dumps(out))
             return await sandboxed.run_in_container(container, 60)
 
     (tmp_path / "box").mkdir()
-    code, out, err = asyncio.run(main())
+    try:
+        socket.create_connection((host_ip, host_port), timeout=3).close()  # the host reaches it
+        code, out, err = asyncio.run(main())
+    finally:
+        listener.close()
     assert code == 0, err.decode()
     seen = json.loads(out.decode().strip().splitlines()[-1])
     assert seen["interfaces"] == ["lo"] and seen["gateway"] == "fake-model"
-    assert seen["host_ip"] in ("OSError", "ConnectionRefusedError") and seen["host_ip"] != "connected"
+    assert seen["host_ip"] == "OSError"  # ENETUNREACH: no interface but loopback
     assert seen["gateway_tcp_port_on_loopback"] == "ConnectionRefusedError"  # the gateway's TCP port is the host's
     assert seen["dns"] == "gaierror"
 
@@ -273,3 +283,27 @@ def test_the_container_is_removed_on_timeout_sigterm_and_sigint(tmp_path, inspec
     else:
         assert proc.returncode != 0
     assert _labelled(owner) == []
+
+
+def test_docker_down_is_a_config_error_naming_the_fix(monkeypatch) -> None:
+    from engine.external import images
+
+    monkeypatch.setattr(images, "docker_unavailable_reason", lambda: "docker daemon not reachable: refused")
+    with pytest.raises(ConfigError, match="setup_system.sh"):
+        images.ensure_image(recipe_from_lock("inspect"))
+
+
+@pytest.mark.slow
+def test_an_image_that_fails_to_build_is_a_config_error_and_leaves_no_image(monkeypatch, inspect_image) -> None:
+    from engine.external import images
+
+    def fake_download(recipe: ImageRecipe, wheels: Path) -> None:
+        (wheels / "requirements.txt").write_text("\n".join(recipe.requirements) + "\n")
+        (wheels / "pip-0-py3-none-any.whl").write_text("not a wheel")  # pip cannot run: the RUN step fails
+
+    monkeypatch.setattr(images, "_download", fake_download)
+    recipe = ImageRecipe(wrapper="broken_test", requirements=("pip==0",))
+    tag = images.image_tag(recipe)
+    with pytest.raises(ConfigError, match=f"{tag} of the external eval wrapper 'broken_test' failed to build"):
+        images.ensure_image(recipe)
+    assert not images.image_exists(tag)
