@@ -232,9 +232,9 @@ async def run_external(task_run: TaskRun, exp: Experiment, core: RunnerCore) -> 
                 ctx = _context(task_run, exp, core, INNER_BASE_URL, workdir, instances, WORK)
             argv, env = wrapper.command(ctx)
             extra["command"] = shlex.join(argv)
-            where = "on the host" if gateway_dir is None else f"in a container of {extra['image']}"
-            print(f"[evalbench] {task_run.spec}: {ext.wrapper} is running {where} against the gateway {gw.base_url}",
-                  file=sys.stderr)
+            where = (f"on the host against the gateway {gw.base_url}" if gateway_dir is None else
+                     f"in a container of {extra['image']} (no network) against the gateway's socket {unix_path}")
+            print(f"[evalbench] {task_run.spec}: {ext.wrapper} is running {where}", file=sys.stderr)
             if gateway_dir is None:
                 code, stderr_tail = await _run_process(argv, env, workdir, ext.timeout_s)
             else:

@@ -150,6 +150,9 @@ def test_the_container_entry_relays_loopback_to_the_gateway_socket(tmp_path: Pat
 
 
 # -- docker ------------------------------------------------------------------------------------------
+# The docker tests share one worker under pytest-xdist (`--dist loadgroup`): one builds the image on a fresh
+# machine while the other goes on with the rest of the suite.
+DOCKER = pytest.mark.xdist_group("inspect_image")
 
 def _docker_skip_reason() -> str | None:
     from engine.sandbox.docker_backend import client, docker_unavailable_reason
@@ -182,6 +185,7 @@ def _labelled(owner: str | None = None) -> list[str]:
 
 
 @pytest.mark.slow
+@DOCKER
 def test_inspect_runs_in_its_container_and_its_samples_land_as_instances(tmp_path, make_core, inspect_image) -> None:
     exp = Experiment(model=ModelConfig(name="fake-model"), limit=3, output_dir=str(tmp_path / "runs"),
                      tracking=TrackingConfig(mlflow=False), progress=False, harness=HarnessConfig(concurrency=4))
@@ -199,6 +203,7 @@ def test_inspect_runs_in_its_container_and_its_samples_land_as_instances(tmp_pat
 
 
 @pytest.mark.slow
+@DOCKER
 def test_the_container_reaches_the_gateway_and_nothing_else(tmp_path, make_core, inspect_image) -> None:
     # A server listening on the host's own non-loopback address: reachable from the host, not from the container.
     host_ip = next((a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
@@ -260,7 +265,8 @@ print(asyncio.run(sandboxed.run_in_container(c, float(sys.argv[3])))[0], flush=T
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["timeout", signal.SIGTERM, signal.SIGINT])
+@DOCKER
+@pytest.mark.parametrize("how", ["timeout", "SIGTERM", "SIGINT"])
 def test_the_container_is_removed_on_timeout_sigterm_and_sigint(tmp_path, inspect_image, how) -> None:
     (tmp_path / "box").mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -274,7 +280,7 @@ def test_the_container_is_removed_on_timeout_sigterm_and_sigint(tmp_path, inspec
             while not _labelled(owner) and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.2)
             assert _labelled(owner), "the container did not start"
-            proc.send_signal(how)
+            proc.send_signal(getattr(signal, how))
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
@@ -294,6 +300,7 @@ def test_docker_down_is_a_config_error_naming_the_fix(monkeypatch) -> None:
 
 
 @pytest.mark.slow
+@DOCKER
 def test_an_image_that_fails_to_build_is_a_config_error_and_leaves_no_image(monkeypatch, inspect_image) -> None:
     from engine.external import images
 
