@@ -16,9 +16,9 @@ SIGTERM, and `remove_containers(dead_owners_only=True)` reaps one whose engine w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,9 @@ class ExternalContainer:
         self.workdir, self.gateway_dir, self.limits, self.wrapper = workdir, gateway_dir, limits, wrapper
         self.container: Any = None
         self.stopped = False
+        # Named up front: a teardown that comes while docker is creating it still finds it by name.
+        self.name = f"evalbench-ext-{wrapper.replace('_', '-')}-{uuid.uuid4().hex[:12]}"
+        self._creating = False
 
     def start_sync(self) -> None:
         import docker  # deferred: only docker users pay for the SDK
@@ -82,26 +85,29 @@ class ExternalContainer:
         mem = f"{lim.memory_mb + TMPFS_MB}m"
         command = ["python3", ENTRY, "--socket", f"{GATEWAY_DIR}/{SOCKET_NAME}", "--port", str(PROXY_PORT), "--",
                    *self.argv]
-        self.container = client().containers.run(
-            self.image, command, detach=True, init=True, network_mode="none", hostname="benchmark",
-            labels={LABEL: "1", OWNER_LABEL: owner_tag(), POOL_LABEL: f"external:{self.wrapper}"},
-            environment={"HOME": "/tmp", "TMPDIR": "/tmp", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
-                         **self.env},
-            user=_user(), working_dir=WORK, read_only=True,
-            tmpfs={"/tmp": f"rw,exec,nosuid,nodev,size={TMPFS_MB}m,mode=1777"},
-            volumes={str(self.workdir): {"bind": WORK, "mode": "rw"},
-                     str(self.gateway_dir): {"bind": GATEWAY_DIR, "mode": "ro"},
-                     str(ENTRY_SOURCE): {"bind": ENTRY, "mode": "ro"}},
-            mem_limit=mem, memswap_limit=mem, pids_limit=lim.max_procs, nano_cpus=int(lim.cpus * 1e9),
-            cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            ulimits=[docker.types.Ulimit(name="nofile", soft=lim.open_files, hard=lim.open_files),
-                     docker.types.Ulimit(name="fsize", soft=lim.file_size_mb << 20, hard=lim.file_size_mb << 20),
-                     docker.types.Ulimit(name="core", soft=0, hard=0)],
-        )
-        REGISTRY.add(self)
+        REGISTRY.add(self)  # before docker creates it: SIGTERM during the create still removes it
+        self._creating = True
+        try:
+            self.container = client().containers.run(
+                self.image, command, name=self.name, detach=True, init=True, network_mode="none",
+                hostname="benchmark", labels={LABEL: "1", OWNER_LABEL: owner_tag(), POOL_LABEL: f"external:{self.wrapper}"},
+                environment={"HOME": "/tmp", "TMPDIR": "/tmp", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+                             **self.env},
+                user=_user(), working_dir=WORK, read_only=True,
+                tmpfs={"/tmp": f"rw,exec,nosuid,nodev,size={TMPFS_MB}m,mode=1777"},
+                volumes={str(self.workdir): {"bind": WORK, "mode": "rw"},
+                         str(self.gateway_dir): {"bind": GATEWAY_DIR, "mode": "ro"},
+                         str(ENTRY_SOURCE): {"bind": ENTRY, "mode": "ro"}},
+                mem_limit=mem, memswap_limit=mem, pids_limit=lim.max_procs, nano_cpus=int(lim.cpus * 1e9),
+                cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                ulimits=[docker.types.Ulimit(name="nofile", soft=lim.open_files, hard=lim.open_files),
+                         docker.types.Ulimit(name="fsize", soft=lim.file_size_mb << 20, hard=lim.file_size_mb << 20),
+                         docker.types.Ulimit(name="core", soft=0, hard=0)],
+            )
+        finally:
+            self._creating = False
         if self.stopped:  # torn down (signal) while it was being created
-            self.stopped = False
-            self.kill_sync()
+            self._remove(wait_s=0.0)
 
     def exit_code_sync(self) -> int | None:
         """The exit code once the container has exited, else None."""
@@ -118,11 +124,21 @@ class ExternalContainer:
             return
         self.stopped = True
         try:
-            if self.container is not None:
-                with contextlib.suppress(Exception):
-                    self.container.remove(force=True)
+            self._remove(wait_s=10.0 if self._creating else 0.0)
         finally:
             REGISTRY.discard(self)
+
+    def _remove(self, wait_s: float) -> None:
+        """Remove the container by name; while docker may still be creating it, retry until it appears."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                client().api.remove_container(self.name, force=True)
+                return
+            except Exception:  # noqa: BLE001 - docker.errors.NotFound: not created (yet)
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.1)
 
 
 async def run_in_container(container: ExternalContainer, timeout_s: float) -> tuple[int | None, bytes, bytes]:
