@@ -255,9 +255,10 @@ print(json.dumps(out))
 
 
 TEARDOWN_SCRIPT = """
-import asyncio, sys
+import asyncio, signal, sys
 from pathlib import Path
 from engine.external import sandboxed
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a non-interactive parent may have left SIGINT ignored
 work, gw = sandboxed.prepare_dirs(Path(sys.argv[1]))
 c = sandboxed.ExternalContainer(sys.argv[2], ["sleep", "300"], {}, work, gw, sandboxed.container_limits({}), "inspect")
 print(asyncio.run(sandboxed.run_in_container(c, float(sys.argv[3])))[0], flush=True)
