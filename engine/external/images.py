@@ -1,7 +1,7 @@
 """The Docker image of a sandboxed external eval: a build recipe per wrapper on top of the sandbox
 base image, cached by a hash of the recipe (docs/architecture.md, "External evals").
 
-The recipe is a full lock (every package pinned, `recipes/<wrapper>.txt`). The wheels are fetched on
+The recipe is a full lock (every package pinned, `recipes.py`). The wheels are fetched on
 the host with `pip download` for the image's Python and platform, then installed by pip inside
 `docker build` with no network (`network_mode=none`): the build never needs a registry, and one
 that cannot fetch a wheel fails before docker runs. The tag is `evalbench-ext-<wrapper>:<hash>`, the
@@ -28,10 +28,10 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.api import stable_hash
 from engine.config.errors import ConfigError
+from engine.external.recipes import LOCKS
 from engine.sandbox.docker_backend import client, docker_unavailable_reason
 from engine.sandbox.models import DEFAULT_DOCKER_IMAGE
 
-RECIPES = Path(__file__).resolve().parent / "recipes"
 PREFIX = "/opt/evalbench-ext"  # where the packages go inside the image (--target: no clash with Debian's)
 RECIPE_LABEL = "evalbench.recipe"
 # Debian bookworm's python3 (the base image) has no pip: pip runs from its own wheel, offline.
@@ -59,9 +59,7 @@ class ImageRecipe(BaseModel):
 
 
 def recipe_from_lock(wrapper: str) -> ImageRecipe:
-    lines = (RECIPES / f"{wrapper}.txt").read_text().splitlines()
-    return ImageRecipe(wrapper=wrapper, requirements=tuple(ln.strip() for ln in lines
-                                                           if ln.strip() and not ln.lstrip().startswith("#")))
+    return ImageRecipe(wrapper=wrapper, requirements=LOCKS[wrapper])
 
 
 def _check_docker(recipe: ImageRecipe) -> Any:
@@ -120,7 +118,7 @@ def _download(recipe: ImageRecipe, wheels: Path) -> None:
         tail = "\n".join(ln for ln in done.stderr.splitlines() if "is ignored" not in ln)[-1500:]
         raise ConfigError(
             f"The image of the external eval wrapper '{recipe.wrapper}' cannot be built: pip could not download its "
-            f"pinned wheels (engine/external/recipes/{recipe.wrapper}.txt) for Python {py}:\n{tail}\nFix: make the "
+            f"pinned wheels (engine/external/recipes.py LOCKS[{recipe.wrapper!r}]) for Python {py}:\n{tail}\nFix: make the "
             "package index reachable (pip's own configuration; a local folder of the wheels in PIP_FIND_LINKS "
             "works), then re-run."
         )
@@ -142,7 +140,7 @@ def _build(recipe: ImageRecipe, tag: str, context: Path) -> None:
         tail = ("".join(log) + str(error or ""))[-1500:]
         raise ConfigError(
             f"The image {tag} of the external eval wrapper '{recipe.wrapper}' failed to build:\n{tail}\nFix: check the "
-            f"pins in engine/external/recipes/{recipe.wrapper}.txt (every dependency, for Python "
+            f"pins in engine/external/recipes.py LOCKS[{recipe.wrapper!r}] (every dependency, for Python "
             f"{recipe.python_version}) and that the base image {recipe.base} has python3, then re-run."
         )
 
@@ -170,7 +168,7 @@ def ensure_image(recipe: ImageRecipe) -> str:
 
 
 def main(argv: list[str]) -> int:
-    known = sorted(p.stem for p in RECIPES.glob("*.txt"))
+    known = sorted(LOCKS)
     names = argv or known
     for name in names:
         if name not in known:

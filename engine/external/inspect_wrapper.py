@@ -25,7 +25,7 @@ from engine.config.schema import ExternalConfig
 from engine.external.base import ExternalOutput, ExternalSample, OutputError, WrapperContext
 from engine.external.images import ImageRecipe, ensure_image, recipe_from_lock
 
-VERSION = "0.3.285"  # inspect-ai, pinned in recipes/inspect.txt (a test keeps them equal)
+VERSION = "0.3.285"  # inspect-ai, pinned in recipes.py LOCKS["inspect"] (a test keeps them equal)
 SERVICE = "evalbench"  # openai-api/<service>/<model>: inspect reads EVALBENCH_BASE_URL and EVALBENCH_API_KEY
 
 _HEADER = '''"""An inspect_ai task over the rows evalbench selected (written by engine/external/inspect_wrapper.py)."""
