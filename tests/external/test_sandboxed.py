@@ -315,3 +315,20 @@ def test_an_image_that_fails_to_build_is_a_config_error_and_leaves_no_image(monk
     with pytest.raises(ConfigError, match=f"{tag} of the external eval wrapper 'broken_test' failed to build"):
         images.ensure_image(recipe)
     assert not images.image_exists(tag)
+
+
+def test_inspect_true_prints_the_image_the_limits_and_the_command_in_the_container(tmp_path, monkeypatch) -> None:
+    from engine.external import run as external_run
+
+    monkeypatch.setattr(external_run, "image_tag", lambda recipe: "evalbench-ext-inspect:0123456789ab")
+    monkeypatch.setattr(external_run, "image_exists", lambda tag: False)
+    rows = tmp_path / "mmlu.jsonl"  # three MMLU-shaped rows: the wheel's 14,042 take seconds to load
+    rows.write_text("".join(json.dumps({"question": f"Q{i}?", "answer_a": "a", "answer_b": "b", "answer_c": "c",
+                                        "answer_d": "d", "correct_answer": "B", "topic": "t"}) + "\n" for i in range(3)))
+    task = compose_task("inspect_mmlu")
+    task = task.model_copy(update={"data": task.data.model_copy(update={"data_files": str(rows)})})
+    exp = Experiment(model=ModelConfig(name="fake-model", provider="litellm", api_base="http://127.0.0.1:9"), limit=2)
+    text = external_run.external_command(TaskRun(spec="inspect_mmlu", task=task), exp)
+    assert "[image] evalbench-ext-inspect:0123456789ab (not built yet: built on the first run)" in text
+    assert "network none" in text and "2048 MB" in text and "2 instances" in text
+    assert "EVALBENCH_BASE_URL=http://127.0.0.1:8765/v1" in text and "inspect eval /work/task.py@" in text
