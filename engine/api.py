@@ -269,6 +269,12 @@ class RunRecord(_Record):
     run_dir: str
     mlflow_run_id: str | None = None
 
+    @property
+    def aggregate_only(self) -> bool:
+        """An external eval that reported its aggregate only: its scores have no per-question
+        values, so no SE, CI or MDE exist (the stored zeros are placeholders, never shown)."""
+        return bool((self.config.get("external_run") or {}).get("aggregate_only"))
+
 
 class Provider(Protocol):
     """A model under evaluation: serves batches of the two request kinds."""
