@@ -72,6 +72,8 @@ def test_the_wheel_holds_the_configs_and_the_shipped_data(installed, tmp_path):
     assert Path(conf) == Path(root) / "conf" and Path(root).name == "_shipped"
     assert (Path(conf) / "config.yaml").is_file() and (Path(conf) / "task" / "freshqa.yaml").is_file()
     assert (Path(root) / "data" / "corpus" / "jupiter.md").is_file()
+    static = Path(engine_file).parent / "compare" / "static"  # the comparison viewer's files
+    assert {p.name for p in static.iterdir()} >= {"viewer.html", "viewer.js", "viewer.css", "plots.js"}
 
 
 def test_a_shipped_task_runs_from_an_empty_folder(installed, tmp_path):
