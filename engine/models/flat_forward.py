@@ -1,11 +1,10 @@
 """A flat, unpadded forward of a Llama-family model whose attention follows a token tree.
 
 Why (docs/architecture.md, "The loglikelihood path"): on CPU the padded transformers forward of a
-small model spends about a third of its time outside the matrix products (separate q/k/v and
-gate/up products, padding, mask building). Here every token of a batch is one row of a [T, hidden]
-matrix: each layer is two fused matrix products (q|k|v, gate|up) and two plain ones over all T rows,
-and only attention looks at the structure. A `Segment` is a run of query tokens that attends to
-its ancestors' tokens (a shared context computed once, or keys and values cached from an earlier
+small model spends much of its time outside the matrix products (padding, 4-d masks, cache
+objects). Here every token of a batch is one row of a [T, hidden] matrix: each layer's matrix
+products run over all T rows at once, and only attention looks at the structure. A `Segment` is a
+run of query tokens that attends to its ancestors' tokens (a shared context computed once, or keys and values cached from an earlier
 batch) and to itself causally, so one forward scores a question's context and all its
 continuations, and a few-shot prefix shared by many questions is computed once.
 
@@ -56,7 +55,7 @@ def supports(model) -> bool:
 
 
 class FlatLlama:
-    """Fused weights of one loaded model (views of the same storage: no extra memory)."""
+    """The flat forward over one loaded model's weights."""
 
     def __init__(self, model):
         cfg = model.config
@@ -65,23 +64,15 @@ class FlatLlama:
         self.n_kv = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.scale = self.head_dim**-0.5
-        self.layers = []
-        with torch.no_grad():
-            for layer in model.model.layers:
-                a, m = layer.self_attn, layer.mlp
-                qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).contiguous()
-                gu = torch.cat([m.gate_proj.weight, m.up_proj.weight]).contiguous()
-                # The modules keep working (generation) on views of the fused storage.
-                nq, nk = a.q_proj.weight.shape[0], a.k_proj.weight.shape[0]
-                a.q_proj.weight = torch.nn.Parameter(qkv[:nq], requires_grad=False)
-                a.k_proj.weight = torch.nn.Parameter(qkv[nq : nq + nk], requires_grad=False)
-                a.v_proj.weight = torch.nn.Parameter(qkv[nq + nk :], requires_grad=False)
-                ng = m.gate_proj.weight.shape[0]
-                m.gate_proj.weight = torch.nn.Parameter(gu[:ng], requires_grad=False)
-                m.up_proj.weight = torch.nn.Parameter(gu[ng:], requires_grad=False)
-                self.layers.append((layer.input_layernorm.weight, qkv, a.o_proj.weight,
-                                    layer.post_attention_layernorm.weight, gu, m.down_proj.weight, ng,
-                                    layer.input_layernorm.variance_epsilon))
+        # The model's own weight tensors (no fused copies: the loaded weights are a memory map whose
+        # pages a copy would keep resident twice).
+        self.layers = [
+            (layer.input_layernorm.weight, layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
+             layer.self_attn.v_proj.weight, layer.self_attn.o_proj.weight, layer.post_attention_layernorm.weight,
+             layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight, layer.mlp.down_proj.weight,
+             layer.input_layernorm.variance_epsilon)
+            for layer in model.model.layers
+        ]
         self.norm = model.model.norm.weight
         self.norm_eps = model.model.norm.variance_epsilon
         self.embed = model.model.embed_tokens
@@ -101,16 +92,13 @@ class FlatLlama:
         cos, sin = self.rotary(h[None], pos[None])
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]  # [T, 1, head_dim]
         half = self.head_dim // 2
-        nq, nk = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        nq = self.n_heads * self.head_dim
         blocked = [~_mask(s) for s in segments]
-        for li, (w_in, w_qkv, w_o, w_post, w_gu, w_down, ng, eps) in enumerate(self.layers):
+        for li, (w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down, eps) in enumerate(self.layers):
             x = self._rms(h, w_in, eps)
-            qkv = x @ w_qkv.T
-            q = qkv[:, :nq].view(t, self.n_heads, self.head_dim)
-            k = qkv[:, nq : nq + nk].view(t, self.n_kv, self.head_dim)
-            v = qkv[:, nq + nk :].view(t, self.n_kv, self.head_dim)
-            q = _rope(q, cos, sin, half)
-            k = _rope(k, cos, sin, half)
+            q = _rope((x @ w_q.T).view(t, self.n_heads, self.head_dim), cos, sin, half)
+            k = _rope((x @ w_k.T).view(t, self.n_kv, self.head_dim), cos, sin, half)
+            v = (x @ w_v.T).view(t, self.n_kv, self.head_dim)
             att = torch.empty((t, self.n_heads, self.head_dim), dtype=h.dtype)
             for seg, block in zip(segments, blocked, strict=True):
                 kk, vv = _keys(k, seg, li), _keys(v, seg, li, values=True)
@@ -121,8 +109,7 @@ class FlatLlama:
                 att[rows] = _attend(q[rows], kk, vv, block, self.scale)
             h = torch.addmm(h, att.view(t, nq), w_o.T)
             x = self._rms(h, w_post, eps)
-            gu = x @ w_gu.T
-            act = F.silu(gu[:, :ng]).mul_(gu[:, ng:])
+            act = F.silu(x @ w_gate.T).mul_(x @ w_up.T)
             h = torch.addmm(h, act, w_down.T)
         return self._rms(h, self.norm, self.norm_eps)
 
