@@ -97,15 +97,13 @@ class HFProvider:
     def loglikelihood_sync(self, requests: Sequence[LoglikelihoodRequest], plain: bool = False
                            ) -> list[LoglikelihoodResponse]:
         """`plain`: the padded transformers forward even when the flat one applies (tests compare them)."""
-        # Deferred: these modules import torch (~3 s), which a fully cached run never needs.
-        from engine.models import flat_forward
-        from engine.models.hf_loglikelihood import loglikelihood_batch
-        from engine.models.hf_tree import PrefixCache
+        # Deferred: the module imports torch (~3 s), which a fully cached run never needs.
+        from engine.models.hf_loglikelihood import flat_scorer, loglikelihood_batch
 
         with self._lock:
             model = self.model
-            if self._flat is None and self.cfg.device == "cpu" and flat_forward.supports(model):
-                self._flat, self._prefixes = flat_forward.FlatLlama(model), PrefixCache()
+            if self._prefixes is None and self.cfg.device == "cpu":
+                self._flat, self._prefixes = flat_scorer(model)
             flat = None if plain else self._flat
             return loglikelihood_batch(model, self.tokenizer, requests, self.cfg.max_length, flat=flat,
                                        cache=self._prefixes, token_budget=self.token_budget)

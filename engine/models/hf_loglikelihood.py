@@ -1,9 +1,12 @@
-"""Exact continuation loglikelihoods with one shared context forward per question.
+"""Exact continuation loglikelihoods, each shared context computed once (docs/architecture.md,
+"The loglikelihood path").
 
 Tokenization follows lm-evaluation-harness: trailing whitespace of the context moves to the
 continuation, and the continuation tokens are those of (context + continuation) past the
-context's tokens. The context is run once (left-padded across a batch of questions); its KV cache
-is then replicated across that question's continuations for a second, batched forward.
+context's tokens. Llama-family models on CPU score on the flat tree forward (hf_tree.py); others,
+and the reference the tests compare against, on the padded transformers forward (`_score`): the
+context left-padded across a batch of questions, its KV cache replicated across that question's
+continuations for a second, batched forward.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from engine.api import (
     TokenLogprobsResponse,
     TokenUsage,
 )
-from engine.models.flat_forward import FlatLlama
+from engine.models.flat_forward import FlatLlama, supports
 from engine.models.hf_tree import PrefixCache, Question, chunks, plan, run_chunk
 
 
@@ -98,6 +101,11 @@ def _score(
         logprobs[o].append(total)
         greedy[o].append(is_greedy)
     return logprobs, greedy
+
+
+def flat_scorer(model) -> tuple[FlatLlama | None, PrefixCache]:
+    """The flat forward over `model` when it supports it (else None), and an empty prefix cache."""
+    return (FlatLlama(model) if supports(model) else None), PrefixCache()
 
 
 def _encode(tokenizer, requests: Sequence[LoglikelihoodRequest], max_length: int, unconditional: bool = False
