@@ -138,7 +138,7 @@ def _error_of(err: BaseException, attempts: int, timeout_s: float) -> InstanceEr
     return InstanceError(kind=kind, message=(str(err) or type(err).__name__)[:1000], attempts=attempts)
 
 
-def _batches(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
+def _batches(items: list[WorkItem], size: int, keep_order: bool = False) -> list[list[WorkItem]]:
     groups: dict[str, list[WorkItem]] = defaultdict(list)
     for it in items:
         req = it.request
@@ -147,7 +147,8 @@ def _batches(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
     out: list[list[WorkItem]] = []
     for group in groups.values():
         # Longest first: similar lengths share a batch (less padding) and the ETA holds at the end.
-        group.sort(key=lambda it: -_length(it.request))
+        if not keep_order:  # the caller planned the order (engine/runner/task_run.py `batch_order`)
+            group.sort(key=lambda it: -_length(it.request))
         out += [group[i : i + size] for i in range(0, len(group), size)]
     return out
 
@@ -298,9 +299,11 @@ class RunnerCore:
         items: Sequence[WorkItem],
         label: str = "",
         resources: Callable[[int], AbstractAsyncContextManager[Any]] | None = None,
+        keep_order: bool = False,
     ) -> dict[str, Outcome]:
         """Outcomes by key. `resources(n_pending)` opens what the pending jobs need (sandbox pools),
-        only when something is not cached, and closes it on every exit."""
+        only when something is not cached, and closes it on every exit. `keep_order`: requests are
+        batched in the given order (the caller planned it) instead of longest first."""
         unique = list({it.key: it for it in items}.values())
         cached = self.cache.get_many([it.key for it in unique if it.cacheable])
         results: dict[str, Outcome] = {k: Outcome(result=v, cached=True) for k, v in cached.items()}
@@ -323,7 +326,7 @@ class RunnerCore:
             if pending:
                 await self.warm()
             if requests:
-                await asyncio.gather(*(batch_guarded(b) for b in _batches(requests, max(1, self.provider.max_batch))))
+                await asyncio.gather(*(batch_guarded(b) for b in _batches(requests, max(1, self.provider.max_batch), keep_order)))
             if jobs:
                 async with (resources or _nothing)(len(jobs)) as opened:
                     ctx = JobContext(call_model=self.call_model, resources=opened)

@@ -7,6 +7,7 @@ declare `requires`, and the judge's calls.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from engine.api import (
     RunCounts,
     ScoreSummary,
     TokenLogprobsResponse,
+    WorkRequest,
     request_hash,
     stable_hash,
 )
@@ -98,6 +100,36 @@ def plan_items(task: Task, instances: list[Instance], exp: Experiment, provider:
                 job = _trajectory_job(scaffold, req, inst)
             plan.append(PlannedItem(instance=inst, sample=k, item=WorkItem(key=key, request=req, job=job)))
     return plan
+
+
+SHARED_CHARS = 128  # prompts sharing a prefix this long (a subject's few-shot block) are batched together
+
+
+def batch_order(plan: list[PlannedItem]) -> list[PlannedItem]:
+    """The order the runner core batches requests in: longest first, so batches hold similar lengths
+    and the progress bar's rate does not collapse at the end, except that prompts sharing a long
+    prefix stay adjacent (groups by their longest member, longest first within), so the hf provider
+    computes a shared few-shot block once and reuses it for the next batches (docs/architecture.md,
+    "The loglikelihood path")."""
+    texts = [_prompt(p.item.request) for p in plan]
+    if not texts:
+        return plan
+    by_text = sorted(range(len(plan)), key=texts.__getitem__)
+    group = [0] * len(plan)
+    for a, b in zip(by_text, by_text[1:], strict=False):
+        shared = len(os.path.commonprefix([texts[a], texts[b]]))
+        group[b] = group[a] + (shared < SHARED_CHARS)
+    longest: dict[int, int] = {}
+    for i, g in enumerate(group):
+        longest[g] = max(longest.get(g, 0), len(texts[i]))
+    order = sorted(range(len(plan)), key=lambda i: (-longest[group[i]], group[i], -len(texts[i])))
+    return [plan[i] for i in order]
+
+
+def _prompt(req: WorkRequest | None) -> str:
+    if isinstance(req, GenerateRequest):
+        return req.render_text()
+    return req.context if isinstance(req, LoglikelihoodRequest) else ""
 
 
 def _trajectory_job(scaffold: ToolLoop, request: GenerateRequest, inst: Instance) -> Job:
@@ -202,7 +234,8 @@ async def execute(task_run: TaskRun, exp: Experiment, core: RunnerCore, judge_co
     agent = any(p.item.job is not None for p in plan)
     resources = sandbox_resources(exp.harness) if agent else None
     try:
-        outcomes = await core.run([p.item for p in plan], label=task_run.spec, resources=resources)
+        outcomes = await core.run([p.item for p in batch_order(plan)], label=task_run.spec, resources=resources,
+                                  keep_order=True)
     except Interrupted as stop:  # Ctrl-C: the instances that finished are recorded, marked interrupted
         done = [_record(task, task_run.spec, p, stop.outcomes[p.item.key], task_hash) for p in plan
                 if p.item.key in stop.outcomes]
