@@ -27,8 +27,8 @@ from engine.external.base import ExternalOutput, ExternalSample, OutputError, Wr
 
 VERSION = "0.4.13"
 # benchmarks/requirements-lm-eval.txt holds the same pins (a test keeps them equal).
-REQUIREMENTS = ("lm-eval[api]==0.4.13", "torch==2.13.0", "transformers==5.24.0", "tokenizers==0.23.3",
-                "accelerate==1.15.0")  # accelerate: lm-eval's `hf` backend (benchmarks/loglikelihood_speed.py)
+REQUIREMENTS = ("lm-eval[api]==0.4.13", "accelerate==1.15.0", "torch==2.13.0", "transformers==5.24.0",
+                "tokenizers==0.23.3")  # accelerate: lm-eval's `hf` backend (benchmarks/loglikelihood_speed.py)
 
 # lm-eval task YAMLs over local rows: `{data_file}` is the selected rows (JSON Lines). HellaSwag is
 # lm-eval's own definition (lm_eval/tasks/hellaswag: doc_to_text, choices, metrics, `preprocess`);
