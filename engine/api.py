@@ -165,6 +165,9 @@ class ScoreSummary(BaseModel):
     mde: float
     clustered_stderr: float | None = None
     n_clusters: int | None = None
+    # None: the analytic SE of a mean (Miller 2024). "bootstrap": a non-decomposable metric (a user's
+    # corpus-level `@metric`), whose SE is the spread of the metric over resampled questions.
+    stderr_method: Literal["bootstrap"] | None = None
 
     @property
     def reported_stderr(self) -> float:
@@ -265,6 +268,12 @@ class RunRecord(_Record):
     scores: dict[str, ScoreSummary]
     run_dir: str
     mlflow_run_id: str | None = None
+
+    @property
+    def aggregate_only(self) -> bool:
+        """An external eval that reported its aggregate only: its scores have no per-question
+        values, so no SE, CI or MDE exist (the stored zeros are placeholders, never shown)."""
+        return bool((self.config.get("external_run") or {}).get("aggregate_only"))
 
 
 class Provider(Protocol):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -38,12 +40,11 @@ from engine.config.compose import (  # noqa: E402
     expand_spec_overrides,
     experiment_from_cfg,
     sweep_combinations,
-    task_list,
     use_cli_searchpath,
     variants_of,
 )
 from engine.config.errors import ConfigError  # noqa: E402
-from engine.config.schema import Experiment  # noqa: E402
+from engine.config.schema import Experiment, TrackingConfig  # noqa: E402
 from engine.data.source import DataLoadError  # noqa: E402
 from engine.data.wheels import MissingWheelError  # noqa: E402
 from engine.external.run import check_external, run_external  # noqa: E402
@@ -56,6 +57,7 @@ from engine.scoring.suites import aggregate_report, suite_score  # noqa: E402
 from engine.sweep import (  # noqa: E402
     SWEEP_ID_ENV,
     job_result,
+    log_sweep_parents,
     missing_jobs,
     new_sweep_id,
     read_job_results,
@@ -76,6 +78,9 @@ EXIT_UNTRACKED = 4  # everything scored and in the run folders, but a record mis
 EXTERNAL = ExternalHooks(check=check_external, run=run_external)
 USER_ERRORS = (ConfigError, DataLoadError, MissingWheelError, FieldMapError)
 HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve", "--package", "-p")
+# A swept task spec (`-m task=a:rc,b`) or task list (`-m task=[a,b],[c]`) is no config-group choice
+# Hydra can compose: the launcher carries it under this key, and each job turns it back into `task=`.
+SPEC_KEY = "evalbench_task_spec"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -164,16 +169,24 @@ def _hydra_job(cfg: DictConfig) -> None:
     """One job of a multirun, composed by Hydra's launcher (maybe in another process or on another
     machine). Its failure is its own: it writes `job_result.json` into its job folder and returns, so
     the launcher goes on with the other jobs (docs/architecture.md, "Sweeps on launchers")."""
+    started = time.monotonic()
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
     records: list[RunRecord] = []
     exp: Experiment | None = None
     code, reason = 0, None
     try:
-        # Hydra leaves list choices (`variant=[rc,5shot]`) out of runtime.choices: read the override.
-        given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("variant=")]
-        choices = dict(hc.runtime.choices)
-        exp = experiment_from_cfg(cfg, variants_of(given[-1] if given else choices.get("variant")), choices, overrides)
+        spec = [_unescape(o.partition("=")[2]) for o in overrides if o.partition("=")[0].lstrip("+") == SPEC_KEY]
+        if spec:  # a swept task spec or task list: composed again from `task=<spec>` as a single run is
+            rest = [o for o in overrides if o.partition("=")[0].lstrip("+") != SPEC_KEY]
+            searchpath = [o for o in hc.overrides.hydra if o.startswith("hydra.searchpath=")]
+            exp = compose_experiment([*expand_spec_overrides([f"task={spec[-1]}", *rest]), *searchpath,
+                                      f"output_dir={_quoted(str(hc.runtime.output_dir))}"])
+        else:
+            # Hydra leaves list choices (`variant=[rc,5shot]`) out of runtime.choices: read the override.
+            given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("variant=")]
+            choices = dict(hc.runtime.choices)
+            exp = experiment_from_cfg(cfg, variants_of(given[-1] if given else choices.get("variant")), choices, overrides)
         run_and_report(exp, records)
     except SystemExit as ex:
         code = ex.code if isinstance(ex.code, int) else 1
@@ -188,7 +201,31 @@ def _hydra_job(cfg: DictConfig) -> None:
         traceback.print_exc()
         code, reason = EXIT_FAILED, f"{type(err).__name__}: {err}"
     job_dir = Path(hc.runtime.output_dir)
-    write_job_result(job_dir, job_result(int(hc.job.num), job_dir, overrides, exp, records, code, reason))
+    shown = [f"task={_unescape(o.partition('=')[2])}" if o.partition("=")[0].lstrip("+") == SPEC_KEY else o
+             for o in overrides]
+    write_job_result(job_dir, job_result(int(hc.job.num), job_dir, shown, exp, records, code, reason,
+                                         time.monotonic() - started))
+
+
+def _unescape(value: str) -> str:
+    """A value as the sweeper renders it (`a\\:rc`) back to what the user typed (`a:rc`)."""
+    return re.sub(r"\\(.)", r"\1", value)
+
+
+def spec_sweep(args: list[str]) -> list[str]:
+    """`task=a:rc,b` or `task=[a,b],[c]` → `+evalbench_task_spec=...` (plain `task=a,b` stays a group sweep)."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        spec = sep and key.lstrip("+") == "task" and (":" in value or "[" in value)
+        out.append(f"+{SPEC_KEY}={value}" if spec else arg)
+    return out
+
+
+def job_overrides(combination: list[str]) -> list[str]:
+    """A sweep combination as a single run's overrides: swept task specs expanded (`task=a variant=[rc]`)."""
+    return expand_spec_overrides([f"task={_unescape(o.partition('=')[2])}" if o.partition("=")[0].lstrip("+") == "task"
+                                  else o for o in combination])
 
 
 def _quoted(value: str) -> str:
@@ -225,15 +262,17 @@ def sweep_setup(overrides: list[str], first_job: list[str]) -> str:
     return sweep_dir
 
 
-def run_sweep(args: list[str], overrides: list[str], combinations: Sequence[list[str]]) -> None:
-    """Launch a validated multirun, then print one summary over its jobs and exit with the worst code."""
-    try:
-        sweep_dir = sweep_setup(overrides, combinations[0])
+def run_sweep(args: list[str], overrides: list[str], combinations: Sequence[list[str]],
+              trackings: Sequence[TrackingConfig | None] = ()) -> None:
+    """Launch a validated multirun, then print one summary over its jobs, nest the jobs' MLflow runs
+    under a parent run of the sweep, and exit with the worst code."""
+    try:  # the task does not change the sweep folder nor the launcher: compose it without a swept spec
+        sweep_dir = sweep_setup(overrides, [o for o in combinations[0] if o.partition("=")[0].lstrip("+") != "task"])
     except ConfigError as err:
         _fail(str(err))
         return
     sweep_id = new_sweep_id()
-    sys.argv = [sys.argv[0], *args, f"hydra.sweep.dir={_quoted(sweep_dir)}",
+    sys.argv = [sys.argv[0], *spec_sweep(args), f"hydra.sweep.dir={_quoted(sweep_dir)}",
                 f"++hydra.job.env_set.{SWEEP_ID_ENV}={sweep_id}"]
     launcher_code = 0
     try:
@@ -247,6 +286,14 @@ def run_sweep(args: list[str], overrides: list[str], combinations: Sequence[list
     print(f"\nSweep {sweep_dir}:")
     print(summary_table(results))
     code = sweep_exit_code(results) or launcher_code
+    try:
+        parents = log_sweep_parents(sweep_id, Path(sweep_dir), results, trackings)
+        if parents:
+            print(f"MLflow: the jobs' runs are nested under the sweep's parent run(s) {', '.join(parents)}.")
+    except Exception as err:  # noqa: BLE001 - the runs and the summary are recorded; only the nesting is missing
+        print(f"warning: the sweep's MLflow parent run was not written ({type(err).__name__}: {str(err)[:300]}); "
+              "each job's runs are in the store un-nested.", file=sys.stderr)
+        code = code or EXIT_UNTRACKED
     if code:
         sys.exit(code)
 
@@ -265,16 +312,14 @@ def main() -> None:
     multirun = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if not a.startswith("-")]
     combinations: list[list[str]] = []
+    trackings: list[TrackingConfig | None] = []
     try:
-        if multirun and task_list(overrides):
-            raise ConfigError("A task list (`task=[a,b]`) runs as one ad-hoc suite and cannot be swept with -m. Fix: "
-                              "drop -m, or sweep the tasks as `-m task=a,b`.")
         if not multirun:
             exp = compose_experiment(overrides)
         else:
             combinations = sweep_combinations(overrides)
-            for combination in combinations:
-                compose_experiment(combination)  # every job is valid before the first starts
+            # every job is valid before the first starts; its tracking says where the sweep's parent run goes
+            trackings = [compose_experiment(job_overrides(c)).tracking for c in combinations]
             use_cli_searchpath(overrides)
     except ConfigError as err:
         _fail(str(err))
@@ -282,4 +327,4 @@ def main() -> None:
     if not multirun:
         run_and_report(exp)
         return
-    run_sweep(args, overrides, combinations)
+    run_sweep(args, overrides, combinations, trackings)

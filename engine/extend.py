@@ -8,6 +8,11 @@
     @scorer(metrics=["has_unit"])   # YAML: `scorers: [has_unit]`
     def has_unit(cfg: TaskConfig, inst: Instance, response: Response) -> dict[str, float]: ...
 
+    @metric(inputs=["tp", "fp", "fn"])  # YAML: `metrics: [micro_f1]` (corpus-level, bootstrap SE)
+    def micro_f1(rows: list[dict[str, float]]) -> float: ...
+
+    register_variant("my_qa", "3shot", num_fewshot=3, fewshot={"seed": 1234})  # `task=my_qa:3shot`
+
     @tool                       # YAML: `harness.tools: [calculator]`
     def calculator(expression: str) -> str: ...
 
@@ -20,12 +25,14 @@ group `evalbench.plugins` (`[project.entry-points."evalbench.plugins"] mypkg = "
 
 from engine.api import GenerateResponse, LoglikelihoodResponse, Response
 from engine.config.schema import TaskConfig
+from engine.config.variants import register_variant
 from engine.harness import ToolContext, ToolFailure, ToolLoop, ToolResult, scaffold, tool
 from engine.scoring import scorer
+from engine.scoring.registry import metric
 from engine.tasks import Instance, Task
 from engine.tasks.task import task
 
 __all__ = [
     "GenerateResponse", "Instance", "LoglikelihoodResponse", "Response", "Task", "TaskConfig", "ToolContext",
-    "ToolFailure", "ToolLoop", "ToolResult", "scaffold", "scorer", "task", "tool",
+    "ToolFailure", "ToolLoop", "ToolResult", "metric", "register_variant", "scaffold", "scorer", "task", "tool",
 ]

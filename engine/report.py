@@ -18,11 +18,13 @@ def results_table(records: Sequence[RunRecord]) -> str:
     for r in records:
         s = r.scores.get(r.primary_metric)
         se = (s.clustered_stderr or s.stderr) if s else float("nan")
+        spread = s is not None and not r.aggregate_only  # an aggregate alone has no SE, CI or MDE
         rows.append([
-            r.task_spec, r.model.label, r.primary_metric + (" (clustered SE)" if s and s.clustered_stderr else ""),
-            str(r.counts.scored),
-            _fmt(s.value) if s else "-", _fmt(se) if s else "-",
-            f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s else "-", _fmt(s.mde) if s else "-",
+            r.task_spec, r.model.label, r.primary_metric + (" (clustered SE)" if s and s.clustered_stderr else "")
+            + (" (aggregate only)" if s and r.aggregate_only else ""),
+            str(s.n if s and r.aggregate_only else r.counts.scored),
+            _fmt(s.value) if s else "-", _fmt(se) if spread else "-",
+            f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s and spread else "-", _fmt(s.mde) if s and spread else "-",
             f"{r.counts.errored}" + {"failed": " FAILED", "interrupted": " (interrupted)"}.get(r.status, ""), f"{r.duration_s:.1f}s",
         ])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]

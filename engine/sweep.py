@@ -14,18 +14,24 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from engine.api import RunRecord
-from engine.config.schema import Experiment
+from engine.config.schema import Experiment, TrackingConfig
+from engine.record import store
 from engine.record.atomic import atomic_write_text
+from engine.record.mlflow_writer import start_mlflow_run
+from engine.record.suite import KIND_TAG, PARENT_TAG
 
 RESULT_FILE = "job_result.json"
+SWEEP_ID_TAG = "evalbench.sweep_id"
 SWEEP_ID_ENV = "EVALBENCH_SWEEP_ID"  # set in every job by `hydra.job.env_set` (Hydra carries it to any launcher)
 
 EXIT_FAILED = 1
@@ -48,6 +54,8 @@ class JobRun(BaseModel):
     scored: int = 0
     errored: int = 0
     run_dir: str | None = None
+    mlflow_run_id: str | None = None  # nested under the sweep's parent run afterwards
+    experiment_name: str | None = None
 
 
 class JobResult(BaseModel):
@@ -67,6 +75,7 @@ class JobResult(BaseModel):
     runs: list[JobRun] = []
     host: str = ""  # where the job ran (a worker process, a SLURM node)
     pid: int = 0
+    wall_s: float = 0.0  # the job function's wall time (composition, model load, runs, records)
 
 
 def new_sweep_id() -> str:
@@ -85,7 +94,8 @@ def job_run(record: RunRecord) -> JobRun:
     s = record.scores.get(record.primary_metric)
     return JobRun(task_spec=record.task_spec, status=record.status, metric=record.primary_metric,
                   score=_finite(s.value) if s else None, se=_finite(s.reported_stderr) if s else None,
-                  scored=record.counts.scored, errored=record.counts.errored, run_dir=record.run_dir)
+                  scored=record.counts.scored, errored=record.counts.errored, run_dir=record.run_dir,
+                  mlflow_run_id=record.mlflow_run_id, experiment_name=record.experiment_name)
 
 
 def status_of(code: int) -> JobStatus:
@@ -112,7 +122,7 @@ def default_reason(code: int, records: Sequence[RunRecord], job_dir: Path) -> st
 
 
 def job_result(job: int, job_dir: Path, overrides: Sequence[str], exp: Experiment | None, records: Sequence[RunRecord],
-               code: int, reason: str | None) -> JobResult:
+               code: int, reason: str | None, wall_s: float = 0.0) -> JobResult:
     model = "-"
     spec = next((o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+") in ("task", "suite")), "-")
     if exp is not None:
@@ -124,7 +134,7 @@ def job_result(job: int, job_dir: Path, overrides: Sequence[str], exp: Experimen
     return JobResult(sweep_id=current_sweep_id(), job=job, job_dir=str(job_dir), overrides=list(overrides), model=model,
                      task_spec=spec, status=status_of(code), exit_code=code,
                      reason=reason or default_reason(code, records, job_dir), runs=[job_run(r) for r in records],
-                     host=socket.gethostname(), pid=os.getpid())
+                     host=socket.gethostname(), pid=os.getpid(), wall_s=round(wall_s, 3))
 
 
 def write_job_result(job_dir: Path, result: JobResult) -> Path:
@@ -199,3 +209,45 @@ def summary_table(results: Sequence[JobResult]) -> str:
     for r in failed:
         out.append(f"  job {r.job} ({' '.join(r.overrides)}): {r.reason}  [{r.job_dir}]")
     return "\n".join(out)
+
+
+def log_sweep_parents(sweep_id: str, sweep_dir: Path, results: Sequence[JobResult],
+                      trackings: Sequence[TrackingConfig | None]) -> list[str]:
+    """One MLflow parent run per experiment the sweep wrote to (`evalbench.kind=sweep`), with the
+    jobs' runs nested under it (`mlflow.parentRunId`; a suite job's parent run is nested, its task
+    runs stay under it), the job counts as metrics and the summary table as an artifact. Nested after
+    the launcher returns: jobs may run anywhere and write their runs themselves. `trackings[i]` is
+    job i's tracking config (None or mlflow off: not tracked). Returns the parent run ids."""
+    from mlflow.entities import Metric, Param, RunTag  # heavy; only when a sweep is tracked
+
+    groups: dict[tuple[str, str], tuple[TrackingConfig, list[JobRun]]] = {}
+    for r in results:
+        tracking = trackings[r.job] if r.job < len(trackings) else None
+        if tracking is None or not tracking.mlflow:
+            continue
+        for run in r.runs:
+            if run.mlflow_run_id and run.experiment_name:
+                groups.setdefault((tracking.tracking_uri, run.experiment_name), (tracking, []))[1].append(run)
+    parents: list[str] = []
+    counts = {s: sum(r.status == s for r in results) for s in ("finished", "partial", "untracked", "failed", "missing")}
+    summary = summary_table(results)
+    for (uri, name), (tracking, runs) in groups.items():
+        client = store.client(uri)
+        parent = start_mlflow_run(tracking, name, f"sweep {sweep_id} ({len(results)} jobs)",
+                                  {KIND_TAG: "sweep", SWEEP_ID_TAG: sweep_id, "evalbench.sweep_dir": str(sweep_dir)})
+        children: dict[str, None] = {}
+        for run in runs:
+            tags = store.retry(partial(client.get_run, run.mlflow_run_id), "read a job's run").data.tags
+            children[tags.get(PARENT_TAG) or str(run.mlflow_run_id)] = None  # a suite's task runs stay under it
+        for child in children:
+            store.retry(partial(client.set_tag, child, PARENT_TAG, parent), "nest a job's run")
+        ts = int(time.time() * 1000)
+        metrics = [Metric(f"jobs.{s}", float(n), ts, 0) for s, n in counts.items()]
+        params = [Param("sweep.jobs", str(len(results))), Param("sweep.dir", str(sweep_dir)[:500])]
+        store.retry(partial(client.log_batch, parent, metrics=metrics, params=params,
+                            tags=[RunTag("evalbench.status", "finished")], synchronous=True), "log the sweep")
+        store.retry(partial(client.log_text, parent, summary + "\n", "sweep_summary.txt"), "log the sweep summary")
+        status = "FINISHED" if sweep_exit_code(results) == 0 else "FAILED"
+        store.retry(partial(client.set_terminated, parent, status=status), "finish the sweep run")
+        parents.append(parent)
+    return parents

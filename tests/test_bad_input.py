@@ -122,3 +122,13 @@ def test_a_read_only_output_folder_is_refused_before_any_compute(workdir):
     res = run_engine([f"output_dir={target}", "limit=2", "tracking=none"], workdir, timeout=300)
     assert_refused(res, "is not writable", "output_dir=")
     assert not (workdir / ".cache").exists()  # refused before the cache or the model were touched
+
+
+def test_the_lean_client_without_a_server_is_refused():
+    from pydantic import ValidationError
+
+    from engine.config.schema import ModelConfig
+
+    with pytest.raises(ValidationError, match="model.api_base=<server URL>"):
+        ModelConfig(provider="litellm", name="openai/x", client="lean")
+    assert ModelConfig(provider="litellm", name="openai/x", api_base="http://127.0.0.1:1/v1", client="lean").client == "lean"

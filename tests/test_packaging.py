@@ -6,11 +6,16 @@ them from the development venv: a `.pth` file in the fresh venv's site-packages 
 site-packages. Python only appends that folder to sys.path (it does not process the `.pth` files
 inside it, so the dev venv's editable install of evalbench stays inert): `engine` is imported from
 the wheel, everything else from the dev venv. Commands run from an empty folder, with no PYTHONPATH.
+
+`test_bring_your_own_evals` runs README "Bring your own evals" as written: a user repository made of
+the files that section shows, outside the engine's tree, used through the installed wheel.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "engine", "hydra_plugins", "conf", "data")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def installed(tmp_path_factory) -> Path:
     """The python of a fresh venv holding only the evalbench wheel (plus the dev venv's dependencies)."""
     tmp = tmp_path_factory.mktemp("pkg")
@@ -67,6 +72,8 @@ def test_the_wheel_holds_the_configs_and_the_shipped_data(installed, tmp_path):
     assert Path(conf) == Path(root) / "conf" and Path(root).name == "_shipped"
     assert (Path(conf) / "config.yaml").is_file() and (Path(conf) / "task" / "freshqa.yaml").is_file()
     assert (Path(root) / "data" / "corpus" / "jupiter.md").is_file()
+    static = Path(engine_file).parent / "compare" / "static"  # the comparison viewer's files
+    assert {p.name for p in static.iterdir()} >= {"viewer.html", "viewer.js", "viewer.css", "plots.js"}
 
 
 def test_a_shipped_task_runs_from_an_empty_folder(installed, tmp_path):
@@ -94,3 +101,67 @@ def test_listing_from_an_installed_package(installed, tmp_path):
     assert "task (" in res.stdout and "suite (" in res.stdout
     line = next(ln for ln in res.stdout.splitlines() if ln.strip().startswith("freshqa "))
     assert "builtin" in line
+
+
+def readme_example_files() -> dict[str, str]:
+    """path → text of every file README "Bring your own evals" shows (a code block after `<!-- file: PATH -->`)."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Bring your own evals"):]
+    section = section[:section.index("\n## ", 1)]
+    return {m[1]: m[2] for m in re.finditer(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", section, re.S)}
+
+
+def _runs(folder: Path) -> dict[str, tuple[dict, list[dict]]]:
+    """task spec → (experiment.json, instances) of every run folder below `folder`."""
+    out = {}
+    for exp in folder.rglob("experiment.json"):
+        rec = json.loads(exp.read_text())
+        out[rec["task_spec"]] = rec, [json.loads(ln) for ln in (exp.parent / "instances.jsonl").read_text().splitlines()]
+    return out
+
+
+@pytest.mark.slow
+def test_bring_your_own_evals(installed, tmp_path):
+    repo = tmp_path / "my-repo"
+    files = readme_example_files()
+    assert {"evalbench.yaml", "my_evals/plugin.py", "my_evals/variant/capitals/3shot.yaml"} <= set(files)
+    for path, text in files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+    # from a folder below the repository: evalbench.yaml is found upward, its `imports:` load
+    listed = run(installed, ["-m", "engine.list", "variant"], repo / "my_evals" / "task", **offline)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    rows = {ln.split()[0]: ln for ln in listed.stdout.splitlines()[1:]}
+    assert "my_evals" in rows["capitals:3shot"] and "my_evals.plugin:register_variant" in rows["capitals_shouted:brief"]
+    assert rows["3shot"].split()[1] == "builtin"
+
+    sweep = run(installed, ["-m", "engine", "-m", "suite=my_suite", "model=ckpt_a,ckpt_b", "harness=with_tools",
+                            "hydra.sweep.dir=runs/sweep", "limit=2", "tracking=none", "progress=false"], repo, **offline)
+    assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-3000:]
+    by_model = {name: _runs(repo / "runs" / "sweep" / job) for job, name in (("0", "ckpt-a"), ("1", "ckpt-b"))}
+    for name, runs in by_model.items():
+        assert set(runs) == {"capitals:3shot", "capitals_shouted:brief"}
+        for spec, (rec, instances) in runs.items():
+            assert rec["model"]["name"] == name and rec["harness"] == "with_tools", spec
+            assert rec["config"]["harness"]["tools"] == ["word_count", "submit"]
+            assert len(instances) == 2 and {i["instance_id"] for i in instances} <= {f"c{k}" for k in range(1, 6)}
+            assert all(i["error"] is None and {"contains", "tp", "fp", "fn", "word_f1"} <= set(i["scores"])
+                       for i in instances)
+            f1 = rec["scores"]["word_f1"]
+            assert f1["stderr_method"] == "bootstrap" and f1["n"] == 2 and {"ci_low", "ci_high", "mde"} <= set(f1)
+            assert rec["scores"]["contains"]["stderr_method"] is None and rec["scores"]["contains"]["n"] == 2
+        task = runs["capitals:3shot"][0]["config"]["task"]
+        assert (task["num_fewshot"], task["fewshot"]["seed"]) == (3, 1)  # capitals' own 3shot, not the global one
+        shouted = runs["capitals_shouted:brief"]
+        assert shouted[0]["config"]["task"]["_target_"] == "shouted_qa"
+        assert shouted[0]["config"]["task"]["generation"]["max_tokens"] == 4  # the Python-registered variant
+        assert all("WHAT IS THE CAPITAL OF" in i["prompt_text"] for i in shouted[1])  # the @task class ran
+
+    compared = run(installed, ["-m", "engine.compare", "runs/sweep/1", "runs/sweep/0", "--format", "json"], repo,
+                   EVALBENCH_CACHE=str(tmp_path / "compare-cache"))
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    report = json.loads(compared.stdout)
+    assert {t["task_spec"] for t in report["tasks"]} == {"capitals:3shot", "capitals_shouted:brief"}
+    assert all(t["metric"] == "contains" and t["alignment"]["n_paired"] == 2 for t in report["tasks"])

@@ -179,6 +179,8 @@ class SeriesPoint(Frozen):
     paired_mde_vs_base: float | None = None
     p_value_vs_base: float | None = None
     verdict_vs_base: Verdict | None = None
+    ci_low_vs_base: float | None = None  # 95% CI of the paired Δ (the forest plot's whiskers)
+    ci_high_vs_base: float | None = None
 
 
 class SeriesTask(Frozen):

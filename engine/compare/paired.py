@@ -307,6 +307,14 @@ def side_label(runs: Sequence[RunData]) -> str:
     return ", ".join(labels) if labels else "?"
 
 
+def _why_unpaired(ra: RunData, rb: RunData) -> str:
+    sides = [side for side, r in (("A", ra), ("B", rb)) if r.record.aggregate_only]
+    if sides:
+        return (f"{' and '.join(sides)}'s run is aggregate-only (its external eval reported no per-question "
+                "scores): there is nothing to pair")
+    return "no question scored on both sides"
+
+
 def compare_runs(
     runs_a: Sequence[RunData],
     runs_b: Sequence[RunData],
@@ -330,7 +338,7 @@ def compare_runs(
             continue
         tc, d = _compare_task(ra, rb, metric, table)
         if tc.alignment.n_paired == 0:
-            unmatched.append(UnmatchedTask(side="both", task_spec=tc.task_spec, task_hash=h, reason="no question scored on both sides"))
+            unmatched.append(UnmatchedTask(side="both", task_spec=tc.task_spec, task_hash=h, reason=_why_unpaired(ra, rb)))
         tasks.append(tc)
         diffs.append(d)
     for h, rb in by_b.items():
@@ -342,6 +350,10 @@ def compare_runs(
     if not any(t.alignment.n_paired for t in tasks):
         specs_a = ", ".join(sorted(r.info.task_spec for r in by_a.values())) or "none"
         specs_b = ", ".join(sorted(r.info.task_spec for r in by_b.values())) or "none"
+        agg = [u.reason for u in unmatched if "aggregate-only" in u.reason]
+        if agg:
+            raise CompareError(f"A ({la}) and B ({lb}) cannot be compared question by question: {agg[0]}. "
+                               "Re-run the external eval with per-sample logging (for the inspect wrapper, `external.args.log_samples=true`).")
         raise CompareError(
             f"A ({la}) and B ({lb}) have no question in common: runs are aligned by task hash and "
             f"instance id, and no (task hash, instance id) pair is scored on both sides. A has tasks "

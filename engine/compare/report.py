@@ -150,7 +150,8 @@ def series_table(report: SeriesReport) -> str:
 def series_csv(report: SeriesReport) -> str:
     buf = io.StringIO()
     fields = ["task_spec", "metric", "step", "model_label", "value", "n", "stderr", "ci_low", "ci_high", "mde",
-              "delta_vs_base", "paired_mde_vs_base", "p_value_vs_base", "verdict_vs_base", "run_dir"]
+              "delta_vs_base", "paired_mde_vs_base", "p_value_vs_base", "verdict_vs_base", "ci_low_vs_base",
+              "ci_high_vs_base", "run_dir"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for t in report.tasks:

@@ -61,7 +61,8 @@ def build_series(runs: Sequence[RunData], metric: str | None = None, task: str |
                     tc = None
                 if tc is not None:
                     extra = dict(delta_vs_base=tc.stats.delta, paired_mde_vs_base=tc.stats.mde,
-                                 p_value_vs_base=tc.stats.p_value, verdict_vs_base=tc.verdict)
+                                 p_value_vs_base=tc.stats.p_value, verdict_vs_base=tc.verdict,
+                                 ci_low_vs_base=tc.stats.ci_low, ci_high_vs_base=tc.stats.ci_high)
             se = s.reported_stderr
             points.append(
                 SeriesPoint(

@@ -18,6 +18,7 @@ from engine.compare.query import FILTERS, SORTS, QueryIndex
 from engine.compare.report import series_csv, to_csv
 
 STATIC = {"/": ("viewer.html", "text/html; charset=utf-8"), "/viewer.js": ("viewer.js", "text/javascript; charset=utf-8"),
+          "/plots.js": ("plots.js", "text/javascript; charset=utf-8"),
           "/viewer.css": ("viewer.css", "text/css; charset=utf-8")}
 QUESTION_CSV_FIELDS = ("task_spec", "instance_id", "score_a", "score_b", "delta", "status", "note")
 

@@ -1,16 +1,15 @@
-"""Hydra composition helpers: config names, task specs (`task:variant:variant`), validation.
+"""Hydra composition helpers: task specs (`task:variant:variant`), validation, the one config path.
 
-Config groups are looked up in every folder of `engine.config.paths.config_sources()` (the user's
-folders first, the built-in `conf/` last); Hydra sees the same folders through the search-path
-plugin (docs/architecture.md, "Paths").
+Which names exist and where their files are: engine/config/entries.py (the user's folders first,
+the built-in `conf/` last; per-task variants); file paths inside them: engine/config/anchors.py
+(docs/architecture.md, "Paths").
 """
 
 from __future__ import annotations
 
 import itertools
-import sys
+import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -18,21 +17,28 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from engine.config.errors import ConfigError, format_validation_error, unknown_name_error
-from engine.config.paths import (
-    conf_dir,
-    config_sources,
-    parse_searchpath_value,
-    project_root,
-    set_cli_searchpath,
+from engine.config.anchors import anchor_paths
+from engine.config.entries import (  # noqa: F401 - re-exported: the lookups callers know from here
+    GROUPS,
+    Entry,
+    check_name,
+    default_task,
+    entries,
+    entry,
+    known_names,
+    task_variants,
+    variant_contents,
+    variant_entry,
 )
+from engine.config.errors import ConfigError, format_validation_error
+from engine.config.paths import conf_dir, config_sources, parse_searchpath_value, set_cli_searchpath
 from engine.config.plugins import load_plugins
+from engine.config.project_imports import preload_plugins, project_imports
 from engine.config.schema import DataConfig, Experiment, SuiteConfig, TaskConfig
-from engine.config.variants import check_variant_conflicts, load_variant_files
+from engine.config.variants import check_variant_conflicts
 
-GROUPS = ("task", "variant", "suite", "harness", "model", "tracking")
 TASK_DEFAULTS = "_task_defaults"  # conf/config.yaml lists it first in its defaults
 
 
@@ -53,119 +59,6 @@ def task_defaults() -> dict[str, Any]:
 ConfigStore.instance().store(name=TASK_DEFAULTS, node=task_defaults())
 
 
-class Entry(BaseModel):
-    """One named config file of a group, and the folder it comes from."""
-
-    model_config = ConfigDict(frozen=True)
-
-    group: str
-    name: str
-    path: Path
-    origin: str  # "builtin" or the user's folder
-    overrides_builtin: bool = False
-
-    @property
-    def builtin(self) -> bool:
-        return self.origin == "builtin"
-
-
-_noticed: set[tuple[str, str]] = set()
-
-
-def variant_paths() -> dict[str, Path]:
-    return {name: e.path for name, e in entries("variant").items()}
-
-
-def entries(group: str) -> dict[str, Entry]:
-    """name → Entry of a group; for a name found in several folders, the highest-precedence one."""
-    found: dict[str, Entry] = {}
-    for source in config_sources():
-        folder = source.path / group
-        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
-            if path.stem.startswith("_"):
-                continue
-            if path.stem not in found:
-                found[path.stem] = Entry(group=group, name=path.stem, path=path, origin=source.origin)
-            elif source.builtin:
-                found[path.stem] = found[path.stem].model_copy(update={"overrides_builtin": True})
-    return dict(sorted(found.items()))
-
-
-def known_names(group: str) -> list[str]:
-    return list(entries(group))
-
-
-def check_name(group: str, name: str) -> None:
-    if name not in entries(group):
-        raise unknown_name_error(group, name, known_names(group))
-
-
-def entry(group: str, name: str) -> Entry:
-    """The file a name selects; a user's file replacing a built-in one is noticed once, on stderr."""
-    found = entries(group).get(name)
-    if found is None:
-        raise unknown_name_error(group, name, known_names(group))
-    if found.overrides_builtin and (group, name) not in _noticed:
-        _noticed.add((group, name))
-        print(f"notice: {group} '{name}' is {found.path}, which overrides the built-in one.", file=sys.stderr)
-    return found
-
-
-def _anchor(value: Any, raw: Any, base: Path, builtin: bool) -> Any:
-    """A relative file path written in a config file, resolved beside the file, never from the working
-    directory: a user's file names paths relative to its own folder (made absolute when they exist
-    there); a built-in file names paths relative to the project root, which `resolve_project_path`
-    finds unless the working directory holds the same relative path, so only then is it made
-    absolute (a built-in task's hash stays the same in every checkout and install). Values the
-    command line changed are left as typed."""
-    if isinstance(value, str) and value == raw and "://" not in value and not Path(value).expanduser().is_absolute():
-        here = base / value
-        if here.exists() and (not builtin or Path(value).exists() and not Path(value).resolve() == here.resolve()):
-            return str(here)
-        return value
-    if isinstance(value, list) and isinstance(raw, list) and len(value) == len(raw):
-        return [_anchor(v, r, base, builtin) for v, r in zip(value, raw, strict=True)]
-    if isinstance(value, dict) and isinstance(raw, dict):
-        return {k: _anchor(v, raw.get(k), base, builtin) for k, v in value.items()}
-    return value
-
-
-def _file_values(found: Entry) -> dict[str, Any]:
-    data = OmegaConf.to_container(OmegaConf.load(found.path), resolve=False)
-    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def _typed(keys: frozenset[str], dotted: str) -> bool:
-    """Whether the command line set `dotted` or a key above it (`task.data=...`); `task=NAME` selects a
-    file and sets no key."""
-    parts = dotted.split(".")
-    return any(".".join(parts[:i]) in keys for i in range(2, len(parts) + 1))
-
-
-def anchor_paths(group: str, name: str | None, data: dict[str, Any], typed: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """`data` (a composed task or harness) with the file paths its config file names anchored:
-    a task's `data.data_files`, a harness's `tool_options.<tool>.corpus`; a key in `typed` (set on
-    the command line, e.g. `task.data.data_files`) is left as typed."""
-    if not name or name not in entries(group):
-        return data
-    found = entry(group, name)
-    base = project_root() if found.builtin else found.path.parent
-    raw = _file_values(found)
-    out = dict(data)
-    if group == "task" and isinstance(out.get("data"), dict) and not _typed(typed, "task.data.data_files"):
-        raw_files = (raw.get("data") or {}).get("data_files")
-        out["data"] = {**out["data"], "data_files": _anchor(out["data"].get("data_files"), raw_files, base, found.builtin)}
-    if group == "harness" and isinstance(out.get("tool_options"), dict):
-        raw_opts = raw.get("tool_options") or {}
-        out["tool_options"] = {
-            tool: {**opts, "corpus": _anchor(opts["corpus"], (raw_opts.get(tool) or {}).get("corpus"), base, found.builtin)}
-            if isinstance(opts, dict) and "corpus" in opts and not _typed(typed, f"harness.tool_options.{tool}.corpus")
-            else opts
-            for tool, opts in out["tool_options"].items()
-        }
-    return out
-
-
 def parse_task_spec(spec: str) -> tuple[str, list[str]]:
     """`mmlu:rc:5shot` → ("mmlu", ["rc", "5shot"]); each name is checked."""
     parts = [p.strip() for p in spec.split(":")]
@@ -173,9 +66,7 @@ def parse_task_spec(spec: str) -> tuple[str, list[str]]:
         raise ConfigError(f"Task spec {spec!r} has an empty part: write `task` or `task:variant[:variant...]`, "
                           "e.g. `mmlu:rc` (no leading, trailing or doubled `:`).")
     check_name("task", parts[0])
-    for v in parts[1:]:
-        check_name("variant", v)
-    check_variant_conflicts(load_variant_files(variant_paths(), parts[1:]))
+    check_variant_conflicts(variant_contents(parts[0], parts[1:]))  # each name resolved for this task
     return parts[0], parts[1:]
 
 
@@ -205,9 +96,8 @@ def _compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
 def compose_task(spec: str) -> TaskConfig:
     """The task config a spec names: the task file with its variant files merged, as the CLI does."""
     name, variants = parse_task_spec(spec)
-    for v in variants:
-        entry("variant", v)
-    overrides = [f"task={name}"] + ([f"variant=[{','.join(variants)}]"] if variants else [])
+    options = [variant_entry(name, v).option for v in variants]
+    overrides = [f"task={name}"] + ([f"variant=[{','.join(options)}]"] if variants else [])
     cfg = _compose(overrides)
     data: dict[str, Any] = OmegaConf.to_container(cfg.task, resolve=True)  # type: ignore[assignment]
     data = anchor_paths("task", name, data)
@@ -219,12 +109,13 @@ def compose_task(spec: str) -> TaskConfig:
 
 
 def variants_of(choice: Any) -> list[str]:
+    """The variant names of a `variant=` choice, as a spec writes them (`<task>/3shot` → `3shot`)."""
     if choice in (None, "null", ""):
         return []
     if isinstance(choice, str):
         text = choice.strip("[]")
-        return [v.strip() for v in text.split(",") if v.strip()]
-    return [str(v) for v in choice]
+        return [v.strip().rpartition("/")[2] for v in text.split(",") if v.strip()]
+    return [str(v).rpartition("/")[2] for v in choice]
 
 
 def experiment_from_cfg(
@@ -235,15 +126,18 @@ def experiment_from_cfg(
     keys the `overrides` set."""
     data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     data.pop("variant", None)
-    load_plugins(data.get("imports"))  # before validation: user modules register their task/scorer/tool names
+    given = data.get("imports") or []
+    data["imports"] = list(dict.fromkeys([*project_imports(), *([given] if isinstance(given, str) else given)]))
+    load_plugins(data["imports"])  # before validation: user modules register their task/scorer/tool names
     choices = choices or {}
     if choices.get("task") is None and isinstance(data.get("task"), dict) and "name" not in data["task"]:
         data["task"] = None  # `~task` (a suite alone): only the shared task defaults are left
     for group in ("task", "suite", "harness", "model", "tracking"):
         if isinstance(choices.get(group), str) and choices[group] in entries(group):
             entry(group, choices[group])  # the notice, when a user's file replaces a built-in one
+    task_choice = choices.get("task") if isinstance(choices.get("task"), str) else None
     for v in variants or []:
-        entry("variant", v)
+        variant_entry(task_choice, v)
     for group in ("task", "harness"):
         if isinstance(data.get(group), dict):
             data[group] = anchor_paths(group, choices.get(group), data[group], typed_keys(overrides))
@@ -272,7 +166,10 @@ def validate_cli_names(args: list[str]) -> None:
         for name in names:
             if key in ("task", "suite") and ":" in name:
                 continue
-            check_name(key, name)
+            if key == "variant":
+                variant_entry(None, name)  # `<task>/<name>` (resolved by `resolve_variant_overrides`) or global
+            else:
+                check_name(key, name)
 
 
 def searchpath_args(args: list[str]) -> list[str]:
@@ -308,8 +205,55 @@ def task_list(args: list[str]) -> list[str] | None:
     return [s.strip() for s in given[-1].strip("[]").split(",") if s.strip()]
 
 
+def _chosen_tasks(args: Sequence[str]) -> list[str] | None:
+    """The task names the overrides select (several for a sweep `task=a,b`; the default task when none
+    is named), or None for a task list `task=[a,b]` (each spec resolves its own variants)."""
+    given = [a.partition("=")[2].strip() for a in args if a.partition("=")[0].lstrip("+") == "task"]
+    if not given:
+        return [t] if (t := default_task()) else []
+    if given[-1].startswith("["):
+        return None
+    return [t.strip() for t in given[-1].split(",") if t.strip() and t.strip() != "null"]
+
+
+_OPTION = re.compile(r"[^\s\[\],'\"]+")
+
+
+def resolve_variant_overrides(args: list[str]) -> list[str]:
+    """`variant=` names as Hydra options for the chosen task: with `task=internal_freshqa`,
+    `variant=[3shot,rc]` → `variant=[internal_freshqa/3shot,rc]` when that task has its own `3shot`
+    (a per-task variant wins over the global one of the same name). Unknown names: ConfigError."""
+    tasks = _chosen_tasks(args)
+    if tasks is None:
+        return args
+
+    def option(match: re.Match[str]) -> str:
+        name = match.group()
+        if "/" in name:
+            return variant_entry(None, name).option
+        found = {variant_entry(t, name).option for t in tasks} if tasks else {variant_entry(None, name).option}
+        if len(found) > 1:
+            raise ConfigError(
+                f"Variant '{name}' is a per-task variant of some of the swept tasks ({', '.join(sorted(found))}), so "
+                f"one `variant={name}` cannot select it for each job. Fix: run one sweep per task "
+                f"(`-m task={tasks[0]} variant={name} ...`)."
+            )
+        return found.pop()
+
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") == "variant" and value not in ("", "null"):
+            arg = f"{key}={_OPTION.sub(option, value)}"
+        out.append(arg)
+    return out
+
+
 def expand_spec_overrides(args: list[str]) -> list[str]:
-    """`task=freshqa:zero` (a task spec) → `task=freshqa variant=[zero]`, merged with any `variant=`."""
+    """`task=freshqa:zero` (a task spec) → `task=freshqa variant=[zero]`, merged with any `variant=`;
+    variant names resolved for the task (`resolve_variant_overrides`). Plugin modules named before
+    composition (`evalbench.yaml`, `imports=`) load first: they may register variants."""
+    preload_plugins(args)
     out: list[str] = []
     extra: list[str] = []
     for arg in args:
@@ -321,11 +265,11 @@ def expand_spec_overrides(args: list[str]) -> list[str]:
         else:
             out.append(arg)
     if not extra:
-        return out
+        return resolve_variant_overrides(out)
     given = [a for a in out if a.partition("=")[0].lstrip("+") == "variant"]
     before = variants_of(given[-1].partition("=")[2]) if given else []
     out = [a for a in out if a not in given]
-    return [*out, f"variant=[{','.join([*extra, *before])}]"]
+    return resolve_variant_overrides([*out, f"variant=[{','.join([*extra, *before])}]"])
 
 
 def _compose_checked(overrides: list[str]) -> DictConfig:
@@ -361,6 +305,7 @@ def _adhoc_suite(specs: list[str], overrides: list[str]) -> SuiteConfig:
 def compose_experiment(overrides: list[str]) -> Experiment:
     """Compose the configuration the overrides name and validate it: the one config path of a run."""
     use_cli_searchpath(overrides)
+    overrides = expand_spec_overrides(overrides)  # idempotent: the CLI has expanded them already
     specs = task_list(overrides)
     suite = _adhoc_suite(specs, overrides) if specs else None
     if specs:
@@ -368,7 +313,8 @@ def compose_experiment(overrides: list[str]) -> Experiment:
     validate_cli_names(overrides)
     cfg = _compose_checked(overrides)
     choice = next((o.split("=", 1)[1] for o in reversed(overrides) if o.lstrip("+").startswith("variant=")), None)
-    check_variant_conflicts(load_variant_files(variant_paths(), variants_of(choice)))
+    task = OmegaConf.select(cfg, "hydra.runtime.choices.task")
+    check_variant_conflicts(variant_contents(task if isinstance(task, str) else None, variants_of(choice)))
     if not any(o.lstrip("+").startswith("output_dir=") for o in overrides):
         cfg.output_dir = str(OmegaConf.select(cfg, "hydra.run.dir"))  # what Hydra's own run would use
     choices = dict(OmegaConf.to_container(cfg.hydra.runtime.choices))  # type: ignore[arg-type]

@@ -1,8 +1,8 @@
-"""Names a config may use that code defines: task classes, scorers, tools, scaffolds.
+"""Names a config may use that code defines: task classes, scorers, metrics, tools, scaffolds.
 
 Config sits below the packages that define them (docs/architecture.md, "Extensions"), so it lists
 the built-in names here and each package's registry declares every name it adds (`on_add`): a
-user's `@task`, `@scorer`, `@tool` or `@scaffold`, imported by `engine.config.plugins` before the
+user's `@task`, `@scorer`, `@metric`, `@tool` or `@scaffold`, imported by `engine.config.plugins` before the
 experiment is validated, is then a known name. `tests/test_plugins.py` checks that the built-in
 lists match the registries.
 """
@@ -13,9 +13,15 @@ from typing import Literal
 
 from engine.api import unknown_name_message
 
-Kind = Literal["task", "scorer", "tool", "scaffold"]
+Kind = Literal["task", "scorer", "metric", "tool", "scaffold"]
 
-DECORATORS: dict[str, str] = {"task": "@task", "scorer": "@scorer", "tool": "@tool", "scaffold": "@scaffold"}
+DECORATORS: dict[str, str] = {"task": "@task", "scorer": "@scorer", "metric": "@metric", "tool": "@tool",
+                              "scaffold": "@scaffold"}
+
+# What the engine itself writes per instance (engine/scoring/scorers.py, code_exec.py): a `@metric` may
+# not take one of these names, or it would replace the engine's own score.
+ENGINE_METRICS = frozenset({"acc", "acc_none", "acc_per_token", "acc_per_char", "acc_uncond", "bpb", "exact_match",
+                            "pass", "contains", "relaxed_match", "judge"})
 
 # Built-in scorers with the metric each writes (engine/scoring/scorers.py, engine/scoring/judge.py).
 BUILTIN_SCORERS: dict[str, tuple[str, ...]] = {
@@ -24,6 +30,7 @@ BUILTIN_SCORERS: dict[str, tuple[str, ...]] = {
 BUILTIN: dict[str, frozenset[str]] = {
     "task": frozenset({"hellaswag", "winogrande", "humaneval"}),  # engine/tasks/{olmes,code}.py
     "scorer": frozenset(BUILTIN_SCORERS),
+    "metric": frozenset(),  # the engine's own metrics are no `@metric`s (engine/scoring/metrics.py)
     "tool": frozenset({"python_exec", "bash", "search", "fetch_page", "submit"}),  # engine/harness/builtin.py
     # single_turn is no scaffold class: one request, no loop (engine/harness/build.py).
     "scaffold": frozenset({"single_turn", "tool_loop", "multi_turn", "openai_agents"}),
@@ -33,7 +40,7 @@ _declared: dict[str, dict[str, tuple[str, ...]]] = {kind: {} for kind in BUILTIN
 
 
 def declare(kind: Kind, name: str, metrics: tuple[str, ...] = ()) -> None:
-    """A registry added `name` (a scorer also says which metrics it writes)."""
+    """A registry added `name` (a scorer also says which metrics it writes, a metric which it reads)."""
     _declared[kind][name] = metrics
 
 
@@ -56,3 +63,15 @@ def check_known(kind: Kind, name: str, where: str) -> None:
     """ValueError (a pydantic validator's error) naming the closest known names and how to register one."""
     if name not in known(kind):
         raise ValueError(unknown_name_message(kind, name, known(kind), DECORATORS[kind], where).rstrip("."))
+
+
+def check_metric_inputs(metrics: list[str], produced: set[str] | None, task: str) -> None:
+    """ValueError if a `@metric` the task names reads a per-instance score the task does not produce."""
+    for name in metrics:
+        missing = sorted(set(_declared["metric"].get(name, ())) - produced) if produced is not None else []
+        if missing:
+            raise ValueError(
+                f"`task.metrics` names {name!r}, which reads the per-instance score(s) {', '.join(missing)}, but task "
+                f"'{task}' produces only {', '.join(sorted(produced or ())) or '(none)'}. Fix: add the scorer that "
+                f"writes {missing[0]!r} to `task.scorers`, or change the metric's `inputs`"
+            )

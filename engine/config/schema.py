@@ -168,6 +168,9 @@ class TaskConfig(_Config):
     generation: GenerationConfig = GenerationConfig()
     extract: Literal["none", "last_number", "gsm8k", "letter", "first_line", "answer_is"] = "none"
     scorers: list[str] = []
+    # A user's `@metric`s (engine/scoring/registry.py). Not part of the task hash: the same questions,
+    # prompts and answers, so runs with and without a metric still pair in engine.compare.
+    metric_names: list[str] = Field(default=[], alias="metrics", exclude=True)
     primary_metric: str = "acc"
     aggregation: Literal["mean", "macro"] = "mean"
     sample_size: int | None = None  # OLMES: 1,000 sampled instances when the split is larger
@@ -209,6 +212,13 @@ class TaskConfig(_Config):
             names.check_known("scorer", name, "`task.scorers`")
         return v
 
+    @field_validator("metric_names")
+    @classmethod
+    def _known_metrics(cls, v: list[str]) -> list[str]:
+        for name in v:
+            names.check_known("metric", name, "`task.metrics`")
+        return v
+
     @field_validator("target")
     @classmethod
     def _known_task_class(cls, v: str | None) -> str | None:
@@ -235,7 +245,8 @@ class TaskConfig(_Config):
                     out |= set(names.scorer_metrics(s))
             if "pass" in out:
                 out |= {f"pass@{k}" for k in self.pass_at_k}
-            runs.append(out)
+            names.check_metric_inputs(self.metric_names, out, self.name)
+            runs.append(out | set(self.metric_names))
         return set.intersection(*runs)
 
     @model_validator(mode="after")
@@ -303,6 +314,17 @@ class ModelConfig(_Config):
     timeout_s: float = 120.0
     # litellm only: the server returns prompt logprobs (vLLM echo), so loglikelihood is exact.
     supports_prompt_logprobs: bool = False
+    # litellm only: how generate requests travel. auto: the lean pooled OpenAI-compatible client for
+    # `openai/...` models with an api_base, litellm otherwise; both give identical records.
+    client: Literal["auto", "litellm", "lean"] = "auto"
+
+    @model_validator(mode="after")
+    def _lean_needs_a_server(self) -> ModelConfig:
+        if self.client == "lean" and (self.provider != "litellm" or not self.api_base):
+            raise ValueError(
+                "model.client=lean sends requests to an OpenAI-compatible server, so it needs "
+                "model.provider=litellm and model.api_base=<server URL>; set them, or use model.client=auto")
+        return self
 
 
 class HarnessConfig(_Config):

@@ -28,7 +28,9 @@ class TaskRun(BaseModel):
 
 def load_suite(name: str) -> SuiteConfig:
     """The suite file a name selects, from the user's config folders or the built-in ones."""
-    data = OmegaConf.to_container(OmegaConf.load(entry("suite", name).path), resolve=True)
+    path = entry("suite", name).path
+    assert path is not None  # only Python-registered variants have no file
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     try:
         return SuiteConfig.model_validate(data)
     except ValidationError as err:

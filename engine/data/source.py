@@ -143,11 +143,60 @@ def _go_offline() -> None:
     huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
+_SCALARS = (str, int, float, bool)
+
+
+def _plain_json_lines(cfg: DataConfig, files: Any, split: str) -> list[dict[str, Any]] | None:
+    """The rows of plain local JSON Lines files, read without `datasets` (importing it costs ~1 s
+    before the first request, and as much again at exit), or None whenever `datasets` could type
+    them differently: rows with different keys, a column mixing types (int and float), nested
+    objects, a JSON array file, a line that is not an object, a missing file, an unknown split.
+    Then `datasets` reads them as before, with its own errors."""
+    if cfg.path != "json" or (split != "train" and not isinstance(files, dict)):
+        return None
+    paths = _split_files(files, split)
+    if not paths or not all(os.path.isfile(p) for p in paths):
+        return None
+    rows: list[dict[str, Any]] = []
+    try:
+        for path in paths:
+            rows += [json.loads(line) for line in _read_text(path).splitlines() if line.strip()]
+    except ValueError:
+        return None
+    if not rows or not all(type(r) is dict for r in rows):
+        return None
+    keys = list(rows[0])
+    key_set = set(keys)
+    if any(set(r) != key_set for r in rows):
+        return None
+    for k in keys:
+        seen = {_kind(r[k]) for r in rows} - {None}
+        if len(seen) > 1 or "?" in seen:
+            return None
+    return [{k: r[k] for k in keys} for r in rows]
+
+
+def _kind(value: Any) -> str | None:
+    """A value's column type as `datasets` infers it; "?" when this reader does not decide it."""
+    if value is None:
+        return None
+    if type(value) in _SCALARS:
+        return "?" if type(value) is int and abs(value) >= 2**63 else type(value).__name__
+    if type(value) is list:  # a list of one scalar type; empty, nested or mixed lists are left to datasets
+        inner = {_kind(v) for v in value}
+        if len(inner) == 1 and (kind := next(iter(inner))) in ("str", "int", "float", "bool"):
+            return f"list[{kind}]"
+        return "?"
+    return "?"
+
+
 def load_rows(cfg: DataConfig, split: str | None = None) -> list[dict[str, Any]]:
     """Load one split as a list of row dicts."""
     split = split or cfg.split
     files = _resolve_files(cfg.data_files)
     local = cfg.path in _LOCAL_BUILDERS
+    if local and (plain := _plain_json_lines(cfg, files, split)) is not None:
+        return _kept(cfg, plain, split, files, local)
     # Short hub timeouts so a closed network fails fast instead of hanging.
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
@@ -189,7 +238,11 @@ def load_rows(cfg: DataConfig, split: str | None = None) -> list[dict[str, Any]]
         if local:
             raise _local_load_error(cfg, split, files, err) from err
         raise
-    rows = [dict(r) for r in ds]
+    return _kept(cfg, [dict(r) for r in ds], split, files, local)
+
+
+def _kept(cfg: DataConfig, rows: list[dict[str, Any]], split: str, files: Any, local: bool) -> list[dict[str, Any]]:
+    """The rows after `task.data.exclude`; none at all is an error."""
     if cfg.exclude:
         rows = [r for r in rows if not any(str(r.get(c)) in vals for c, vals in cfg.exclude.items())]
     if not rows:

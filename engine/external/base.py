@@ -8,12 +8,13 @@ against the model gateway) and reads the benchmark's per-sample output back
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from pydantic import BaseModel, ConfigDict
 
 from engine.config.errors import ConfigError
 from engine.config.schema import Experiment, ExternalConfig, TaskConfig
+from engine.external.images import ImageRecipe
 
 
 class ExternalSample(BaseModel):
@@ -44,6 +45,18 @@ class OutputError(Exception):
     """The benchmark finished but its output cannot be read: the run fails with this message."""
 
 
+class ExternalItem(BaseModel):
+    """One selected instance as the engine built it (for wrappers that write their own dataset)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    query: str
+    choices: list[str] | None = None
+    gold: int | str | None = None  # choice index for choice tasks
+    cluster: str | None = None
+
+
 class WrapperContext(BaseModel):
     """What a wrapper needs to build its command."""
 
@@ -57,6 +70,14 @@ class WrapperContext(BaseModel):
     model_dir: str | None  # the hf checkpoint (tokenizer) when there is one
     rows: list[dict[str, Any]]  # the selected rows (limit applied as for native runs)
     workdir: Path
+    items: list[ExternalItem] = []  # the same instances, built
+    # Where the benchmark sees `workdir` (inside its container); None: on the host, as is.
+    inner_workdir: str | None = None
+
+    def bench_path(self, *parts: str) -> str:
+        """A path under the work dir as the benchmark's process sees it."""
+        root = self.inner_workdir if self.inner_workdir is not None else str(self.workdir)
+        return "/".join([root.rstrip("/"), *parts])
 
 
 class Wrapper(Protocol):
@@ -70,6 +91,18 @@ class Wrapper(Protocol):
 
     def parse(self, ctx: WrapperContext) -> ExternalOutput:
         """Read the benchmark's output under ctx.workdir; raise OutputError when it cannot."""
+
+
+class SandboxedWrapper(Wrapper, Protocol):
+    """A wrapper whose benchmark runs in a container of its own image (SandboxedExternalEval,
+    engine/external/sandboxed.py): `command` gives the argv inside the container."""
+
+    def recipe(self) -> ImageRecipe:
+        """The image: the sandbox base image plus the benchmark's pinned packages."""
+
+
+def is_sandboxed(wrapper: Wrapper) -> TypeGuard[SandboxedWrapper]:
+    return callable(getattr(wrapper, "recipe", None))
 
 
 def wrapper_for(name: str, wrappers: dict[str, Wrapper]) -> Wrapper:

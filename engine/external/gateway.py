@@ -15,6 +15,7 @@ loglikelihood path of lm-eval's `local-completions`; hf provider only).
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 import traceback
@@ -122,9 +123,12 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
 class ModelGateway:
     """`async with ModelGateway(core) as gw:` serves the core's model at `gw.base_url` until exit."""
 
-    def __init__(self, core: RunnerCore, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, core: RunnerCore, host: str = "127.0.0.1", port: int = 0, unix_path: str | None = None):
         self.core = core
         self.host, self.port = host, port
+        # Also served on this unix socket: the one way out of a sandboxed external eval's container
+        # (engine/external/sandboxed.py), which has no network.
+        self.unix_path = unix_path
         self.model_name = core.provider.identity.name
         self.served: list[ServedRequest] = []
         self._runner: web.AppRunner | None = None
@@ -143,6 +147,9 @@ class ModelGateway:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # port 0: the one bound
+        if self.unix_path is not None:
+            await web.UnixSite(self._runner, self.unix_path).start()
+            os.chmod(self.unix_path, 0o666)  # the container's unprivileged user connects to it
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -27,7 +27,8 @@ from engine.external.base import ExternalOutput, ExternalSample, OutputError, Wr
 
 VERSION = "0.4.13"
 # benchmarks/requirements-lm-eval.txt holds the same pins (a test keeps them equal).
-REQUIREMENTS = ("lm-eval[api]==0.4.13", "torch==2.13.0", "transformers==5.24.0", "tokenizers==0.23.3")
+REQUIREMENTS = ("lm-eval[api]==0.4.13", "accelerate==1.15.0", "torch==2.13.0", "transformers==5.24.0",
+                "tokenizers==0.23.3")  # accelerate: lm-eval's `hf` backend (benchmarks/loglikelihood_speed.py)
 
 # lm-eval task YAMLs over local rows: `{data_file}` is the selected rows (JSON Lines). HellaSwag is
 # lm-eval's own definition (lm_eval/tasks/hellaswag: doc_to_text, choices, metrics, `preprocess`);
@@ -72,8 +73,22 @@ def process_docs(dataset):
 }
 
 
+def venv_dirs() -> list[Path]:
+    """Where the venv may be, in order: `EVALBENCH_VENVS`, the evalbench home, the default home. A test
+    worker's private EVALBENCH_HOME (tests/conftest.py) still finds the venv built in the real home."""
+    roots = [Path(os.environ["EVALBENCH_VENVS"])] if os.environ.get("EVALBENCH_VENVS") else []
+    roots += [evalbench_home() / "venvs", Path.home() / ".cache" / "evalbench" / "venvs"]
+    return [root / "lm-eval" for root in dict.fromkeys(roots)]
+
+
+def _has_lm_eval(venv: Path) -> bool:
+    return (venv / "bin" / "python").exists() and any(venv.glob("lib/python*/site-packages/lm_eval/__init__.py"))
+
+
 def venv_dir() -> Path:
-    return evalbench_home() / "venvs" / "lm-eval"
+    """The first of `venv_dirs` with lm_eval installed, else the first (where `venvs lm_eval` creates it)."""
+    dirs = venv_dirs()
+    return next((d for d in dirs if _has_lm_eval(d)), dirs[0])
 
 
 def interpreter(external: ExternalConfig) -> Path:
@@ -94,7 +109,7 @@ class LmEvalWrapper:
             )
         python = interpreter(external)
         default = python == venv_dir() / "bin" / "python"
-        installed = python.exists() and (not default or any(venv_dir().glob("lib/python*/site-packages/lm_eval/__init__.py")))
+        installed = python.exists() and (not default or _has_lm_eval(venv_dir()))
         if not installed:
             raise ConfigError(
                 f"The external eval wrapper 'lm_eval' needs lm-evaluation-harness {VERSION} in its own venv, and "

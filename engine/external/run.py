@@ -25,16 +25,38 @@ from engine.config.compose import compose_task
 from engine.config.errors import ConfigError
 from engine.config.schema import Experiment, ExternalConfig
 from engine.config.suites import TaskRun
-from engine.external.base import ExternalOutput, ExternalSample, OutputError, Wrapper, WrapperContext, wrapper_for
+from engine.external.base import (
+    ExternalItem,
+    ExternalOutput,
+    ExternalSample,
+    OutputError,
+    Wrapper,
+    WrapperContext,
+    is_sandboxed,
+    wrapper_for,
+)
 from engine.external.gateway import ModelGateway, ServedRequest
+from engine.external.images import ensure_image, image_exists, image_tag
+from engine.external.inspect_wrapper import InspectWrapper
 from engine.external.lm_eval import LmEvalWrapper
+from engine.external.sandboxed import (
+    GATEWAY_DIR,
+    PROXY_PORT,
+    SOCKET_NAME,
+    WORK,
+    ExternalContainer,
+    container_limits,
+    prepare_dirs,
+    run_in_container,
+)
 from engine.models import resolve_model_dir
 from engine.record.atomic import atomic_write_lines
 from engine.runner.core import RunnerCore
 from engine.runner.task_run import TaskResult, prepare, run_dir_for
-from engine.tasks import build_task
+from engine.tasks import Instance, build_task
 
-WRAPPERS: dict[str, Wrapper] = {"lm_eval": LmEvalWrapper()}
+WRAPPERS: dict[str, Wrapper] = {"lm_eval": LmEvalWrapper(), "inspect": InspectWrapper()}
+INNER_BASE_URL = f"http://127.0.0.1:{PROXY_PORT}/v1"  # the gateway as a sandboxed benchmark reaches it
 STDERR_TAIL = 4000  # characters of the benchmark's stderr kept in a failed run's record
 
 
@@ -52,13 +74,15 @@ def task_hash_of(task_run: TaskRun) -> str:
 
 
 def _context(task_run: TaskRun, exp: Experiment, core: RunnerCore | None, base_url: str, workdir: Path,
-             rows: list[dict[str, Any]]) -> WrapperContext:
+             instances: list[Instance], inner_workdir: str | None = None) -> WrapperContext:
     model_dir = getattr(core.provider, "model_dir", None) if core is not None else None
-    if model_dir is None and exp.model.provider == "hf":  # inspect: no provider built
+    if model_dir is None and exp.model.provider == "hf":  # inspect=true: no provider built
         model_dir = resolve_model_dir(exp.model)
+    items = [ExternalItem(id=i.id, query=i.query, choices=list(i.choices) if i.choices is not None else None,
+                          gold=i.gold, cluster=i.cluster) for i in instances]
     return WrapperContext(task=task_run.task, external=external_of(task_run), exp=exp, base_url=base_url,
                           model_name=exp.model.name, model_dir=None if model_dir is None else str(model_dir),
-                          rows=rows, workdir=workdir)
+                          rows=[i.row for i in instances], workdir=workdir, items=items, inner_workdir=inner_workdir)
 
 
 def external_command(task_run: TaskRun, exp: Experiment) -> str:
@@ -67,11 +91,24 @@ def external_command(task_run: TaskRun, exp: Experiment) -> str:
     wrapper = wrapper_for(ext.wrapper, WRAPPERS)
     workdir = Path(tempfile.mkdtemp(prefix="evalbench-external-inspect-"))
     _, instances = prepare(task_run, exp)
-    argv, env = wrapper.command(_context(task_run, exp, None, "http://127.0.0.1:<port>/v1", workdir,
-                                         [i.row for i in instances]))
+    head = (f"=== {task_run.spec}  (external eval, wrapper {ext.wrapper}, {len(instances)} instances, "
+            f"task hash {task_hash_of(task_run)})\n[files] {workdir}")
+    if is_sandboxed(wrapper):
+        argv, env = wrapper.command(_context(task_run, exp, None, INNER_BASE_URL, workdir, instances, WORK))
+        try:
+            tag = image_tag(wrapper.recipe())
+            image = f"{tag} ({'built' if image_exists(tag) else 'not built yet: built on the first run'})"
+        except ConfigError as err:  # docker down or no base image: show why, the command still prints
+            image = f"unknown: {err}"
+        limits = container_limits(ext.args)
+        envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+        return (f"{head}\n[image] {image}\n"
+                f"[container] network none (the gateway only, through {GATEWAY_DIR}/{SOCKET_NAME} relayed to "
+                f"127.0.0.1:{PROXY_PORT}), {limits.cpus} CPUs, {limits.memory_mb} MB, {limits.max_procs} pids, "
+                f"{workdir} mounted at {WORK}\n[command in the container]\n{envs} {shlex.join(argv)}")
+    argv, env = wrapper.command(_context(task_run, exp, None, "http://127.0.0.1:<port>/v1", workdir, instances))
     envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-    return (f"=== {task_run.spec}  (external eval, wrapper {ext.wrapper}, {len(instances)} instances, "
-            f"task hash {task_hash_of(task_run)})\n[files] {workdir}\n[command]\n{envs} {shlex.join(argv)}")
+    return f"{head}\n[command]\n{envs} {shlex.join(argv)}"
 
 
 async def _run_process(argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> tuple[int | None, str]:
@@ -92,6 +129,14 @@ async def _run_process(argv: list[str], env: dict[str, str], cwd: Path, timeout_
                     pass
                 await proc.wait()
     return code, err_path.read_text(errors="replace")[-STDERR_TAIL:]
+
+
+async def _run_container(container: ExternalContainer, workdir: Path, timeout_s: float) -> tuple[int | None, str]:
+    """As `_run_process`, in the wrapper's container; its output is kept beside the results."""
+    code, out, err = await run_in_container(container, timeout_s)
+    (workdir / "stdout.log").write_bytes(out)
+    (workdir / "stderr.log").write_bytes(err)
+    return code, err.decode(errors="replace")[-STDERR_TAIL:]
 
 
 def _norm(text: str) -> str:
@@ -172,14 +217,29 @@ async def run_external(task_run: TaskRun, exp: Experiment, core: RunnerCore) -> 
                           completion_tokens=sum(r.completion_tokens for r in records), scores=scores, extra=extra)
 
     with tempfile.TemporaryDirectory(prefix="evalbench-external-") as tmp:
-        workdir = Path(tmp)
-        async with ModelGateway(core) as gw:
-            ctx = _context(task_run, exp, core, gw.base_url, workdir, [i.row for i in instances])
+        if is_sandboxed(wrapper):
+            workdir, gateway_dir = prepare_dirs(Path(tmp))
+            image = ensure_image(wrapper.recipe())
+            limits = container_limits(ext.args)
+            extra["image"] = image
+        else:
+            workdir, gateway_dir = Path(tmp), None
+        unix_path = None if gateway_dir is None else str(gateway_dir / SOCKET_NAME)
+        async with ModelGateway(core, unix_path=unix_path) as gw:
+            if gateway_dir is None:
+                ctx = _context(task_run, exp, core, gw.base_url, workdir, instances)
+            else:
+                ctx = _context(task_run, exp, core, INNER_BASE_URL, workdir, instances, WORK)
             argv, env = wrapper.command(ctx)
             extra["command"] = shlex.join(argv)
-            print(f"[evalbench] {task_run.spec}: {ext.wrapper} is running against the gateway {gw.base_url}",
-                  file=sys.stderr)
-            code, stderr_tail = await _run_process(argv, env, workdir, ext.timeout_s)
+            where = (f"on the host against the gateway {gw.base_url}" if gateway_dir is None else
+                     f"in a container of {extra['image']} (no network) against the gateway's socket {unix_path}")
+            print(f"[evalbench] {task_run.spec}: {ext.wrapper} is running {where}", file=sys.stderr)
+            if gateway_dir is None:
+                code, stderr_tail = await _run_process(argv, env, workdir, ext.timeout_s)
+            else:
+                code, stderr_tail = await _run_container(
+                    ExternalContainer(image, argv, env, workdir, gateway_dir, limits, ext.wrapper), workdir, ext.timeout_s)
         served = gw.served
         extra.update(returncode=code, gateway_requests=len(served), cached_requests=sum(s.cached for s in served),
                      model_calls=core.model_calls - calls_before)

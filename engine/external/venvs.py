@@ -1,5 +1,6 @@
-"""`python -m engine.external.venvs lm_eval`: create a benchmark's own venv under the evalbench home
-(~/.cache/evalbench/venvs/<name>), so that its pins never touch the engine's environment.
+"""`python -m engine.external.venvs lm_eval`: create a benchmark's own venv under `EVALBENCH_VENVS`
+or the evalbench home (~/.cache/evalbench/venvs/<name>), so that its pins never touch the engine's
+environment.
 
 Packages come from the configured package index (pip's own configuration: an offline mirror
 works); torch is pinned to the version whose CPU wheel lies on local disk.
@@ -10,18 +11,22 @@ from __future__ import annotations
 import subprocess
 import sys
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.external import lm_eval
 
-VENVS: dict[str, tuple[Path, tuple[str, ...]]] = {"lm_eval": (lm_eval.venv_dir(), lm_eval.REQUIREMENTS)}
+# Where each is created (the first place the wrapper looks) and what it installs.
+VENVS: dict[str, tuple[Callable[[], Path], tuple[str, ...]]] = {
+    "lm_eval": (lambda: lm_eval.venv_dirs()[0], lm_eval.REQUIREMENTS)}
 
 
 def create(name: str) -> int:
     if name not in VENVS:
         print(f"error: no venv named {name!r}; known: {', '.join(sorted(VENVS))}.", file=sys.stderr)
         return 2
-    target, requirements = VENVS[name]
+    where, requirements = VENVS[name]
+    target = where()
     print(f"[evalbench] creating {target} with {' '.join(requirements)} (a few minutes)", file=sys.stderr)
     venv.EnvBuilder(with_pip=True, clear=False).create(target)
     done = subprocess.run([str(target / "bin" / "python"), "-m", "pip", "install", "--quiet", *requirements])

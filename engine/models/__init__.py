@@ -14,7 +14,7 @@ from engine.models.litellm_provider import LiteLLMProvider
 def build_provider(cfg: ModelConfig) -> Provider:
     if cfg.provider == "hf":
         return HFProvider(cfg)
-    return LiteLLMProvider(cfg)
+    return LiteLLMProvider(cfg, lean=None if cfg.client == "auto" else cfg.client == "lean")
 
 
 __all__ = ["HFProvider", "LiteLLMProvider", "build_provider", "resolve_model_dir"]

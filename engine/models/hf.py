@@ -61,6 +61,9 @@ class HFProvider:
         self._lock = threading.Lock()
         self._tokenizer: Any = None
         self._model: Any = None
+        self._flat: Any = None  # flat_forward.FlatLlama over the loaded weights, when the model supports it
+        self._prefixes: Any = None  # hf_tree.PrefixCache: shared prefixes' keys and values across calls
+        self.token_budget = 4096  # new tokens per flat forward (bounds activations; ~100 MB at 135M)
 
     # Loaded on first use: a fully cached re-run never pays for torch weights.
     @property
@@ -91,12 +94,19 @@ class HFProvider:
         return self._model
 
     # -- loglikelihood -------------------------------------------------------------------------
-    def loglikelihood_sync(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
+    def loglikelihood_sync(self, requests: Sequence[LoglikelihoodRequest], plain: bool = False
+                           ) -> list[LoglikelihoodResponse]:
+        """`plain`: the padded transformers forward even when the flat one applies (tests compare them)."""
         # Deferred: the module imports torch (~3 s), which a fully cached run never needs.
-        from engine.models.hf_loglikelihood import loglikelihood_batch
+        from engine.models.hf_loglikelihood import flat_scorer, loglikelihood_batch
 
         with self._lock:
-            return loglikelihood_batch(self.model, self.tokenizer, requests, self.cfg.max_length)
+            model = self.model
+            if self._prefixes is None and self.cfg.device == "cpu":
+                self._flat, self._prefixes = flat_scorer(model)
+            flat = None if plain else self._flat
+            return loglikelihood_batch(model, self.tokenizer, requests, self.cfg.max_length, flat=flat,
+                                       cache=self._prefixes, token_budget=self.token_budget)
 
     async def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
         return await asyncio.to_thread(self.loglikelihood_sync, requests)

@@ -1,9 +1,12 @@
-"""Exact continuation loglikelihoods with one shared context forward per question.
+"""Exact continuation loglikelihoods, each shared context computed once (docs/architecture.md,
+"The loglikelihood path").
 
 Tokenization follows lm-evaluation-harness: trailing whitespace of the context moves to the
 continuation, and the continuation tokens are those of (context + continuation) past the
-context's tokens. The context is run once (left-padded across a batch of questions); its KV cache
-is then replicated across that question's continuations for a second, batched forward.
+context's tokens. Llama-family models on CPU score on the flat tree forward (hf_tree.py); others,
+and the reference the tests compare against, on the padded transformers forward (`_score`): the
+context left-padded across a batch of questions, its KV cache replicated across that question's
+continuations for a second, batched forward.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from engine.api import (
     TokenLogprobsResponse,
     TokenUsage,
 )
+from engine.models.flat_forward import FlatLlama, supports
+from engine.models.hf_tree import PrefixCache, Question, chunks, plan, run_chunk
 
 
 def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> tuple[list[int], list[int]]:
@@ -98,39 +103,61 @@ def _score(
     return logprobs, greedy
 
 
+def flat_scorer(model) -> tuple[FlatLlama | None, PrefixCache]:
+    """The flat forward over `model` when it supports it (else None), and an empty prefix cache."""
+    return (FlatLlama(model) if supports(model) else None), PrefixCache()
+
+
+def _encode(tokenizer, requests: Sequence[LoglikelihoodRequest], max_length: int, unconditional: bool = False
+            ) -> list[tuple[list[int], list[list[int]]]]:
+    out = []
+    for req in requests:
+        context = (req.unconditional_context or "") if unconditional else req.context
+        pairs = [encode_pair(tokenizer, context, c, max_length) for c in req.continuations]
+        # The shared context is the shortest one (left truncation may differ per continuation).
+        out.append((min((p[0] for p in pairs), key=len), [p[1] for p in pairs]))
+    return out
+
+
+def _score_tree(flat: FlatLlama, cache: PrefixCache, encoded: list[tuple[list[int], list[list[int]]]],
+                token_budget: int) -> tuple[list[list[float]], list[list[bool]]]:
+    questions = [Question(context=ctx, continuations=conts) for ctx, conts in encoded]
+    plan(questions, cache)
+    for chunk in chunks(questions, token_budget):
+        run_chunk(flat, chunk, cache)
+    return [q.logprobs for q in questions], [q.greedy for q in questions]
+
+
 @torch.inference_mode()
 def loglikelihood_batch(
-    model, tokenizer, requests: Sequence[LoglikelihoodRequest], max_length: int
+    model, tokenizer, requests: Sequence[LoglikelihoodRequest], max_length: int,
+    flat: FlatLlama | None = None, cache: PrefixCache | None = None, token_budget: int = 4096,
 ) -> list[LoglikelihoodResponse]:
+    """Per request, the summed logprob and greediness of each continuation. With `flat` (a model
+    `flat_forward.supports`), the unpadded tree forward with prefix reuse (engine/models/hf_tree.py);
+    without, the padded transformers forward with one shared context per question (`_score`)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    contexts, conts, counts = [], [], []
-    for req in requests:
-        pairs = [encode_pair(tokenizer, req.context, c, max_length) for c in req.continuations]
-        # The shared context is the shortest one (left truncation may differ per continuation).
-        ctx = min((p[0] for p in pairs), key=len)
-        contexts.append(ctx)
-        conts.append([p[1] for p in pairs])
-        counts.append(tuple(len(p[1]) for p in pairs))
-    logprobs, greedy = _score(model, pad_id, contexts, conts)
+
+    def score(encoded):
+        if flat is not None:
+            return _score_tree(flat, cache if cache is not None else PrefixCache(), encoded, token_budget)
+        return _score(model, pad_id, [c for c, _ in encoded], [k for _, k in encoded])
+
+    encoded = _encode(tokenizer, requests, max_length)
+    logprobs, greedy = score(encoded)
     uncond: list[list[float] | None] = [None] * len(requests)
     need = [i for i, r in enumerate(requests) if r.unconditional_context is not None]
     if need:
-        u_ctx, u_conts = [], []
-        for i in need:
-            req = requests[i]
-            pairs = [encode_pair(tokenizer, req.unconditional_context or "", c, max_length) for c in req.continuations]
-            u_ctx.append(min((p[0] for p in pairs), key=len))
-            u_conts.append([p[1] for p in pairs])
-        u_lp, _ = _score(model, pad_id, u_ctx, u_conts)
+        u_lp, _ = score(_encode(tokenizer, [requests[i] for i in need], max_length, unconditional=True))
         for i, lp in zip(need, u_lp, strict=True):
             uncond[i] = lp
     return [
         LoglikelihoodResponse(
             logprobs=tuple(logprobs[i]),
-            token_counts=counts[i],
+            token_counts=tuple(len(c) for c in encoded[i][1]),
             is_greedy=tuple(greedy[i]),
             unconditional_logprobs=tuple(u) if (u := uncond[i]) is not None else None,
-            usage=TokenUsage(prompt_tokens=len(contexts[i]) + sum(counts[i])),
+            usage=TokenUsage(prompt_tokens=len(encoded[i][0]) + sum(len(c) for c in encoded[i][1])),
         )
         for i in range(len(requests))
     ]

@@ -1,5 +1,9 @@
 """The `litellm` provider: any API or OpenAI-compatible server (vLLM, SGLang, `transformers serve`).
 
+Generate requests to an OpenAI-compatible `api_base` (`model.name=openai/...`) take the lean path
+(engine/models/openai_compat.py: one pooled aiohttp session, no litellm import); every other API
+goes through litellm. `EVALBENCH_LITELLM_ONLY=1` (or `lean=False`) sends everything through litellm.
+
 Loglikelihoods are served only when the server returns prompt logprobs (`echo` with `logprobs`,
 as vLLM does); otherwise a clear error, never an approximation from generated tokens.
 """
@@ -25,6 +29,7 @@ from engine.api import (
 )
 from engine.config.schema import ModelConfig
 from engine.models.identity import model_identity
+from engine.models.openai_compat import OpenAICompatClient, lean_eligible
 
 _TRANSIENT = (
     "RateLimitError",
@@ -116,13 +121,20 @@ def _first_choice(resp: Any) -> Any:
 
 
 class LiteLLMProvider:
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, lean: bool | None = None):
+        """`lean`: generate through the lean OpenAI-compatible client; None: whenever the model is
+        an `openai/` model at an `api_base` (unless EVALBENCH_LITELLM_ONLY=1)."""
         self.cfg = cfg
         self.identity = model_identity(cfg, None)
         self.max_batch = 1
         self._api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         if cfg.api_base and self._api_key is None:
             self._api_key = "not-needed"  # local OpenAI-compatible servers ignore the key
+        if lean is None:
+            lean = lean_eligible(cfg.name, cfg.api_base) and os.environ.get("EVALBENCH_LITELLM_ONLY", "") in ("", "0")
+        self.lean: OpenAICompatClient | None = None
+        if lean and cfg.api_base:
+            self.lean = OpenAICompatClient(cfg.api_base, cfg.name, self._api_key, cfg.timeout_s)
 
     def _common(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.cfg.name, "timeout": self.cfg.timeout_s, "num_retries": 0}
@@ -166,6 +178,8 @@ class LiteLLMProvider:
             pass  # the server closed first: it was reachable, which is all we asked
 
     async def _generate_one(self, request: GenerateRequest) -> GenerateResponse:
+        if self.lean is not None:
+            return await self.lean.generate(request)
         lm = _litellm()
         s = request.sampling
         params: dict[str, Any] = {"max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
@@ -202,6 +216,8 @@ class LiteLLMProvider:
         )
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+        if len(requests) == 1:  # the common case (max_batch 1): no gather task per request
+            return [await self._generate_one(requests[0])]
         return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
 
     async def _prompt_logprob(self, context: str, continuation: str) -> tuple[float, int, bool]:
@@ -250,9 +266,14 @@ class LiteLLMProvider:
         return out
 
     async def warm(self) -> None:
-        """Import litellm (~4 s) before the first request's timeout starts counting."""
+        """Import litellm (~4 s) before the first request's timeout starts counting; the lean path
+        needs no litellm for generation (loglikelihoods still go through litellm)."""
+        if self.lean is not None and not self.cfg.supports_prompt_logprobs:
+            return
         await asyncio.to_thread(_litellm)
 
     async def aclose(self) -> None:
+        if self.lean is not None:
+            await self.lean.aclose()
         if "litellm" in sys.modules:  # close pooled HTTP sessions before the event loop ends
             await sys.modules["litellm"].close_litellm_async_clients()

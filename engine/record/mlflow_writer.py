@@ -92,6 +92,9 @@ def run_metrics(record: RunRecord) -> dict[str, float]:
                                  "duration_s": record.duration_s}
     for name, score in record.scores.items():
         metrics[name] = score.value
+        if record.aggregate_only:  # no per-question scores: no SE, CI or MDE to log
+            metrics[f"{name}.n"] = score.n
+            continue
         for field in ("stderr", "clustered_stderr", "n_clusters", "ci_low", "ci_high", "mde", "n"):
             value = getattr(score, field)
             if value is not None:

@@ -5,10 +5,17 @@ model identity (provider, where it is served, name, revision, weights, tokenizer
 serving options), the request with its sampling, the tools, the scaffold policy, the sample index.
 Every row carries a checksum over key and value: a corrupted or edited row is a miss with a
 warning, never a score.
+
+Writes are group commits: `put_soon` queues rows and one transaction per event-loop turn writes
+everything answered in that turn; with WAL and `synchronous=NORMAL` a commit is a write to the
+OS, not an fsync, so it survives the process being killed (a power loss may lose the last
+commits, never corrupt the file). One fsync per answer blocked the event loop for milliseconds
+each and capped the requests in flight (docs/architecture.md, "The response cache").
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -56,6 +63,8 @@ class ResultCache:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self.rejected = 0
+        self._pending: list[tuple[str, str, str]] = []
+        self._flush_scheduled = False
         if path is None:
             return
         path = Path(path)
@@ -66,6 +75,7 @@ class ResultCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable against a kill without an fsync per commit
             self._db.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA} (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
                              "checksum TEXT NOT NULL)")
             self._db.commit()
@@ -79,6 +89,7 @@ class ResultCache:
     def get_many(self, keys: list[str]) -> dict[str, WorkResult]:
         if self._db is None or not keys:
             return {}
+        self.flush()  # rows queued by put_soon are answers too
         found: dict[str, WorkResult] = {}
         with self._lock:
             for start in range(0, len(keys), 500):
@@ -101,18 +112,48 @@ class ResultCache:
             print(f"[evalbench] warning: cache row {key[:12]} is corrupt ({err}); it is re-computed.", file=sys.stderr)
             return None
 
-    def put_many(self, items: dict[str, WorkResult]) -> None:
-        if self._db is None or not items:
-            return
+    @staticmethod
+    def _rows(items: dict[str, WorkResult]) -> list[tuple[str, str, str]]:
         rows = []
         for k, v in items.items():
             blob = json.dumps(v.model_dump(mode="json"), sort_keys=True, default=str)
             rows.append((k, blob, _checksum(k, blob)))
+        return rows
+
+    def put_many(self, items: dict[str, WorkResult]) -> None:
+        """Write now (one transaction), with whatever `put_soon` queued."""
+        if self._db is None or not items:
+            return
+        self._pending.extend(self._rows(items))
+        self.flush()
+
+    def put_soon(self, items: dict[str, WorkResult]) -> None:
+        """Queue rows for this event-loop turn's group commit (outside a loop: write now)."""
+        if self._db is None or not items:
+            return
+        self._pending.extend(self._rows(items))
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Commit the queued rows in one transaction."""
+        self._flush_scheduled = False
+        if self._db is None or not self._pending:
+            return
         with self._lock:
+            rows, self._pending = self._pending, []
             self._db.executemany(f"INSERT OR REPLACE INTO {SCHEMA} VALUES (?, ?, ?)", rows)
             self._db.commit()
 
     def close(self) -> None:
+        self.flush()
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -29,7 +29,7 @@ from engine.scoring.metrics import aggregate_scores
 OPERATIONAL = {"output_dir", "progress", "inspect", "cache", "tracking", "imports"}
 OPERATIONAL_NESTED = {
     "harness": {"concurrency", "max_retries", "retry_backoff_s", "request_timeout_s"},
-    "model": {"batch_size", "timeout_s"},
+    "model": {"batch_size", "timeout_s", "client"},
 }
 
 

@@ -7,6 +7,7 @@ declare `requires`, and the judge's calls.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from engine.api import (
     RunCounts,
     ScoreSummary,
     TokenLogprobsResponse,
+    WorkRequest,
     request_hash,
     stable_hash,
 )
@@ -100,6 +102,36 @@ def plan_items(task: Task, instances: list[Instance], exp: Experiment, provider:
     return plan
 
 
+SHARED_CHARS = 128  # prompts sharing a prefix this long (a subject's few-shot block) are batched together
+
+
+def batch_order(plan: list[PlannedItem]) -> list[PlannedItem]:
+    """The order the runner core batches requests in: longest first, so batches hold similar lengths
+    and the progress bar's rate does not collapse at the end, except that prompts sharing a long
+    prefix stay adjacent (groups by their longest member, longest first within), so the hf provider
+    computes a shared few-shot block once and reuses it for the next batches (docs/architecture.md,
+    "The loglikelihood path")."""
+    texts = [_prompt(p.item.request) for p in plan]
+    if not texts:
+        return plan
+    by_text = sorted(range(len(plan)), key=texts.__getitem__)
+    group = [0] * len(plan)
+    for a, b in zip(by_text, by_text[1:], strict=False):
+        shared = len(os.path.commonprefix([texts[a], texts[b]]))
+        group[b] = group[a] + (shared < SHARED_CHARS)
+    longest: dict[int, int] = {}
+    for i, g in enumerate(group):
+        longest[g] = max(longest.get(g, 0), len(texts[i]))
+    order = sorted(range(len(plan)), key=lambda i: (-longest[group[i]], group[i], -len(texts[i])))
+    return [plan[i] for i in order]
+
+
+def _prompt(req: WorkRequest | None) -> str:
+    if isinstance(req, GenerateRequest):
+        return req.render_text()
+    return req.context if isinstance(req, LoglikelihoodRequest) else ""
+
+
 def _trajectory_job(scaffold: ToolLoop, request: GenerateRequest, inst: Instance) -> Job:
     async def run(ctx: JobContext) -> WorkResult:
         traj = await scaffold.run(request, ctx.call_model, ctx.resources, inst)
@@ -108,13 +140,15 @@ def _trajectory_job(scaffold: ToolLoop, request: GenerateRequest, inst: Instance
     return run
 
 
-def _record(task: Task, spec: str, p: PlannedItem, out: Outcome) -> InstanceRecord:
+def _record(task: Task, spec: str, p: PlannedItem, out: Outcome, task_hash: str | None = None) -> InstanceRecord:
+    """`task_hash`: computed once per run by the caller (hashing the task config per record cost
+    as much as the rest of the record)."""
     req, inst = p.item.request, p.instance
     assert isinstance(req, GenerateRequest | LoglikelihoodRequest)  # what tasks build (not the gateway's kind)
     prompt = req.render_text() if isinstance(req, GenerateRequest) else req.context
     steps = list(out.result.steps) if out.result is not None else []
     base = InstanceRecord(
-        task_hash=task.task_hash, task_spec=spec, instance_id=inst.id, sample_index=p.sample,
+        task_hash=task_hash or task.task_hash, task_spec=spec, instance_id=inst.id, sample_index=p.sample,
         request_hash=request_hash(req), request=req.model_dump(mode="json"), prompt_text=prompt,
         gold=inst.gold, choices=list(inst.choices) if inst.choices else None, cluster=inst.cluster,
         latency_s=out.latency_s, cached=out.cached, attempts=out.attempts, trajectory=steps,
@@ -196,22 +230,25 @@ async def execute(task_run: TaskRun, exp: Experiment, core: RunnerCore, judge_co
     start = time.monotonic()
     task, instances = prepare(task_run, exp)
     plan = plan_items(task, instances, exp, core.provider)
+    task_hash = task.task_hash
     agent = any(p.item.job is not None for p in plan)
     resources = sandbox_resources(exp.harness) if agent else None
     try:
-        outcomes = await core.run([p.item for p in plan], label=task_run.spec, resources=resources)
+        outcomes = await core.run([p.item for p in batch_order(plan)], label=task_run.spec, resources=resources,
+                                  keep_order=True)
     except Interrupted as stop:  # Ctrl-C: the instances that finished are recorded, marked interrupted
-        done = [_record(task, task_run.spec, p, stop.outcomes[p.item.key]) for p in plan if p.item.key in stop.outcomes]
-        raise TaskInterrupted(_result(task_run, task.task_hash, done, start, "interrupted")) from None
-    records = [_record(task, task_run.spec, p, outcomes[p.item.key]) for p in plan]
+        done = [_record(task, task_run.spec, p, stop.outcomes[p.item.key], task_hash) for p in plan
+                if p.item.key in stop.outcomes]
+        raise TaskInterrupted(_result(task_run, task_hash, done, start, "interrupted")) from None
+    records = [_record(task, task_run.spec, p, outcomes[p.item.key], task_hash) for p in plan]
     try:
         if task.config.requires:  # execution scoring in sandboxes; nothing else starts one
             records = await score_by_execution(task, records, instances, exp, core)
         if "judge" in task.config.scorers:
             records = await apply_judge(records, {i.id: i.query for i in instances}, exp, judge_core or core)
     except Interrupted:  # Ctrl-C while scoring: the answers are kept, their scores not finished
-        raise TaskInterrupted(_result(task_run, task.task_hash, records, start, "interrupted")) from None
-    return _result(task_run, task.task_hash, records, start)
+        raise TaskInterrupted(_result(task_run, task_hash, records, start, "interrupted")) from None
+    return _result(task_run, task_hash, records, start)
 
 
 def _result(task_run: TaskRun, task_hash: str, records: list[InstanceRecord], start: float,

@@ -36,7 +36,7 @@ from engine.sandbox.base import (
     SandboxError,
     to_argv,
 )
-from engine.sandbox.models import ExecResult, SandboxPoolConfig
+from engine.sandbox.models import DockerHost, ExecResult, SandboxPoolConfig
 from engine.sandbox.teardown import REGISTRY
 
 LABEL = "evalbench.sandbox"
@@ -56,32 +56,42 @@ def owner_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@functools.lru_cache(maxsize=1)
-def client() -> Any:
+@functools.lru_cache(maxsize=None)
+def client(host: DockerHost | None = None, timeout: int = 120) -> Any:
+    """A client of ``host`` (None: DOCKER_HOST or the local daemon), one per host per process."""
     import docker  # imported lazily: only docker pools pay for it
 
-    return docker.from_env(timeout=120)
+    if host is None:
+        return docker.from_env(timeout=timeout)
+    tls: Any = False
+    if host.tls_verify or host.client_cert:
+        cert = (host.client_cert, host.client_key) if host.client_cert and host.client_key else None
+        tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=host.ca_cert,
+                                   verify=host.ca_cert or host.tls_verify)
+    return docker.DockerClient(base_url=host.url, tls=tls, timeout=timeout,
+                               use_ssh_client=host.url.startswith("ssh://"))
 
 
-def docker_unavailable_reason() -> str | None:
+def docker_unavailable_reason(host: DockerHost | None = None) -> str | None:
     """None when a Docker daemon answers, else why not."""
     try:
-        client().ping()
+        client(host).ping()
     except Exception as e:  # noqa: BLE001
         return f"docker daemon not reachable: {type(e).__name__}: {e}"
     return None
 
 
-def remove_containers(*, owner: str | None = None, dead_owners_only: bool = False) -> int:
+def remove_containers(*, owner: str | None = None, dead_owners_only: bool = False,
+                      host: DockerHost | None = None) -> int:
     """Force-remove labelled sandbox containers (all, one owner's, or those of dead owners)."""
     filters = {"label": [LABEL]}
     if owner is not None:
         filters["label"].append(f"{OWNER_LABEL}={owner}")
     n = 0
-    for c in client().containers.list(all=True, filters=filters):
+    for c in client(host).containers.list(all=True, filters=filters):
         if dead_owners_only:
-            host, _, pid = (c.labels.get(OWNER_LABEL) or "").rpartition(":")
-            if host != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid)):
+            machine, _, pid = (c.labels.get(OWNER_LABEL) or "").rpartition(":")
+            if machine != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid)):
                 continue
         with contextlib.suppress(Exception):
             c.remove(force=True)
@@ -124,12 +134,18 @@ class _Stream:
 class DockerSandbox(Sandbox):
     backend: ClassVar[str] = "docker"
 
-    def __init__(self, config: SandboxPoolConfig, index: int = 0) -> None:
+    def __init__(self, config: SandboxPoolConfig, index: int = 0,
+                 host: DockerHost | None = None) -> None:
         super().__init__(config, index)
+        self.host = host  # None: DOCKER_HOST or the local daemon
         self._container: Any = None
         self._lock = threading.Lock()
         # reset() is lazy: the next exec's shell wipes /work and /tmp first (saves one exec).
         self._dirty = False
+
+    @property
+    def name(self) -> str:
+        return f"{super().name}@{self.host.url}" if self.host else super().name
 
     @property
     def container_id(self) -> str | None:
@@ -146,7 +162,7 @@ class DockerSandbox(Sandbox):
                                        hard=lim.file_size_mb << 20),
                    docker.types.Ulimit(name="nofile", soft=lim.open_files, hard=lim.open_files),
                    docker.types.Ulimit(name="core", soft=0, hard=0)]
-        return client().containers.run(
+        return client(self.host).containers.run(
             self.config.effective_image, ["sleep", "infinity"], detach=True, init=True,
             labels={LABEL: "1", OWNER_LABEL: owner_tag(), POOL_LABEL: self.config.name},
             network_mode="bridge" if lim.network else "none", hostname="sandbox",
@@ -208,7 +224,7 @@ class DockerSandbox(Sandbox):
     # -- exec ------------------------------------------------------------------------------
     def _exec_sync(self, argv: list[str], *, stdin: bytes | None, timeout_s: float,
                    cap: int) -> _Stream:
-        api = client().api
+        api = client(self.host).api
         res = _Stream()
         ex = api.exec_create(self.container_id, argv, stdout=True, stderr=True,
                              stdin=stdin is not None, tty=False, user=USER, workdir="/work",
@@ -318,10 +334,11 @@ class DockerSandbox(Sandbox):
             raise
         except Exception as e:
             raise SandboxError(f"{self.name}: docker exec failed: {e}") from e
-        return self._result(exit_code=137 if res.timed_out else res.exit_code,
-                            stdout=bytes(res.out), stderr=bytes(res.err),
-                            timed_out=res.timed_out, truncated=res.truncated,
-                            duration_s=duration)
+        result = self._result(exit_code=137 if res.timed_out else res.exit_code,
+                              stdout=bytes(res.out), stderr=bytes(res.err),
+                              timed_out=res.timed_out, truncated=res.truncated,
+                              duration_s=duration)
+        return result.model_copy(update={"host": self.host.url}) if self.host else result
 
     async def read_file(self, path: str) -> bytes:
         rel = "/".join(_split_rel(path))

@@ -7,7 +7,7 @@ tools declare the capabilities they need (``requires: [python]``); pools declare
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -72,6 +72,28 @@ class SandboxLimits(_Frozen):
     network: bool = Field(False, description="network access; must match the `network` capability")
 
 
+_HOST_SCHEMES = ("unix://", "tcp://", "ssh://", "http://", "https://")
+
+
+class DockerHost(_Frozen):
+    """One Docker daemon a docker pool runs containers on (a string in YAML is its ``url``)."""
+
+    url: str = Field(description="unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host")
+    concurrency: int | None = Field(None, ge=1, description="most sandboxes on this host at once")
+    tls_verify: bool = Field(False, description="verify the daemon's certificate (tcp)")
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = v.strip()
+        if not v.startswith(_HOST_SCHEMES):
+            raise ValueError(f"docker host {v!r}: expected unix://, tcp:// or ssh:// URL")
+        return v
+
+
 class SandboxPoolConfig(_Frozen):
     """One pool of identical sandboxes (``harness.sandboxes`` lists these)."""
 
@@ -85,6 +107,17 @@ class SandboxPoolConfig(_Frozen):
     limits: SandboxLimits = SandboxLimits()
     image: str | None = Field(None, description="docker image (default evalbench-sandbox:latest)")
     cost: float | None = Field(None, description="routing cost; default local < bwrap < docker")
+    docker_hosts: tuple[DockerHost, ...] = Field(
+        (), description="docker daemons the pool spreads over (default: DOCKER_HOST or the local one)")
+
+    @field_validator("docker_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, v: object) -> object:
+        if isinstance(v, str | Mapping):
+            v = [v]
+        if isinstance(v, Iterable):
+            return tuple({"url": h} if isinstance(h, str) else h for h in v)
+        return v
 
     @field_validator("provides", mode="before")
     @classmethod
@@ -112,6 +145,11 @@ class SandboxPoolConfig(_Frozen):
             raise ValueError(
                 f"pool {self.name!r}: capability 'network' and limits.network must agree"
             )
+        if self.docker_hosts and self.backend != "docker":
+            raise ValueError(f"pool {self.name!r}: docker_hosts is only meaningful for docker")
+        urls = [h.url for h in self.docker_hosts]
+        if len(set(urls)) != len(urls):
+            raise ValueError(f"pool {self.name!r}: a docker host is listed twice: {urls}")
         if self.image is not None and self.backend != "docker":
             raise ValueError(f"pool {self.name!r}: image is only meaningful for docker")
         return self
@@ -153,6 +191,7 @@ class ExecResult(_Frozen):
     truncated: bool = Field(False, description="output exceeded limits.output_bytes")
     backend: str = ""
     pool: str = ""
+    host: str = Field("", description="docker host URL when the pool lists docker_hosts")
 
     @property
     def ok(self) -> bool:

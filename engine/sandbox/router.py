@@ -27,13 +27,14 @@ from engine.sandbox.docker_backend import remove_containers
 from engine.sandbox.models import (
     Capability,
     Demand,
+    DockerHost,
     ExecResult,
     SandboxPlan,
     SandboxPoolConfig,
     normalize_requires,
 )
 from engine.sandbox.planner import NoPoolError, plan, route
-from engine.sandbox.pool import SandboxPool
+from engine.sandbox.pool import MultiHostPool, SandboxPool, make_pool
 from engine.sandbox.teardown import signal_teardown
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class SandboxRouter:
         self.budget = budget
         self.retries = retries
         self.plan: SandboxPlan | None = None
-        self._pools: dict[str, SandboxPool] = {}
+        self._pools: dict[str, SandboxPool | MultiHostPool] = {}
         self._stack: contextlib.ExitStack | None = None
         self._closed = False
 
@@ -81,16 +82,16 @@ class SandboxRouter:
     def needs_sandbox(requires: Iterable[str] | str | None) -> bool:
         return bool(normalize_requires(requires))
 
-    def pool(self, name: str) -> SandboxPool:
+    def pool(self, name: str) -> SandboxPool | MultiHostPool:
         if name not in self._pools:
             if self._closed:
                 raise SandboxError("router is closed")
             cfg = next(c for c in self.configs if c.name == name)
-            self._pools[name] = SandboxPool(cfg)
+            self._pools[name] = make_pool(cfg)
         return self._pools[name]
 
     @property
-    def pools(self) -> Mapping[str, SandboxPool]:
+    def pools(self) -> Mapping[str, SandboxPool | MultiHostPool]:
         return dict(self._pools)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -124,9 +125,13 @@ class SandboxRouter:
         if used & {"local", "bwrap"}:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(reap_orphaned_uids)
-        if "docker" in used:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(remove_containers, dead_owners_only=True)
+        # Every docker host of every pool: containers a crashed engine left there too.
+        hosts: set[DockerHost | None] = set()
+        for c in self.configs:
+            if c.backend == "docker":
+                hosts.update(c.docker_hosts or [None])
+        await asyncio.gather(*(asyncio.to_thread(remove_containers, dead_owners_only=True, host=h)
+                               for h in hosts), return_exceptions=True)
 
     async def close(self) -> None:
         """Stop every sandbox of every pool (idempotent)."""
@@ -152,7 +157,7 @@ class SandboxRouter:
                 self._stack.close()
 
     # -- execution -------------------------------------------------------------------------
-    def _pool_for(self, requires: Iterable[str] | str | None) -> SandboxPool:
+    def _pool_for(self, requires: Iterable[str] | str | None) -> SandboxPool | MultiHostPool:
         cfg = self.route(requires)
         if cfg is None:
             raise ValueError("this execution requires no capability: run it without a sandbox")

@@ -39,6 +39,7 @@ async def humaneval_execution(cfg: TaskConfig, inst: Instance, completion: str, 
         content={
             "status": verdict.status, "result": verdict.result, "reason": verdict.reason,
             "pool": ex.pool if ex else None, "backend": ex.backend if ex else None,
+            "host": ex.host if ex else None,
             "exit_code": ex.exit_code if ex else None,
             "stdout": (ex.stdout[-2000:] if ex else ""), "stderr": (ex.stderr[-2000:] if ex else ""),
         },

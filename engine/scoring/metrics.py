@@ -1,4 +1,10 @@
-"""Metrics: per-instance scores → aggregate with n, SE, CI, MDE (mean, or macro over clusters)."""
+"""Metrics: per-instance scores → aggregate with n, SE, CI, MDE (mean, or macro over clusters).
+
+Every reported score carries n, SE, 95% CI and MDE. A user's corpus-level `@metric` (not a mean of
+per-question values: corpus F1) is computed over all questions at once from the inputs the records
+hold, with a bootstrap SE over questions (engine/stats/bootstrap.py), marked `stderr_method:
+bootstrap`; a per-instance `@metric` is a mean like any score (docs/architecture.md, "Extensions").
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ from collections import defaultdict
 
 from engine.api import InstanceRecord, ScoreSummary
 from engine.scoring.code_exec import pass_at_k
+from engine.scoring.registry import METRICS, Metric
 from engine.stats import summarize, summarize_macro
+from engine.stats.bootstrap import bootstrap_summary
 
 
 def _per_question(records: list[InstanceRecord], metric: str) -> tuple[list[float], list[str | None]]:
@@ -35,12 +43,33 @@ def _pass_at_k(records: list[InstanceRecord], ks: list[int]) -> dict[str, ScoreS
     return out
 
 
+def _corpus(records: list[InstanceRecord], m: Metric) -> ScoreSummary:
+    """The metric over every question at once (each question's inputs averaged over its samples), with a
+    bootstrap SE (clustered when the task declares clusters)."""
+    by_id: dict[str, list[dict[str, float]]] = defaultdict(list)
+    cluster: dict[str, str | None] = {}
+    for r in records:
+        row = m.row(r.scores) if r.error is None else None  # every scored question, whatever its own value
+        if row is not None:
+            by_id[r.instance_id].append(row)
+            cluster[r.instance_id] = r.cluster
+    ids = sorted(by_id)
+    rows = [{k: sum(s[k] for s in by_id[i]) / len(by_id[i]) for k in by_id[i][0]} for i in ids]
+    clusters = [cluster[i] for i in ids]
+    has_clusters = all(c is not None for c in clusters) and len(set(clusters)) > 1
+    return bootstrap_summary(lambda idx: m.of_rows([rows[i] for i in idx]), len(rows),
+                             clusters if has_clusters else None)
+
+
 def aggregate_scores(
     records: list[InstanceRecord], aggregation: str = "mean", pass_at_k: list[int] | None = None
 ) -> dict[str, ScoreSummary]:
     metrics = sorted({m for r in records if r.error is None for m in r.scores})
     out: dict[str, ScoreSummary] = _pass_at_k(records, pass_at_k) if pass_at_k else {}
     for metric in metrics:
+        if metric in METRICS and not METRICS.get(metric).per_instance:
+            out[metric] = _corpus(records, METRICS.get(metric))
+            continue
         values, clusters = _per_question(records, metric)
         has_clusters = all(c is not None for c in clusters) and len(set(clusters)) > 1
         if aggregation == "macro" and has_clusters:

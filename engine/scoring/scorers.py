@@ -128,4 +128,5 @@ def score_response(task: Task, inst: Instance, response: Response) -> tuple[dict
         scores, extracted = score_choice(task.config, inst, response)
     else:
         scores, extracted = score_generation(task.config, inst, response)
-    return (apply_scorers(task.config, inst, response, scores) if task.config.scorers else scores), extracted
+    named = task.config.scorers or task.config.metric_names
+    return (apply_scorers(task.config, inst, response, scores) if named else scores), extracted

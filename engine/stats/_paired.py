@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from scipy.stats import binomtest, norm
 
 from engine.stats._summary import Z_95, Z_POWER_80
 
 PAIRED_MDE_FACTOR = Z_95 + Z_POWER_80  # ≈ 2.80
+
+
+def exact_mcnemar(wins: int, discordant: int) -> float:
+    """Two-sided exact binomial test of `wins` of `discordant` at p = 0.5 (scipy's `binomtest`
+    p-value; symmetric, so twice the smaller tail, capped at 1). Integers: exact for any n."""
+    k = min(wins, discordant - wins)
+    tail = sum(math.comb(discordant, i) for i in range(k + 1))
+    return min(1.0, float(2 * tail / 2**discordant))
 
 
 def verdict_of(delta: float, mde: float, p_value: float, n: int) -> str:
@@ -59,7 +67,7 @@ def paired_compare(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndar
     se = float(math.sqrt(((d - delta) ** 2).sum() / (n * (n - 1)))) if n > 1 else float("nan")
     if n > 1 and se > 0:
         z = delta / se
-        p = float(2 * norm.sf(abs(z)))
+        p = 2 * NormalDist().cdf(-abs(z))
     elif n > 1:  # identical differences everywhere: no noise at all
         z = 0.0 if delta == 0 else math.copysign(math.inf, delta)
         p = 1.0 if delta == 0 else 0.0
@@ -70,7 +78,7 @@ def paired_compare(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndar
     binary = bool(np.isin(sa, (0.0, 1.0)).all() and np.isin(sb, (0.0, 1.0)).all())
     if binary and n:
         discordant = wins + losses
-        mcnemar = float(binomtest(wins, discordant, 0.5).pvalue) if discordant else 1.0
+        mcnemar = exact_mcnemar(wins, discordant) if discordant else 1.0
     return PairedComparison(
         n=n,
         mean_a=float(sa.mean()) if n else float("nan"),

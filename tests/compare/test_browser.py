@@ -75,6 +75,15 @@ def test_overview_numbers(page, viewer, artifacts_dir: Path) -> None:
     suite = page.locator("#overview-table tr.suite")
     assert suite.locator("td.delta").inner_text() == f"{cmp.report.suite.delta:+.4f}"
     assert "only in A" in page.locator("#notes").inner_text()
+    # The forest plot: one row per task, then the suite; each point at its Δ, coloured by its verdict.
+    rows = page.locator("#forest-svg g.forest-row")
+    assert rows.count() == len(cmp.report.tasks) + 1
+    shown = rows.evaluate_all("gs => gs.map(g => [g.dataset.taskSpec, Number(g.dataset.delta), g.dataset.verdict])")
+    expected = [(t.task_spec, t.stats.delta, t.verdict) for t in cmp.report.tasks]
+    expected.append((f"suite {cmp.report.suite.name}", cmp.report.suite.delta, cmp.report.suite.verdict))
+    assert [(s, pytest.approx(d), v) for s, d, v in expected] == [tuple(x) for x in shown]
+    assert page.locator("#forest-svg g.forest-row line.ci").count() == len(expected)
+    assert page.locator("#forest-svg g.forest-row rect.mde-band").count() == len(expected)
     page.screenshot(path=str(artifacts_dir / "overview.png"), full_page=True)
 
 
@@ -169,6 +178,18 @@ def test_series_chart(browser, tmp_path: Path, artifacts_dir: Path) -> None:
         mmlu = next(t for t in series.tasks if t.task_spec == "mmlu:mc")
         values = chart.locator("circle.point").evaluate_all("cs => cs.map(c => Number(c.dataset.value))")
         assert values == pytest.approx([p.value for p in mmlu.points])
+        # The sweep heatmap: a row per task, a cell per (task, checkpoint); grey when not significant.
+        steps_all = sorted({p.step for t in series.tasks for p in t.points})
+        heat = pg.locator("#heatmap-svg")
+        assert heat.locator("g.heat-row").count() == len(series.tasks) == 2
+        assert heat.locator("rect.heat-cell").count() == len(series.tasks) * len(steps_all) == 6
+        assert heat.locator("rect.heat-cell.base").count() == 2 and heat.locator("rect.heat-cell.missing").count() == 1
+        cells = heat.locator("rect.heat-cell[data-delta]").evaluate_all(
+            "rs => rs.map(r => [r.dataset.taskSpec, Number(r.dataset.step), Number(r.dataset.delta), r.classList.contains('sig')])")
+        want = [[t.task_spec, p.step, p.delta_vs_base, p.verdict_vs_base in ("improved", "regressed")]
+                for t in series.tasks for p in t.points[1:]]
+        assert [[c[0], c[1], pytest.approx(c[2]), c[3]] for c in cells] == want
+        assert pg.locator("#series-forest-svg g.forest-row").count() == len(series.tasks)
         pg.screenshot(path=str(artifacts_dir / "series.png"), full_page=True)
         pg.close()
     finally:

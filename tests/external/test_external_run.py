@@ -20,6 +20,8 @@ from engine.config.schema import Experiment, ModelConfig, TrackingConfig
 from engine.config.suites import TaskRun
 from engine.external import lm_eval
 from engine.external.run import check_external, run_external
+from engine.record.mlflow_writer import run_metrics
+from engine.report import results_table
 from engine.runner.experiment import _run_record
 from engine.scoring.metrics import aggregate_scores
 
@@ -119,10 +121,17 @@ def test_per_sample_output_becomes_instance_records_scored_by_our_stats(tmp_path
 
 def test_a_benchmark_without_per_sample_scores_is_recorded_aggregate_only(tmp_path, make_core, monkeypatch,
                                                                          fake_lm_eval) -> None:
-    _, result, _ = _run(tmp_path, make_core, monkeypatch, "aggregate", python=fake_lm_eval)
+    run, result, core = _run(tmp_path, make_core, monkeypatch, "aggregate", python=fake_lm_eval)
     assert result.status == "finished" and result.instances == [] and result.extra["aggregate_only"] is True
     assert result.scores is not None and result.scores["acc"].value == 0.25 and result.scores["acc_none"].value == 0.5
-    assert result.scores["acc"].stderr == 0.0 and result.scores["acc"].n == 3
+    assert result.scores["acc"].n == 3
+    # Shown and logged as what it is: a value and its n, with no invented SE, CI or MDE.
+    record = _run_record(_exp(tmp_path), run, result, core.provider, None)
+    assert record.aggregate_only
+    [row] = results_table([record]).splitlines()[2:]
+    cells = row.split()
+    assert "(aggregate" in cells and cells[cells.index("only)") + 1 :][:5] == ["3", "0.2500", "-", "-", "-"]
+    assert {k for k in run_metrics(record) if k.startswith("acc.")} == {"acc.n"}
 
 
 @pytest.mark.parametrize("mode,expect", [("crash", "exited with code 3"), ("garbage", "cannot be read"),

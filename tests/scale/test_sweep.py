@@ -143,6 +143,17 @@ def test_joblib_sweep_over_checkpoints(workdir: Path, smollm2_dir: Path) -> None
     rows = [line.split() for line in res.stdout.splitlines()]
     assert sum(1 for row in rows if len(row) > 3 and row[1] == str(missing) and row[3] == "failed") == 2
     assert sum(1 for row in rows if len(row) > 5 and row[3] == "finished" and row[2] in ("truthfulqa_mc1", "hellaswag")) == 4
+    # One MLflow parent run per experiment of the sweep, with that experiment's 2 finished runs nested under it.
+    from mlflow.tracking import MlflowClient  # heavy; only this test reads the store
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns.db'}")
+    for name in ("truthfulqa_mc1", "hellaswag"):
+        exp_id = client.get_experiment_by_name(name).experiment_id
+        [parent] = client.search_runs([exp_id], "tags.`evalbench.kind` = 'sweep'")
+        assert parent.info.status == "FAILED" and parent.data.metrics["jobs.failed"] == 2
+        children = client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        assert {c.info.run_id for c in children} == {run.mlflow_run_id for r in finished for run in r.runs
+                                                      if run.task_spec == name}
 
 
 @pytest.mark.slow

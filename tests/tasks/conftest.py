@@ -28,7 +28,7 @@ HUB_TASKS = {
     "winogrande": "winogrande",
     "sciq": "sciq",
 }
-WHEEL_TASKS = {"mmlu", "hellaswag", "truthfulqa_mc1", "gsm8k", "humaneval", "lm_eval_hellaswag"}
+WHEEL_TASKS = {"mmlu", "hellaswag", "truthfulqa_mc1", "gsm8k", "humaneval", "lm_eval_hellaswag", "inspect_mmlu"}
 LOCAL_TASKS = {"freshqa"}  # reads its own fixture file by default
 
 

@@ -236,8 +236,8 @@ async function init() {
   document.getElementById("next").addEventListener("click", () => { state.page += 1; loadQuestions(); });
   const ov = await getJSON("/api/overview");
   state.overview = ov;
-  if (ov.report) renderOverview(ov.report);
-  if (ov.series) renderSeries(ov.series);
+  if (ov.report) { renderOverview(ov.report); renderForest(ov.report); }
+  if (ov.series) { renderSeries(ov.series); renderSweepPlots(ov.series); }
   document.getElementById("tab-overview").hidden = !ov.report;
   document.getElementById("tab-questions").hidden = !ov.report;
   document.getElementById("tab-series").hidden = !ov.series;

@@ -1,0 +1,151 @@
+"""A flat, unpadded forward of a Llama-family model whose attention follows a token tree.
+
+Why (docs/architecture.md, "The loglikelihood path"): on CPU the padded transformers forward of a
+small model spends much of its time outside the matrix products (padding, 4-d masks, cache
+objects). Here every token of a batch is one row of a [T, hidden] matrix: each layer's matrix
+products run over all T rows at once, and only attention looks at the structure. A `Segment` is a
+run of query tokens that attends to its ancestors' tokens (a shared context computed once, or keys and values cached from an earlier
+batch) and to itself causally, so one forward scores a question's context and all its
+continuations, and a few-shot prefix shared by many questions is computed once.
+
+The arithmetic is the transformers Llama forward's (RMSNorm in float32, RoPE from the model's own
+rotary module, scaled-dot-product attention); results agree with it to float rounding (~1e-5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional name
+
+SUPPORTED = {"llama"}  # model_type values whose modules this forward reproduces exactly
+
+
+@dataclass
+class PrefixKV:
+    """Keys (after RoPE) and values of a token prefix, per layer: [kv_heads, n, head_dim] each."""
+
+    tokens: tuple[int, ...]
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class Segment:
+    """Query rows `rows` (contiguous in the flat batch) attend to `cached` (the first `cached_len`
+    tokens of a PrefixKV), then to the flat rows `parent_rows`, then causally to themselves."""
+
+    rows: range
+    parent_rows: tuple[range, ...] = ()
+    cached: PrefixKV | None = None
+    cached_len: int = 0
+    store: PrefixKV | None = None  # filled with this segment's (and its ancestors') keys and values
+
+
+def supports(model) -> bool:
+    cfg = model.config
+    return (
+        getattr(cfg, "model_type", None) in SUPPORTED
+        and not getattr(cfg, "attention_bias", False)
+        and not getattr(cfg, "mlp_bias", False)
+        and getattr(cfg, "hidden_act", "silu") == "silu"
+        and getattr(cfg, "pretraining_tp", 1) == 1
+    )
+
+
+class FlatLlama:
+    """The flat forward over one loaded model's weights."""
+
+    def __init__(self, model):
+        cfg = model.config
+        self.model = model
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.scale = self.head_dim**-0.5
+        # The model's own weight tensors (no fused copies: the loaded weights are a memory map whose
+        # pages a copy would keep resident twice).
+        self.layers = [
+            (layer.input_layernorm.weight, layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
+             layer.self_attn.v_proj.weight, layer.self_attn.o_proj.weight, layer.post_attention_layernorm.weight,
+             layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight, layer.mlp.down_proj.weight,
+             layer.input_layernorm.variance_epsilon)
+            for layer in model.model.layers
+        ]
+        self.norm = model.model.norm.weight
+        self.norm_eps = model.model.norm.variance_epsilon
+        self.embed = model.model.embed_tokens
+        self.rotary = model.model.rotary_emb
+        self.lm_head = model.lm_head.weight
+
+    @staticmethod
+    def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        # transformers' LlamaRMSNorm (float32 statistics), without its dtype round trips for float32
+        var = x.pow(2).mean(-1, keepdim=True)
+        return weight * (x * torch.rsqrt(var + eps))
+
+    def hidden(self, ids: torch.Tensor, pos: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
+        """Final-norm hidden states [T, hidden] of the flat tokens `ids` at positions `pos`."""
+        t = ids.shape[0]
+        h = self.embed(ids)
+        cos, sin = self.rotary(h[None], pos[None])
+        cos, sin = cos[0][:, None, :], sin[0][:, None, :]  # [T, 1, head_dim]
+        half = self.head_dim // 2
+        nq = self.n_heads * self.head_dim
+        blocked = [~_mask(s) for s in segments]
+        for li, (w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down, eps) in enumerate(self.layers):
+            x = self._rms(h, w_in, eps)
+            q = _rope((x @ w_q.T).view(t, self.n_heads, self.head_dim), cos, sin, half)
+            k = _rope((x @ w_k.T).view(t, self.n_kv, self.head_dim), cos, sin, half)
+            v = (x @ w_v.T).view(t, self.n_kv, self.head_dim)
+            att = torch.empty((t, self.n_heads, self.head_dim), dtype=h.dtype)
+            for seg, block in zip(segments, blocked, strict=True):
+                kk, vv = _keys(k, seg, li), _keys(v, seg, li, values=True)
+                if seg.store is not None:  # a copy: a view would keep this layer's whole q|k|v alive
+                    seg.store.keys.append(kk.clone())
+                    seg.store.values.append(vv.clone())
+                rows = slice(seg.rows.start, seg.rows.stop)
+                att[rows] = _attend(q[rows], kk, vv, block, self.scale)
+            h = torch.addmm(h, att.view(t, nq), w_o.T)
+            x = self._rms(h, w_post, eps)
+            act = F.silu(x @ w_gate.T).mul_(x @ w_up.T)
+            h = torch.addmm(h, act, w_down.T)
+        return self._rms(h, self.norm, self.norm_eps)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, half: int) -> torch.Tensor:
+    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rot * sin
+
+
+def _mask(seg: Segment) -> torch.Tensor:
+    """[rows, keys], True = attend: every ancestor token, and the segment's own tokens causally."""
+    n = len(seg.rows)
+    before = seg.cached_len + sum(len(r) for r in seg.parent_rows)
+    own = torch.ones((n, n), dtype=torch.bool).tril()
+    return torch.cat([torch.ones((n, before), dtype=torch.bool), own], dim=1)
+
+
+def _keys(x: torch.Tensor, seg: Segment, layer: int, values: bool = False) -> torch.Tensor:
+    """[kv_heads, n_keys, head_dim]: the cached prefix, the parents' rows, the segment's own rows."""
+    parts = []
+    if seg.cached is not None and seg.cached_len:
+        parts.append((seg.cached.values if values else seg.cached.keys)[layer][:, : seg.cached_len])
+    parts += [x[r.start : r.stop].transpose(0, 1) for r in (*seg.parent_rows, seg.rows)]
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0].contiguous()
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocked: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention of q [n, heads, d] over k, v [kv_heads, keys, d] -> [n, heads, d]; the query heads
+    of one kv head are stacked so each kv head is one batched matrix product (no repeated keys)."""
+    n, heads, d = q.shape
+    kv = k.shape[0]
+    rep = heads // kv
+    qq = q.view(n, kv, rep, d).permute(1, 2, 0, 3).reshape(kv, rep * n, d)
+    scores = torch.bmm(qq, k.transpose(1, 2)).mul_(scale)
+    scores = scores.view(kv, rep, n, -1)
+    scores.masked_fill_(blocked, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).view(kv, rep * n, -1)
+    out = torch.bmm(probs, v)  # [kv, rep*n, d]
+    return out.view(kv, rep, n, d).permute(2, 0, 1, 3).reshape(n, heads, d)

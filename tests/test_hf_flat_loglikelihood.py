@@ -1,0 +1,74 @@
+"""The flat tree forward (packing, shared-prefix reuse) gives the plain padded path's loglikelihoods
+(within 1e-4, identical argmax and greediness) on real rows with the real model, at any batch size."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.api import LoglikelihoodRequest
+from engine.config.compose import compose_task
+from engine.models.flat_forward import PrefixKV
+from engine.models.hf_tree import MIN_SHARED, PrefixCache, Question, chunks, plan
+from engine.tasks import build_task
+
+
+def _rows(spec: str, n: int, fixed: bool = False) -> list[LoglikelihoodRequest]:
+    cfg = compose_task(spec)
+    if fixed:
+        cfg = cfg.model_copy(update={"fewshot": cfg.fewshot.model_copy(update={"fixed": True})})
+    task = build_task(cfg)
+    reqs = [task.build_request(i) for i in task.load_instances()[:n]]
+    assert all(isinstance(r, LoglikelihoodRequest) for r in reqs)
+    return reqs  # type: ignore[return-value]
+
+
+def _argmax(xs) -> int:
+    return max(range(len(xs)), key=xs.__getitem__)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("spec", "n", "batch", "fixed"), [
+    ("hellaswag:rc", 4, 2, False),     # long continuations: context + 4 continuation branches
+    ("mmlu:rc", 4, 4, False),          # cloze answers
+    ("mmlu:mc:5shot", 4, 2, True),     # a subject's 5 fixed shots: an in-batch node, then the cache
+])
+def test_flat_tree_equals_plain_path(smollm2_provider, spec, n, batch, fixed):
+    reqs = _rows(spec, n, fixed)
+    if fixed:  # the second call reuses the first call's shared prefix from the cache (and scores PMI)
+        reqs = reqs[:2] + [r.model_copy(update={"unconditional_context": "Answer:"}) for r in reqs[:2]]
+    smollm2_provider.loglikelihood_sync(reqs[:1])  # loads the model and its flat forward
+    assert smollm2_provider._flat is not None
+    fast = [r for k in range(0, n, batch) for r in smollm2_provider.loglikelihood_sync(reqs[k : k + batch])]
+    plain = smollm2_provider.loglikelihood_sync(reqs, plain=True)
+    for f, p in zip(fast, plain, strict=True):
+        assert f.logprobs == pytest.approx(p.logprobs, abs=1e-4)
+        assert _argmax(f.logprobs) == _argmax(p.logprobs)
+        assert f.is_greedy == p.is_greedy and f.token_counts == p.token_counts
+        if p.unconditional_logprobs is not None:
+            assert f.unconditional_logprobs == pytest.approx(p.unconditional_logprobs, abs=1e-4)
+    if fixed:  # the five shots' keys and values were kept for the next batches of the subject
+        assert max(len(k) for k in smollm2_provider._prefixes.entries) > 200
+
+
+def test_prefix_plan_shares_exact_token_prefixes():
+    shared = list(range(100, 100 + 2 * MIN_SHARED))
+    qs = [Question(context=shared + [1, 2, 3], continuations=[[7], [8]]),
+          Question(context=[5] * 40, continuations=[[7, 8, 9]]),
+          Question(context=shared + [4], continuations=[[7]])]
+    cache = PrefixCache()
+    nodes = plan(qs, cache)
+    assert len(nodes) == 1 and nodes[0].tokens == shared
+    assert qs[0].node is qs[2].node is nodes[0] and qs[1].node is None
+    assert qs[0].cost() == 3 and qs[1].cost() == 40 + 2
+    # a budget that splits the node's members: the second reads the node's stored keys
+    assert chunks(qs, budget=2 * MIN_SHARED + 4) == [[qs[0], qs[2]], [qs[1]]]
+    assert chunks(qs, budget=2 * MIN_SHARED + 3) == [[qs[0]], [qs[2]], [qs[1]]]
+
+
+def test_cache_hit_never_covers_the_whole_context():
+    cache = PrefixCache()
+    ctx = list(range(50))
+    cache.put(PrefixKV(tokens=tuple(ctx)))
+    q = Question(context=ctx, continuations=[[1]])
+    plan([q], cache)
+    assert q.cached_len == len(ctx) - 1  # the last context token runs: its output predicts the answer
