@@ -152,8 +152,11 @@ def test_multirun_sweeps_checkpoints_into_one_experiment(workdir, smollm2_dir):
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlruns.db'}")
     exp = client.get_experiment_by_name("truthfulqa_mc1")
     found = client.search_runs([exp.experiment_id])
-    assert sorted(r.data.tags["evalbench.checkpoint_step"] for r in found) == ["100", "200"]
-    assert len({r.data.tags["evalbench.task_hash"] for r in found}) == 1
+    [parent] = [r for r in found if r.data.tags.get("evalbench.kind") == "sweep"]  # one parent run per sweep
+    jobs = [r for r in found if r is not parent]
+    assert sorted(r.data.tags["evalbench.checkpoint_step"] for r in jobs) == ["100", "200"]
+    assert {r.data.tags.get("mlflow.parentRunId") for r in jobs} == {parent.info.run_id}
+    assert len({r.data.tags["evalbench.task_hash"] for r in jobs}) == 1
 
 
 def test_suite_and_variants_run(workdir):
