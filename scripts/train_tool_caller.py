@@ -1,6 +1,6 @@
 """Train the tool-calling SmolLM2 (`make tool-model`): `model=smollm2_tools` then evaluates it.
 
-    python scripts/train_tool_caller.py                 # the full training (~5-8 min on 2 CPU cores)
+    python scripts/train_tool_caller.py                 # the full training (see README for the time)
     python scripts/train_tool_caller.py --examples 4 --epochs 1 --out /tmp/tiny   # a tiny run
 
 Synthetic trajectories of the `search_agent` harness over the local corpus (engine/harness/
@@ -17,61 +17,52 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from engine.harness.tool_training import data_hash, render, trajectories
-from engine.models.embedded import embedded_checkpoint_dir
-from engine.models.tool_caller import TOOLS_CHAT_TEMPLATE, tool_model_dir
-from engine.models.tool_caller_train import TrainConfig, train_tool_caller
+from engine.harness.tool_training import build_tool_caller
+from engine.models.tool_caller import tool_model_dir
+from engine.models.tool_caller_train import TrainConfig
 
 
-def training_texts(cfg: TrainConfig, base: Path) -> list[str]:
-    from transformers import AutoTokenizer  # deferred: heavy
-
-    tok = AutoTokenizer.from_pretrained(base)
-    tok.chat_template = TOOLS_CHAT_TEMPLATE
-    # The text protocol's rendering; the native one renders the same tokens (tests/harness/test_tool_caller.py).
-    return [render(tok, msgs) for msgs in trajectories(cfg.examples, cfg.seed, "text")]
-
-
-def train(cfg: TrainConfig, out: Path, tracking_uri: str | None = None, quiet: bool = False) -> dict[str, Any]:
-    base = embedded_checkpoint_dir()
-    texts = training_texts(cfg, base)
-    digest = data_hash(texts)
-    mlflow_run: Any = None
+def train(cfg: TrainConfig, out: Path, tracking_uri: str | None = None) -> dict[str, Any]:
+    client: Any = None
+    run_id: str | None = None
     if tracking_uri:
         from engine.record import store  # deferred: mlflow (sqlalchemy) only when tracking
 
         client = store.client(tracking_uri)
         exp = client.get_experiment_by_name("train_tool_caller")
         exp_id = exp.experiment_id if exp else client.create_experiment("train_tool_caller")
-        mlflow_run = client.create_run(exp_id, run_name=f"smollm2-tools seed{cfg.seed}",
-                                       tags={"evalbench.kind": "training", "data_hash": digest})
+        run_id = client.create_run(exp_id, run_name=f"smollm2-tools seed{cfg.seed}",
+                                   tags={"evalbench.kind": "training"}).info.run_id
         for k, v in cfg.model_dump().items():
-            client.log_param(mlflow_run.info.run_id, k, v)
+            client.log_param(run_id, k, v)
+    started = time.monotonic()
+
+    def on_data(texts: list[str], digest: str) -> None:
+        print(f"[train_tool_caller] {len(texts)} trajectories, data hash {digest} -> {out}", flush=True)
+        if run_id is not None:
+            client.log_param(run_id, "data_hash", digest)
 
     def on_step(step: int, loss: float) -> None:
-        if not quiet:
-            print(f"step {step:3d}  loss {loss:.4f}", flush=True)
-        if mlflow_run is not None:
-            client.log_metric(mlflow_run.info.run_id, "loss", loss, step=step)
+        print(f"step {step:3d}  loss {loss:.4f}  ({time.monotonic() - started:.0f} s)", flush=True)
+        if run_id is not None:
+            client.log_metric(run_id, "loss", loss, step=step)
 
-    if not quiet:
-        print(f"[train_tool_caller] {len(texts)} trajectories, data hash {digest} -> {out}", flush=True)
-    summary = train_tool_caller(base, out, texts, cfg, digest, on_step)
-    if mlflow_run is not None:
-        client.log_metric(mlflow_run.info.run_id, "train_seconds", summary["total_s"])
-        client.set_terminated(mlflow_run.info.run_id)
-    if not quiet:
-        print(f"[train_tool_caller] done in {summary['total_s']:.0f} s (frozen part {summary['frozen_s']:.0f} s), "
-              f"final loss {summary['losses'][-1]:.4f}; checkpoint {out}", flush=True)
+    summary = build_tool_caller(cfg, out, on_step, on_data)
+    if run_id is not None:
+        client.log_metric(run_id, "train_seconds", summary["total_s"])
+        client.set_terminated(run_id)
+    print(f"[train_tool_caller] done in {summary['total_s']:.0f} s (frozen part {summary['frozen_s']:.0f} s), "
+          f"final loss {summary['losses'][-1]:.4f}; checkpoint {out}", flush=True)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     d = TrainConfig()
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--examples", type=int, default=d.examples)
     ap.add_argument("--epochs", type=int, default=d.epochs)

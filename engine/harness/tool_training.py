@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from engine.config.schema import HarnessConfig
 from engine.harness.protocol import Protocol
 from engine.harness.scaffolds import ToolLoop
 from engine.harness.tools import resolve_tools
+from engine.models.embedded import embedded_checkpoint_dir
+from engine.models.tool_caller import TOOLS_CHAT_TEMPLATE
+from engine.models.tool_caller_train import TrainConfig, train_tool_caller
 
 FACTS = "data/ellisande/facts.jsonl"
 QUERY_SUFFIX = "\nAnswer with a short phrase."  # conf/task/ellisande_qa.yaml generate_template
@@ -118,5 +122,22 @@ def data_hash(texts: list[str]) -> str:
     return stable_hash(texts)[:16]
 
 
-def corpus_path(h: HarnessConfig) -> Path:
-    return resolve_project_path(str(h.tool_options.get("search", {}).get("corpus", "data/corpus")))
+def training_texts(cfg: TrainConfig, base: Path) -> list[str]:
+    """The rendered training examples: the text protocol's rendering with the checkpoint's chat
+    template (the native one renders the same tokens; tests/harness/test_tool_caller.py)."""
+    from transformers import AutoTokenizer  # deferred: heavy, training only
+
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.chat_template = TOOLS_CHAT_TEMPLATE
+    return [render(tok, msgs) for msgs in trajectories(cfg.examples, cfg.seed, "text")]
+
+
+def build_tool_caller(cfg: TrainConfig, out: Path, on_step: Callable[[int, float], None] | None = None,
+                      on_data: Callable[[list[str], str], None] | None = None) -> dict[str, Any]:
+    """Trajectories → rendered texts → fine-tuned checkpoint in `out` (scripts/train_tool_caller.py)."""
+    base = embedded_checkpoint_dir()
+    texts = training_texts(cfg, base)
+    digest = data_hash(texts)
+    if on_data is not None:
+        on_data(texts, digest)
+    return train_tool_caller(base, out, texts, cfg, digest, on_step)

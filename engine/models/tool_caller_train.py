@@ -14,6 +14,7 @@ import copy
 import json
 import re
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ def train_tool_caller(base_dir: Path, out_dir: Path, texts: list[str], cfg: Trai
     all_layers, norm = body.layers, body.norm
     body.layers, body.norm = torch.nn.ModuleList(all_layers[:split]), torch.nn.Identity()
     states = []
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # `past_key_values` → `cache` rename (transformers 5.x)
         pre = body(input_ids=torch.tensor([ids[0][:prefix]]), use_cache=True)
         for seq in ids:
             rest = body(input_ids=torch.tensor([seq[prefix:]]), past_key_values=copy.deepcopy(pre.past_key_values),
