@@ -387,7 +387,7 @@ class Experiment(_Config):
 def check_harness_fits(harness: HarnessConfig, task: TaskConfig) -> None:
     """A tool harness drives generations; a likelihood task (mc, rc, bpb) never generates, so the
     harness would be silently ignored and recorded as if used: refused (ValueError → exit 2)."""
-    forms = list(task.best_of) or [task.formulation]
+    forms: list[str] = list(task.best_of) or [task.formulation]
     if harness.scaffold == "single_turn" or task.external is not None or "generate" in forms:
         return
     raise ValueError(

@@ -43,10 +43,10 @@ def agent_summary(records: list[InstanceRecord]) -> AgentSummary:
         total_calls += len(names)
         total_turns += sum(1 for s in r.trajectory if s.type == "model")
         without += not names
-        for n in names:
-            calls[n] = calls.get(n, 0) + 1
-        for n in set(names):
-            questions[n] = questions.get(n, 0) + 1
+        for name in names:
+            calls[name] = calls.get(name, 0) + 1
+        for name in set(names):
+            questions[name] = questions.get(name, 0) + 1
         reason = _end_reason(r)
         ends[reason] = ends.get(reason, 0) + 1
     n = len(records)

@@ -120,7 +120,7 @@ def train_tool_caller(base_dir: Path, out_dir: Path, texts: list[str], cfg: Trai
                 logits = model.lm_head(body.norm(h[0, :-1][where]))
                 loss = torch.nn.functional.cross_entropy(logits, target[where], reduction="sum") / n_tokens
                 loss.backward()
-                step_loss += float(loss)
+                step_loss += float(loss.detach())
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
