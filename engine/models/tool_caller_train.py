@@ -30,8 +30,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     seed: int = 1234
-    examples: int = 48  # oracle trajectories
-    epochs: int = 3
+    examples: int = 40  # oracle trajectories
+    epochs: int = 2
     batch: int = 4  # examples per optimizer step (gradient accumulation)
     lr: float = 3e-4
     train_layers: int = 4  # the top decoder layers that train (of 30)
@@ -132,6 +132,7 @@ def train_tool_caller(base_dir: Path, out_dir: Path, texts: list[str], cfg: Trai
     info = {"base": "smollm2-135m-instruct", "config": cfg.model_dump(), "data_hash": data_hash,
             "examples": len(texts), "tokens": sum(len(s) for s in ids)}
     tmp = out_dir.with_name(out_dir.name + ".partial")
+    model.hf_quantizer = None  # the base config names its GGUF source; save_pretrained refuses that otherwise
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / TRAINING_FILE).write_text(json.dumps(info, indent=1, sort_keys=True))
