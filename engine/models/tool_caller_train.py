@@ -31,9 +31,9 @@ class TrainConfig(BaseModel):
 
     seed: int = 1234
     examples: int = 40  # oracle trajectories
-    epochs: int = 2
+    epochs: int = 3
     batch: int = 4  # examples per optimizer step (gradient accumulation)
-    lr: float = 3e-4
+    lr: float = 5e-4
     train_layers: int = 4  # the top decoder layers that train (of 30)
     warmup_steps: int = 2
 
