@@ -30,11 +30,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     seed: int = 1234
-    examples: int = 160  # oracle trajectories
+    examples: int = 40  # oracle trajectories
     epochs: int = 3
     batch: int = 4  # examples per optimizer step (gradient accumulation)
     lr: float = 5e-4
-    train_layers: int = 6  # the top decoder layers that train (of 30)
+    train_layers: int = 4  # the top decoder layers that train (of 30)
     warmup_steps: int = 2
 
 
