@@ -244,6 +244,27 @@ class RunCounts(_Record):
     errored: int
 
 
+class AgentSummary(_Record):
+    """What a tool-using harness's model actually did over a run (engine/harness/agent_report.py)."""
+
+    questions: int
+    tool_calls_per_question: float
+    questions_without_tool_call: int
+    turns_per_question: float
+    # answered (a reply or a submit), max_turns, max_tokens, max_time, error
+    end_reasons: dict[str, int] = {}
+    calls_by_tool: dict[str, int] = {}
+    questions_by_tool: dict[str, int] = {}  # questions with at least one call of the tool
+
+    def metrics(self) -> dict[str, float]:
+        out = {"agent.tool_calls_per_question": self.tool_calls_per_question,
+               "agent.questions_without_tool_call": float(self.questions_without_tool_call),
+               "agent.turns_per_question": self.turns_per_question}
+        out.update({f"agent.end_reason.{k}": float(v) for k, v in self.end_reasons.items()})
+        out.update({f"agent.questions_calling.{k}": float(v) for k, v in self.questions_by_tool.items()})
+        return out
+
+
 class RunRecord(_Record):
     run_id: str
     experiment_id: str
@@ -268,6 +289,11 @@ class RunRecord(_Record):
     scores: dict[str, ScoreSummary]
     run_dir: str
     mlflow_run_id: str | None = None
+    # Tool-using harnesses only (absent in older records): what the agent did, and what it was told.
+    agent: AgentSummary | None = None
+    agent_protocol: str | None = None  # native or text
+    agent_system_prompt: str | None = None  # as sent in the first request
+    tool_schemas: list[dict[str, Any]] | None = None
 
     @property
     def aggregate_only(self) -> bool:

@@ -1,12 +1,22 @@
-"""`inspect=true`: print the exact rendered requests, calling no model."""
+"""`inspect=true`: print the exact rendered requests, calling no model.
+
+With a tool-using harness it prints what the agent is sent: the protocol, the system prompt, the
+tool schemas and the first request of each shown instance, rendered as the provider renders it.
+"""
 
 from __future__ import annotations
 
-from engine.api import GenerateRequest
+import json
+from typing import Any
+
+from engine.api import GenerateRequest, ModelIdentity
 from engine.config.schema import Experiment
 from engine.config.suites import expand_experiment
 from engine.external.run import external_command
-from engine.models import resolve_model_dir
+from engine.harness.agent_report import uses_tools
+from engine.harness.build import build_scaffold
+from engine.harness.scaffolds import ToolLoop
+from engine.models import resolve_model_dir, with_tool_model
 from engine.runner.task_run import prepare
 
 
@@ -15,7 +25,24 @@ def _tokenizer(exp: Experiment):
         return None
     from transformers import AutoTokenizer  # deferred: ~2 s, only for an hf model
 
-    return AutoTokenizer.from_pretrained(resolve_model_dir(exp.model))
+    return AutoTokenizer.from_pretrained(resolve_model_dir(with_tool_model(exp.model)))
+
+
+class _Shape:
+    """What choosing a protocol reads of a provider (its kind and tokenizer), without loading weights."""
+
+    def __init__(self, exp: Experiment, tok: Any):
+        self.identity = ModelIdentity(name=exp.model.name, provider=exp.model.provider)
+        if tok is not None:
+            self.tokenizer = tok
+
+
+def _agent_header(scaffold: ToolLoop, first: GenerateRequest) -> list[str]:
+    system = [m.content for m in first.messages or () if m.role == "system"]
+    return [f"[agent] scaffold {scaffold.name}, protocol {scaffold.protocol}, tools {', '.join(scaffold.tools)}",
+            f"[system prompt]\n{system[0] if system else '(none)'}",
+            f"[tool schemas] {'sent as request.tools' if first.tools else 'described in the system prompt (text protocol)'}\n"
+            + "\n".join(json.dumps(s) for s in scaffold.schemas)]
 
 
 def inspect_experiment(exp: Experiment, limit: int = 2) -> str:
@@ -28,17 +55,25 @@ def inspect_experiment(exp: Experiment, limit: int = 2) -> str:
             out.append(external_command(run, exp))
             continue
         task, instances = prepare(run, exp.model_copy(update={"limit": exp.limit or limit}))
+        scaffold = build_scaffold(exp.harness, _Shape(exp, tok)) if uses_tools(exp.harness, run.task.formulation) else None  # type: ignore[arg-type]
         out.append(f"=== {run.spec}  (task hash {task.task_hash}, formulation {run.task.formulation}, "
                    f"normalization {run.task.normalization}, {run.task.num_fewshot}-shot)")
-        for inst in instances[: exp.limit or limit]:
+        for n, inst in enumerate(instances[: exp.limit or limit]):
             req = task.build_request(inst)
             out.append(f"--- instance {inst.id}  gold={inst.gold!r}")
             if isinstance(req, GenerateRequest):
+                if scaffold is not None:  # the agent's first request, exactly as the tool loop sends it
+                    req = scaffold.first_request(req)
+                    if n == 0:
+                        out.extend(_agent_header(scaffold, req))
                 text = req.render_text()
                 if tok is not None and req.messages is not None:
                     text = tok.apply_chat_template([m.model_dump(exclude_none=True) for m in req.messages],
-                                                   tokenize=False, add_generation_prompt=True)
-                out.append(f"[prompt, {count(text)} {unit}]\n{text}")
+                                                   tools=list(req.tools) or None, tokenize=False,
+                                                   add_generation_prompt=True)
+                elif req.tools:
+                    text += "\n[tools] " + json.dumps(list(req.tools))
+                out.append(f"[{'first request' if scaffold else 'prompt'}, {count(text)} {unit}]\n{text}")
                 out.append(f"[sampling] {req.sampling.model_dump()}")
             else:
                 out.append(f"[context, {count(req.context)} {unit}]\n{req.context}")

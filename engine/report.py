@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from engine.api import RunRecord
+from engine.harness.agent_report import agent_lines
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -29,7 +30,8 @@ def results_table(records: Sequence[RunRecord]) -> str:
         ])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    agents = [text for r in records for text in agent_lines(r)]  # tool loops: what the agent did
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows] + agents)
 
 
 def where_records_are(records: Sequence[RunRecord], tracking_uri: str | None) -> str:

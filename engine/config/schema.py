@@ -389,6 +389,12 @@ class Experiment(_Config):
     inspect: bool = False
     progress: bool = True
 
+    @model_validator(mode="after")
+    def _tools_need_generation(self) -> Experiment:
+        if self.task is not None:
+            check_harness_fits(self.harness, self.task)
+        return self
+
     @field_validator("imports", mode="before")
     @classmethod
     def _module_names(cls, v: Any) -> Any:
@@ -398,3 +404,18 @@ class Experiment(_Config):
                 raise ValueError(f"`imports` lists {name!r}, which is not a module name. Fix: list dotted module "
                                  "names, e.g. `imports: [mypkg.evals]`")
         return v
+
+
+def check_harness_fits(harness: HarnessConfig, task: TaskConfig) -> None:
+    """A tool harness drives generations; a likelihood task (mc, rc, bpb) never generates, so the
+    harness would be silently ignored and recorded as if used: refused (ValueError → exit 2)."""
+    forms: list[str] = list(task.best_of) or [task.formulation]
+    if harness.scaffold == "single_turn" or task.external is not None or "generate" in forms:
+        return
+    raise ValueError(
+        f"harness '{harness.name}' (scaffold {harness.scaffold}, tools {', '.join(harness.tools) or 'none'}) "
+        f"cannot run task '{task.name}': it is scored by likelihood (formulation {'/'.join(forms)}), which "
+        "compares the model's probabilities of fixed answers and never lets the model write, so no tool could "
+        "be called and the harness would be ignored. Fix: run the task with `harness=default`, or use a "
+        "generation task (e.g. `task=ellisande_qa`, `task=freshqa` or `task=gsm8k`)"
+    )

@@ -49,7 +49,7 @@ from engine.external.sandboxed import (
     prepare_dirs,
     run_in_container,
 )
-from engine.models import resolve_model_dir
+from engine.models import resolve_model_dir, with_tool_model
 from engine.record.atomic import atomic_write_lines
 from engine.runner.core import RunnerCore
 from engine.runner.task_run import TaskResult, prepare, run_dir_for
@@ -77,7 +77,7 @@ def _context(task_run: TaskRun, exp: Experiment, core: RunnerCore | None, base_u
              instances: list[Instance], inner_workdir: str | None = None) -> WrapperContext:
     model_dir = getattr(core.provider, "model_dir", None) if core is not None else None
     if model_dir is None and exp.model.provider == "hf":  # inspect=true: no provider built
-        model_dir = resolve_model_dir(exp.model)
+        model_dir = resolve_model_dir(with_tool_model(exp.model))
     items = [ExternalItem(id=i.id, query=i.query, choices=list(i.choices) if i.choices is not None else None,
                           gold=i.gold, cluster=i.cluster) for i in instances]
     return WrapperContext(task=task_run.task, external=external_of(task_run), exp=exp, base_url=base_url,

@@ -133,6 +133,10 @@ class ToolLoop:
         tools = tuple(self.schemas) if self.tools and self.protocol == "native" else ()
         return GenerateRequest(messages=tuple(state.messages), sampling=sampling, tools=tools)
 
+    def first_request(self, request: GenerateRequest) -> GenerateRequest:
+        """The first model request of a trajectory, exactly as sent (what `inspect=true` prints)."""
+        return self.turn_request(request, _State(messages=self.initial_messages(request), call=_no_call))
+
     # -- limits ----------------------------------------------------------------------------
     def _check_limits(self, state: _State) -> None:
         h = self.harness
@@ -306,6 +310,10 @@ class MultiTurn(ToolLoop):
         except ProviderError as err:
             return self._errored(state, err)
         return self._finish(state, answer, reason)
+
+
+async def _no_call(request: GenerateRequest, left: float | None) -> tuple[GenerateResponse, int]:
+    raise RuntimeError("first_request builds a request; it never calls the model")
 
 
 def _mark_end(steps: list[TrajectoryStep], reason: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from engine.api import ModelIdentity, stable_hash
 from engine.config.paths import evalbench_home
 from engine.config.schema import ModelConfig
+from engine.models.tool_caller import training_revision
 
 _STEP = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
 _WEIGHTS = ("*.safetensors", "*.bin", "*.gguf")
@@ -75,7 +76,8 @@ def model_identity(cfg: ModelConfig, model_dir: Path | None) -> ModelIdentity:
         name=cfg.name,
         provider=cfg.provider,
         path=str(model_dir) if model_dir else cfg.path,
-        revision=cfg.revision,
+        # A checkpoint trained here (scripts/train_tool_caller.py) names its training config and data.
+        revision=cfg.revision or (training_revision(model_dir) if model_dir else None),
         checkpoint_step=checkpoint_step(cfg),
         content_hash=content_hash(model_dir) if model_dir else None,
         api_base=cfg.api_base.rstrip("/") if cfg.api_base else None,

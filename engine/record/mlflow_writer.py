@@ -100,6 +100,8 @@ def run_metrics(record: RunRecord) -> dict[str, float]:
             if value is not None:
                 metrics[f"{name}.{field}"] = float(value)
         metrics[f"{name}.reported_stderr"] = float(score.reported_stderr)
+    if record.agent is not None:  # what a tool-using harness's model did (docs/architecture.md, "Agents that use tools")
+        metrics.update(record.agent.metrics())
     # MLflow rejects NaN in some stores, and names outside [A-Za-z0-9_-. :/]: pass@1 is pass_at_1.
     return {metric_name(k): float(v) for k, v in metrics.items() if v == v}
 

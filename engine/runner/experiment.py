@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict
 from engine import __version__
 from engine.api import Provider, RunRecord, ScoreSummary, stable_hash
 from engine.config.errors import ConfigError
-from engine.config.schema import Experiment, ModelConfig
+from engine.config.schema import Experiment, ModelConfig, check_harness_fits
 from engine.config.suites import TaskRun, expand_experiment
+from engine.harness.agent_report import agent_fields, uses_tools
 from engine.models import build_provider
 from engine.record.mlflow_writer import start_mlflow_run
 from engine.record.publish import RecordNotTracked, record_and_log
@@ -91,6 +92,9 @@ def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider: Pro
         scores=scores,
         run_dir=str(run_dir_for(exp, run.spec).resolve()),
         mlflow_run_id=mlflow_run_id,
+        # A tool loop: what the agent did and what it was told (docs/architecture.md, "Agents that use tools").
+        **(agent_fields(exp.harness, provider, result.instances)
+           if uses_tools(exp.harness, run.task.formulation) and run.task.external is None else {}),
     )
 
 
@@ -113,6 +117,11 @@ def record_interrupted(exp: Experiment, run: TaskRun, result: TaskResult, provid
 
 def check_capabilities(exp: Experiment, runs: list[TaskRun]) -> None:
     """Refuse before any compute what the provider cannot serve exactly."""
+    for r in runs:  # a suite's tasks: a tool harness on a likelihood task (a single task fails validation)
+        try:
+            check_harness_fits(exp.harness, r.task)
+        except ValueError as err:
+            raise ConfigError(str(err) + ".") from None
     if exp.model.provider == "litellm" and not exp.model.supports_prompt_logprobs:
         needs = [r.spec for r in runs if r.task.formulation != "generate" and r.task.external is None]
         if needs:

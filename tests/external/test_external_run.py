@@ -27,53 +27,6 @@ from engine.scoring.metrics import aggregate_scores
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Acts as `python -m lm_eval run ...`: reads --output_path and base_url, behaves as FAKE_LM_EVAL says.
-FAKE = r'''#!{python}
-import json, os, sys, time, urllib.request
-argv = sys.argv[1:]
-out = argv[argv.index("--output_path") + 1]
-args = dict(kv.split("=", 1) for kv in argv[argv.index("--model_args") + 1].split(","))
-rows = [json.loads(l) for l in open(os.path.join(os.path.dirname(out), "rows.jsonl"))]
-mode = os.environ["FAKE_LM_EVAL"]
-if mode == "crash":
-    print("Traceback: something broke inside the benchmark", file=sys.stderr)
-    sys.exit(3)
-if mode == "hang":
-    time.sleep(60)
-if mode == "garbage":
-    os.makedirs(out + "/m", exist_ok=True)
-    open(out + "/m/results_1.json", "w").write("{not json")
-    sys.exit(0)
-os.makedirs(out + "/m", exist_ok=True)
-name = "evalbench_hellaswag"
-json.dump({"results": {name: {"alias": name, "acc,none": 0.5, "acc_stderr,none": 0.1, "acc_norm,none": 0.25}},
-           "n-samples": {name: {"original": len(rows), "effective": len(rows)}}}, open(out + "/m/results_1.json", "w"))
-if mode == "aggregate":
-    sys.exit(0)
-with open(out + f"/m/samples_{name}_1.jsonl", "w") as f:
-    for i, row in enumerate(rows):
-        args_ = {}
-        for j, ending in enumerate(row["endings"][:2]):
-            prompt = f"Q{i}: " + row["ctx"][:30]
-            body = {"model": "m", "prompt": prompt + " " + ending, "echo": True, "logprobs": 1, "max_tokens": 1}
-            req = urllib.request.Request(args["base_url"], data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-            urllib.request.urlopen(req, timeout=30).read()
-            args_[f"gen_args_{j}"] = {"arg_0": prompt, "arg_1": " " + ending}
-        f.write(json.dumps({"doc_id": i, "doc": {**row, "choices": row["endings"][:2]}, "target": "0",
-                            "arguments": args_, "resps": [], "filtered_resps": [["-1.5", "False"], ["-2.5", "False"]],
-                            "metrics": ["acc", "acc_norm"], "acc": float(i % 2), "acc_norm": 1.0}) + "\n")
-'''
-
-
-@pytest.fixture
-def fake_lm_eval(tmp_path: Path) -> Path:
-    script = tmp_path / "fake-python"
-    script.write_text(FAKE.replace("{python}", sys.executable))
-    script.chmod(0o755)
-    return script
-
-
 def _task_run(python: Path | str, timeout_s: float = 60.0, wrapper: str = "lm_eval") -> TaskRun:
     cfg = compose_task("lm_eval_hellaswag")
     ext = cfg.external.model_copy(update={"wrapper": wrapper, "timeout_s": timeout_s,
