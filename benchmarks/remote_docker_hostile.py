@@ -137,9 +137,8 @@ def run_forged(mode: str, hosts: tuple[str, ...]) -> dict[str, Row]:
     for name, test in (("forge:checker_out_of_reach", forged.test_the_checker_is_out_of_reach_of_the_candidate_process),
                        ("forge:honest_pass_wrong_fail", forged.test_honest_solutions_pass_and_wrong_ones_fail)):
         v = _verdict(lambda: test(mode))  # noqa: B023 - called at once
-        hosts_used = Counter(c.execution.host for c in last if c.execution)
         status = ",".join(f"{s}x{n}" for s, n in sorted(Counter(c.status for c in last).items()))
-        rows[name] = Row(status, v, ",".join(hosts_used))
+        rows[name] = Row(status, v, ",".join(c.execution.host for c in last if c.execution))
     return rows
 
 
@@ -218,7 +217,7 @@ def main() -> int:
         print(f"both hosts in one pool: {both_pass}/{len(both)} cases pass the suite's assertions, "
               f"wall time {t_both:.1f} s")
         print(f"  hostile executions per host: {dict(spread)}")
-        print(f"  forged-verdict cases per host: {dict(forge_spread)}")
+        print(f"  forged-verdict executions per host: {dict(forge_spread)}")
         hosts_ok = all(spread.get(h) for h in (LOCAL_SOCK, remote)) and both_pass == len(both)
         bad += [f"{k} on both: {r.verdict}" for k, r in both.items() if r.verdict != "pass"]
     for line in bad:
