@@ -391,7 +391,7 @@ class Experiment(_Config):
 
     @model_validator(mode="after")
     def _tools_need_generation(self) -> Experiment:
-        if self.task is not None:
+        if self.task is not None and self.suite is None:  # a suite's tasks are checked when it expands
             check_harness_fits(self.harness, self.task)
         return self
 
