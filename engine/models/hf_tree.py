@@ -171,7 +171,8 @@ def run_chunk(flat: FlatLlama, chunk: list[Question], cache: PrefixCache) -> Non
     owners: list[int] = []
     conts: list[Question] = []
     for q in chunk:
-        cached, cached_len, parents = q.cached, q.cached_len, ()
+        parents: tuple[range, ...] = ()
+        cached, cached_len = q.cached, q.cached_len
         node = q.node
         if node is not None and node.done:
             cached, cached_len = node.store, node.length
