@@ -14,7 +14,7 @@ from tests.conftest import run_engine
     ("args", "expected"),
     [
         (["task=mmlx"], "Unknown task 'mmlx'. Did you mean 'mmlu'"),
-        (["variant=3sht"], "Unknown variant '3sht'. Did you mean '3shot'"),
+        (["variant=3sht"], "Unknown variant '3sht' for task 'mmlu'. Did you mean '3shot'"),
         (["-m", "model.path=a,b", "task=nope"], "Unknown task 'nope'"),
         (["model.batch_size=abc"], "`model.batch_size`: Input should be a valid integer"),
         (["+task.fewshots=3"], "unknown key `task.fewshots` (did you mean fewshot"),

@@ -79,7 +79,10 @@ def _refused(res, *fragments: str) -> str:
 
 def _shouted(stdout: str) -> bool:
     """The inspected prompt's question is in capitals (the user's task class ran)."""
-    question = next(line for line in stdout.splitlines() if line.startswith("Question: "))[len("Question: "):]
+    lines = stdout.splitlines()
+    question = next((line[len("Question: "):] for line in lines if line.startswith("Question: ")), None)
+    if question is None:  # a tool harness: inspect shows the agent's first request, the question as the user turn
+        question = lines[lines.index("<|im_start|>user") + 1].removesuffix("<|im_end|>")
     return len(question) > 10 and question == question.upper()
 
 
@@ -167,6 +170,7 @@ def test_imports_loads_a_users_task_scorer_tool_and_scaffold(tmp_path, monkeypat
 def test_imports_on_the_command_line(workdir):
     _write(workdir, "bench_ext_cli.py", USER_MODULE)
     res = run_engine(_arc("imports=[bench_ext_cli]", "+task._target_=shout_qa", "+task.scorers=[says_because]",
+                          "task.formulation=generate",  # a tool harness drives generations only
                           "harness.tools=[my_calculator]", "harness.scaffold=polite_loop"), workdir, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert _shouted(res.stdout)

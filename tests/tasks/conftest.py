@@ -29,7 +29,7 @@ HUB_TASKS = {
     "sciq": "sciq",
 }
 WHEEL_TASKS = {"mmlu", "hellaswag", "truthfulqa_mc1", "gsm8k", "humaneval", "lm_eval_hellaswag", "inspect_mmlu"}
-LOCAL_TASKS = {"freshqa"}  # reads its own fixture file by default
+LOCAL_TASKS = {"freshqa", "ellisande_qa"}  # read their own data files (data/) by default
 
 
 @lru_cache(maxsize=None)
