@@ -41,6 +41,8 @@ ROWS: dict[str, tuple[list[str], int, float]] = {
     "hellaswag_rc": (["task=hellaswag:rc"], 100, 2.5),
     "mmlu_5shot": (["task=mmlu:mc:5shot", "task.fewshot.fixed=true"], 200, 3.0),
 }
+from parity_lm_eval import clean_checkpoint  # noqa: E402  - the same symlinked, de-GGUF'd weights lm-eval loads
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
        "MLFLOW_DISABLE_TELEMETRY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(REPO)}
 
@@ -96,21 +98,6 @@ def evalbench(row: str, limit: int, work: Path) -> dict:
     torch_loaded = bool(re.search(r"\|\s+torch$", again.stderr, re.M))
     records = [json.loads(line) for line in next((work / "cold").rglob("instances.jsonl")).read_text().splitlines()]
     return {"wall": cold, "rss": rss, "cached_wall": warm, "cached_torch": torch_loaded, "records": records}
-
-
-def clean_checkpoint(model_dir: Path, work: Path) -> Path:
-    """The same weights (symlinked) without the GGUF `quantization_config` lm-eval's loader rejects."""
-    out = work / "checkpoint"
-    if not out.exists():
-        out.mkdir()
-        for f in model_dir.iterdir():
-            if f.name == "config.json":
-                config = json.loads(f.read_text())
-                config.pop("quantization_config", None)
-                (out / f.name).write_text(json.dumps(config, indent=2))
-            else:
-                (out / f.name).symlink_to(f)
-    return out
 
 
 def lm_eval(row: str, records: list[dict], checkpoint: Path, work: Path) -> dict:
