@@ -97,7 +97,7 @@ def test_default_run_prints_table_records_everything_and_reruns_from_cache(workd
 
 
 def test_killed_run_resumes_from_cache(workdir):
-    args = [sys.executable, "-m", "engine", "task=truthfulqa_mc1", "limit=40", "model.batch_size=2", "tracking=none",
+    args = [sys.executable, "-m", "engine", "task=truthfulqa_mc1", "limit=60", "model.batch_size=2", "tracking=none",
             "progress=false"]
     proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     db = workdir / ".cache/evalbench/responses.sqlite"
@@ -112,12 +112,12 @@ def test_killed_run_resumes_from_cache(workdir):
                 rows = 0
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 6 <= rows < 40, rows
+    assert 6 <= rows < 60, rows
     done = sqlite3.connect(db).execute("SELECT COUNT(*) FROM results_v2").fetchone()[0]
-    res = run_engine(["task=truthfulqa_mc1", "limit=40", "model.batch_size=8", "tracking=none"], workdir)
+    res = run_engine(["task=truthfulqa_mc1", "limit=60", "model.batch_size=8", "tracking=none"], workdir)
     assert res.returncode == 0, res.stderr[-2000:]
     _, instances = _load(_run_dirs(workdir)[-1])
-    assert len(instances) == 40
+    assert len(instances) == 60
     assert sum(i["cached"] for i in instances) == done  # everything computed before the kill was kept
 
 
@@ -239,7 +239,7 @@ def test_litellm_provider_against_a_real_openai_compatible_server(workdir, smoll
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(workdir):
     """SIGINT mid-run: no traceback, the resume hint, exit 130; the re-run reuses what was cached."""
-    args = [sys.executable, "-m", "engine", "task=mmlu", "limit=32", "model.batch_size=2", "tracking=none"]
+    args = [sys.executable, "-m", "engine", "task=mmlu", "limit=64", "model.batch_size=2", "tracking=none"]
     proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     cache = workdir / ".cache" / "evalbench" / "responses.sqlite"
     deadline = time.monotonic() + 240
@@ -250,16 +250,16 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(workdir):
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "re-run the same command to resume" in err
     done = _cached_rows(cache)
-    assert 0 < done < 32
+    assert 0 < done < 64
     (first,) = workdir.glob("runs/*/mmlu/experiment.json")  # what finished is recorded, marked interrupted
     record = json.loads(first.read_text())
-    assert record["status"] == "interrupted" and 0 < record["counts"]["n"] < 32
+    assert record["status"] == "interrupted" and 0 < record["counts"]["n"] < 64
     assert "interrupted" in out and "mmlu" in out  # the partial table
-    res = run_engine(["task=mmlu", "limit=32", "model.batch_size=2", "tracking=none"], workdir)
+    res = run_engine(["task=mmlu", "limit=64", "model.batch_size=2", "tracking=none"], workdir)
     assert res.returncode == 0, res.stderr[-2000:]
     inst = max(workdir.glob("runs/*/mmlu/instances.jsonl"), key=lambda p: p.stat().st_mtime)  # the resumed run
     rows = [json.loads(line) for line in inst.read_text().splitlines()]
-    assert sum(r["cached"] for r in rows) >= done and len(rows) == 32
+    assert sum(r["cached"] for r in rows) >= done and len(rows) == 64
 
 
 def _cached_rows(path: Path) -> int:
