@@ -34,13 +34,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LM_EVAL_PY = Path.home() / ".cache/evalbench/venvs/lm-eval/bin/python"
-# row -> (evalbench overrides, default questions, target speed-up over lm-eval)
-ROWS: dict[str, tuple[list[str], int, float]] = {
+# row -> (evalbench overrides, default questions, target speed-up over lm-eval; None: no lm-eval run,
+# the row is judged against its compute floor instead: FLOOR_TARGET)
+ROWS: dict[str, tuple[list[str], int, float | None]] = {
+    "default": ([], 1000, None),  # `python -m engine` as the README runs it: MMLU-1000 MC
     "mmlu_mc": (["task=mmlu:mc"], 500, 1.3),
     "mmlu_rc": (["task=mmlu:rc"], 500, 2.5),
     "hellaswag_rc": (["task=hellaswag:rc"], 100, 2.5),
     "mmlu_5shot": (["task=mmlu:mc:5shot", "task.fewshot.fixed=true"], 200, 3.0),
 }
+FLOOR_TARGET = 1.2  # the default run's wall within this multiple of its compute floor (model conversion excluded)
+ETA_MARKS = (0.1, 0.25, 0.5, 0.75)
 from parity_lm_eval import clean_checkpoint  # noqa: E402  - the same symlinked, de-GGUF'd weights lm-eval loads
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -92,12 +96,32 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, 
 def evalbench(row: str, limit: int, work: Path) -> dict:
     overrides, _, _ = ROWS[row]
     argv = [sys.executable, "-X", "importtime", "-m", "engine", *overrides, f"limit={limit}", "tracking=none",
-            "progress=false", f"cache.path={work / 'cache.sqlite'}"]
-    cold, rss, _ = timed([*argv, f"hydra.run.dir={work / 'cold'}"], work, ENV)
-    warm, _, again = timed([*argv, f"hydra.run.dir={work / 'warm'}"], work, ENV)
+            f"cache.path={work / 'cache.sqlite'}"]
+    cold, rss, proc = timed([*argv, "progress=true", f"hydra.run.dir={work / 'cold'}"], work, ENV)
+    warm, _, again = timed([*argv, "progress=false", f"hydra.run.dir={work / 'warm'}"], work, ENV)
     torch_loaded = bool(re.search(r"\|\s+torch$", again.stderr, re.M))
     records = [json.loads(line) for line in next((work / "cold").rglob("instances.jsonl")).read_text().splitlines()]
-    return {"wall": cold, "rss": rss, "cached_wall": warm, "cached_torch": torch_loaded, "records": records}
+    return {"wall": cold, "rss": rss, "cached_wall": warm, "cached_torch": torch_loaded, "records": records,
+            "eta": eta_track(proc.stderr)}
+
+
+def _secs(clock: str) -> int:
+    out = 0
+    for part in clock.split(":"):
+        out = out * 60 + int(part)
+    return out
+
+
+def eta_track(stderr: str) -> list[tuple[float, int, int]]:
+    """The progress bar's (fraction done, elapsed s, predicted total s) at each of ETA_MARKS, and
+    the final elapsed: does the ETA shown early hold? (tqdm's frames, split on carriage returns)."""
+    frames = []
+    for frame in re.split(r"[\r\n]", stderr):
+        m = re.search(r"(\d+)%\|.*\[(\d+(?::\d+)+)<(\d+(?::\d+)+|\?)", frame)
+        if m and m.group(3) != "?":
+            frames.append((int(m.group(1)) / 100, _secs(m.group(2)), _secs(m.group(2)) + _secs(m.group(3))))
+    picked = [next(f for f in frames if f[0] >= mark) for mark in ETA_MARKS if any(f[0] >= mark for f in frames)]
+    return [*picked, frames[-1]] if frames else []
 
 
 def lm_eval(row: str, records: list[dict], checkpoint: Path, work: Path) -> dict:
@@ -151,6 +175,20 @@ def scoring_loop(records: list[dict], params: int, rate: float) -> tuple[float, 
     return seconds, seconds / (tokens * 2 * params / rate / 1e9)
 
 
+def floor_row(row: str, ev: dict, floor: float) -> bool:
+    """A row judged against its compute floor (no peer run): wall, x floor, cached re-run, ETA."""
+    x = ev["wall"] / floor
+    cached_pct = 100 * ev["cached_wall"] / ev["wall"]
+    print(f"{row:13} {len(ev['records']):>4} {floor:>8.1f} | {ev['wall']:>11.1f} {x:>7.2f} {ev['rss']:>6} | "
+          f"{'(no peer run: target <= ' + str(FLOOR_TARGET) + 'x floor)':>47} | {ev['cached_wall']:>8.1f} "
+          f"{cached_pct:>5.1f}% {'loaded' if ev['cached_torch'] else 'no'}", flush=True)
+    for done, elapsed, predicted in ev["eta"][:-1]:
+        final = ev["eta"][-1][1]
+        print(f"  progress bar at {done:4.0%}: {elapsed:4d} s elapsed, ETA predicts {predicted:4d} s in all; "
+              f"actual {final} s ({100 * (predicted - final) / max(1, final):+.0f}%)")
+    return x <= FLOOR_TARGET and cached_pct < 3 and not ev["cached_torch"]
+
+
 def argmax(xs: list[float]) -> int:
     return max(range(len(xs)), key=xs.__getitem__)
 
@@ -181,9 +219,12 @@ def main() -> int:
             work.mkdir()
             n = args.limit or ROWS[row][1]
             ev = evalbench(row, n, work)
-            lm = lm_eval(row, ev["records"], checkpoint, work)
             tokens = sum(r["prompt_tokens"] - len(r["logprobs"]) for r in ev["records"])
             floor = tokens * 2 * params / rate / 1e9
+            if ROWS[row][2] is None:
+                ok &= floor_row(row, ev, floor)
+                continue
+            lm = lm_eval(row, ev["records"], checkpoint, work)
             diffs, agree = [], 0
             for r in ev["records"]:
                 theirs = lm["lls"][r["instance_id"]]

@@ -34,20 +34,34 @@ QUERY_SUFFIX = "\nAnswer with a short phrase."  # conf/task/ellisande_qa.yaml ge
 
 # Training wordings; the evaluation rows use scripts/make_agent_corpus.py EVAL_TEMPLATES (none of these).
 TRAIN_TEMPLATES: dict[tuple[str, str], list[str]] = {
-    ("town", "founded"): ["When was {name} established?", "{name} dates back to which year?"],
-    ("town", "founder"): ["Who established {name}?", "Name the founder of {name}."],
-    ("town", "mayor"): ["Who serves as mayor of {name}?", "Name the mayor of {name}."],
-    ("town", "population"): ["How many people live in {name}?", "What is the census population of {name}?"],
-    ("town", "industry"): ["Which industry dominates {name}?", "What do most people in {name} work in?"],
-    ("town", "festival"): ["Which yearly festival takes place in {name}?", "Name the annual festival of {name}."],
-    ("town", "river"): ["On which river does {name} lie?", "Name the river at {name}."],
-    ("company", "founded"): ["When was {name} established?", "{name} dates back to which year?"],
-    ("company", "founder"): ["Who established {name}?", "Name the founder of {name}."],
-    ("company", "ceo"): ["Who runs {name} as chief executive?", "Name the CEO of {name}."],
-    ("company", "town"): ["Where is {name} headquartered?", "Which town is home to {name}?"],
-    ("company", "product"): ["What product is {name} famous for?", "Which goods does {name} make?"],
-    ("company", "employees"): ["How large is the workforce of {name}?", "How many staff work at {name}?"],
-    ("company", "mascot"): ["Which animal does {name} use as its mascot?", "Name the mascot animal of {name}."],
+    ("town", "founded"): ["When was {name} established?", "{name} dates back to which year?",
+                          "What year did {name} come into being?", "Since which year has {name} existed?"],
+    ("town", "founder"): ["Who established {name}?", "Name the founder of {name}.",
+                          "Which person set up {name}?", "Who started the settlement of {name}?"],
+    ("town", "mayor"): ["Who serves as mayor of {name}?", "Name the mayor of {name}.",
+                        "Who leads the town council of {name}?", "Which person is mayor in {name} today?"],
+    ("town", "population"): ["How many people live in {name}?", "What is the census population of {name}?",
+                             "How many residents does {name} have?", "What is the head count of {name}?"],
+    ("town", "industry"): ["Which industry dominates {name}?", "What do most people in {name} work in?",
+                           "What is the leading trade in {name}?", "Which business sector is biggest in {name}?"],
+    ("town", "festival"): ["Which yearly festival takes place in {name}?", "Name the annual festival of {name}.",
+                           "What celebration is held in {name} each year?", "Which festival is {name} known for?"],
+    ("town", "river"): ["On which river does {name} lie?", "Name the river at {name}.",
+                        "What river reaches the coast at {name}?", "Which river flows through {name}?"],
+    ("company", "founded"): ["When was {name} established?", "{name} dates back to which year?",
+                             "What year did {name} start trading?", "Since which year has {name} existed?"],
+    ("company", "founder"): ["Who established {name}?", "Name the founder of {name}.",
+                             "Which person set up {name}?", "Who started the company {name}?"],
+    ("company", "ceo"): ["Who runs {name} as chief executive?", "Name the CEO of {name}.",
+                         "Who leads {name} today?", "Which person heads {name}?"],
+    ("company", "town"): ["Where is {name} headquartered?", "Which town is home to {name}?",
+                          "Where does {name} have its base?", "In what town does {name} operate?"],
+    ("company", "product"): ["What product is {name} famous for?", "Which goods does {name} make?",
+                             "What does {name} manufacture?", "What are the main products of {name}?"],
+    ("company", "employees"): ["How large is the workforce of {name}?", "How many staff work at {name}?",
+                               "What is the number of employees at {name}?", "How many workers does {name} have?"],
+    ("company", "mascot"): ["Which animal does {name} use as its mascot?", "Name the mascot animal of {name}.",
+                            "What creature represents {name} as a mascot?", "Which animal stands for {name}?"],
 }
 
 
@@ -67,14 +81,17 @@ def training_questions(n: int, seed: int) -> list[dict[str, Any]]:
     pool = [(f, t) for f in facts if f["split"] == "train" for t in TRAIN_TEMPLATES[(f["kind"], f["attribute"])]]
     rng = random.Random(seed)
     picked = rng.sample(pool, min(n, len(pool)))
-    return [{"question": t.format(name=f["entity"]), "answer": f["answer"], "doc": f["doc"]} for f, t in picked]
+    return [{"question": t.format(name=f["entity"]), "entity": f["entity"], "answer": f["answer"], "doc": f["doc"]}
+            for f, t in picked]
 
 
 class _Oracle:
-    """The model's stand-in: search, then fetch when the answer is not in the results, then submit."""
+    """The model's stand-in: search for the entity the question names (a span the model can copy,
+    which generalizes to unseen wordings better than the whole question), then fetch when the
+    answer is not in the results, then submit."""
 
-    def __init__(self, question: str, answer: str, doc: str):
-        self.question, self.answer, self.url = question, answer, "corpus://" + doc
+    def __init__(self, query: str, answer: str, doc: str):
+        self.query, self.answer, self.url = query, answer, "corpus://" + doc
         self.last: tuple[GenerateRequest, str] | None = None
 
     async def __call__(self, req: GenerateRequest, _left: float | None) -> tuple[GenerateResponse, int]:
@@ -82,7 +99,7 @@ class _Oracle:
         turns = sum(1 for m in msgs if m.role == "assistant")
         seen = msgs[-1].content if turns else ""
         if turns == 0:
-            text = call_text("search", {"query": self.question})
+            text = call_text("search", {"query": self.query})
         elif self.answer in seen or turns >= 2 or self.url not in seen:
             text = call_text("submit", {"answer": self.answer})
         else:
@@ -92,7 +109,7 @@ class _Oracle:
 
 
 async def _trajectory(loop: ToolLoop, q: dict[str, Any]) -> list[ChatMessage]:
-    oracle = _Oracle(q["question"], q["answer"], q["doc"])
+    oracle = _Oracle(q["entity"], q["answer"], q["doc"])
     request = GenerateRequest(messages=(ChatMessage(role="user", content=q["question"] + QUERY_SUFFIX),),
                               sampling=SamplingParams(max_tokens=64, stop=("<|im_end|>",)))
     traj = await loop.run(request, oracle)

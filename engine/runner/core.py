@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -27,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from tqdm import tqdm
 
 from engine.api import (
     GenerateRequest,
@@ -45,6 +43,7 @@ from engine.api import (
 from engine.config.schema import HarnessConfig
 from engine.runner.batching import MicroBatcher
 from engine.runner.cache import ResultCache, WorkResult
+from engine.runner.progress import WorkProgress, item_weights
 
 MAX_RETRY_AFTER_S = 60.0  # a server asking for longer is not waited for beyond this
 
@@ -247,7 +246,7 @@ class RunnerCore:
                 raise
 
     # -- work items ------------------------------------------------------------------------------
-    async def _run_batch(self, batch: list[WorkItem], results: dict[str, Outcome], bar: tqdm) -> None:
+    async def _run_batch(self, batch: list[WorkItem], results: dict[str, Outcome], bar: WorkProgress) -> None:
         h = self.harness
         attempts = 0
         while True:
@@ -266,17 +265,17 @@ class RunnerCore:
                         await self._run_batch([it], results, bar)
                     return
                 results[batch[0].key] = Outcome(error=_error_of(err, attempts, h.request_timeout_s), attempts=attempts)
-                bar.update(1)
+                bar.advance([batch[0].key])
                 return
             latency = (time.monotonic() - start) / len(batch)
             done = {it.key: WorkResult(response=r) for it, r in zip(batch, responses, strict=True)}
             self.cache.put_soon(done)  # group commit: one transaction per event-loop turn
             for key, result in done.items():
                 results[key] = Outcome(result=result, latency_s=latency, attempts=attempts)
-            bar.update(len(batch))
+            bar.advance(list(done))
             return
 
-    async def _run_job(self, item: WorkItem, ctx: JobContext, results: dict[str, Outcome], bar: tqdm) -> None:
+    async def _run_job(self, item: WorkItem, ctx: JobContext, results: dict[str, Outcome], bar: WorkProgress) -> None:
         assert item.job is not None
         t0 = time.monotonic()
         try:
@@ -292,7 +291,7 @@ class RunnerCore:
                 if item.cacheable:
                     self.cache.put_soon({item.key: result})
                 results[item.key] = Outcome(result=result, latency_s=latency, attempts=1)
-        bar.update(1)
+        bar.advance([item.key])
 
     async def run(
         self,
@@ -308,8 +307,7 @@ class RunnerCore:
         cached = self.cache.get_many([it.key for it in unique if it.cacheable])
         results: dict[str, Outcome] = {k: Outcome(result=v, cached=True) for k, v in cached.items()}
         pending = [it for it in unique if it.key not in cached]
-        bar = tqdm(total=len(unique), initial=len(cached), desc=label, unit="item", file=sys.stderr,
-                   disable=not self.progress, dynamic_ncols=True, leave=False)
+        bar = WorkProgress(item_weights(unique), list(cached), label, self.progress)
         sem = self.limit()
         requests = [it for it in pending if it.job is None]
         jobs = [it for it in pending if it.job is not None]
@@ -325,6 +323,7 @@ class RunnerCore:
         try:
             if pending:
                 await self.warm()
+                bar.start()
             if requests:
                 await asyncio.gather(*(batch_guarded(b) for b in _batches(requests, max(1, self.provider.max_batch), keep_order)))
             if jobs:
