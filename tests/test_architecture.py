@@ -278,3 +278,20 @@ def test_import_engine_tasks_stays_light() -> None:
         "that engine.tasks imports at module level. Find the chain with "
         "`python -X importtime -c 'import engine.tasks' 2>&1 | grep -B5 <name>`."
     )
+
+
+def test_no_file_keeps_merge_conflict_markers() -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    bad = []
+    for name in tracked:
+        path = REPO / name
+        if path.suffix not in {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".js", ".html", ".css", ""}:
+            continue
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        bad += [f"{name}:{i + 1}" for i, line in enumerate(lines) if line.startswith(("<<<<<<< ", ">>>>>>> "))]
+    assert not bad, f"unresolved merge conflicts: {bad}"

@@ -30,11 +30,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     seed: int = 1234
-    examples: int = 40  # oracle trajectories
-    epochs: int = 3
+    examples: int = 240  # oracle trajectories
+    epochs: int = 2
     batch: int = 4  # examples per optimizer step (gradient accumulation)
     lr: float = 5e-4
-    train_layers: int = 4  # the top decoder layers that train (of 30)
+    train_layers: int = 8  # the top decoder layers that train (of 30)
     warmup_steps: int = 2
 
 
