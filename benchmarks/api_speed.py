@@ -301,6 +301,17 @@ def setup_inspect() -> bool:
 
 
 # -- the table ----------------------------------------------------------------------------------------------
+def import_floor() -> float:
+    """Wall of a process that only starts Python and imports evalbench's CLI (best of 3): no cached
+    re-run of `python -m engine` can be faster, whatever the cache does."""
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import engine.cli"], env=ENV, check=True)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def _fmt(v: float | None, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
@@ -386,8 +397,11 @@ def main() -> int:
                 ok &= check("wall <= 8 s", eb["wall"] <= 8.0, f"{eb['wall']:.2f} s")
             if "evalbench, cached" in res:
                 c = res["evalbench, cached"]
+                floor = import_floor()
                 ok &= check("cached re-run < 3% of the first wall", c["wall"] < 0.03 * eb["wall"],
-                            f"{c['wall']:.2f} s = {100 * c['wall'] / eb['wall']:.1f}%, {c['requests']} requests")
+                            f"{c['wall']:.2f} s = {100 * c['wall'] / eb['wall']:.1f}%, {c['requests']} requests; "
+                            f"Python + `import engine.cli` alone take {floor:.2f} s = "
+                            f"{100 * floor / eb['wall']:.1f}%")
             if "scale" not in skip and lat == 0.05:
                 big = work / "evalbench_big"
                 (big / "task").mkdir(parents=True, exist_ok=True)
