@@ -31,6 +31,7 @@ def _argmax(xs) -> int:
     ("hellaswag:rc", 4, 2, False),     # long continuations: context + 4 continuation branches
     ("mmlu:rc", 4, 4, False),          # cloze answers
     ("mmlu:mc:5shot", 4, 2, True),     # a subject's 5 fixed shots: an in-batch node, then the cache
+    ("mmlu:mc", 8, 8, False),          # self-contained contexts: packed into one attention call
 ])
 def test_flat_tree_equals_plain_path(smollm2_provider, spec, n, batch, fixed):
     reqs = _rows(spec, n, fixed)
@@ -48,6 +49,26 @@ def test_flat_tree_equals_plain_path(smollm2_provider, spec, n, batch, fixed):
             assert f.unconditional_logprobs == pytest.approx(p.unconditional_logprobs, abs=1e-4)
     if fixed:  # the five shots' keys and values were kept for the next batches of the subject
         assert max(len(k) for k in smollm2_provider._prefixes.entries) > 200
+
+
+def test_segments_with_the_same_ancestors_and_similar_lengths_are_packed():
+    from engine.models.flat_forward import PrefixKV, Segment, _pack
+
+    a, b, c = Segment(range(0, 10)), Segment(range(10, 19)), Segment(range(19, 22))  # 10, 9, 3 tokens
+    kids = [Segment(range(22, 25), parent_rows=(range(0, 10),)), Segment(range(25, 28), parent_rows=(range(0, 10),))]
+    other_parent = Segment(range(28, 31), parent_rows=(range(10, 19),))
+    kv = PrefixKV(tokens=(1, 2))
+    cached = [Segment(range(31, 35), cached=kv, cached_len=2), Segment(range(35, 39), cached=kv, cached_len=2)]
+    storing = Segment(range(39, 45), store=PrefixKV(tokens=(3,)))
+    packed, rest = _pack([a, b, c, *kids, other_parent, *cached, storing], zero_row=45)
+    groups = {tuple(p.rows.tolist()): p for p in packed}
+    assert set(groups) == {tuple(range(0, 19)), tuple(range(22, 28)), tuple(range(31, 39))}
+    plain = groups[tuple(range(0, 19))]
+    assert plain.mask is None and plain.length == 10 and plain.gather.tolist()[19] == 45  # b padded with the zero row
+    siblings = groups[tuple(range(22, 28))]
+    assert siblings.mask is not None and siblings.mask.shape == (3, 10 + 3)  # the parent's 10 keys, then their own
+    assert groups[tuple(range(31, 39))].mask.shape == (4, 2 + 4)
+    assert rest == [c, other_parent, storing]  # c is too short to pad to 10; alone; stores its keys
 
 
 def test_prefix_plan_shares_exact_token_prefixes():

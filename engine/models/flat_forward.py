@@ -88,30 +88,116 @@ class FlatLlama:
     def hidden(self, ids: torch.Tensor, pos: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
         """Final-norm hidden states [T, hidden] of the flat tokens `ids` at positions `pos`."""
         t = ids.shape[0]
-        h = self.embed(ids)
-        cos, sin = self.rotary(h[None], pos[None])
-        cos, sin = cos[0][:, None, :], sin[0][:, None, :]  # [T, 1, head_dim]
+        # One all-zero row after the T tokens: it stays zero through every layer (no biases; RMSNorm,
+        # RoPE and the MLP map 0 to 0), so gathers can point padding at it for free.
+        h = torch.cat([self.embed(ids), self.embed.weight.new_zeros((1, self.embed.weight.shape[1]))])
+        cos, sin = self.rotary(h[None], torch.cat([pos, pos.new_zeros(1)])[None])
+        cos, sin = cos[0][:, None, :], sin[0][:, None, :]  # [T+1, 1, head_dim]
         half = self.head_dim // 2
         nq = self.n_heads * self.head_dim
-        blocked = [~_mask(s) for s in segments]
+        packed, rest = _pack(segments, t)
+        blocked = [~_mask(s) for s in rest]
         for li, (w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down, eps) in enumerate(self.layers):
             x = self._rms(h, w_in, eps)
-            q = _rope((x @ w_q.T).view(t, self.n_heads, self.head_dim), cos, sin, half)
-            k = _rope((x @ w_k.T).view(t, self.n_kv, self.head_dim), cos, sin, half)
-            v = (x @ w_v.T).view(t, self.n_kv, self.head_dim)
-            att = torch.empty((t, self.n_heads, self.head_dim), dtype=h.dtype)
-            for seg, block in zip(segments, blocked, strict=True):
+            q = _rope((x @ w_q.T).view(t + 1, self.n_heads, self.head_dim), cos, sin, half)
+            k = _rope((x @ w_k.T).view(t + 1, self.n_kv, self.head_dim), cos, sin, half)
+            v = (x @ w_v.T).view(t + 1, self.n_kv, self.head_dim)
+            att = torch.zeros((t + 1, self.n_heads, self.head_dim), dtype=h.dtype)
+            for group in packed:
+                group.attend(q, k, v, att, li, self.scale)
+            for seg, block in zip(rest, blocked, strict=True):
                 kk, vv = _keys(k, seg, li), _keys(v, seg, li, values=True)
                 if seg.store is not None:  # a copy: a view would keep this layer's whole q|k|v alive
                     seg.store.keys.append(kk.clone())
                     seg.store.values.append(vv.clone())
                 rows = slice(seg.rows.start, seg.rows.stop)
                 att[rows] = _attend(q[rows], kk, vv, block, self.scale)
-            h = torch.addmm(h, att.view(t, nq), w_o.T)
+            h = torch.addmm(h, att.view(t + 1, nq), w_o.T)
             x = self._rms(h, w_post, eps)
             act = F.silu(x @ w_gate.T).mul_(x @ w_up.T)
             h = torch.addmm(h, act, w_down.T)
-        return self._rms(h, self.norm, self.norm_eps)
+        return self._rms(h[:t], self.norm, self.norm_eps)
+
+
+@dataclass
+class _Packed:
+    """Segments with the same ancestors (the same cached prefix and parent rows, or none) and
+    similar lengths, padded into one batch [B, L] so one fused attention call serves them all
+    instead of a Python loop of small ones. Each query sees every ancestor key, then its own keys
+    causally; rows are right-padded with the zero row, which causality hides from every real query,
+    and padded queries are never read back."""
+
+    template: Segment  # one member: its ancestors are every member's
+    gather: torch.Tensor  # [B*L] flat row per padded slot (the zero row for padding)
+    slots: torch.Tensor  # the padded slots that are real rows
+    rows: torch.Tensor  # their flat rows, in the same order
+    b: int
+    length: int
+    mask: torch.Tensor | None  # [L, ancestors + L], True = attend; None: no ancestors (plain causal)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, att: torch.Tensor, layer: int,
+               scale: float) -> None:
+        def padded(x: torch.Tensor) -> torch.Tensor:  # [B, heads, L, d]
+            return x.index_select(0, self.gather).view(self.b, self.length, x.shape[1], x.shape[2]).transpose(1, 2)
+
+        kk, vv = padded(k), padded(v)
+        if self.mask is not None:  # the shared ancestors' keys before each member's own
+            anc = Segment(rows=range(0), parent_rows=self.template.parent_rows, cached=self.template.cached,
+                          cached_len=self.template.cached_len)
+            ak, av = _keys(k, anc, layer), _keys(v, anc, layer, values=True)  # [kv, P, d]
+            kk = torch.cat([ak.unsqueeze(0).expand(self.b, -1, -1, -1), kk], dim=2)
+            vv = torch.cat([av.unsqueeze(0).expand(self.b, -1, -1, -1), vv], dim=2)
+        out = F.scaled_dot_product_attention(padded(q), kk, vv, attn_mask=self.mask, is_causal=self.mask is None,
+                                             scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+        out = out.transpose(1, 2).reshape(self.b * self.length, q.shape[1], q.shape[2])
+        att.index_copy_(0, self.rows, out.index_select(0, self.slots))
+
+
+PACK_MIN_FILL = 0.7  # a packed group's shortest segment is at least this fraction of its longest
+
+
+def _ancestry(s: Segment) -> tuple:
+    return (id(s.cached) if s.cached is not None and s.cached_len else None, s.cached_len if s.cached else 0,
+            tuple((r.start, r.stop) for r in s.parent_rows))
+
+
+def _pack(segments: list[Segment], zero_row: int) -> tuple[list[_Packed], list[Segment]]:
+    """Groups of segments with the same ancestors and similar lengths (padding stays small), and the
+    segments left to attend one by one (those that store their keys, and the unmatched)."""
+    by_ancestry: dict[tuple, list[Segment]] = {}
+    for s in sorted((s for s in segments if s.store is None), key=lambda s: -len(s.rows)):
+        by_ancestry.setdefault(_ancestry(s), []).append(s)
+    packed: list[_Packed] = []
+    taken: set[int] = set()
+    for family in by_ancestry.values():
+        groups: list[list[Segment]] = []
+        for s in family:
+            if groups and len(s.rows) >= PACK_MIN_FILL * len(groups[-1][0].rows):
+                groups[-1].append(s)
+            else:
+                groups.append([s])
+        for group in groups:
+            if len(group) >= 2:
+                packed.append(_group(group, zero_row))
+                taken.update(id(s) for s in group)
+    return packed, [s for s in segments if id(s) not in taken]
+
+
+def _group(group: list[Segment], zero_row: int) -> _Packed:
+    length = len(group[0].rows)
+    gather = torch.full((len(group), length), zero_row, dtype=torch.long)
+    for b, s in enumerate(group):
+        gather[b, : len(s.rows)] = torch.arange(s.rows.start, s.rows.stop)
+    flat = gather.view(-1)
+    slots = (flat != zero_row).nonzero().view(-1)
+    t = group[0]
+    before = (t.cached_len if t.cached is not None else 0) + sum(len(r) for r in t.parent_rows)
+    mask = None
+    if before:
+        own = torch.ones((length, length), dtype=torch.bool).tril()
+        mask = torch.cat([torch.ones((length, before), dtype=torch.bool), own], dim=1)
+    return _Packed(template=t, gather=flat, slots=slots, rows=flat.index_select(0, slots), b=len(group),
+                   length=length, mask=mask)
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, half: int) -> torch.Tensor:
