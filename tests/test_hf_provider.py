@@ -60,3 +60,23 @@ def test_batched_chat_generation(provider):
     assert "." not in b.text and b.finish_reason == "stop"
     alone = provider.generate_sync(reqs[:1])[0]
     assert alone.text == a.text  # left padding does not change greedy output
+
+
+def test_a_long_prompt_is_cut_as_lm_eval_cuts_it() -> None:
+    """lm-eval feeds `(ctx + cont)[-(max_length + 1):][:-1]`: exactly max_length tokens."""
+    from engine.models.hf_loglikelihood import encode_pair
+
+    class Chars:  # one token per character: the arithmetic is visible
+        bos_token_id = 0
+
+        def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+            return [ord(c) for c in text]
+
+    context, continuation, max_length = "abcdefghij" * 3, "XYZ", 12
+    ctx, cont = encode_pair(Chars(), context, continuation, max_length)
+    whole = [ord(c) for c in context + continuation]
+    assert cont == [ord(c) for c in "XYZ"]
+    assert ctx + cont[:-1] == whole[-(max_length + 1):][:-1]
+    assert len(ctx + cont[:-1]) == max_length
+    short_ctx, _ = encode_pair(Chars(), "abc", "XYZ", max_length)  # nothing to cut
+    assert short_ctx == [ord(c) for c in "abc"]

@@ -38,8 +38,10 @@ def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> 
     cont = whole[len(ctx) :]
     if not cont:  # the merge swallowed the boundary: fall back to separate encoding
         cont = tokenizer.encode(continuation, add_special_tokens=False)
-    keep = max_length - len(cont)
-    ctx = ctx[-keep:] if keep > 0 else ctx[-1:]  # left truncation to the model's context
+    # Left truncation as lm-eval does it, `(ctx + cont)[-(max_length + 1):][:-1]`: the model is fed
+    # exactly max_length tokens (the continuation's last token is predicted, never fed).
+    keep = max_length + 1 - len(cont)
+    ctx = ctx[-keep:] if keep > 0 else ctx[-1:]
     if not ctx:  # the first continuation token needs some context to be predicted from
         ctx = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
     return ctx, cont

@@ -71,7 +71,10 @@ def tokenizer_hash(model_dir: Path) -> str | None:
 
 
 def model_identity(cfg: ModelConfig, model_dir: Path | None) -> ModelIdentity:
-    options = {"dtype": cfg.dtype, "max_length": cfg.max_length} if cfg.provider == "hf" else {}
+    # "truncation": how a prompt longer than max_length is cut (engine/models/hf_loglikelihood.py
+    # encode_pair); a new convention changes answers, so it is part of the identity (and the cache key).
+    options = ({"dtype": cfg.dtype, "max_length": cfg.max_length, "truncation": "lm-eval-left-v2"}
+               if cfg.provider == "hf" else {})
     return ModelIdentity(
         name=cfg.name,
         provider=cfg.provider,
