@@ -127,7 +127,7 @@ class _Packed:
     causally; rows are right-padded with the zero row, which causality hides from every real query,
     and padded queries are never read back."""
 
-    template: Segment  # one member: its ancestors are every member's
+    ancestors: Segment | None  # every member's ancestors (a segment of no rows); None: there are none
     gather: torch.Tensor  # [B*L] flat row per padded slot (the zero row for padding)
     slots: torch.Tensor  # the padded slots that are real rows
     rows: torch.Tensor  # their flat rows, in the same order
@@ -141,10 +141,8 @@ class _Packed:
             return x.index_select(0, self.gather).view(self.b, self.length, x.shape[1], x.shape[2]).transpose(1, 2)
 
         kk, vv = padded(k), padded(v)
-        if self.mask is not None:  # the shared ancestors' keys before each member's own
-            anc = Segment(rows=range(0), parent_rows=self.template.parent_rows, cached=self.template.cached,
-                          cached_len=self.template.cached_len)
-            ak, av = _keys(k, anc, layer), _keys(v, anc, layer, values=True)  # [kv, P, d]
+        if self.ancestors is not None:  # the shared ancestors' keys before each member's own
+            ak, av = _keys(k, self.ancestors, layer), _keys(v, self.ancestors, layer, values=True)  # [kv, P, d]
             kk = torch.cat([ak.unsqueeze(0).expand(self.b, -1, -1, -1), kk], dim=2)
             vv = torch.cat([av.unsqueeze(0).expand(self.b, -1, -1, -1), vv], dim=2)
         out = F.scaled_dot_product_attention(padded(q), kk, vv, attn_mask=self.mask, is_causal=self.mask is None,
@@ -157,8 +155,8 @@ PACK_MIN_FILL = 0.7  # a packed group's shortest segment is at least this fracti
 
 
 def _ancestry(s: Segment) -> tuple:
-    return (id(s.cached) if s.cached is not None and s.cached_len else None, s.cached_len if s.cached else 0,
-            tuple((r.start, r.stop) for r in s.parent_rows))
+    cached = s.cached if s.cached is not None and s.cached_len else None
+    return id(cached) if cached else None, s.cached_len if cached else 0, tuple((r.start, r.stop) for r in s.parent_rows)
 
 
 def _pack(segments: list[Segment], zero_row: int) -> tuple[list[_Packed], list[Segment]]:
@@ -191,13 +189,15 @@ def _group(group: list[Segment], zero_row: int) -> _Packed:
     flat = gather.view(-1)
     slots = (flat != zero_row).nonzero().view(-1)
     t = group[0]
-    before = (t.cached_len if t.cached is not None else 0) + sum(len(r) for r in t.parent_rows)
-    mask = None
-    if before:
-        own = torch.ones((length, length), dtype=torch.bool).tril()
-        mask = torch.cat([torch.ones((length, before), dtype=torch.bool), own], dim=1)
-    return _Packed(template=t, gather=flat, slots=slots, rows=flat.index_select(0, slots), b=len(group),
-                   length=length, mask=mask)
+    cached = t.cached if t.cached is not None and t.cached_len else None
+    if cached is None and not t.parent_rows:
+        return _Packed(ancestors=None, gather=flat, slots=slots, rows=flat.index_select(0, slots), b=len(group),
+                       length=length, mask=None)
+    cached_len = t.cached_len if cached else 0
+    ancestors = Segment(rows=range(0), parent_rows=t.parent_rows, cached=cached, cached_len=cached_len)
+    shape = Segment(rows=range(length), parent_rows=t.parent_rows, cached=cached, cached_len=cached_len)
+    return _Packed(ancestors=ancestors, gather=flat, slots=slots, rows=flat.index_select(0, slots), b=len(group),
+                   length=length, mask=_mask(shape))
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, half: int) -> torch.Tensor:

@@ -31,7 +31,6 @@ from engine.api import (
     GenerateRequest,
     GenerateResponse,
     InstanceError,
-    LoglikelihoodRequest,
     LoglikelihoodResponse,
     Provider,
     ProviderError,
@@ -43,7 +42,7 @@ from engine.api import (
 from engine.config.schema import HarnessConfig
 from engine.runner.batching import MicroBatcher
 from engine.runner.cache import ResultCache, WorkResult
-from engine.runner.progress import WorkProgress, item_weights
+from engine.runner.progress import WorkProgress, item_weights, request_chars
 
 MAX_RETRY_AFTER_S = 60.0  # a server asking for longer is not waited for beyond this
 
@@ -147,17 +146,9 @@ def _batches(items: list[WorkItem], size: int, keep_order: bool = False) -> list
     for group in groups.values():
         # Longest first: similar lengths share a batch (less padding) and the ETA holds at the end.
         if not keep_order:  # the caller planned the order (engine/runner/task_run.py `batch_order`)
-            group.sort(key=lambda it: -_length(it.request))
+            group.sort(key=lambda it: -request_chars(it.request))
         out += [group[i : i + size] for i in range(0, len(group), size)]
     return out
-
-
-def _length(req: WorkRequest | None) -> int:
-    if isinstance(req, GenerateRequest):
-        return len(req.render_text())
-    if isinstance(req, TokenLogprobsRequest):
-        return len(req.tokens) if req.tokens is not None else len(req.text or "")
-    return len(req.context) if isinstance(req, LoglikelihoodRequest) else 0
 
 
 @asynccontextmanager

@@ -15,19 +15,28 @@ from typing import Any
 
 from tqdm import tqdm
 
-from engine.api import GenerateRequest, LoglikelihoodRequest
+from engine.api import GenerateRequest, LoglikelihoodRequest, TokenLogprobsRequest, WorkRequest
 
 CHARS_PER_TOKEN = 4  # a rough, model-independent estimate: only ratios between items matter
+
+
+def request_chars(req: WorkRequest | None) -> int:
+    """The size of a request's prompt (characters; tokens for pre-tokenized prompt scoring): what the
+    runner core sorts batches by, longest first."""
+    if isinstance(req, GenerateRequest):
+        return len(req.render_text())
+    if isinstance(req, TokenLogprobsRequest):
+        return len(req.tokens) * CHARS_PER_TOKEN if req.tokens is not None else len(req.text or "")
+    return len(req.context) if isinstance(req, LoglikelihoodRequest) else 0
 
 
 def estimated_tokens(request: Any) -> int:
     """The compute weight of one request, in estimated tokens (at least 1)."""
     if isinstance(request, LoglikelihoodRequest):
-        chars = len(request.context) + sum(len(c) for c in request.continuations)
-        return max(1, chars // CHARS_PER_TOKEN)
+        return max(1, (request_chars(request) + sum(len(c) for c in request.continuations)) // CHARS_PER_TOKEN)
     if isinstance(request, GenerateRequest):
-        return max(1, len(request.render_text()) // CHARS_PER_TOKEN + request.sampling.max_tokens)
-    return 1
+        return max(1, request_chars(request) // CHARS_PER_TOKEN + request.sampling.max_tokens)
+    return max(1, request_chars(request) // CHARS_PER_TOKEN)
 
 
 class WorkProgress:
