@@ -96,7 +96,7 @@ class FlatLlama:
         half = self.head_dim // 2
         nq = self.n_heads * self.head_dim
         packed, rest = _pack(segments, t)
-        blocked = [~_mask(s) for s in rest]
+        allowed = [_mask(s) for s in rest]
         for li, (w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down, eps) in enumerate(self.layers):
             x = self._rms(h, w_in, eps)
             q = _rope((x @ w_q.T).view(t + 1, self.n_heads, self.head_dim), cos, sin, half)
@@ -105,13 +105,13 @@ class FlatLlama:
             att = torch.zeros((t + 1, self.n_heads, self.head_dim), dtype=h.dtype)
             for group in packed:
                 group.attend(q, k, v, att, li, self.scale)
-            for seg, block in zip(rest, blocked, strict=True):
+            for seg, allow in zip(rest, allowed, strict=True):
                 kk, vv = _keys(k, seg, li), _keys(v, seg, li, values=True)
                 if seg.store is not None:  # a copy: a view would keep this layer's whole q|k|v alive
                     seg.store.keys.append(kk.clone())
                     seg.store.values.append(vv.clone())
                 rows = slice(seg.rows.start, seg.rows.stop)
-                att[rows] = _attend(q[rows], kk, vv, block, self.scale)
+                att[rows] = _attend(q[rows], kk, vv, allow, self.scale)
             h = torch.addmm(h, att.view(t + 1, nq), w_o.T)
             x = self._rms(h, w_post, eps)
             act = F.silu(x @ w_gate.T).mul_(x @ w_up.T)
@@ -222,16 +222,9 @@ def _keys(x: torch.Tensor, seg: Segment, layer: int, values: bool = False) -> to
     return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0].contiguous()
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocked: torch.Tensor, scale: float) -> torch.Tensor:
-    """Attention of q [n, heads, d] over k, v [kv_heads, keys, d] -> [n, heads, d]; the query heads
-    of one kv head are stacked so each kv head is one batched matrix product (no repeated keys)."""
-    n, heads, d = q.shape
-    kv = k.shape[0]
-    rep = heads // kv
-    qq = q.view(n, kv, rep, d).permute(1, 2, 0, 3).reshape(kv, rep * n, d)
-    scores = torch.bmm(qq, k.transpose(1, 2)).mul_(scale)
-    scores = scores.view(kv, rep, n, -1)
-    scores.masked_fill_(blocked, float("-inf"))
-    probs = torch.softmax(scores, dim=-1).view(kv, rep * n, -1)
-    out = torch.bmm(probs, v)  # [kv, rep*n, d]
-    return out.view(kv, rep, n, d).permute(2, 0, 1, 3).reshape(n, heads, d)
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention of q [n, heads, d] over k, v [kv_heads, keys, d] -> [n, heads, d], `allowed` [n, keys]
+    True where a query sees a key: torch's fused kernel (grouped-query heads share their keys)."""
+    out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k[None], v[None], attn_mask=allowed, scale=scale,
+                                         enable_gqa=q.shape[1] != k.shape[0])
+    return out[0].transpose(0, 1)
