@@ -190,3 +190,32 @@ def test_retry_after_is_honoured_and_capped():
     assert 3.0 <= backoff_delay(h, 1, ProviderError("busy", transient=True, retry_after=3.0)) <= 3.0 * 1.25
     assert backoff_delay(h, 1, ProviderError("busy", transient=True, retry_after=1e6)) <= MAX_RETRY_AFTER_S * 1.25
     assert backoff_delay(h, 1, ProviderError("busy", transient=True)) <= 0.01 * 1.25
+
+
+def test_warm_learns_the_request_kinds_to_come_and_plain_warm_still_works(tmp_path):
+    """A provider whose `warm` takes `kinds` hears which kinds the run needs (the hf provider loads the
+    lean loglikelihood forward for a loglikelihood-only run); a `warm()` without it is still called."""
+
+    class KindsProvider(ScriptedProvider):
+        def __init__(self):
+            super().__init__()
+            self.warmed: list[frozenset[str] | None] = []
+
+        async def warm(self, kinds=None):
+            self.warmed.append(kinds)
+
+    class PlainWarm(ScriptedProvider):
+        warmed = 0
+
+        async def warm(self):
+            PlainWarm.warmed += 1
+
+    provider = KindsProvider()
+    asyncio.run(RunnerCore(provider, HARNESS, ResultCache(None), progress=False).run(_items(provider, ["q1", "q2"])))
+    assert provider.warmed == [frozenset({"loglikelihood"})]
+    gen = KindsProvider()
+    asyncio.run(RunnerCore(gen, HARNESS, ResultCache(None), progress=False).run(_gen_items(gen)))
+    assert gen.warmed == [frozenset({"generate"})]
+    plain = PlainWarm()
+    out = asyncio.run(RunnerCore(plain, HARNESS, ResultCache(None), progress=False).run(_items(plain, ["q1"])))
+    assert PlainWarm.warmed == 1 and all(o.error is None for o in out.values())

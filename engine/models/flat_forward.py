@@ -54,30 +54,62 @@ def supports(model) -> bool:
     )
 
 
-class FlatLlama:
-    """The flat forward over one loaded model's weights."""
+@dataclass(frozen=True)
+class LlamaShape:
+    """What the flat forward needs of a Llama config."""
 
-    def __init__(self, model):
-        cfg = model.config
-        self.model = model
-        self.n_heads = cfg.num_attention_heads
-        self.n_kv = cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+    n_heads: int
+    n_kv: int
+    head_dim: int
+    rope_theta: float
+
+
+def rope_tables(pos: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [T, head_dim] of default (unscaled) RoPE, computed as transformers'
+    LlamaRotaryEmbedding computes them (the same float32 operations, so the same rounding)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+    freqs = pos[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+class FlatLlama:
+    """The flat forward over one set of Llama weights: a transformers model's own tensors
+    (`from_model`), or tensors read straight from safetensors (engine/models/lean_llama.py)."""
+
+    def __init__(self, layers: list[tuple], norm: torch.Tensor, norm_eps: float, embed: torch.Tensor,
+                 lm_head: torch.Tensor, shape: LlamaShape, rotary=None):
+        self.layers = layers  # per layer: (w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down, eps)
+        self.norm, self.norm_eps = norm, norm_eps
+        self.embed_weight, self.lm_head = embed, lm_head
+        self.n_heads, self.n_kv, self.head_dim = shape.n_heads, shape.n_kv, shape.head_dim
+        self.rope_theta = shape.rope_theta
         self.scale = self.head_dim**-0.5
-        # The model's own weight tensors (no fused copies: the loaded weights are a memory map whose
-        # pages a copy would keep resident twice).
-        self.layers = [
+        self.rotary = rotary  # the model's rotary module (any RoPE type it implements); None: default RoPE
+
+    @classmethod
+    def from_model(cls, model) -> FlatLlama:
+        """Over a loaded transformers model's own weight tensors (no fused copies: the loaded weights
+        are a memory map whose pages a copy would keep resident twice)."""
+        cfg = model.config
+        layers = [
             (layer.input_layernorm.weight, layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
              layer.self_attn.v_proj.weight, layer.self_attn.o_proj.weight, layer.post_attention_layernorm.weight,
              layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight, layer.mlp.down_proj.weight,
              layer.input_layernorm.variance_epsilon)
             for layer in model.model.layers
         ]
-        self.norm = model.model.norm.weight
-        self.norm_eps = model.model.norm.variance_epsilon
-        self.embed = model.model.embed_tokens
-        self.rotary = model.model.rotary_emb
-        self.lm_head = model.lm_head.weight
+        n_heads = cfg.num_attention_heads
+        shape = LlamaShape(n_heads=n_heads, n_kv=cfg.num_key_value_heads,
+                           head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads, rope_theta=0.0)
+        return cls(layers, model.model.norm.weight, model.model.norm.variance_epsilon,
+                   model.model.embed_tokens.weight, model.lm_head.weight, shape, rotary=model.model.rotary_emb)
+
+    def _rope_tables(self, pos: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.rotary is not None:
+            cos, sin = self.rotary(like[None], pos[None])
+            return cos[0], sin[0]
+        return rope_tables(pos, self.head_dim, self.rope_theta)
 
     @staticmethod
     def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -90,9 +122,9 @@ class FlatLlama:
         t = ids.shape[0]
         # One all-zero row after the T tokens: it stays zero through every layer (no biases; RMSNorm,
         # RoPE and the MLP map 0 to 0), so gathers can point padding at it for free.
-        h = torch.cat([self.embed(ids), self.embed.weight.new_zeros((1, self.embed.weight.shape[1]))])
-        cos, sin = self.rotary(h[None], torch.cat([pos, pos.new_zeros(1)])[None])
-        cos, sin = cos[0][:, None, :], sin[0][:, None, :]  # [T+1, 1, head_dim]
+        h = torch.cat([F.embedding(ids, self.embed_weight), self.embed_weight.new_zeros((1, self.embed_weight.shape[1]))])
+        cos, sin = self._rope_tables(torch.cat([pos, pos.new_zeros(1)]), h)
+        cos, sin = cos[:, None, :], sin[:, None, :]  # [T+1, 1, head_dim]
         half = self.head_dim // 2
         nq = self.n_heads * self.head_dim
         packed, rest = _pack(segments, t)

@@ -63,6 +63,8 @@ class HFProvider:
         self._model: Any = None
         self._flat: Any = None  # flat_forward.FlatLlama over the loaded weights, when the model supports it
         self._prefixes: Any = None  # hf_tree.PrefixCache: shared prefixes' keys and values across calls
+        # (FlatLlama, LeanTokenizer) read without transformers (lean_llama.py); False: the checkpoint needs transformers
+        self._lean: Any = None
         self.token_budget = 4096  # new tokens per flat forward (bounds activations; ~100 MB at 135M)
 
     # Loaded on first use: a fully cached re-run never pays for torch weights.
@@ -101,12 +103,29 @@ class HFProvider:
         from engine.models.hf_loglikelihood import flat_scorer, loglikelihood_batch
 
         with self._lock:
+            if not plain and (lean := self._lean_scorer()):
+                flat, tokenizer = lean
+                return loglikelihood_batch(None, tokenizer, requests, self.cfg.max_length, flat=flat,
+                                           cache=self._prefixes, token_budget=self.token_budget)
             model = self.model
             if self._prefixes is None and self.cfg.device == "cpu":
                 self._flat, self._prefixes = flat_scorer(model)
             flat = None if plain else self._flat
             return loglikelihood_batch(model, self.tokenizer, requests, self.cfg.max_length, flat=flat,
                                        cache=self._prefixes, token_budget=self.token_budget)
+
+    def _lean_scorer(self) -> Any:
+        """(flat forward, tokenizer) read without transformers when the checkpoint allows it on CPU
+        (engine/models/lean_llama.py), else None; loaded once."""
+        if self._lean is None:
+            self._lean = False
+            if self.cfg.device == "cpu" and self._model is None:  # loaded weights are reused, never read twice
+                from engine.models.hf_tree import PrefixCache  # deferred: imports torch
+                from engine.models.lean_llama import LeanTokenizer, lean_shape, load_flat
+
+                if lean_shape(self.model_dir) is not None and (flat := load_flat(self.model_dir, self.cfg.dtype)):
+                    self._lean, self._prefixes = (flat, LeanTokenizer(self.model_dir)), PrefixCache()
+        return self._lean or None
 
     async def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
         return await asyncio.to_thread(self.loglikelihood_sync, requests)
@@ -170,8 +189,12 @@ class HFProvider:
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
         return await asyncio.to_thread(self.generate_sync, requests)
 
-    async def warm(self) -> None:
-        """Load tokenizer and weights (in a thread) before the first request's timeout starts."""
+    async def warm(self, kinds: frozenset[str] | None = None) -> None:
+        """Load what the coming requests need (in a thread) before the first one's timeout starts:
+        for loglikelihoods alone, the lean flat forward when the checkpoint allows it; otherwise
+        transformers' tokenizer and model. `kinds`: the request kinds to come (None: unknown)."""
+        if kinds == frozenset({"loglikelihood"}) and await asyncio.to_thread(self._lean_scorer):
+            return
         await asyncio.to_thread(lambda: (self.tokenizer, self.model))
 
     async def aclose(self) -> None:

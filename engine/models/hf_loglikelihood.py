@@ -107,7 +107,7 @@ def _score(
 
 def flat_scorer(model) -> tuple[FlatLlama | None, PrefixCache]:
     """The flat forward over `model` when it supports it (else None), and an empty prefix cache."""
-    return (FlatLlama(model) if supports(model) else None), PrefixCache()
+    return (FlatLlama.from_model(model) if supports(model) else None), PrefixCache()
 
 
 def _encode(tokenizer, requests: Sequence[LoglikelihoodRequest], max_length: int, unconditional: bool = False

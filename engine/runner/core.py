@@ -16,6 +16,7 @@ retried like a transient error and never cached.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import random
 import time
@@ -183,9 +184,10 @@ class RunnerCore:
             self._limit = (loop, asyncio.Semaphore(max(1, self.harness.concurrency)))
         return self._limit[1]
 
-    async def warm(self) -> None:
+    async def warm(self, kinds: frozenset[str] | None = None) -> None:
         """Let the provider load what it needs (weights, the litellm module) once, before any request's
-        timeout starts counting. Test doubles and third-party providers may not define `warm`."""
+        timeout starts counting. Test doubles and third-party providers may not define `warm`; a
+        provider whose `warm` takes `kinds` learns which request kinds are coming (None: unknown)."""
         if self._warmed:
             return
         loop = asyncio.get_running_loop()
@@ -193,7 +195,7 @@ class RunnerCore:
             self._warm_lock = (loop, asyncio.Lock())
         async with self._warm_lock[1]:  # concurrent submissions must not load the weights twice at once
             if not self._warmed and (warm := getattr(self.provider, "warm", None)) is not None:
-                await warm()
+                await (warm(kinds) if "kinds" in inspect.signature(warm).parameters else warm())
             self._warmed = True
 
     # -- model calls ---------------------------------------------------------------------------
@@ -313,7 +315,8 @@ class RunnerCore:
 
         try:
             if pending:
-                await self.warm()
+                await self.warm(frozenset(it.request.kind for it in requests if it.request is not None)
+                                | ({"generate"} if jobs else set()))
                 bar.start()
             if requests:
                 await asyncio.gather(*(batch_guarded(b) for b in _batches(requests, max(1, self.provider.max_batch), keep_order)))
