@@ -104,3 +104,33 @@ def test_loglikelihood_run_never_imports_transformers(tmp_path):
             "\nprint('MODULES', 'torch' in sys.modules, 'transformers' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert "MODULES True False" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def test_hf_provider_runs_every_model_call_on_one_thread(smollm2_dir, monkeypatch):
+    """torch starts an OpenMP thread team per calling thread: concurrent calls on a thread pool left
+    idle teams spinning on the same cores (scoring 25-40% slower), so all model work has one thread."""
+    import asyncio
+    import threading
+    import time
+
+    from engine.models.hf import HFProvider
+
+    provider = HFProvider(ModelConfig(name="smollm2-135m-instruct", path=str(smollm2_dir)))
+    seen: list[int] = []
+
+    def record(requests, *_):
+        time.sleep(0.02)  # overlapping calls: a pool would hand them to different threads
+        seen.append(threading.get_ident())
+        return []
+
+    monkeypatch.setattr(provider, "loglikelihood_sync", record)
+    monkeypatch.setattr(provider, "generate_sync", record)
+    monkeypatch.setattr(provider, "token_logprobs_sync", record)
+
+    async def calls():
+        await asyncio.gather(*(f([]) for f in (provider.loglikelihood, provider.generate, provider.token_logprobs)
+                               for _ in range(4)))
+        await provider.aclose()
+
+    asyncio.run(calls())
+    assert len(seen) == 12 and len(set(seen)) == 1 and seen[0] != threading.get_ident()
