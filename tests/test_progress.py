@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.api import ChatMessage, GenerateRequest, LoglikelihoodRequest, SamplingParams
 from engine.runner.core import WorkItem
-from engine.runner.progress import WorkProgress, estimated_tokens, item_weights
+from engine.runner.progress import ATTENTION_TOKENS, WorkProgress, estimated_tokens, item_weights
 
 
 def _ll(chars: int) -> LoglikelihoodRequest:
@@ -12,17 +12,23 @@ def _ll(chars: int) -> LoglikelihoodRequest:
 
 
 def test_a_request_weighs_its_estimated_tokens() -> None:
-    assert estimated_tokens(_ll(400)) == (400 + 4) // 4
+    assert estimated_tokens(_ll(400)) == 101 + 101 * 101 // ATTENTION_TOKENS
     gen = GenerateRequest(messages=(ChatMessage(role="user", content="y" * 80),),
                           sampling=SamplingParams(max_tokens=32))
     assert estimated_tokens(gen) == len(gen.render_text()) // 4 + 32
     assert estimated_tokens(_ll(400)) > estimated_tokens(_ll(40))
 
 
+def test_long_prompts_weigh_more_per_token_attention_grows_with_length() -> None:
+    short, long = estimated_tokens(_ll(400)), estimated_tokens(_ll(6000))  # ~100 and ~1,500 tokens
+    assert long / 1501 > 1.3 * short / 101
+
+
 def test_jobs_weigh_the_mean_of_the_requests_beside_them() -> None:
     items = [WorkItem(key="a", request=_ll(400)), WorkItem(key="b", request=_ll(800)), WorkItem(key="j")]
     w = item_weights(items)
-    assert w["a"] == 101 and w["b"] == 201 and w["j"] == 151
+    assert w["a"] == estimated_tokens(_ll(400)) and w["b"] == estimated_tokens(_ll(800))
+    assert w["j"] == round((w["a"] + w["b"]) / 2)
     assert item_weights([WorkItem(key="j1"), WorkItem(key="j2")]) == {"j1": 1, "j2": 1}
 
 
