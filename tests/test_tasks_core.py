@@ -60,6 +60,54 @@ def test_select_fewshot_never_returns_the_instance():
         assert inst.id not in {s.id for s in shots} and len(shots) == 4
 
 
+def _plain_select(instance, pool, k, *, seed, curated=(), same_cluster=False, fixed=False):
+    """The selection as plain scans of the pool (the definition the indexed version must match)."""
+    import random
+
+    if k <= 0:
+        return []
+    chosen = [c for c in curated if c.query != instance.query][:k]
+    if len(chosen) == k:
+        return chosen
+    taken = {c.query for c in chosen} | {instance.query}
+    candidates = [p for p in pool if p.query not in taken]
+    if same_cluster and instance.cluster is not None:
+        in_cluster = [p for p in candidates if p.cluster == instance.cluster]
+        if len(in_cluster) >= k - len(chosen):
+            candidates = in_cluster
+    need = min(k - len(chosen), len(candidates))
+    if fixed:
+        base = [p for p in pool if p.query not in {c.query for c in chosen}]
+        if same_cluster and instance.cluster is not None:
+            base = [p for p in base if p.cluster == instance.cluster] or base
+        rng = random.Random(f"{seed}:{instance.cluster}" if same_cluster else seed)
+        drawn = rng.sample(base, min(need + 1, len(base)))
+        return chosen + [p for p in drawn if p.query != instance.query][:need]
+    rng = random.Random(f"{seed}:{instance.id}")
+    return chosen + rng.sample(candidates, need)
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+@pytest.mark.parametrize("same_cluster", [False, True])
+def test_indexed_fewshot_selection_equals_plain_scans(fixed, same_cluster):
+    """Clusters of 1-6 rows (some too small for k), repeated queries, curated rows, rows without a
+    cluster, instances outside the pool: the same shots, in the same order, as the plain scans."""
+    import random
+
+    rng = random.Random(7)
+    fields = FieldMap(cluster="subject")
+    pool = [row_to_instance({"question": f"q{rng.randrange(60)}", "subject": f"s{rng.randrange(12)}"}
+                            if i % 9 else {"question": f"q{i}"}, i, fields) for i in range(90)]
+    outside = [row_to_instance({"question": f"q{i}", "subject": f"s{i % 14}"}, i, fields) for i in range(40)]
+    curated = [pool[3], row_to_instance({"question": "curated"}, 0, FieldMap())]
+    for inst in pool + outside:
+        for k, cur in ((0, ()), (2, ()), (5, ()), (5, curated), (1, curated)):
+            for seed in (1, 1234):
+                got = select_fewshot(inst, pool, k, seed=seed, curated=cur, same_cluster=same_cluster, fixed=fixed)
+                want = _plain_select(inst, pool, k, seed=seed, curated=cur, same_cluster=same_cluster, fixed=fixed)
+                assert [(s.id, s.query) for s in got] == [(s.id, s.query) for s in want]
+
+
 def test_mc_and_rc_requests_and_scoring():
     mc = build_task(compose_task("truthfulqa_mc1"))
     inst = mc.load_instances()[0]
