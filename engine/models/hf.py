@@ -125,11 +125,10 @@ class HFProvider:
         if self._lean is None:
             self._lean = False
             if self.cfg.device == "cpu" and self._model is None:  # loaded weights are reused, never read twice
-                from engine.models.hf_tree import PrefixCache  # deferred: imports torch
-                from engine.models.lean_llama import LeanTokenizer, lean_shape, load_flat
+                from engine.models.hf_loglikelihood import lean_scorer  # deferred: imports torch
 
-                if lean_shape(self.model_dir) is not None and (flat := load_flat(self.model_dir, self.cfg.dtype)):
-                    self._lean, self._prefixes = (flat, LeanTokenizer(self.model_dir)), PrefixCache()
+                if (lean := lean_scorer(self.model_dir, self.cfg.dtype)) is not None:
+                    self._lean, self._prefixes = lean[:2], lean[2]
         return self._lean or None
 
     async def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:

@@ -26,6 +26,7 @@ from engine.api import (
 )
 from engine.models.flat_forward import FlatLlama, supports
 from engine.models.hf_tree import PrefixCache, Question, chunks, plan, run_chunk
+from engine.models.lean_llama import LeanTokenizer, lean_shape, load_flat
 
 
 def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> tuple[list[int], list[int]]:
@@ -108,6 +109,14 @@ def _score(
 def flat_scorer(model) -> tuple[FlatLlama | None, PrefixCache]:
     """The flat forward over `model` when it supports it (else None), and an empty prefix cache."""
     return (FlatLlama.from_model(model) if supports(model) else None), PrefixCache()
+
+
+def lean_scorer(model_dir, dtype: str) -> tuple[FlatLlama, LeanTokenizer, PrefixCache] | None:
+    """The flat forward and tokenizer read without transformers (engine/models/lean_llama.py), with
+    an empty prefix cache; None when the checkpoint needs transformers."""
+    if lean_shape(model_dir) is None or (flat := load_flat(model_dir, dtype)) is None:
+        return None
+    return flat, LeanTokenizer(model_dir), PrefixCache()
 
 
 def _encode(tokenizer, requests: Sequence[LoglikelihoodRequest], max_length: int, unconditional: bool = False

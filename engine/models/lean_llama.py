@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from tokenizers import Tokenizer
 
 from engine.models.flat_forward import FlatLlama, LlamaShape
 
@@ -76,8 +78,6 @@ def lean_shape(model_dir: Path) -> LlamaShape | None:
 def load_flat(model_dir: Path, dtype: str) -> FlatLlama | None:
     """The flat forward over the checkpoint's safetensors weights (cast to `dtype`), or None when the
     checkpoint does not fit (lean_shape) or stores a tensor that is not a plain float."""
-    from safetensors import safe_open  # deferred: only the lean path reads safetensors itself
-
     shape = lean_shape(model_dir)
     files = _weight_files(model_dir)
     if shape is None or files is None:
@@ -117,8 +117,6 @@ class LeanTokenizer:
     checkpoint's `tokenizer.json`, and its bos/eos/pad ids from the tokenizer config files."""
 
     def __init__(self, model_dir: Path):
-        from tokenizers import Tokenizer  # deferred: only the lean path builds the tokenizer itself
-
         self._tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         special: dict[str, Any] = {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the later file wins, as in transformers

@@ -398,9 +398,13 @@ class RunnerCore:
 
 
 class _Silent:
-    """A progress bar that shows nothing: single submissions are counted by their caller."""
+    """A progress bar that shows nothing (the `WorkProgress` interface): single submissions are
+    counted by their caller."""
 
     def update(self, n: int = 1) -> None:
+        return None
+
+    def advance(self, keys: Sequence[str]) -> None:
         return None
 
 
