@@ -240,7 +240,10 @@ def test_litellm_provider_against_a_real_openai_compatible_server(workdir, smoll
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(workdir):
     """SIGINT mid-run: no traceback, the resume hint, exit 130; the re-run reuses what was cached."""
     args = [sys.executable, "-m", "engine", "task=mmlu", "limit=64", "model.batch_size=2", "tracking=none"]
-    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A Ctrl-C at a terminal: SIGINT at its default in the child even when a non-interactive parent
+    # (CI started in the background) left it ignored, which the child would inherit.
+    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     cache = workdir / ".cache" / "evalbench" / "responses.sqlite"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not _cached_rows(cache):
