@@ -295,3 +295,18 @@ def test_no_file_keeps_merge_conflict_markers() -> None:
             continue
         bad += [f"{name}:{i + 1}" for i, line in enumerate(lines) if line.startswith(("<<<<<<< ", ">>>>>>> "))]
     assert not bad, f"unresolved merge conflicts: {bad}"
+
+
+def test_import_engine_cli_loads_no_model_or_network_stack() -> None:
+    # Every `python -m engine` pays for what engine.cli imports, a cached re-run most of all
+    # (docs/architecture.md, "Start-up and exit"): these load where a run needs them.
+    heavy = ["aiohttp", "torch", "transformers", "litellm", "mlflow", "datasets", "docker", "scipy"]
+    code = f"import json, sys; import engine.cli; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"`import engine.cli` failed:\n{proc.stderr}"
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not loaded, (
+        f"`import engine.cli` loads {', '.join(loaded)}. Fix: import it inside the function that needs it (it is in "
+        "LAZY_ALLOWED); find the chain with `python -X importtime -c 'import engine.cli' 2>&1 | grep -B5 <name>`."
+    )

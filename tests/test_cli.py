@@ -66,3 +66,28 @@ def test_a_task_spec_is_accepted_as_the_task(workdir):
     split = run_engine(["task=freshqa", "variant=zero", "inspect=true", "limit=1", "tracking=none"], workdir, timeout=300)
     assert spec.returncode == 0 and split.returncode == 0, spec.stderr[-2000:]
     assert spec.stdout == split.stdout and "=== freshqa:zero" in spec.stdout
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_fast_exit_runs_exit_handlers_flushes_and_keeps_the_code():
+    # `python -m engine` ends with os._exit after the exit handlers: nothing buffered or registered is lost
+    proc = _python("import atexit; from engine.__main__ import exit_now\n"
+                   "atexit.register(print, 'handler ran')\n"
+                   "print('buffered', end=' ')\n"
+                   "exit_now(5)")
+    assert (proc.returncode, proc.stdout) == (5, "buffered handler ran\n"), proc.stderr
+    message = _python("from engine.__main__ import exit_now; exit_now('error: a message')")
+    assert (message.returncode, message.stderr) == (1, "error: a message\n")
+    assert _python("from engine.__main__ import exit_now; exit_now(None)").returncode == 0
+
+
+def test_fast_exit_leaves_live_threads_to_python():
+    # A non-daemon thread still working must finish: Python's own exit joins it, os._exit would kill it
+    proc = _python("import threading, time\nfrom engine.__main__ import exit_now\n"
+                   "def work():\n    time.sleep(0.3)\n    print('thread finished', flush=True)\n"
+                   "threading.Thread(target=work).start()\n"
+                   "exit_now(3)")
+    assert (proc.returncode, proc.stdout) == (3, "thread finished\n"), proc.stderr

@@ -20,9 +20,8 @@ import sys
 import time
 import traceback
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from engine.api import (
@@ -36,6 +35,9 @@ from engine.api import (
 )
 from engine.runner.cache import cache_key
 from engine.runner.core import Outcome, RunnerCore, WorkItem
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 SCAFFOLD = "gateway"  # part of every gateway cache key: the same request from any external eval is one row
 CLIENT_ERRORS = {"bad_request", "unsupported", "context_length", "config"}  # HTTP 400, not worth a retry
@@ -107,16 +109,24 @@ def _echo_choice(i: int, r: TokenLogprobsResponse, with_next: bool) -> dict[str,
             "logprobs": {"tokens": texts, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}}
 
 
-@web.middleware
+def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
+    from aiohttp import web  # only a run with an external eval serves: other runs never import aiohttp
+
+    return web.json_response(payload, status=status)
+
+
 async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """A bug in a handler answers 500 with its message (and prints the traceback) instead of a bare page."""
+    """A bug in a handler answers 500 with its message (and prints the traceback) instead of a bare page
+    (wrapped by `web.middleware` where the app is made)."""
+    from aiohttp import web
+
     try:
         return await handler(request)
     except web.HTTPException:
         raise
     except Exception as err:  # noqa: BLE001 - the benchmark gets an OpenAI-style error and retries or fails
         traceback.print_exc(file=sys.stderr)
-        return web.json_response({"error": {"message": f"{type(err).__name__}: {err}", "type": "internal",
+        return _json({"error": {"message": f"{type(err).__name__}: {err}", "type": "internal",
                                             "code": "internal"}}, status=500)
 
 
@@ -138,7 +148,9 @@ class ModelGateway:
         return f"http://{self.host}:{self.port}/v1"
 
     async def __aenter__(self) -> ModelGateway:
-        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_json_errors])
+        from aiohttp import web
+
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[web.middleware(_json_errors)])
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -181,7 +193,7 @@ class ModelGateway:
 
     @staticmethod
     def _error(status: int, message: str, kind: str) -> web.Response:
-        return web.json_response({"error": {"message": message, "type": kind, "code": kind}}, status=status)
+        return _json({"error": {"message": message, "type": kind, "code": kind}}, status=status)
 
     def _failed(self, outcomes: list[Outcome]) -> web.Response | None:
         for o in outcomes:
@@ -192,7 +204,7 @@ class ModelGateway:
 
     # -- endpoints ---------------------------------------------------------------------------------
     async def _models(self, _: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [
+        return _json({"object": "list", "data": [
             {"id": self.model_name, "object": "model", "created": 0, "owned_by": "evalbench"}]})
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
@@ -241,7 +253,7 @@ class ModelGateway:
             elif isinstance(resp, GenerateResponse):
                 text = (req.render_text() if echo and isinstance(req, GenerateRequest) else "") + resp.text
                 choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": resp.finish_reason or "stop"})
-        return web.json_response({"id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": "text_completion",
+        return _json({"id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": "text_completion",
                                   "created": int(time.time()), "model": self.model_name, "choices": choices,
                                   "usage": self._usage(outcomes)})
 
@@ -266,7 +278,7 @@ class ModelGateway:
         if resp.tool_calls:
             message["tool_calls"] = list(resp.tool_calls)
         finish = "tool_calls" if resp.tool_calls else (resp.finish_reason or "stop")
-        return web.json_response({"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
+        return _json({"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
                                   "created": int(time.time()), "model": self.model_name,
                                   "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                                   "usage": self._usage([out])})

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from engine.api import GenerateRequest, GenerateResponse, ProviderError, TokenUsage, truncate_at_stop
+
+if TYPE_CHECKING:
+    import aiohttp
 
 # Prefixes that mean "this server speaks the OpenAI API" for litellm, which strips them from the
 # model name it sends; only these take the lean path (any other prefix needs litellm's translation).
@@ -74,6 +75,8 @@ class OpenAICompatClient:
         self._session: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
 
     def session(self) -> aiohttp.ClientSession:
+        import aiohttp  # ~0.15 s: only a run that sends requests pays it (docs/architecture.md, "Start-up and exit")
+
         loop = asyncio.get_running_loop()
         if self._session is None or self._session[0] is not loop or self._session[1].closed:
             # No connection cap here: the runner core's concurrency limit is the one limit.
@@ -102,6 +105,8 @@ class OpenAICompatClient:
         return endpoint, body
 
     async def _post(self, endpoint: str, body: dict[str, Any]) -> tuple[int, Any, bytes]:
+        import aiohttp
+
         try:
             async with self.session().post(self.base + endpoint, data=json.dumps(body)) as resp:
                 return resp.status, resp.headers, await resp.read()
