@@ -93,3 +93,31 @@ def test_cache_hit_never_covers_the_whole_context():
     q = Question(context=ctx, continuations=[[1]])
     plan([q], cache)
     assert q.cached_len == len(ctx) - 1  # the last context token runs: its output predicts the answer
+
+
+def test_target_logprobs_equal_log_softmax_and_argmax_even_on_ties(monkeypatch):
+    """The LM head's shortcuts (reused buffers; argmax only where the target reaches the row's
+    maximum) give exactly log_softmax's values and torch's first-maximum argmax, ties included."""
+    import torch
+
+    from engine.models import hf_tree
+    from engine.models.flat_forward import FlatLlama, LlamaShape
+
+    torch.manual_seed(0)
+    vocab, dim = 300, 16
+    head = torch.randn(vocab, dim)
+    head[7] = head[3]  # tokens 3 and 7 always tie: argmax picks 3, so 7 is never greedy
+    flat = FlatLlama([], torch.ones(dim), 1e-5, head, head, LlamaShape(n_heads=1, n_kv=1, head_dim=dim, rope_theta=1e4))
+    monkeypatch.setattr(hf_tree, "HEAD_CHUNK", 8)  # several chunks, the last one partial
+    for n in (5, 21):  # a larger call after a smaller one: the buffers grow
+        hidden = torch.randn(n, dim)
+        hidden[:4] = head[3] * 10  # rows whose maximum is the tied pair (3, 7)
+        rows = [r for r in range(n) for _ in range(3)]
+        dist = torch.log_softmax(hidden @ head.T, dim=-1)
+        best = dist.argmax(dim=-1)
+        targets = [int(t) for r in range(n) for t in (best[r], 7 if r < 4 else (best[r] + 1) % vocab, 3)]
+        lp, greedy = hf_tree._target_logprobs(flat, hidden, rows, targets)
+        want = torch.stack([dist[r, t] for r, t in zip(rows, targets, strict=True)]).double()
+        assert torch.equal(lp, want)
+        assert greedy.tolist() == [int(best[r]) == t for r, t in zip(rows, targets, strict=True)]
+        assert greedy[0::3].all() and not greedy[1:12:3].any() and greedy[2:12:3].all()

@@ -98,9 +98,10 @@ def test_scaled_rope_checkpoint_scores_through_transformers(smollm2_dir, tmp_pat
 @pytest.mark.slow
 def test_loglikelihood_run_never_imports_transformers(tmp_path):
     """`python -m engine` on a loglikelihood task, uncached: torch yes (the weights), transformers no."""
-    code = ("import sys, runpy; sys.argv=['engine','task=mmlu:mc','limit=2','tracking=none','progress=false',"
+    code = ("import sys; sys.argv=['engine','task=mmlu:mc','limit=2','tracking=none','progress=false',"
             f"'cache.path={tmp_path / 'c.sqlite'}','hydra.run.dir={tmp_path / 'run'}'];"
-            "\ntry: runpy.run_module('engine', run_name='__main__')\nexcept SystemExit as e: assert not e.code, e.code"
+            "\nfrom engine.cli import main  # what `python -m engine` runs (its __main__ then ends with os._exit)"
+            "\ntry: main()\nexcept SystemExit as e: assert not e.code, e.code"
             "\nprint('MODULES', 'torch' in sys.modules, 'transformers' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert "MODULES True False" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -86,6 +86,7 @@ class FlatLlama:
         self.rope_theta = shape.rope_theta
         self.scale = self.head_dim**-0.5
         self.rotary = rotary  # the model's rotary module (any RoPE type it implements); None: default RoPE
+        self._scratch: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_model(cls, model) -> FlatLlama:
@@ -104,6 +105,15 @@ class FlatLlama:
                            head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads, rope_theta=0.0)
         return cls(layers, model.model.norm.weight, model.model.norm.variance_epsilon,
                    model.model.embed_tokens.weight, model.lm_head.weight, shape, rotary=model.model.rotary_emb)
+
+    def scratch(self, name: str, rows: int, cols: int) -> torch.Tensor:
+        """A [rows, cols] float buffer kept for reuse. A fresh tensor of this size (the LM head's
+        [chunk, vocab] logits, ~50 MB) comes from mmap, so every use pays a page fault per 4 KB page:
+        about a third of the head's time (docs/architecture.md, "The loglikelihood path")."""
+        buf = self._scratch.get(name)
+        if buf is None or buf.numel() < rows * cols:
+            buf = self._scratch[name] = torch.empty(rows * cols, dtype=self.lm_head.dtype)
+        return buf[: rows * cols].view(rows, cols)
 
     def _rope_tables(self, pos: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.rotary is not None:
