@@ -95,10 +95,13 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, 
 
 def evalbench(row: str, limit: int, work: Path) -> dict:
     overrides, _, _ = ROWS[row]
-    argv = [sys.executable, "-X", "importtime", "-m", "engine", *overrides, f"limit={limit}", "tracking=none",
+    argv = [sys.executable, "-m", "engine", *overrides, f"limit={limit}", "tracking=none",
             f"cache.path={work / 'cache.sqlite'}"]
     cold, rss, proc = timed([*argv, "progress=true", f"hydra.run.dir={work / 'cold'}"], work, ENV)
-    warm, _, again = timed([*argv, "progress=false", f"hydra.run.dir={work / 'warm'}"], work, ENV)
+    warm, _, _ = timed([*argv, "progress=false", f"hydra.run.dir={work / 'warm'}"], work, ENV)
+    # Whether the cached re-run imports torch, from a third, untimed run (-X importtime slows imports).
+    _, _, again = timed([argv[0], "-X", "importtime", *argv[1:], "progress=false", f"hydra.run.dir={work / 'warm2'}"],
+                        work, ENV)
     torch_loaded = bool(re.search(r"\|\s+torch$", again.stderr, re.M))
     records = [json.loads(line) for line in next((work / "cold").rglob("instances.jsonl")).read_text().splitlines()]
     return {"wall": cold, "rss": rss, "cached_wall": warm, "cached_torch": torch_loaded, "records": records,
