@@ -5,11 +5,13 @@ much of what a cached re-run and the tail of an API run have left to cut. Everyt
 is closed by then, so once `main` returns this runs the exit handlers (MLflow, logging,
 multiprocessing, weakref finalizers), flushes the standard streams and ends the process with the
 same exit code. A live non-daemon thread, an exception or Ctrl-C take Python's normal exit instead
-(docs/architecture.md, "Start-up and exit").
+(docs/architecture.md, "Start-up and exit"). A reader that stops early (`| head`) ends the process
+quietly with exit code 1, as Python's documentation recommends, instead of a BrokenPipeError traceback.
 """
 
 import atexit
 import os
+import select
 import sys
 import threading
 
@@ -40,9 +42,26 @@ def exit_now(status: str | int | None) -> None:
     os._exit(code)
 
 
+def stdout_closed() -> bool:
+    """Whether the reader of stdout has gone (what a BrokenPipeError from `main` must mean to be
+    treated as `| head`; one from a socket or a sandbox's pipe stays an error): poll reports an
+    error on the write end of a pipe nobody reads."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll, or stdout is no file
+        return False
+
+
 if __name__ == "__main__":
     try:
         main()
     except SystemExit as stop:
         exit_now(stop.code)
+    except BrokenPipeError:
+        if not stdout_closed():
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        exit_now(1)
     exit_now(None)
