@@ -26,7 +26,7 @@ from engine.api import (
 )
 from engine.models.flat_forward import FlatLlama, supports
 from engine.models.hf_tree import PrefixCache, Question, chunks, plan, run_chunk
-from engine.models.lean_llama import LeanTokenizer, lean_shape, load_flat
+from engine.models.lean_llama import LeanTokenizer, load_flat
 
 
 def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> tuple[list[int], list[int]]:
@@ -114,7 +114,7 @@ def flat_scorer(model) -> tuple[FlatLlama | None, PrefixCache]:
 def lean_scorer(model_dir, dtype: str) -> tuple[FlatLlama, LeanTokenizer, PrefixCache] | None:
     """The flat forward and tokenizer read without transformers (engine/models/lean_llama.py), with
     an empty prefix cache; None when the checkpoint needs transformers."""
-    if lean_shape(model_dir) is None or (flat := load_flat(model_dir, dtype)) is None:
+    if (flat := load_flat(model_dir, dtype)) is None:  # it checks lean_shape itself
         return None
     return flat, LeanTokenizer(model_dir), PrefixCache()
 
