@@ -264,14 +264,18 @@ def test_function_level_imports_only_for_heavy_optional_libraries() -> None:
             "(tests/test_architecture.py) and docs/architecture.md.", problems)
 
 
-def test_import_engine_tasks_stays_light() -> None:
-    # Building and scoring tasks must not pay for the statistics stack, torch, MLflow or litellm.
-    heavy = ["scipy", "torch", "mlflow", "litellm"]
-    code = f"import json, sys; import engine.tasks; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+def _loaded_by_import(module: str, heavy: list[str]) -> list[str]:
+    """Which of `heavy` a fresh interpreter has loaded after `import module`."""
+    code = f"import json, sys; import {module}; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"`import engine.tasks` failed:\n{proc.stderr}"
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 0, f"`import {module}` failed:\n{proc.stderr}"
+    return list(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_import_engine_tasks_stays_light() -> None:
+    # Building and scoring tasks must not pay for the statistics stack, torch, MLflow or litellm.
+    loaded = _loaded_by_import("engine.tasks", ["scipy", "torch", "mlflow", "litellm"])
     assert not loaded, (
         f"`import engine.tasks` loads {', '.join(loaded)}. Fix: import these only where they are needed (engine.stats "
         "from the runner/compare layers; torch/mlflow/litellm inside the function using them), not from a module "
@@ -300,12 +304,8 @@ def test_no_file_keeps_merge_conflict_markers() -> None:
 def test_import_engine_cli_loads_no_model_or_network_stack() -> None:
     # Every `python -m engine` pays for what engine.cli imports, a cached re-run most of all
     # (docs/architecture.md, "Start-up and exit"): these load where a run needs them.
-    heavy = ["aiohttp", "torch", "transformers", "litellm", "mlflow", "datasets", "docker", "scipy"]
-    code = f"import json, sys; import engine.cli; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"`import engine.cli` failed:\n{proc.stderr}"
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    loaded = _loaded_by_import("engine.cli", ["aiohttp", "torch", "transformers", "litellm", "mlflow", "datasets",
+                                              "docker", "scipy"])
     assert not loaded, (
         f"`import engine.cli` loads {', '.join(loaded)}. Fix: import it inside the function that needs it (it is in "
         "LAZY_ALLOWED); find the chain with `python -X importtime -c 'import engine.cli' 2>&1 | grep -B5 <name>`."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -93,25 +94,21 @@ def test_fast_exit_leaves_live_threads_to_python():
     assert (proc.returncode, proc.stdout) == (3, "thread finished\n"), proc.stderr
 
 
-def test_a_reader_that_stops_early_ends_the_run_quietly():
-    # `python -m engine --help | head -1`: the reader goes away; exit 1 without a BrokenPipeError traceback
-    import os
-
-    r, w = os.pipe()
-    os.close(r)  # nobody reads: every write to the child's stdout fails with EPIPE
-    try:
-        proc = subprocess.run([sys.executable, "-m", "engine", "--help"], stdout=w, stderr=subprocess.PIPE, text=True,
-                              timeout=120)
-    finally:
-        os.close(w)
-    assert (proc.returncode, proc.stderr) == (1, "")
-    # only a stdout nobody reads counts: a BrokenPipeError with stdout still read stays an error
-    check = "import sys; from engine.__main__ import stdout_closed; print(stdout_closed(), file=sys.stderr)"
+def _with_unread_stdout(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run argv with a stdout nobody reads: every write to it fails with EPIPE (`| head` at its worst)."""
     r, w = os.pipe()
     os.close(r)
     try:
-        gone = subprocess.run([sys.executable, "-c", check], stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+        return subprocess.run(argv, stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
     finally:
         os.close(w)
-    assert gone.stderr.strip() == "True"
+
+
+def test_a_reader_that_stops_early_ends_the_run_quietly():
+    # `python -m engine --help | head -1`: the reader goes away; exit 1 without a BrokenPipeError traceback
+    proc = _with_unread_stdout([sys.executable, "-m", "engine", "--help"])
+    assert (proc.returncode, proc.stderr) == (1, "")
+    # only a stdout nobody reads counts: a BrokenPipeError with stdout still read stays an error
+    check = "import sys; from engine.__main__ import stdout_closed; print(stdout_closed(), file=sys.stderr)"
+    assert _with_unread_stdout([sys.executable, "-c", check]).stderr.strip() == "True"
     assert _python(check).stderr.strip() == "False"

@@ -224,9 +224,9 @@ def _target_logprobs(flat: FlatLlama, hidden: torch.Tensor, rows: list[int], tar
     tgt = torch.tensor(targets)
     lp = torch.empty(len(rows), dtype=torch.float64)
     greedy = torch.empty(len(rows), dtype=torch.bool)
+    vocab = flat.lm_head.shape[0]
     for lo in range(0, len(uniq), HEAD_CHUNK):
         sel = uniq[lo : lo + HEAD_CHUNK]
-        vocab = flat.lm_head.shape[0]
         logits = torch.mm(hidden[sel], flat.lm_head.T, out=flat.scratch("logits", len(sel), vocab))
         mine = (idx >= lo) & (idx < lo + len(sel))
         local, want = idx[mine] - lo, tgt[mine]
