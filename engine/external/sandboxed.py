@@ -65,6 +65,9 @@ def _user() -> str:
     return "65534:65534" if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
 
 
+REMOVE_RETRY_S = 15.0  # how long a failing removal is retried before the reaper is left to it
+
+
 class ExternalContainer:
     """One benchmark run in its container; `kill_sync` (teardown registry) removes it."""
 
@@ -129,16 +132,24 @@ class ExternalContainer:
             REGISTRY.discard(self)
 
     def _remove(self, wait_s: float) -> None:
-        """Remove the container by name; while docker may still be creating it, retry until it appears."""
-        deadline = time.monotonic() + wait_s
+        """Remove the container by name. NotFound means gone, or (for `wait_s`, while docker may still
+        be creating it) not there yet; any other failure (the daemon busy, e.g. still unmounting its
+        filesystem) is retried for REMOVE_RETRY_S, never dropped at the first try."""
+        import docker  # deferred: only docker users pay for the SDK
+
+        now = time.monotonic()
+        not_found_until, failing_until = now + wait_s, now + max(wait_s, REMOVE_RETRY_S)
         while True:
             try:
                 client().api.remove_container(self.name, force=True)
                 return
-            except Exception:  # noqa: BLE001 - docker.errors.NotFound: not created (yet)
-                if time.monotonic() >= deadline:
+            except docker.errors.NotFound:
+                if time.monotonic() >= not_found_until:
                     return
-                time.sleep(0.1)
+            except Exception:  # noqa: BLE001 - docker.errors.APIError, a timeout: the container may still exist
+                if time.monotonic() >= failing_until:
+                    return
+            time.sleep(0.1)
 
 
 async def run_in_container(container: ExternalContainer, timeout_s: float) -> tuple[int | None, bytes, bytes]:
