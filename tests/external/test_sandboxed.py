@@ -33,6 +33,7 @@ from engine.external.base import ExternalItem, OutputError, WrapperContext
 from engine.external.gateway import ModelGateway
 from engine.external.images import DOCKERFILE, ImageRecipe, recipe_from_lock, tag_for
 from engine.external.run import INNER_BASE_URL, run_external
+from engine.sandbox.docker_backend import owner_tag
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -199,7 +200,7 @@ def test_inspect_runs_in_its_container_and_its_samples_land_as_instances(tmp_pat
     rec = result.instances[0]
     assert rec.output_text.startswith("echo: ") and isinstance(rec.gold, int) and rec.choices and len(rec.choices) == 4
     assert [s.type for s in rec.trajectory] == ["model"] and rec.trajectory[0].content["cache_key"]
-    assert _labelled() == []  # the container is gone
+    assert _labelled(owner_tag()) == []  # this process's container is gone (other tests' may be listed)
 
 
 @pytest.mark.slow
@@ -258,6 +259,7 @@ TEARDOWN_SCRIPT = """
 import asyncio, signal, sys
 from pathlib import Path
 from engine.external import sandboxed
+from engine.sandbox.docker_backend import owner_tag
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a non-interactive parent may have left SIGINT ignored
 work, gw = sandboxed.prepare_dirs(Path(sys.argv[1]))
 c = sandboxed.ExternalContainer(sys.argv[2], ["sleep", "300"], {}, work, gw, sandboxed.container_limits({}), "inspect")
