@@ -121,3 +121,25 @@ def test_target_logprobs_equal_log_softmax_and_argmax_even_on_ties(monkeypatch):
         assert torch.equal(lp, want)
         assert greedy.tolist() == [int(best[r]) == t for r, t in zip(rows, targets, strict=True)]
         assert greedy[0::3].all() and not greedy[1:12:3].any() and greedy[2:12:3].all()
+
+
+@pytest.mark.slow
+def test_kept_rows_are_the_full_forwards_rows(smollm2_dir):
+    """`keep` (the rows the LM head reads) skips the last layer's MLP for every other row, and must
+    not change the rows it keeps."""
+    import torch
+
+    from engine.models.flat_forward import Segment
+    from engine.models.lean_llama import load_flat
+
+    flat = load_flat(smollm2_dir, "float32")
+    torch.manual_seed(0)
+    ids = torch.randint(100, 20000, (40,))
+    pos = torch.cat([torch.arange(25), torch.arange(25, 40)])
+    segments = [Segment(range(0, 25)), Segment(range(25, 40), parent_rows=(range(0, 25),))]
+    full = flat.hidden(ids, pos, segments)
+    keep = torch.tensor([3, 24, 30, 39])
+    part = flat.hidden(ids, pos, segments, keep=keep)
+    assert part.shape == (4, full.shape[1])
+    assert torch.allclose(part, full[keep], atol=1e-5, rtol=0)
+    assert not torch.allclose(part, full[keep - 1], atol=1e-3, rtol=0)  # the rows differ: the check can fail

@@ -73,13 +73,44 @@ def rope_tables(pos: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.T
     return emb.cos(), emb.sin()
 
 
+@dataclass
+class LlamaLayer:
+    """One decoder layer's weights, the projections that read the same input fused into one matrix
+    (docs/architecture.md, "The loglikelihood path"): q|k|v [(heads + 2 kv_heads) * head_dim, hidden]
+    and gate|up [2 * intermediate, hidden], so each is one larger matrix product, and RoPE runs over
+    q and k together."""
+
+    w_in: torch.Tensor
+    w_qkv: torch.Tensor
+    w_o: torch.Tensor
+    w_post: torch.Tensor
+    w_gate_up: torch.Tensor
+    w_down: torch.Tensor
+    eps: float
+
+
+def fuse_layer(w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down, eps: float) -> LlamaLayer:
+    """A layer from its checkpoint tensors (the fused copies replace them: the caller drops its own)."""
+    return LlamaLayer(w_in, torch.cat([w_q, w_k, w_v]), w_o, w_post, torch.cat([w_gate, w_up]), w_down, float(eps))
+
+
+def _share_fused(modules: list, fused: torch.Tensor) -> None:
+    """Point each linear module's weight at its rows of `fused`, so the model and the flat forward
+    hold one copy of the weights rather than two."""
+    start = 0
+    for m in modules:
+        n = m.weight.shape[0]
+        m.weight.data = fused[start : start + n]
+        start += n
+
+
 class FlatLlama:
     """The flat forward over one set of Llama weights: a transformers model's own tensors
     (`from_model`), or tensors read straight from safetensors (engine/models/lean_llama.py)."""
 
-    def __init__(self, layers: list[tuple], norm: torch.Tensor, norm_eps: float, embed: torch.Tensor,
+    def __init__(self, layers: list[LlamaLayer], norm: torch.Tensor, norm_eps: float, embed: torch.Tensor,
                  lm_head: torch.Tensor, shape: LlamaShape, rotary=None):
-        self.layers = layers  # per layer: (w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down, eps)
+        self.layers = layers
         self.norm, self.norm_eps = norm, norm_eps
         self.embed_weight, self.lm_head = embed, lm_head
         self.n_heads, self.n_kv, self.head_dim = shape.n_heads, shape.n_kv, shape.head_dim
@@ -90,21 +121,24 @@ class FlatLlama:
 
     @classmethod
     def from_model(cls, model) -> FlatLlama:
-        """Over a loaded transformers model's own weight tensors (no fused copies: the loaded weights
-        are a memory map whose pages a copy would keep resident twice)."""
+        """Over a loaded transformers model's weights. The fused q|k|v and gate|up matrices become the
+        model's own weights (its projections are row views of them), so memory holds one copy."""
         cfg = model.config
-        layers = [
-            (layer.input_layernorm.weight, layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
-             layer.self_attn.v_proj.weight, layer.self_attn.o_proj.weight, layer.post_attention_layernorm.weight,
-             layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight, layer.mlp.down_proj.weight,
-             layer.input_layernorm.variance_epsilon)
-            for layer in model.model.layers
-        ]
+        layers = []
+        for layer in model.model.layers:
+            att, mlp = layer.self_attn, layer.mlp
+            fused = fuse_layer(layer.input_layernorm.weight.data, att.q_proj.weight.data, att.k_proj.weight.data,
+                               att.v_proj.weight.data, att.o_proj.weight.data,
+                               layer.post_attention_layernorm.weight.data, mlp.gate_proj.weight.data,
+                               mlp.up_proj.weight.data, mlp.down_proj.weight.data, layer.input_layernorm.variance_epsilon)
+            _share_fused([att.q_proj, att.k_proj, att.v_proj], fused.w_qkv)
+            _share_fused([mlp.gate_proj, mlp.up_proj], fused.w_gate_up)
+            layers.append(fused)
         n_heads = cfg.num_attention_heads
         shape = LlamaShape(n_heads=n_heads, n_kv=cfg.num_key_value_heads,
                            head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads, rope_theta=0.0)
-        return cls(layers, model.model.norm.weight, model.model.norm.variance_epsilon,
-                   model.model.embed_tokens.weight, model.lm_head.weight, shape, rotary=model.model.rotary_emb)
+        return cls(layers, model.model.norm.weight.data, model.model.norm.variance_epsilon,
+                   model.model.embed_tokens.weight.data, model.lm_head.weight.data, shape, rotary=model.model.rotary_emb)
 
     def scratch(self, name: str, rows: int, cols: int) -> torch.Tensor:
         """A [rows, cols] float buffer kept for reuse. A fresh tensor of this size (the LM head's
@@ -121,29 +155,30 @@ class FlatLlama:
             return cos[0], sin[0]
         return rope_tables(pos, self.head_dim, self.rope_theta)
 
-    @staticmethod
-    def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        # transformers' LlamaRMSNorm (float32 statistics), without its dtype round trips for float32
-        var = x.pow(2).mean(-1, keepdim=True)
-        return weight * (x * torch.rsqrt(var + eps))
-
-    def hidden(self, ids: torch.Tensor, pos: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
-        """Final-norm hidden states [T, hidden] of the flat tokens `ids` at positions `pos`."""
+    def hidden(self, ids: torch.Tensor, pos: torch.Tensor, segments: list[Segment],
+               keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-norm hidden states of the flat tokens `ids` at positions `pos`: [T, hidden], or
+        [len(keep), hidden] for the rows `keep` only (the rows the LM head reads). Every row's keys
+        and values are needed in every layer, but after the last layer's attention only the kept
+        rows go on: its output projection and MLP skip the rest."""
         t = ids.shape[0]
         # One all-zero row after the T tokens: it stays zero through every layer (no biases; RMSNorm,
         # RoPE and the MLP map 0 to 0), so gathers can point padding at it for free.
         h = torch.cat([F.embedding(ids, self.embed_weight), self.embed_weight.new_zeros((1, self.embed_weight.shape[1]))])
         cos, sin = self._rope_tables(torch.cat([pos, pos.new_zeros(1)]), h)
-        cos, sin = cos[:, None, :], sin[:, None, :]  # [T+1, 1, head_dim]
         half = self.head_dim // 2
-        nq = self.n_heads * self.head_dim
+        # rotate_half(x) * sin == cat(x2, x1) * cat(-sin1, sin2): the sign moves to the table (exact)
+        cos, sin = cos[:, None, :], torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)[:, None, :]
+        nq, nk = self.n_heads, self.n_heads + self.n_kv
         packed, rest = _pack(segments, t)
         allowed = [_mask(s) for s in rest]
-        for li, (w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down, eps) in enumerate(self.layers):
-            x = self._rms(h, w_in, eps)
-            q = _rope((x @ w_q.T).view(t + 1, self.n_heads, self.head_dim), cos, sin, half)
-            k = _rope((x @ w_k.T).view(t + 1, self.n_kv, self.head_dim), cos, sin, half)
-            v = (x @ w_v.T).view(t + 1, self.n_kv, self.head_dim)
+        last = len(self.layers) - 1
+        h_rows = t if keep is None else None  # the final norm's rows: all T tokens, or the kept rows
+        for li, layer in enumerate(self.layers):
+            x = F.rms_norm(h, h.shape[-1:], layer.w_in, layer.eps)
+            qkv = (x @ layer.w_qkv.T).view(t + 1, -1, self.head_dim)
+            qk = _rope(qkv[:, :nk], cos, sin, half)  # q and k heads together
+            q, k, v = qk[:, :nq], qk[:, nq:], qkv[:, nk:]
             att = torch.zeros((t + 1, self.n_heads, self.head_dim), dtype=h.dtype)
             for group in packed:
                 group.attend(q, k, v, att, li, self.scale)
@@ -154,11 +189,18 @@ class FlatLlama:
                     seg.store.values.append(vv.clone())
                 rows = slice(seg.rows.start, seg.rows.stop)
                 att[rows] = _attend(q[rows], kk, vv, allow, self.scale)
-            h = torch.addmm(h, att.view(t + 1, nq), w_o.T)
-            x = self._rms(h, w_post, eps)
-            act = F.silu(x @ w_gate.T).mul_(x @ w_up.T)
-            h = torch.addmm(h, act, w_down.T)
-        return self._rms(h[:t], self.norm, self.norm_eps)
+            att2 = att.view(t + 1, -1)
+            if li == last and keep is not None:
+                h, att2, keep = h.index_select(0, keep), att2.index_select(0, keep), None
+            h = torch.addmm(h, att2, layer.w_o.T)
+            x = F.rms_norm(h, h.shape[-1:], layer.w_post, layer.eps)
+            gate_up = x @ layer.w_gate_up.T
+            inter = gate_up.shape[1] // 2
+            act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])
+            h = torch.addmm(h, act, layer.w_down.T)
+        if keep is not None:  # no layers to apply it in
+            h = h.index_select(0, keep)
+        return F.rms_norm(h if h_rows is None else h[:h_rows], h.shape[-1:], self.norm, self.norm_eps)
 
 
 @dataclass
@@ -242,9 +284,9 @@ def _group(group: list[Segment], zero_row: int) -> _Packed:
                    length=length, mask=_mask(shape))
 
 
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, half: int) -> torch.Tensor:
-    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rot * sin
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor, half: int) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin, the sign of rotate_half folded into `sin_signed`."""
+    return torch.addcmul(x * cos, torch.cat((x[..., half:], x[..., :half]), dim=-1), sin_signed)
 
 
 def _mask(seg: Segment) -> torch.Tensor:

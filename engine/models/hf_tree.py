@@ -198,13 +198,15 @@ def run_chunk(flat: FlatLlama, chunk: list[Question], cache: PrefixCache) -> Non
             pred_rows += rows
             targets += cont
             owners += [k] * len(cont)
-    hidden = flat.hidden(torch.tensor(ids), torch.tensor(pos), segments)
+    uniq = sorted(set(pred_rows))  # each distinct row through the LM head once (an MC question's letters share one)
+    hidden = flat.hidden(torch.tensor(ids), torch.tensor(pos), segments, keep=torch.tensor(uniq, dtype=torch.long))
     for seg in segments:
         if seg.store is not None:
             cache.put(seg.store)
     for node in {id(q.node): q.node for q in chunk if q.node is not None}.values():
         node.done = True
-    lp, greedy = _target_logprobs(flat, hidden, pred_rows, targets)
+    where = {r: i for i, r in enumerate(uniq)}
+    lp, greedy = _target_logprobs(flat, hidden, [where[r] for r in pred_rows], targets)
     n = len(conts)
     owner_t = torch.tensor(owners)
     sums = torch.zeros(n, dtype=torch.float64).index_add_(0, owner_t, lp)
@@ -216,18 +218,16 @@ def run_chunk(flat: FlatLlama, chunk: list[Question], cache: PrefixCache) -> Non
 
 def _target_logprobs(flat: FlatLlama, hidden: torch.Tensor, rows: list[int], targets: list[int]
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log P(target | row) in float64 and whether the target is the row's argmax, per (row, target);
-    each distinct row goes through the LM head once (the 4 letters of an MC question share one)."""
-    uniq = sorted(set(rows))
-    where = {r: i for i, r in enumerate(uniq)}
-    idx = torch.tensor([where[r] for r in rows])
+    """log P(target | hidden[row]) in float64 and whether the target is the row's argmax, per
+    (row, target); `hidden` holds each distinct predicting row once."""
+    idx = torch.tensor(rows, dtype=torch.long)
     tgt = torch.tensor(targets)
     lp = torch.empty(len(rows), dtype=torch.float64)
     greedy = torch.empty(len(rows), dtype=torch.bool)
     vocab = flat.lm_head.shape[0]
-    for lo in range(0, len(uniq), HEAD_CHUNK):
-        sel = uniq[lo : lo + HEAD_CHUNK]
-        logits = torch.mm(hidden[sel], flat.lm_head.T, out=flat.scratch("logits", len(sel), vocab))
+    for lo in range(0, hidden.shape[0], HEAD_CHUNK):
+        sel = hidden[lo : lo + HEAD_CHUNK]
+        logits = torch.mm(sel, flat.lm_head.T, out=flat.scratch("logits", len(sel), vocab))
         mine = (idx >= lo) & (idx < lo + len(sel))
         local, want = idx[mine] - lo, tgt[mine]
         # torch's log_softmax, as lm-eval and transformers use: its float32 rounding (~1e-5 per token,

@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer
 
-from engine.models.flat_forward import FlatLlama, LlamaShape
+from engine.models.flat_forward import FlatLlama, LlamaShape, fuse_layer
 
 WEIGHT_DTYPES = {"F32", "F16", "BF16"}  # stored as plain floats (no quantized tensors)
 
@@ -93,12 +93,14 @@ def load_flat(model_dir: Path, dtype: str) -> FlatLlama | None:
                 tensors[name] = f.get_tensor(name).to(want)
     eps = float(cfg.get("rms_norm_eps", 1e-6))
     try:
-        layers = [
-            tuple(tensors[f"model.layers.{i}.{n}.weight"] for n in (
+        layers = []
+        for i in range(int(cfg["num_hidden_layers"])):
+            names = [f"model.layers.{i}.{n}.weight" for n in (
                 "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")) + (eps,)
-            for i in range(int(cfg["num_hidden_layers"]))
-        ]
+                "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+            layers.append(fuse_layer(*(tensors[n] for n in names), eps))
+            for n in names:  # the fused copies replace them: peak memory stays one layer above the weights
+                del tensors[n]
         embed = tensors["model.embed_tokens.weight"]
         head = tensors.get("lm_head.weight", embed if cfg.get("tie_word_embeddings", True) else None)
         if head is None:
