@@ -35,6 +35,9 @@ def assert_refused(res, *needles: str) -> str:
         (["harness.request_timeout_s=0"], ["`harness.request_timeout_s` must be > 0", "request_timeout_s=600"]),
         (["harness.max_retries=-1"], ["`harness.max_retries` must be ≥ 0", "max_retries=0"]),
         (["task=gsm8k", "task.generation.max_tokens=-4"], ["`task.generation.max_tokens` must be ≥ 1"]),
+        (["model.max_length=-5"], ["`model.max_length` must be ≥ 2 (got -5)", "model.max_length=2048"]),
+        (["task=humaneval", "task.pass_at_k=[1,10]"], ["`task.pass_at_k` asks for pass@10", "samples`=1",
+                                                       "variant=pass_at_10"]),
         (["task=freshqa", "task.scorers=[contans]"], ["Unknown scorer 'contans' in `task.scorers`", "Did you mean 'contains'", "relaxed_match",
                                                   "`@scorer`"]),
         (["task.primary_metric=accuracy"], ["`task.primary_metric` is 'accuracy'", "did you mean 'acc'", "produces only acc"]),
@@ -49,6 +52,27 @@ def assert_refused(res, *needles: str) -> str:
 )
 def test_bad_setting_is_refused_before_running(args, needles, workdir):
     assert_refused(run_engine([*args, "inspect=true", "tracking=none"], workdir, timeout=300), *needles)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("model.batch_size", 0), ("model.max_length", 1), ("model.timeout_s", 0), ("model.checkpoint_step", -1),
+    ("task.sample_size", 0), ("task.sample_threshold", 0), ("task.execution_timeout_s", 0),
+    ("harness.max_total_tokens", 0), ("harness.max_time_s", 0),
+])
+def test_every_count_and_duration_has_its_bound(key, value):
+    """A count or duration outside its range is refused at validation, naming the key: a zero
+    timeout or batch would otherwise fail (or loop) far into the run."""
+    from pydantic import ValidationError
+
+    from engine.config.errors import format_validation_error
+    from engine.config.schema import Experiment
+
+    section, field = key.split(".")
+    cfg: dict = {"model": {"name": "m"}, "task": {"name": "t", "data": {"path": "json"}}}
+    cfg.setdefault(section, {})[field] = value
+    with pytest.raises(ValidationError) as err:
+        Experiment.model_validate(cfg)
+    assert f"`{key}` must be" in str(format_validation_error(err.value, Experiment))
 
 
 def test_valid_settings_still_run(workdir):

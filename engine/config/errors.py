@@ -52,6 +52,11 @@ _FIXES = {
     "request_timeout_s": "it is how many seconds one request may take, e.g. `harness.request_timeout_s=600`",
     "max_tokens": "it is the most tokens one answer may have, e.g. `task.generation.max_tokens=256`",
     "samples": "it is how many answers are sampled per question, e.g. `task.generation.samples=1`",
+    "max_length": "it is the model's context window in tokens (prompts longer than it lose tokens on the left), "
+                  "e.g. `model.max_length=2048`",
+    "batch_size": "it is how many requests the model scores at once, e.g. `model.batch_size=8`",
+    "timeout_s": "it is how many seconds the model (or an external eval) may take, e.g. `model.timeout_s=120`",
+    "execution_timeout_s": "it is the time limit per executed program, e.g. `task.execution_timeout_s=3`",
 }
 _BOUNDS = {"greater_than_equal": ("ge", "≥"), "greater_than": ("gt", ">"), "less_than_equal": ("le", "≤"),
            "less_than": ("lt", "<")}

