@@ -76,39 +76,30 @@ def rope_tables(pos: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.T
 
 @dataclass
 class LlamaLayer:
-    """One decoder layer's weights, the projections that read the same input fused into one matrix
-    (docs/architecture.md, "The loglikelihood path"): q|k|v [(heads + 2 kv_heads) * head_dim, hidden]
-    and gate|up [2 * intermediate, hidden], so each is one larger matrix product, and RoPE runs over
-    q and k together."""
+    """One decoder layer's weight tensors (a checkpoint's own tensors: never copied, since loaded
+    weights are often a memory map whose pages a copy would keep resident twice). Fusing q|k|v and
+    gate|up into single matrices measured no faster on CPU and cost a copy (docs/architecture.md)."""
 
     w_in: torch.Tensor
-    w_qkv: torch.Tensor
+    w_q: torch.Tensor
+    w_k: torch.Tensor
+    w_v: torch.Tensor
     w_o: torch.Tensor
     w_post: torch.Tensor
-    w_gate_up: torch.Tensor
+    w_gate: torch.Tensor
+    w_up: torch.Tensor
     w_down: torch.Tensor
     eps: float
 
+    @classmethod
+    def of(cls, w: Sequence[torch.Tensor], eps: float) -> LlamaLayer:
+        """From the layer's tensors in LAYER_WEIGHTS order."""
+        w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down = w
+        return cls(w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down, float(eps))
+
 
 LAYER_WEIGHTS = ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                 "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")  # fuse_layer's order
-
-
-def fuse_layer(w: Sequence[torch.Tensor], eps: float) -> LlamaLayer:
-    """A layer from its checkpoint tensors in LAYER_WEIGHTS order (the fused copies replace them:
-    the caller drops its own)."""
-    w_in, w_q, w_k, w_v, w_o, w_post, w_gate, w_up, w_down = w
-    return LlamaLayer(w_in, torch.cat([w_q, w_k, w_v]), w_o, w_post, torch.cat([w_gate, w_up]), w_down, float(eps))
-
-
-def _share_fused(modules: list, fused: torch.Tensor) -> None:
-    """Point each linear module's weight at its rows of `fused`, so the model and the flat forward
-    hold one copy of the weights rather than two."""
-    start = 0
-    for m in modules:
-        n = m.weight.shape[0]
-        m.weight.data = fused[start : start + n]
-        start += n
+                 "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")  # LlamaLayer's order
 
 
 class FlatLlama:
@@ -128,22 +119,15 @@ class FlatLlama:
 
     @classmethod
     def from_model(cls, model) -> FlatLlama:
-        """Over a loaded transformers model's weights. The fused q|k|v and gate|up matrices become the
-        model's own weights (its projections are row views of them), so memory holds one copy."""
+        """Over a loaded transformers model's own weight tensors."""
         cfg = model.config
-        layers = []
-        for layer in model.model.layers:
-            att, mlp = layer.self_attn, layer.mlp
-            fused = fuse_layer([layer.get_submodule(name).weight.data for name in LAYER_WEIGHTS],
-                               layer.input_layernorm.variance_epsilon)
-            _share_fused([att.q_proj, att.k_proj, att.v_proj], fused.w_qkv)
-            _share_fused([mlp.gate_proj, mlp.up_proj], fused.w_gate_up)
-            layers.append(fused)
+        layers = [LlamaLayer.of([layer.get_submodule(name).weight for name in LAYER_WEIGHTS],
+                                layer.input_layernorm.variance_epsilon) for layer in model.model.layers]
         n_heads = cfg.num_attention_heads
         shape = LlamaShape(n_heads=n_heads, n_kv=cfg.num_key_value_heads,
                            head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads, rope_theta=0.0)
-        return cls(layers, model.model.norm.weight.data, model.model.norm.variance_epsilon,
-                   model.model.embed_tokens.weight.data, model.lm_head.weight.data, shape, rotary=model.model.rotary_emb)
+        return cls(layers, model.model.norm.weight, model.model.norm.variance_epsilon,
+                   model.model.embed_tokens.weight, model.lm_head.weight, shape, rotary=model.model.rotary_emb)
 
     def scratch(self, name: str, rows: int, cols: int) -> torch.Tensor:
         """A [rows, cols] float buffer kept for reuse. A fresh tensor of this size (the LM head's
@@ -174,16 +158,15 @@ class FlatLlama:
         half = self.head_dim // 2
         # rotate_half(x) * sin == cat(x2, x1) * cat(-sin1, sin2): the sign moves to the table (exact)
         cos, sin = cos[:, None, :], torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)[:, None, :]
-        nq, nk = self.n_heads, self.n_heads + self.n_kv
         packed, rest = _pack(segments, t)
         allowed = [_mask(s) for s in rest]
         last = len(self.layers) - 1
         h_rows = t if keep is None else None  # the final norm's rows: all T tokens, or the kept rows
         for li, layer in enumerate(self.layers):
             x = F.rms_norm(h, h.shape[-1:], layer.w_in, layer.eps)
-            qkv = (x @ layer.w_qkv.T).view(t + 1, -1, self.head_dim)
-            qk = _rope(qkv[:, :nk], cos, sin, half)  # q and k heads together
-            q, k, v = qk[:, :nq], qk[:, nq:], qkv[:, nk:]
+            q = _rope((x @ layer.w_q.T).view(t + 1, self.n_heads, self.head_dim), cos, sin, half)
+            k = _rope((x @ layer.w_k.T).view(t + 1, self.n_kv, self.head_dim), cos, sin, half)
+            v = (x @ layer.w_v.T).view(t + 1, self.n_kv, self.head_dim)
             att = torch.zeros((t + 1, self.n_heads, self.head_dim), dtype=h.dtype)
             for group in packed:
                 group.attend(q, k, v, att, li, self.scale)
@@ -199,9 +182,7 @@ class FlatLlama:
                 h, att2, keep = h.index_select(0, keep), att2.index_select(0, keep), None
             h = torch.addmm(h, att2, layer.w_o.T)
             x = F.rms_norm(h, h.shape[-1:], layer.w_post, layer.eps)
-            gate_up = x @ layer.w_gate_up.T
-            inter = gate_up.shape[1] // 2
-            act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])
+            act = F.silu(x @ layer.w_gate.T).mul_(x @ layer.w_up.T)
             h = torch.addmm(h, act, layer.w_down.T)
         if keep is not None:  # no layers to apply it in
             h = h.index_select(0, keep)
@@ -290,8 +271,10 @@ def _group(group: list[Segment], zero_row: int) -> _Packed:
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor, half: int) -> torch.Tensor:
-    """x * cos + rotate_half(x) * sin, the sign of rotate_half folded into `sin_signed`."""
-    return torch.addcmul(x * cos, torch.cat((x[..., half:], x[..., :half]), dim=-1), sin_signed)
+    """x * cos + rotate_half(x) * sin, the sign of rotate_half folded into `sin_signed` (negation is
+    exact, so this is transformers' rounding; an `addcmul` here fuses the multiply-add and moved
+    loglikelihoods by up to 3e-5)."""
+    return x * cos + torch.cat((x[..., half:], x[..., :half]), dim=-1) * sin_signed
 
 
 def _mask(seg: Segment) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer
 
-from engine.models.flat_forward import LAYER_WEIGHTS, FlatLlama, LlamaShape, fuse_layer
+from engine.models.flat_forward import LAYER_WEIGHTS, FlatLlama, LlamaLayer, LlamaShape
 
 WEIGHT_DTYPES = {"F32", "F16", "BF16"}  # stored as plain floats (no quantized tensors)
 
@@ -95,10 +95,7 @@ def load_flat(model_dir: Path, dtype: str) -> FlatLlama | None:
     try:
         layers = []
         for i in range(int(cfg["num_hidden_layers"])):
-            names = [f"model.layers.{i}.{n}.weight" for n in LAYER_WEIGHTS]
-            layers.append(fuse_layer([tensors[n] for n in names], eps))
-            for n in names:  # the fused copies replace them: peak memory stays one layer above the weights
-                del tensors[n]
+            layers.append(LlamaLayer.of([tensors[f"model.layers.{i}.{n}.weight"] for n in LAYER_WEIGHTS], eps))
         embed = tensors["model.embed_tokens.weight"]
         head = tensors.get("lm_head.weight", embed if cfg.get("tie_word_embeddings", True) else None)
         if head is None:
