@@ -120,6 +120,27 @@ def _first_choice(resp: Any) -> Any:
     return choices[0]
 
 
+def _response(resp: Any, request: GenerateRequest) -> GenerateResponse:
+    """litellm's completion object as our response (ValueError/TypeError on a field of the wrong type)."""
+    choice = _first_choice(resp)
+    if request.prompt is not None:
+        text, tool_calls = choice.text or "", ()
+    else:
+        text = choice.message.content or ""
+        tool_calls = tuple(tc.model_dump() for tc in (choice.message.tool_calls or ()))
+    usage = getattr(resp, "usage", None)
+    text, stopped = truncate_at_stop(text, request.sampling.stop)
+    return GenerateResponse(
+        text=text,
+        finish_reason="stop" if stopped else choice.finish_reason,
+        tool_calls=tool_calls,
+        usage=TokenUsage(
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        ),
+    )
+
+
 class LiteLLMProvider:
     def __init__(self, cfg: ModelConfig, lean: bool | None = None):
         """`lean`: generate through the lean OpenAI-compatible client; None: whenever the model is
@@ -197,23 +218,13 @@ class LiteLLMProvider:
                 resp = await lm.acompletion(messages=messages, **params, **self._common())
         except Exception as err:  # noqa: BLE001 - every provider failure becomes a typed error
             raise _as_provider_error(err) from err
-        choice = _first_choice(resp)
-        if request.prompt is not None:
-            text, tool_calls = choice.text or "", ()
-        else:
-            text = choice.message.content or ""
-            tool_calls = tuple(tc.model_dump() for tc in (choice.message.tool_calls or ()))
-        usage = getattr(resp, "usage", None)
-        text, stopped = truncate_at_stop(text, s.stop)
-        return GenerateResponse(
-            text=text,
-            finish_reason="stop" if stopped else choice.finish_reason,
-            tool_calls=tool_calls,
-            usage=TokenUsage(
-                prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            ),
-        )
+        try:
+            return _response(resp, request)
+        except ProviderError:
+            raise
+        except (TypeError, AttributeError, ValueError) as err:  # a field of the wrong type (pydantic's too)
+            raise ProviderError(f"the server's response could not be read as a completion ({type(err).__name__}: "
+                                f"{str(err)[:200]})", transient=True, kind="malformed_response") from err
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
         if len(requests) == 1:  # the common case (max_batch 1): no gather task per request

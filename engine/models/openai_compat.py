@@ -131,30 +131,13 @@ class OpenAICompatClient:
             raise ProviderError(f"the server's response could not be read as a completion (not JSON: "
                                 f"{raw[:200].decode('utf-8', 'replace')!r})", transient=True,
                                 kind="malformed_response") from err
-        if not isinstance(data, dict):
-            raise ProviderError("the server's response could not be read as a completion (not a JSON object)",
-                                transient=True, kind="malformed_response")
-        choices = data.get("choices")
-        if not choices or not isinstance(choices[0], dict):
-            raise ProviderError("the server returned no choices", kind="empty_response", transient=True)
-        choice = choices[0]
-        tool_calls: tuple[dict[str, Any], ...]
-        if request.prompt is not None:
-            text, tool_calls = choice.get("text") or "", ()
-        else:
-            message = choice.get("message") or {}
-            text = message.get("content") or ""
-            tool_calls = tuple(_tool_call(tc) for tc in message.get("tool_calls") or ())
-        usage = data.get("usage") or {}
-        s = request.sampling
-        text, stopped = truncate_at_stop(text, s.stop)
-        return GenerateResponse(
-            text=text,
-            finish_reason="stop" if stopped else _finish_reason(choice.get("finish_reason")),
-            tool_calls=tool_calls,
-            usage=TokenUsage(prompt_tokens=usage.get("prompt_tokens") or 0,
-                             completion_tokens=usage.get("completion_tokens") or 0),
-        )
+        try:
+            return _completion(data, request)
+        except ProviderError:
+            raise
+        except (TypeError, AttributeError, ValueError) as err:  # a field of the wrong type (pydantic's too)
+            raise ProviderError(f"the server's response could not be read as a completion ({type(err).__name__}: "
+                                f"{str(err)[:200]})", transient=True, kind="malformed_response") from err
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session[1].closed:
@@ -163,6 +146,63 @@ class OpenAICompatClient:
             except RuntimeError:
                 pass  # its event loop is gone: nothing left to close on it
         self._session = None
+
+
+def _count(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"usage.{key} is {value!r}, not a token count")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{where} is {type(value).__name__}, not text")
+    return value
+
+
+def _completion(data: Any, request: GenerateRequest) -> GenerateResponse:
+    """The response of an OpenAI-compatible completion body; ValueError/TypeError when a field has
+    the wrong type (the caller reports it as a malformed response, never as an answer)."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    choices = data.get("choices")
+    if not choices and isinstance(data.get("error"), dict | str):  # an error sent with status 200
+        err = data["error"]
+        message = err.get("message") if isinstance(err, dict) else err
+        raise ProviderError(f"APIError: the server answered 200 with an error: {str(message)[:300]}",
+                            transient=True, kind="APIError")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise ProviderError("the server returned no choices", kind="empty_response", transient=True)
+    choice = choices[0]
+    tool_calls: tuple[dict[str, Any], ...]
+    if request.prompt is not None:
+        text, tool_calls = _text(choice.get("text"), "choices[0].text"), ()
+    else:
+        message = choice.get("message")
+        if message is not None and not isinstance(message, dict):
+            raise ValueError(f"choices[0].message is {type(message).__name__}, not an object")
+        message = message or {}
+        text = _text(message.get("content"), "choices[0].message.content")
+        raw_calls = message.get("tool_calls") or ()
+        if not isinstance(raw_calls, list | tuple) or not all(isinstance(tc, dict) for tc in raw_calls):
+            raise ValueError("choices[0].message.tool_calls is not a list of objects")
+        tool_calls = tuple(_tool_call(tc) for tc in raw_calls)
+    usage = data.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise ValueError(f"usage is {type(usage).__name__}, not an object")
+    s = request.sampling
+    text, stopped = truncate_at_stop(text, s.stop)
+    return GenerateResponse(
+        text=text,
+        finish_reason="stop" if stopped else _finish_reason(choice.get("finish_reason")),
+        tool_calls=tool_calls,
+        usage=TokenUsage(prompt_tokens=_count(usage, "prompt_tokens"), completion_tokens=_count(usage, "completion_tokens")),
+    )
 
 
 def _tool_call(tc: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,10 @@ own answer, and injects one fault, chosen per test with `FaultServer.set_fault` 
     empty_content   200 with an empty completion text
     bad_gateway     502 with an HTML body (a reverse proxy whose backend is down)
     html            200 with an HTML page (a proxy's login page) instead of JSON
+    error_body      200 whose JSON is an error object, no choices (some proxies answer errors so)
+    wrong_shape     200 JSON whose choice has the wrong types (a string message, a numeric text)
+    bad_usage       200 with the right answer but token counts that are not numbers
+    truncated       200 whose body ends before its Content-Length (the connection closes midway)
 
 `times=k` faults the first k attempts of every question (transient); `times=None` faults every
 attempt (permanent). `only` restricts the fault to those questions ("A+B" keys). Every request
@@ -39,7 +43,8 @@ from aiohttp import web
 
 QUESTION = re.compile(r"What is (\d+)\s*\+\s*(\d+)\?")
 KINDS = ("none", "rate_limit", "server_error", "unavailable", "reset", "hang", "malformed",
-         "empty_choices", "empty_content", "bad_gateway", "html")
+         "empty_choices", "empty_content", "bad_gateway", "html", "error_body", "wrong_shape", "bad_usage",
+         "truncated")
 
 
 @dataclass(frozen=True)
@@ -175,8 +180,22 @@ class FaultServer:
         if outcome == "malformed":
             return web.Response(text='{"id": "chatcmpl-fault", "choices": [{"index": 0, "mess',
                                 content_type="application/json")
+        if outcome == "error_body":
+            return web.json_response({"error": {"message": "upstream model crashed", "type": "server_error"}})
+        if outcome == "truncated":
+            resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "4096"})
+            await resp.prepare(request)
+            await resp.write(b'{"id": "chatcmpl-fault", "choices": [')
+            _reset(request)
+            raise asyncio.CancelledError  # the connection is gone midway
         text = "" if outcome == "empty_content" else answer
-        return web.json_response(_completion(body, chat, text, outcome == "empty_choices"))
+        out = _completion(body, chat, text, outcome == "empty_choices")
+        if outcome == "wrong_shape":
+            out["choices"][0] = {"index": 0, "message": answer, "finish_reason": "stop"} if chat else {
+                "index": 0, "text": int(answer), "finish_reason": "stop"}
+        if outcome == "bad_usage":
+            out["usage"] = {"prompt_tokens": "ten", "completion_tokens": [2], "total_tokens": None}
+        return web.json_response(out)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._complete(request, chat=True)

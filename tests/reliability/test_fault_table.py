@@ -89,6 +89,11 @@ TRANSIENT = [
     ("empty_content", Fault(kind="empty_content", times=2), ()),
     ("empty_choices/completions", Fault(kind="empty_choices", times=2), ("task.chat=false",)),
     ("malformed/completions", Fault(kind="malformed", times=2), ("task.chat=false",)),
+    ("error_body", Fault(kind="error_body", times=2), ()),
+    ("wrong_shape", Fault(kind="wrong_shape", times=2), ()),
+    ("wrong_shape/completions", Fault(kind="wrong_shape", times=2), ("task.chat=false",)),
+    ("bad_usage", Fault(kind="bad_usage", times=2), ()),
+    ("truncated", Fault(kind="truncated", times=2), ()),
 ]
 
 
@@ -115,6 +120,7 @@ PERMANENT = [
     ("malformed", "malformed_response"),
     ("empty_choices", "empty_response"),
     ("empty_content", "empty_response"),
+    ("wrong_shape", "malformed_response"),
 ]
 
 

@@ -32,9 +32,9 @@ def server() -> Iterator[FaultServer]:
         yield srv
 
 
-def _provider(srv: FaultServer, timeout_s: float = 10.0) -> LiteLLMProvider:
+def _provider(srv: FaultServer, timeout_s: float = 10.0, lean: bool | None = None) -> LiteLLMProvider:
     return LiteLLMProvider(ModelConfig(provider="litellm", name="openai/faulty", api_base=srv.base_url,
-                                       timeout_s=timeout_s))
+                                       timeout_s=timeout_s), lean=lean)
 
 
 def _request(a: int, b: int, chat: bool) -> GenerateRequest:
@@ -44,9 +44,9 @@ def _request(a: int, b: int, chat: bool) -> GenerateRequest:
     return GenerateRequest(prompt=f"Question: {q}\nAnswer:")
 
 
-async def _one(srv: FaultServer, fault: Fault, chat: bool) -> GenerateResponse | ProviderError:
+async def _one(srv: FaultServer, fault: Fault, chat: bool, lean: bool | None = None) -> GenerateResponse | ProviderError:
     srv.set_fault(fault)
-    provider = _provider(srv, timeout_s=HANG_TIMEOUT_S)
+    provider = _provider(srv, timeout_s=HANG_TIMEOUT_S, lean=lean)
     req = _request(2, 3, chat)
     try:
         [resp] = await provider.generate([req])
@@ -70,6 +70,10 @@ ERRORS = {
     "empty_content": ("empty_response", True, None),
     "bad_gateway": ("BadGatewayError", True, None),
     "html": ("malformed_response", True, None),
+    "error_body": ("APIError", True, None),
+    "wrong_shape": ("malformed_response", True, None),
+    "bad_usage": ("malformed_response", True, None),
+    "truncated": ("connection_error", True, None),
 }
 
 
@@ -81,6 +85,20 @@ def test_each_fault_is_a_typed_provider_error(server, kind, chat):
     assert isinstance(got, ProviderError), got
     assert (got.kind, got.transient, got.retry_after) == (expected_kind, transient, retry_after), str(got)
     assert server.log[-1].endpoint == ("chat" if chat else "completions")
+
+
+# where litellm's own client classifies a fault otherwise (it reads a 200 error body as a bad request)
+LITELLM_KINDS = {("error_body", True): ("BadRequestError", False), ("error_body", False): ("empty_response", True)}
+
+
+@pytest.mark.parametrize("chat", [True, False], ids=["chat", "completions"])
+@pytest.mark.parametrize("kind", sorted(set(ERRORS) - {"hang"}))  # hang: the same client timeout, slow
+def test_litellms_own_client_types_each_fault_too(server, kind, chat):
+    """`model.client=litellm` (any API litellm translates): a broken response is a typed error as
+    well, never an exception the run cannot name (a wrong-typed field used to escape as pydantic's)."""
+    got = asyncio.run(_one(server, Fault(kind=kind, retry_after=2.0), chat, lean=False))
+    assert isinstance(got, ProviderError), got
+    assert (got.kind, got.transient) == LITELLM_KINDS.get((kind, chat), ERRORS[kind][:2]), str(got)
 
 
 @pytest.mark.parametrize("chat", [True, False], ids=["chat", "completions"])
