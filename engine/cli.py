@@ -52,7 +52,7 @@ from engine.inspect_requests import inspect_experiment  # noqa: E402
 from engine.record.publish import TrackingError  # noqa: E402
 from engine.record.suite import record_suite  # noqa: E402
 from engine.report import results_table, where_records_are  # noqa: E402
-from engine.runner.experiment import ExternalHooks, run_experiment  # noqa: E402
+from engine.runner.experiment import ExternalHooks, claim_output, run_experiment  # noqa: E402
 from engine.scoring.suites import aggregate_report, suite_score  # noqa: E402
 from engine.sweep import (  # noqa: E402
     SWEEP_ID_ENV,
@@ -119,6 +119,7 @@ def run_and_report(exp: Experiment, records: list[RunRecord] | None = None) -> N
             print(inspect_experiment(exp))
             return
         check_writable(Path(exp.output_dir))
+        exp = claim_output(exp)  # another live run writing there: this one writes beside it
         run_experiment(exp, records, untracked, EXTERNAL)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         if records:

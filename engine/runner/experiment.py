@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from engine.config.schema import Experiment, ModelConfig, check_harness_fits
 from engine.config.suites import TaskRun, expand_experiment
 from engine.harness.agent_report import agent_fields, uses_tools
 from engine.models import build_provider
+from engine.record.claim import claim_output_dir, holder
 from engine.record.mlflow_writer import start_mlflow_run
 from engine.record.publish import RecordNotTracked, record_and_log
 from engine.runner.cache import ResultCache
@@ -218,6 +220,19 @@ def start_tracking(exp: Experiment, run: TaskRun, provider: Provider) -> str | N
         return None
 
 
+def claim_output(exp: Experiment) -> Experiment:
+    """The experiment with the output folder this process holds (engine/record/claim.py): its own,
+    unless another live run is writing there."""
+    asked = Path(exp.output_dir)
+    got = claim_output_dir(asked)
+    if got == asked.absolute():
+        return exp
+    print(f"[evalbench] {asked} is being written by another evalbench run (pid {holder(asked.absolute())}); "
+          f"this run's records go to {got}.", file=sys.stderr)
+    return exp.model_copy(update={"output_dir": str(got)})
+
+
 def run_experiment(exp: Experiment, records: list[RunRecord] | None = None,
                    untracked: list[RecordNotTracked] | None = None, external: ExternalHooks | None = None) -> list[RunRecord]:
+    exp = claim_output(exp)
     return asyncio.run(run_experiment_async(exp, expand_experiment(exp), records, untracked, external))
