@@ -9,16 +9,35 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 
 # ---------------------------------------------------------------------------------------------
 # Requests and responses: the only two kinds of work a provider serves.
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a str holds a pair as one code point: any left is lone
+
+
+def valid_unicode(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings replaced by U+FFFD. JSON may spell one
+    (`"\\ud800"`: a broken server's detokenizer, a hostile completion), Python's json accepts it,
+    and UTF-8 cannot encode it: a record or cache row holding one could never be written."""
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {valid_unicode(k): valid_unicode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(valid_unicode(v) for v in value)
+    return value
 
 
 class ChatMessage(Frozen):
@@ -88,6 +107,11 @@ class GenerateResponse(Frozen):
     finish_reason: str | None = None
     tool_calls: tuple[dict[str, Any], ...] = ()
     usage: TokenUsage = TokenUsage()
+
+    @field_validator("text", "tool_calls", mode="before")
+    @classmethod
+    def _encodable(cls, v: Any) -> Any:
+        return valid_unicode(v)
 
 
 class LoglikelihoodResponse(Frozen):

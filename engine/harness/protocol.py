@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.api import valid_unicode
+
 Protocol = Literal["native", "text"]
 
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
@@ -38,6 +40,11 @@ class ParsedCall(BaseModel):
 
 
 def _decode(blob: str) -> Any:
+    """The JSON object in a model's tool-call text; its strings hold no lone surrogate (valid_unicode)."""
+    return valid_unicode(_loads(blob))
+
+
+def _loads(blob: str) -> Any:
     blob = blob.strip()
     m = _FENCE.match(blob)
     if m:
@@ -78,7 +85,7 @@ def _from_obj(obj: Any, call_id: str, raw: str) -> ParsedCall:
     args = obj.get("arguments", obj.get("parameters", obj.get("args", {})))
     if isinstance(args, str):
         try:
-            args = json.loads(args) if args.strip() else {}
+            args = valid_unicode(json.loads(args)) if args.strip() else {}
         except json.JSONDecodeError as err:
             return ParsedCall(id=call_id, name=name, raw=raw, error=f"the arguments are not valid JSON ({err.msg})")
     return ParsedCall(id=str(obj.get("id") or call_id), name=name, arguments=args, raw=raw)

@@ -265,6 +265,9 @@ def test_python_exec_without_sandbox_is_a_tool_error():
 
 
 def test_text_call_parsing_variants():
+    # a lone surrogate spelled in JSON (no UTF-8 record could hold it) arrives as U+FFFD, nested too
+    hostile = parse_text_calls('<tool_call>{"name": "search\\ud800", "arguments": "{\\"q\\": \\"\\\\udc00x\\"}"}</tool_call>', 1)[0]
+    assert (hostile.name, hostile.arguments) == ("search\ufffd", {"q": "\ufffdx"})
     assert parse_text_calls('{"name": "search", "arguments": {"query": "x"}}', 1)[0].name == "search"
     assert parse_text_calls('I will search. <tool_call>{"name": "search", "arguments": "{\\"query\\": \\"x\\"}"}</tool_call>',
                             1)[0].arguments == {"query": "x"}

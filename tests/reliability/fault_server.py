@@ -19,6 +19,8 @@ own answer, and injects one fault, chosen per test with `FaultServer.set_fault` 
     wrong_shape     200 JSON whose choice has the wrong types (a string message, a numeric text)
     bad_usage       200 with the right answer but token counts that are not numbers
     truncated       200 whose body ends before its Content-Length (the connection closes midway)
+    lone_surrogate  200 with the right answer, then a line holding a lone UTF-16 surrogate ("\\ud800",
+                    valid JSON that no UTF-8 record can hold): an answer, not a fault
 
 `times=k` faults the first k attempts of every question (transient); `times=None` faults every
 attempt (permanent). `only` restricts the fault to those questions ("A+B" keys). Every request
@@ -44,7 +46,7 @@ from aiohttp import web
 QUESTION = re.compile(r"What is (\d+)\s*\+\s*(\d+)\?")
 KINDS = ("none", "rate_limit", "server_error", "unavailable", "reset", "hang", "malformed",
          "empty_choices", "empty_content", "bad_gateway", "html", "error_body", "wrong_shape", "bad_usage",
-         "truncated")
+         "truncated", "lone_surrogate")
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ class FaultServer:
             await resp.write(b'{"id": "chatcmpl-fault", "choices": [')
             _reset(request)
             raise asyncio.CancelledError  # the connection is gone midway
-        text = "" if outcome == "empty_content" else answer
+        text = "" if outcome == "empty_content" else answer + ("\n\ud800 end" if outcome == "lone_surrogate" else "")
         out = _completion(body, chat, text, outcome == "empty_choices")
         if outcome == "wrong_shape":
             out["choices"][0] = {"index": 0, "message": answer, "finish_reason": "stop"} if chat else {

@@ -157,6 +157,22 @@ def test_some_questions_failing_for_good_is_a_partial_run(server, data, workdir)
     assert all(r["error"]["kind"] == "InternalServerError" for r in instances if r["error"] is not None)
 
 
+def test_a_completion_with_a_lone_surrogate_is_recorded_not_lost(server, data, workdir):
+    """`"\\ud800"` is valid JSON but no UTF-8 file can hold it: it becomes U+FFFD, and the run, its
+    cache rows and its records are written as for any answer (the first line is still the sum)."""
+    server.set_fault(Fault(kind="lone_surrogate"))
+    res = _run(server, data, workdir, "run")
+    assert res.returncode == 0, res.stderr[-3000:]
+    record, instances = _results(workdir, "run")
+    assert record["counts"] == {"n": N, "scored": N, "errored": 0}
+    assert record["scores"]["exact_match"]["value"] == 1.0
+    assert all(r["output_text"] == f"{r['gold']}\n\ufffd end" for r in instances)
+    server.set_fault(Fault())
+    again = _run(server, data, workdir, "cached")
+    assert again.returncode == 0 and not server.log  # the answers reached the cache
+    assert [r["output_text"] for r in _results(workdir, "cached")[1]] == [r["output_text"] for r in instances]
+
+
 def test_errors_are_never_cached(server, data, workdir):
     server.set_fault(Fault(kind="empty_content"))
     first = _run(server, data, workdir, "broken")
