@@ -156,3 +156,18 @@ def test_the_lean_client_without_a_server_is_refused():
     with pytest.raises(ValidationError, match="model.api_base=<server URL>"):
         ModelConfig(provider="litellm", name="openai/x", client="lean")
     assert ModelConfig(provider="litellm", name="openai/x", api_base="http://127.0.0.1:1/v1", client="lean").client == "lean"
+
+
+def test_a_task_file_that_does_not_parse_names_the_file_and_line(workdir):
+    (workdir / "conf" / "task").mkdir(parents=True)
+    (workdir / "conf" / "task" / "broken.yaml").write_text("name: broken\ndata: {path: json\n  bad: [\n")
+    res = run_engine(["task=broken", "inspect=true", "tracking=none"], workdir, timeout=300,
+                     env={"EVALBENCH_CONFIG_PATH": str(workdir / "conf")})
+    assert_refused(res, "a YAML file does not parse", "broken.yaml\", line 3", "Fix that file")
+
+
+def test_a_folder_that_is_not_a_checkpoint_names_what_is_missing(workdir):
+    (workdir / "ckpt").mkdir()
+    (workdir / "ckpt" / "config.json").write_text("{}")
+    res = run_engine(["task=mmlu:mc", "limit=1", f"model.path={workdir / 'ckpt'}", "tracking=none"], workdir, timeout=300)
+    assert_refused(res, "no weights (*.safetensors or *.bin), no tokenizer (tokenizer.json", "save_pretrained")

@@ -279,10 +279,25 @@ def _compose_checked(overrides: list[str]) -> DictConfig:
         raise
     except Exception as err:  # Hydra's own composition errors: unknown keys, bad syntax
         text = " ".join(str(err).split()) or type(err).__name__
+        if _yaml_error(err):
+            raise ConfigError(
+                f"Cannot compose the configuration: a YAML file does not parse: {text.rstrip('.')}. Fix that file "
+                "at the line named (indentation, an unclosed bracket or quote, a `:` inside an unquoted value)."
+            ) from None
         raise ConfigError(
             f"Cannot compose the configuration: {text.rstrip('.')}. Fix the override (an existing key is set as "
             "`key=value`; `python -m engine --cfg job` prints every key with its current value)."
         ) from None
+
+
+def _yaml_error(err: BaseException) -> bool:
+    """A YAML syntax error anywhere in the exception's chain (Hydra wraps the parser's)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if type(seen).__module__.startswith("yaml"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _adhoc_suite(specs: list[str], overrides: list[str]) -> SuiteConfig:

@@ -38,7 +38,7 @@ def resolve_model_dir(cfg: ModelConfig) -> Path:
         )
     missing = [what for what, globs in (("config.json", ("config.json",)),
                                         ("weights (*.safetensors or *.bin)", ("*.safetensors", "*.bin")),
-                                        ("a tokenizer (tokenizer.json or tokenizer.model)",
+                                        ("tokenizer (tokenizer.json or tokenizer.model)",
                                          ("tokenizer.json", "tokenizer.model", "vocab.json")))
                if not any(next(path.glob(g), None) for g in globs)]
     if missing:
