@@ -67,6 +67,37 @@ def gemm_rate(threads: int = 2, seconds: float = 3.0) -> float:
     return best
 
 
+def model_gemm_rate(model_dir: Path, rows: int = 1000, threads: int = 2, seconds: float = 4.0) -> float:
+    """The best rate of the model's own matrix products, every layer in turn on `rows` tokens (the
+    rows of one batch of 8 MMLU questions): weights streamed from memory as in a real forward. The
+    2048^3 burst above is the issue's floor; this says how close to it a forward of this model can get."""
+    import torch  # deferred: see gemm_rate
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    hidden, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    head_dim = cfg.get("head_dim") or hidden // cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * head_dim
+    shapes = [(hidden, hidden), (kv, hidden), (kv, hidden), (hidden, hidden), (inter, hidden), (inter, hidden),
+              (hidden, inter)]  # q, k, v, o, gate, up, down: [out, in]
+    torch.set_num_threads(threads)
+    weights = [[torch.randn(o, i) for o, i in shapes] for _ in range(layers)]
+    x, wide = torch.randn(rows, hidden), torch.randn(rows, inter)
+    flops = 2 * rows * sum(o * i for o, i in shapes) * layers
+
+    def forward() -> None:
+        for layer in weights:
+            for w in layer:
+                (wide if w.shape[1] == inter else x) @ w.T
+
+    forward()
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        forward()
+        best = max(best, flops / (time.perf_counter() - t) / 1e9)
+    return best
+
+
 def non_embedding_params(model_dir: Path) -> int:
     from safetensors import safe_open  # deferred: only the benchmark counts parameters
 
@@ -211,6 +242,9 @@ def main() -> int:
     params = non_embedding_params(model_dir)
     rate = gemm_rate()
     print(f"fp32 GEMM rate (torch, 2 threads, 2048^3): {rate:.1f} GFLOP/s; non-embedding parameters {params / 1e6:.1f} M")
+    shaped = model_gemm_rate(model_dir)
+    print(f"the model's own matrix products (every layer in turn, 1,000 rows): {shaped:.1f} GFLOP/s = "
+          f"{100 * shaped / rate:.0f}% of that rate: a forward's matrix products alone take {rate / shaped:.2f}x the floor")
     print(f"{'row':13} {'n':>4} {'floor s':>8} | {'evalbench s':>11} {'x floor':>7} {'RSS MB':>6} | "
           f"{'lm-eval s':>9} {'x floor':>7} {'RSS MB':>6} | {'speed-up':>8} {'target':>6} | {'max |d|':>8} "
           f"{'agree':>9} | {'cached s':>8} {'% cold':>6} torch")
