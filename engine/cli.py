@@ -66,6 +66,7 @@ from engine.sweep import (  # noqa: E402
     write_job_result,
 )
 from engine.tasks.instance import FieldMapError  # noqa: E402
+from engine.terminate import sigterm_as_interrupt, terminated  # noqa: E402
 
 # conf/hydra/launcher/*.yaml keep the plugins' own names (`hydra/launcher=joblib` gives evalbench's
 # defaults); Hydra 1.3 still checks such a file against the plugin's schema (a misspelt key fails), and
@@ -75,6 +76,8 @@ warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated
 EXIT_FAILED = 1  # some run has no scored instance
 EXIT_PARTIAL = 3  # every run scored, but some instances errored
 EXIT_UNTRACKED = 4  # everything scored and in the run folders, but a record missed the tracking store
+EXIT_INTERRUPTED = 130  # Ctrl-C: what finished is recorded (status interrupted) and cached
+EXIT_TERMINATED = 143  # SIGTERM (a scheduler's stop): the same, engine/terminate.py
 EXTERNAL = ExternalHooks(check=check_external, run=run_external)
 USER_ERRORS = (ConfigError, DataLoadError, MissingWheelError, FieldMapError)
 HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve", "--package", "-p")
@@ -125,8 +128,9 @@ def run_and_report(exp: Experiment, records: list[RunRecord] | None = None) -> N
         if records:
             print()
             print(results_table(records))
-        print("\ninterrupted; every finished response is cached: re-run the same command to resume.", file=sys.stderr)
-        sys.exit(130)
+        how = "terminated (SIGTERM)" if terminated() else "interrupted"
+        print(f"\n{how}; every finished response is cached: re-run the same command to resume.", file=sys.stderr)
+        sys.exit(EXIT_TERMINATED if terminated() else EXIT_INTERRUPTED)
     except USER_ERRORS as err:
         _fail(str(err))
         return
@@ -191,8 +195,8 @@ def _hydra_job(cfg: DictConfig) -> None:
         run_and_report(exp, records)
     except SystemExit as ex:
         code = ex.code if isinstance(ex.code, int) else 1
-        if code == 130:
-            raise  # Ctrl-C ends the whole sweep
+        if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            raise  # Ctrl-C (or SIGTERM) ends the whole sweep
         # `_fail` exits inside the `except` that caught the error: the exit's context is that error.
         reason = str(ex.__context__) if ex.__context__ is not None else None
     except ConfigError as err:
@@ -280,7 +284,7 @@ def run_sweep(args: list[str], overrides: list[str], combinations: Sequence[list
         hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")(_hydra_job)()
     except SystemExit as ex:  # the launcher itself failed (Hydra printed why): still show what the jobs did
         launcher_code = ex.code if isinstance(ex.code, int) else 1
-        if launcher_code in (0, 130):
+        if launcher_code in (0, EXIT_INTERRUPTED, EXIT_TERMINATED):
             raise
     results = read_job_results(Path(sweep_dir), sweep_id)
     results = sorted([*results, *missing_jobs(results, combinations, Path(sweep_dir))], key=lambda r: r.job)
@@ -300,6 +304,7 @@ def run_sweep(args: list[str], overrides: list[str], combinations: Sequence[list
 
 
 def main() -> None:
+    sigterm_as_interrupt()  # a scheduler's SIGTERM records what finished, as Ctrl-C does
     try:
         use_cli_searchpath(sys.argv[1:])  # the user's config folders, before any name is checked
         args = expand_spec_overrides(sys.argv[1:])

@@ -237,8 +237,11 @@ def test_litellm_provider_against_a_real_openai_compatible_server(workdir, smoll
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(workdir):
-    """SIGINT mid-run: no traceback, the resume hint, exit 130; the re-run reuses what was cached."""
+@pytest.mark.parametrize(("how", "code", "said"), [(signal.SIGINT, 130, "interrupted;"),
+                                                  (signal.SIGTERM, 143, "terminated (SIGTERM);")], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(workdir, how, code, said):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's stop) mid-run: no traceback, what finished recorded
+    as interrupted, the resume hint, exit 130 or 143; the re-run reuses what was cached."""
     args = [sys.executable, "-m", "engine", "task=mmlu", "limit=64", "model.batch_size=2", "tracking=none"]
     # A Ctrl-C at a terminal: SIGINT at its default in the child even when a non-interactive parent
     # (CI started in the background) left it ignored, which the child would inherit.
@@ -248,10 +251,10 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(workdir):
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not _cached_rows(cache):
         time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(how)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert "Traceback" not in err and "re-run the same command to resume" in err
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err and f"{said} every finished response is cached: re-run the same command to resume" in err
     done = _cached_rows(cache)
     assert 0 < done < 64
     (first,) = workdir.glob("runs/*/mmlu/experiment.json")  # what finished is recorded, marked interrupted
