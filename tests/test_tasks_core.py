@@ -11,8 +11,9 @@ from engine.config.compose import compose_task, parse_task_spec
 from engine.config.errors import ConfigError
 from engine.config.schema import FieldMap
 from engine.scoring import score_response
+from engine.scoring.scorers import relaxed_match
 from engine.tasks import build_task
-from engine.tasks.extract import gsm8k_answer
+from engine.tasks.extract import gsm8k_answer, normalize_number
 from engine.tasks.fewshot import select_fewshot
 from engine.tasks.instance import FieldMapError, row_to_instance
 
@@ -147,6 +148,14 @@ def test_gsm8k_generation_and_extraction():
     assert ok["exact_match"] == 1.0 and bad["exact_match"] == 0.0 and extracted == "123456"
     assert gsm8k_answer("so 1,234 apples\n#### 1,234") == "1234"
     assert gsm8k_answer("The answer is $18.00.") == "18"
+    # hostile or odd answers are scored, never a crash, and compared on their digits exactly
+    huge = "9" * 400
+    wrong, extracted = score_response(task, inst, GenerateResponse(text=f"#### {huge}"))
+    assert wrong["exact_match"] == 0.0 and extracted == huge
+    assert normalize_number("12345678901234567891") != normalize_number("12345678901234567890")
+    assert [normalize_number(t) for t in ("1,000.50", "007", "-0.0", ".5", "5.", "-.50", "nan", "1.2.3")] == [
+        "1000.5", "7", "0", "0.5", "5", "-0.5", "nan", "1.2.3"]
+    assert relaxed_match("about nan", ["nan"]) and not relaxed_match("it is 12345678901234567891", ["12345678901234567890"])
 
 
 def test_field_map_errors_name_the_columns():

@@ -7,13 +7,20 @@ import re
 _NUMBER = re.compile(r"-?[\d,]*\.?\d+")
 
 
+_PLAIN = re.compile(r"(-?)(\d*)(?:\.(\d*))?")
+
+
 def normalize_number(text: str) -> str:
+    """A plain decimal in one canonical spelling ("1,000.50" -> "1000.5", "007" -> "7", "-0" -> "0"),
+    on its digits, exactly: no float in between, which equated 20-digit neighbours (both round to one
+    double) and failed on a hostile 400-digit answer (inf) or a "nan". Anything else comes back stripped."""
     text = text.replace(",", "").replace("$", "").strip().rstrip(".")
-    try:
-        value = float(text)
-    except ValueError:
+    m = _PLAIN.fullmatch(text)
+    if m is None or not (m.group(2) or m.group(3)):
         return text
-    return str(int(value)) if value == int(value) else str(value)
+    whole, frac = m.group(2).lstrip("0") or "0", (m.group(3) or "").rstrip("0")
+    out = f"{whole}.{frac}" if frac else whole
+    return out if out == "0" else m.group(1) + out
 
 
 def last_number(text: str) -> str | None:
