@@ -137,6 +137,34 @@ def test_a_corrupt_cache_row_is_a_miss_never_a_score(tmp_path, capsys):
     assert "corrupt" in capsys.readouterr().err
 
 
+def test_a_cache_another_process_keeps_locked_loses_no_answer_and_no_run(tmp_path, capsys, monkeypatch):
+    """Writes that fail (another run's long transaction, a full disk) keep their answers queued for
+    the next commit; the run goes on, and what never reached the cache is said at the end."""
+    import sqlite3
+
+    monkeypatch.setattr(ResultCache, "BUSY_TIMEOUT_S", 0.1)
+    path = tmp_path / "c.sqlite"
+    provider = ScriptedProvider()
+    items = _items(provider, ["q1", "q2", "q3"])
+    ResultCache(path).close()  # the file and its table exist
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    cache = ResultCache(path)
+    out = asyncio.run(RunnerCore(provider, HARNESS, cache, progress=False).run(items[:2]))
+    assert all(r.error is None and not r.cached for r in out.values())  # the run itself is unaffected
+    assert "could not be written (database is locked)" in capsys.readouterr().err
+    other.execute("COMMIT")  # the lock is gone: the queued answers go out with the next write
+    cache.close()
+    again = asyncio.run(RunnerCore(provider, HARNESS, ResultCache(path), progress=False).run(items[:2]))
+    assert all(r.cached for r in again.values())
+    other.execute("BEGIN IMMEDIATE")
+    stuck = ResultCache(path)
+    asyncio.run(RunnerCore(provider, HARNESS, stuck, progress=False).run(items[2:]))
+    stuck.close()  # still locked: nothing is lost silently
+    assert "1 answer(s) did not reach the response cache (database is locked)" in capsys.readouterr().err
+    other.execute("ROLLBACK")
+
+
 def test_a_cache_path_that_is_a_directory_is_a_clear_error(tmp_path):
     from engine.config.errors import ConfigError
 

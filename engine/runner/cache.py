@@ -16,6 +16,7 @@ each and capped the requests in flight (docs/architecture.md, "The response cach
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -59,11 +60,14 @@ def _checksum(key: str, blob: str) -> str:
 
 
 class ResultCache:
+    BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction to end
+
     def __init__(self, path: str | Path | None):
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self.rejected = 0
         self._pending: list[tuple[str, str, str]] = []
+        self._write_errors: set[str] = set()
         self._flush_scheduled = False
         if path is None:
             return
@@ -73,7 +77,7 @@ class ResultCache:
                               f"`cache.path` at a file, e.g. cache.path={path / 'responses.sqlite'}.")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+            self._db = sqlite3.connect(path, check_same_thread=False, timeout=self.BUSY_TIMEOUT_S)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable against a kill without an fsync per commit
             self._db.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA} (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
@@ -149,11 +153,27 @@ class ResultCache:
             return
         with self._lock:
             rows, self._pending = self._pending, []
-            self._db.executemany(f"INSERT OR REPLACE INTO {SCHEMA} VALUES (?, ?, ?)", rows)
-            self._db.commit()
+            try:
+                self._db.executemany(f"INSERT OR REPLACE INTO {SCHEMA} VALUES (?, ?, ?)", rows)
+                self._db.commit()
+            except sqlite3.Error as err:
+                # Locked past the busy timeout by another run, a full disk, an I/O error: the answers
+                # stay queued for the next commit (the run's records have them either way).
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                self._pending = rows + self._pending
+                if str(err) not in self._write_errors:
+                    self._write_errors.add(str(err))
+                    print(f"[evalbench] warning: the response cache could not be written ({err}); "
+                          "its answers are kept and written with the next ones.", file=sys.stderr)
 
     def close(self) -> None:
         self.flush()
+        if self._pending:
+            print(f"[evalbench] warning: {len(self._pending)} answer(s) did not reach the response cache "
+                  f"({'; '.join(sorted(self._write_errors))}). The run's records have them; a re-run computes "
+                  "them again.", file=sys.stderr)
+            self._pending = []
         if self._db is not None:
             self._db.close()
             self._db = None
