@@ -161,7 +161,6 @@ class FlatLlama:
         packed, rest = _pack(segments, t)
         allowed = [_mask(s) for s in rest]
         last = len(self.layers) - 1
-        h_rows = t if keep is None else None  # the final norm's rows: all T tokens, or the kept rows
         for li, layer in enumerate(self.layers):
             x = F.rms_norm(h, h.shape[-1:], layer.w_in, layer.eps)
             q = _rope((x @ layer.w_q.T).view(t + 1, self.n_heads, self.head_dim), cos, sin, half)
@@ -178,15 +177,17 @@ class FlatLlama:
                 rows = slice(seg.rows.start, seg.rows.stop)
                 att[rows] = _attend(q[rows], kk, vv, allow, self.scale)
             att2 = att.view(t + 1, -1)
-            if li == last and keep is not None:
-                h, att2, keep = h.index_select(0, keep), att2.index_select(0, keep), None
+            if li == last and keep is not None:  # from here on, only the rows the LM head reads
+                h, att2 = h.index_select(0, keep), att2.index_select(0, keep)
             h = torch.addmm(h, att2, layer.w_o.T)
             x = F.rms_norm(h, h.shape[-1:], layer.w_post, layer.eps)
             act = F.silu(x @ layer.w_gate.T).mul_(x @ layer.w_up.T)
             h = torch.addmm(h, act, layer.w_down.T)
-        if keep is not None:  # no layers to apply it in
+        if keep is None:
+            h = h[:t]  # the zero row goes
+        elif not self.layers:
             h = h.index_select(0, keep)
-        return F.rms_norm(h if h_rows is None else h[:h_rows], h.shape[-1:], self.norm, self.norm_eps)
+        return F.rms_norm(h, h.shape[-1:], self.norm, self.norm_eps)
 
 
 @dataclass

@@ -28,7 +28,8 @@ _lock = threading.Lock()
 
 
 def _try_claim(folder: Path) -> int | None:
-    """The fd holding an exclusive lock on `folder`'s claim file, or None when a live process has it."""
+    """The fd holding an exclusive lock on `folder`'s claim file (-1: the file system has no locks),
+    or None when a live process has it."""
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / CLAIM_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -36,6 +37,9 @@ def _try_claim(folder: Path) -> int | None:
     except BlockingIOError:
         os.close(fd)
         return None
+    except OSError:  # e.g. ENOLCK on a network file system without locking: the folder is not claimed
+        os.close(fd)
+        return -1
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for the other process's message
     return fd
@@ -53,9 +57,9 @@ def claim_output_dir(folder: Path) -> Path:
     """`folder` itself when no other live process holds it, else the first free `folder-N`. The
     claim lasts as long as this process; asking again for a folder (or for the one it got) returns
     the same folder."""
+    folder = folder.absolute()
     if fcntl is None:
         return folder
-    folder = folder.absolute()
     with _lock:
         if folder in _claims:
             return _claims[folder][0]
