@@ -66,3 +66,16 @@ def test_a_run_started_into_a_busy_folder_keeps_its_own_records(workdir):
     assert record["seeds"]["seed"] == 7 and record["run_dir"] == str(moved / "mmlu__mc")
     assert f"run folder {moved / 'mmlu__mc'}" in res.stdout
     assert not (folder / "mmlu__mc").exists()  # nothing written into the other run's folder
+
+
+def test_a_file_system_without_locks_leaves_the_folder_unclaimed_not_the_run_failed(tmp_path, monkeypatch):
+    import errno
+
+    from engine.record import claim
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(claim.fcntl, "flock", no_locks)
+    folder = tmp_path / "nfs" / "run"
+    assert claim_output_dir(folder) == folder.absolute()
