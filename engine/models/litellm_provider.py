@@ -141,6 +141,22 @@ def _response(resp: Any, request: GenerateRequest) -> GenerateResponse:
     )
 
 
+def _echo_logprob(resp: Any, context_chars: int) -> tuple[float, int, bool]:
+    """(summed logprob, tokens, greedy) of the echoed tokens past the context (TypeError, IndexError
+    and the like when the server's lists hold nulls or are shorter than its offsets)."""
+    lp = _first_choice(resp).logprobs
+    if lp is None:
+        raise ProviderError("the server returned no prompt logprobs for an echo request", kind="unsupported")
+    offsets, token_lps = list(lp.text_offset or []), list(lp.token_logprobs or [])
+    tops = list(lp.top_logprobs or [])
+    if not offsets or not token_lps:
+        raise ProviderError("the server returned no prompt logprobs for an echo request", kind="unsupported")
+    idx = [i for i, off in enumerate(offsets) if off >= context_chars]
+    total = sum(float(token_lps[i]) for i in idx)
+    greedy = all(tops and tops[i] and max(tops[i].values()) <= token_lps[i] + 1e-9 for i in idx)
+    return total, len(idx), greedy
+
+
 class LiteLLMProvider:
     def __init__(self, cfg: ModelConfig, lean: bool | None = None):
         """`lean`: generate through the lean OpenAI-compatible client; None: whenever the model is
@@ -239,17 +255,13 @@ class LiteLLMProvider:
             )
         except Exception as err:  # noqa: BLE001
             raise _as_provider_error(err) from err
-        lp = _first_choice(resp).logprobs
-        if lp is None:
-            raise ProviderError("the server returned no prompt logprobs for an echo request", kind="unsupported")
-        offsets, token_lps = list(lp.text_offset or []), list(lp.token_logprobs or [])
-        tops = list(lp.top_logprobs or [])
-        if not offsets or not token_lps:
-            raise ProviderError("the server returned no prompt logprobs for an echo request", kind="unsupported")
-        idx = [i for i, off in enumerate(offsets) if off >= len(context)]
-        total = sum(float(token_lps[i]) for i in idx)
-        greedy = all(tops and tops[i] and max(tops[i].values()) <= token_lps[i] + 1e-9 for i in idx)
-        return total, len(idx), greedy
+        try:
+            return _echo_logprob(resp, len(context))
+        except ProviderError:
+            raise
+        except (TypeError, AttributeError, ValueError, IndexError) as err:  # nulls, wrong types, short lists
+            raise ProviderError(f"the server's prompt logprobs could not be read ({type(err).__name__}: "
+                                f"{str(err)[:200]})", transient=True, kind="malformed_response") from err
 
     async def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
         if not self.cfg.supports_prompt_logprobs:
