@@ -76,6 +76,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     a_spec, b_spec = args.runs
     runs_a = _single_model(_load(a_spec, args), a_spec, "A")
     runs_b = _single_model(_load(b_spec, args), b_spec, "B")
+    if {r.info.run_id for r in runs_a} == {r.info.run_id for r in runs_b}:
+        raise CompareError(f"A ({a_spec}) and B ({b_spec}) are the same run(s) ({', '.join(sorted(r.info.run_id for r in runs_a))}): "
+                           "a run compared with itself differs by 0 on every question by construction. Fix: give two "
+                           "different runs, e.g. the run folders of two checkpoints.")
     t_load = time.perf_counter() - t0
     comparison = compare_runs(runs_a, runs_b, metric=args.metric)
     report = comparison.report.model_copy(update={"timings_s": {**comparison.report.timings_s, "load": t_load}})

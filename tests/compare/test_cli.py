@@ -81,6 +81,7 @@ def test_series(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["{a}"], "exactly two runs"),
         (["--tracking-uri", "sqlite:///{root}/none.db", "model=x", "{b}"], "does not exist"),
         (["{other}", "{b}"], "no question in common"),
+        (["{b}", "{b}"], "are the same run(s)"),
     ],
 )
 def test_bad_input_is_one_paragraph(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
