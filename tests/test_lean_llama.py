@@ -58,6 +58,23 @@ def test_lean_path_equals_transformers_bit_for_bit(smollm2_dir):
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (ref.bos_token_id, ref.eos_token_id, ref.pad_token_id)
 
 
+@pytest.mark.slow
+def test_bfloat16_runs_lean_within_bfloat16s_own_noise_of_transformers(smollm2_dir):
+    """`model.dtype=bfloat16` on the lean path (it crashed: float32 RoPE tables made q and k float32
+    beside a bfloat16 v). bfloat16 keeps ~3 digits: transformers' own bfloat16 forward moves these
+    sums by up to 0.24 between batch sizes, so the bound is 0.5, with the clear-cut answer kept."""
+    from engine.models.hf import HFProvider
+
+    lean = HFProvider(ModelConfig(name="smollm2-135m-instruct", path=str(smollm2_dir), dtype="bfloat16"))
+    got = lean.loglikelihood_sync(REQUESTS)
+    assert lean._lean and lean._model is None
+    reference = HFProvider(ModelConfig(name="smollm2-135m-instruct", path=str(smollm2_dir), dtype="bfloat16"))
+    want = reference.loglikelihood_sync(REQUESTS, plain=True)
+    for g, w in zip(got, want, strict=True):
+        assert g.logprobs == pytest.approx(w.logprobs, abs=0.5) and g.token_counts == w.token_counts
+    assert max(range(3), key=got[0].logprobs.__getitem__) == 0  # " Paris"
+
+
 @pytest.mark.parametrize(("change", "fits"), [
     ({}, True),
     ({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}}, False),  # scaled RoPE
