@@ -29,7 +29,7 @@ from engine.api import (
 )
 from engine.config.schema import ModelConfig
 from engine.models.identity import model_identity
-from engine.models.openai_compat import OpenAICompatClient, lean_eligible
+from engine.models.openai_compat import OpenAICompatClient, lean_eligible, read_response
 
 _TRANSIENT = (
     "RateLimitError",
@@ -234,13 +234,7 @@ class LiteLLMProvider:
                 resp = await lm.acompletion(messages=messages, **params, **self._common())
         except Exception as err:  # noqa: BLE001 - every provider failure becomes a typed error
             raise _as_provider_error(err) from err
-        try:
-            return _response(resp, request)
-        except ProviderError:
-            raise
-        except (TypeError, AttributeError, ValueError) as err:  # a field of the wrong type (pydantic's too)
-            raise ProviderError(f"the server's response could not be read as a completion ({type(err).__name__}: "
-                                f"{str(err)[:200]})", transient=True, kind="malformed_response") from err
+        return read_response(lambda: _response(resp, request), "response could not be read as a completion")
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
         if len(requests) == 1:  # the common case (max_batch 1): no gather task per request
@@ -255,13 +249,7 @@ class LiteLLMProvider:
             )
         except Exception as err:  # noqa: BLE001
             raise _as_provider_error(err) from err
-        try:
-            return _echo_logprob(resp, len(context))
-        except ProviderError:
-            raise
-        except (TypeError, AttributeError, ValueError, IndexError) as err:  # nulls, wrong types, short lists
-            raise ProviderError(f"the server's prompt logprobs could not be read ({type(err).__name__}: "
-                                f"{str(err)[:200]})", transient=True, kind="malformed_response") from err
+        return read_response(lambda: _echo_logprob(resp, len(context)), "prompt logprobs could not be read")
 
     async def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
         if not self.cfg.supports_prompt_logprobs:

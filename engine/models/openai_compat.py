@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.api import GenerateRequest, GenerateResponse, ProviderError, TokenUsage, truncate_at_stop
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import aiohttp
@@ -131,13 +134,7 @@ class OpenAICompatClient:
             raise ProviderError(f"the server's response could not be read as a completion (not JSON: "
                                 f"{raw[:200].decode('utf-8', 'replace')!r})", transient=True,
                                 kind="malformed_response") from err
-        try:
-            return _completion(data, request)
-        except ProviderError:
-            raise
-        except (TypeError, AttributeError, ValueError) as err:  # a field of the wrong type (pydantic's too)
-            raise ProviderError(f"the server's response could not be read as a completion ({type(err).__name__}: "
-                                f"{str(err)[:200]})", transient=True, kind="malformed_response") from err
+        return read_response(lambda: _completion(data, request), "response could not be read as a completion")
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session[1].closed:
@@ -146,6 +143,19 @@ class OpenAICompatClient:
             except RuntimeError:
                 pass  # its event loop is gone: nothing left to close on it
         self._session = None
+
+
+def read_response(read: Callable[[], T], what: str) -> T:
+    """`read()` of a server's answer; a field of the wrong type, a null or a short list in it (TypeError,
+    AttributeError, IndexError, ValueError, pydantic's included) is a retried `malformed_response`,
+    never an exception the run cannot name. `what`: "<part> could not be read as ...", for the message."""
+    try:
+        return read()
+    except ProviderError:
+        raise
+    except (TypeError, AttributeError, IndexError, ValueError) as err:
+        raise ProviderError(f"the server's {what} ({type(err).__name__}: {str(err)[:200]})", transient=True,
+                            kind="malformed_response") from err
 
 
 def _count(usage: dict[str, Any], key: str) -> int:
