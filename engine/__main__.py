@@ -54,7 +54,8 @@ def stdout_closed() -> bool:
         return False
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """`python -m engine` and the `evalbench` console script (pyproject.toml): the same behaviour and exit codes."""
     try:
         main()
     except SystemExit as stop:
@@ -65,3 +66,7 @@ if __name__ == "__main__":
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
         exit_now(1)
     exit_now(None)
+
+
+if __name__ == "__main__":
+    console()

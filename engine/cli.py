@@ -9,7 +9,6 @@ Errors in user input exit with code 2 and one paragraph, never a traceback.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import sys
 import time
@@ -18,23 +17,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-# A closed network must never hang the engine: local price map, no telemetry, short hub timeouts.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
-import hydra  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from engine.api import ProviderError, RunRecord  # noqa: E402
-from engine.config.compose import (  # noqa: E402
+from engine.api import ProviderError, RunRecord
+from engine.config.compose import (
     compose_experiment,
     conf_dir,
     expand_spec_overrides,
@@ -43,18 +32,16 @@ from engine.config.compose import (  # noqa: E402
     use_cli_searchpath,
     variants_of,
 )
-from engine.config.errors import ConfigError  # noqa: E402
-from engine.config.schema import Experiment, TrackingConfig  # noqa: E402
-from engine.data.source import DataLoadError  # noqa: E402
-from engine.data.wheels import MissingWheelError  # noqa: E402
-from engine.external.run import check_external, run_external  # noqa: E402
-from engine.inspect_requests import inspect_experiment  # noqa: E402
-from engine.record.publish import TrackingError  # noqa: E402
-from engine.record.suite import record_suite  # noqa: E402
-from engine.report import results_table, where_records_are  # noqa: E402
-from engine.runner.experiment import ExternalHooks, claim_output, run_experiment  # noqa: E402
-from engine.scoring.suites import aggregate_report, suite_score  # noqa: E402
-from engine.sweep import (  # noqa: E402
+from engine.config.errors import ConfigError
+from engine.config.schema import Experiment, TrackingConfig
+from engine.data.source import DataLoadError
+from engine.data.wheels import MissingWheelError
+from engine.inspect_requests import inspect_experiment
+from engine.public import execute
+from engine.record.publish import TrackingError
+from engine.report import results_table, where_records_are
+from engine.scoring.suites import aggregate_report
+from engine.sweep import (
     SWEEP_ID_ENV,
     job_result,
     log_sweep_parents,
@@ -65,8 +52,8 @@ from engine.sweep import (  # noqa: E402
     sweep_exit_code,
     write_job_result,
 )
-from engine.tasks.instance import FieldMapError  # noqa: E402
-from engine.terminate import sigterm_as_interrupt, terminated  # noqa: E402
+from engine.tasks.instance import FieldMapError
+from engine.terminate import sigterm_as_interrupt, terminated
 
 # conf/hydra/launcher/*.yaml keep the plugins' own names (`hydra/launcher=joblib` gives evalbench's
 # defaults); Hydra 1.3 still checks such a file against the plugin's schema (a misspelt key fails), and
@@ -78,7 +65,6 @@ EXIT_PARTIAL = 3  # every run scored, but some instances errored
 EXIT_UNTRACKED = 4  # everything scored and in the run folders, but a record missed the tracking store
 EXIT_INTERRUPTED = 130  # Ctrl-C: what finished is recorded (status interrupted) and cached
 EXIT_TERMINATED = 143  # SIGTERM (a scheduler's stop): the same, engine/terminate.py
-EXTERNAL = ExternalHooks(check=check_external, run=run_external)
 USER_ERRORS = (ConfigError, DataLoadError, MissingWheelError, FieldMapError)
 HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve", "--package", "-p")
 # A swept task spec (`-m task=a:rc,b`) or task list (`-m task=[a,b],[c]`) is no config-group choice
@@ -98,20 +84,6 @@ def exit_code(records: list[RunRecord]) -> int:
     return EXIT_PARTIAL if any(r.counts.errored for r in records) else 0
 
 
-def check_writable(folder: Path) -> None:
-    """Refuse before any compute an output folder the records could not be written to."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".evalbench-write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(
-            f"The output folder {folder} is not writable ({err.strerror or err}). Fix: make it writable, or "
-            "write the records elsewhere with `output_dir=/a/writable/folder`."
-        ) from None
-
-
 def run_and_report(exp: Experiment, records: list[RunRecord] | None = None) -> None:
     """Run a validated experiment, print the table, exit with `exit_code`; `records` (when given)
     receives the finished runs' records (a sweep's job reports them)."""
@@ -121,9 +93,7 @@ def run_and_report(exp: Experiment, records: list[RunRecord] | None = None) -> N
         if exp.inspect:
             print(inspect_experiment(exp))
             return
-        check_writable(Path(exp.output_dir))
-        exp = claim_output(exp)  # another live run writing there: this one writes beside it
-        run_experiment(exp, records, untracked, EXTERNAL)  # type: ignore[arg-type]
+        execute(exp, records, untracked)  # run folders, the suite record and MLflow (engine/public.py)
     except KeyboardInterrupt:
         if records:
             print()
@@ -148,11 +118,6 @@ def run_and_report(exp: Experiment, records: list[RunRecord] | None = None) -> N
     if aggregate := aggregate_report(records, exp.suite):
         print()
         print(aggregate)
-    if exp.suite is not None and exp.suite.aggregate != "none":
-        try:  # suite.json beside the run folders, and an MLflow parent run over them
-            record_suite(Path(exp.output_dir), suite_score(exp.suite, records), records, exp.tracking)
-        except TrackingError as err:
-            untracked.append(err)
     print()
     print(where_records_are(records, exp.tracking.tracking_uri if exp.tracking.mlflow else None))
     code = exit_code(records)

@@ -74,7 +74,7 @@ def _files() -> dict[str, Path]:
 def _layer(module: str) -> str | None:
     """The layer of an engine module; None for a package missing from LAYERS."""
     parts = module.split(".")
-    if module == "engine":  # engine/__init__.py holds only __version__: importable from anywhere
+    if module in ("engine", "engine.environment"):  # importable from anywhere: see test_package_init_is_lazy
         return "api"
     sub = parts[1]
     if sub in RANK and sub != "app" and ((ENGINE / sub).is_dir() or sub == "api"):
@@ -175,12 +175,26 @@ def test_package_layering() -> None:
         if not _engine(imp):
             continue
         src, dst = _layer(imp.importer), _layer(imp.target)
+        if imp.importer == "engine" and imp.type_checking:
+            continue  # the public API's names, for type checkers only (test_package_init_is_lazy)
         if src is None or dst is None or RANK[dst] <= RANK[src]:
             continue
         problems.append(f"{imp.where}: {imp.importer} (layer {src}) imports {imp.target} (layer {dst})")
     _report(f"[layering] a module may import only from its own layer or below ({ORDER})",
             "move what both sides need down (types that cross packages go in engine/api.py), or have the higher "
             "layer pass it in (a parameter, a callable, a Protocol defined in the lower layer).", problems)
+
+
+def test_package_init_is_lazy() -> None:
+    """engine/__init__.py runs before every engine module (the public API's names load on first use,
+    docs/architecture.md "The public API"): at run time it imports only engine.environment, which
+    imports only the standard library; everything else under TYPE_CHECKING."""
+    problems = [f"{imp.where}: {imp.importer} imports {imp.target} at run time" for imp in _imports()
+                if (imp.importer == "engine" and not imp.type_checking and imp.top == "engine"
+                    and imp.target != "engine.environment")
+                or (imp.importer == "engine.environment" and imp.top not in sys.stdlib_module_names)]
+    _report("[init] `import engine` must stay cheap: every engine module pays for it",
+            "load the name lazily (engine/__init__.py `_EXPORTS`), importing it only under TYPE_CHECKING.", problems)
 
 
 def test_api_depends_on_stdlib_and_pydantic_only() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import run_engine
+from tests.conftest import REPO, run_engine
 
 
 @pytest.mark.parametrize(
@@ -53,6 +54,29 @@ def test_listing_what_exists():
     for group in ("task", "variant", "suite", "harness", "model", "tracking"):
         assert f"{group} (" in res.stdout
     assert "mmlu" in res.stdout and "base_qa" in res.stdout and "search_agent" in res.stdout
+    for group in ("tool", "scaffold", "scorer", "metric"):  # the code registries too
+        assert f"\n{group} (" in res.stdout
+
+
+def test_listing_as_json_is_whole_and_names_every_registry():
+    res = subprocess.run([sys.executable, "-m", "engine.list", "--json"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    by = {(r["group"], r["name"]): r for r in rows}
+    assert {r["group"] for r in rows} == {"task", "variant", "suite", "harness", "model", "tracking", "tool",
+                                          "scaffold", "scorer", "metric"}
+    # untruncated: the whole leading comment of the YAML file, the whole first paragraph of a docstring
+    gsm8k = (REPO / "conf" / "task" / "gsm8k.yaml").read_text().splitlines()
+    assert " ".join(x.lstrip("# ").strip() for x in gsm8k[:2]) == by[("task", "gsm8k")]["description"]
+    assert by[("tool", "python_exec")]["description"].startswith("Run a Python 3 program in a sandbox")
+    assert by[("scorer", "relaxed_match")]["description"] and by[("scaffold", "single_turn")]["origin"] == "builtin"
+    assert by[("task", "lm_eval_hellaswag")]["description"].startswith("[external: lm_eval]")
+
+
+def test_listing_into_a_closed_pipe_ends_quietly():
+    res = subprocess.run(f"{sys.executable} -m engine.list | head -1", shell=True, capture_output=True, text=True,
+                         timeout=60)
+    assert res.stdout.startswith("task (") and "Traceback" not in res.stderr
 
 
 def test_a_sweep_is_validated_whole_before_its_first_job(workdir):

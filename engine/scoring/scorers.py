@@ -100,6 +100,7 @@ def score_generation(cfg: TaskConfig, inst: Instance, resp: GenerateResponse) ->
 # The built-in scorers a task names in `scorers:` (engine/config/names.py lists them for validation).
 @scorer(name="contains")
 def contains_scorer(cfg: TaskConfig, inst: Instance, resp: Response) -> dict[str, float]:
+    """1 when the normalized gold answer appears anywhere in the normalized completion."""
     if not isinstance(resp, GenerateResponse):
         return {}
     gold = inst.gold_text or ""
@@ -108,6 +109,7 @@ def contains_scorer(cfg: TaskConfig, inst: Instance, resp: Response) -> dict[str
 
 @scorer(name="relaxed_match")
 def relaxed_match_scorer(cfg: TaskConfig, inst: Instance, resp: Response) -> dict[str, float]:
+    """FreshQA-style relaxed match: 1 when an acceptable answer occurs in the completion (normalized, on word boundaries) or its number equals a numeric answer."""
     if not isinstance(resp, GenerateResponse):
         return {}
     return {"relaxed_match": float(relaxed_match(resp.text, _answers(cfg, inst)))}
@@ -115,6 +117,7 @@ def relaxed_match_scorer(cfg: TaskConfig, inst: Instance, resp: Response) -> dic
 
 @scorer(name="judge")
 def judge_scorer(cfg: TaskConfig, inst: Instance, resp: Response) -> dict[str, float]:
+    """An LLM judge's verdict (1 correct, 0 not) on the completion against the gold; the judge is `harness.auxiliary.judge`."""
     return {}  # the judge's verdicts come after every response is in (engine/runner/task_run.py apply_judge)
 
 
