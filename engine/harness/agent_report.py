@@ -13,6 +13,7 @@ from typing import Any
 from engine.api import AgentSummary, GenerateRequest, InstanceRecord, Provider, RunRecord
 from engine.config.schema import HarnessConfig
 from engine.harness.build import build_scaffold
+from engine.harness.scaffolds import LIMIT_KINDS
 
 # The scaffold's end reasons, as reported: a reply without a tool call and a submit both answered.
 _END = {"answer": "answered", "submit": "answered"}
@@ -24,8 +25,8 @@ def uses_tools(h: HarnessConfig, formulation: str) -> bool:
 
 
 def _end_reason(r: InstanceRecord) -> str:
-    if r.error is not None:
-        return "error"
+    if r.error is not None:  # a limit's cut is an error of the limit's kind, tallied under that limit
+        return r.error.kind if r.error.kind in LIMIT_KINDS else "error"
     for step in reversed(r.trajectory):
         reason = step.content.get("end_reason")
         if reason:

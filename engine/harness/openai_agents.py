@@ -11,7 +11,6 @@ to an unknown tool ends the run with the SDK's ``ModelBehaviorError``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -19,7 +18,6 @@ from typing import Any
 from engine.api import ChatMessage, GenerateRequest, ProviderError, TrajectoryStep
 from engine.harness.protocol import tool_response_text
 from engine.harness.scaffolds import LimitReached, ModelCall, ToolLoop, Trajectory, _State, scaffold
-from engine.harness.tools import ToolContext
 
 
 def _text(content: Any) -> str:
@@ -110,9 +108,8 @@ class OpenAIAgentsLoop(ToolLoop):
                 state.steps.append(TrajectoryStep(type="tool_call", started=time.time(), content={
                     "turn": state.turns, "id": call_id, "name": _tool.name, "arguments": _safe_json(args_json)}))
                 t0, started = time.monotonic(), time.time()
-                tctx = ToolContext(options=dict(self.harness.tool_options.get(_tool.name, {})), router=state.router,
-                                   steps=state.steps, tool_name=_tool.name, deadline=state.deadline)
-                result = await _tool(args_json, tctx)
+                self._check_time(state)  # the SDK carries the LimitReached out as an AgentsException's cause
+                result = await self.run_tool(_tool, args_json, state)
                 state.steps.append(TrajectoryStep(type="tool_result", started=started, duration_s=round(time.monotonic() - t0, 6),
                                                   content={"turn": state.turns, "id": call_id, "name": _tool.name, "ok": result.ok,
                                                            "error": result.error, "final": result.final,
@@ -141,12 +138,12 @@ class OpenAIAgentsLoop(ToolLoop):
         try:
             coro = Runner.run(agent, input=inputs, max_turns=self.harness.max_turns,
                               run_config=RunConfig(tracing_disabled=True, workflow_name="evalbench"))
-            result = await (asyncio.wait_for(coro, timeout=self._remaining(state)) if state.deadline else coro)
+            # The time budget is checked before each model and tool call (`_model_turn`, `run_tool`), as
+            # the tool loop does: never a wall-clock cut that counts waiting (docs/architecture.md, "Harness limits").
+            result = await coro
         except MaxTurnsExceeded:
             return self._limited(state, LimitReached("max_turns", f"{state.turns} model calls (harness.max_turns="
                                                                   f"{self.harness.max_turns})"))
-        except asyncio.TimeoutError:
-            return self._limited(state, LimitReached("max_time", f"harness.max_time_s={self.harness.max_time_s}"))
         except LimitReached as lim:
             return self._limited(state, lim)
         except ProviderError as err:

@@ -3,8 +3,12 @@
 - ``single_turn`` is not a scaffold: the runner core sends such requests straight to the
   provider, batched.
 - ``tool_loop``: model → tool calls → results fed back → model …, until the model answers without
-  a tool call, calls ``submit``, or a limit (turns, tokens, wall time) ends it. Every model call,
+  a tool call, calls ``submit``, or a limit (turns, tokens, time) ends it. Every model call,
   tool call, tool result and sandbox execution is a ``TrajectoryStep``; the end reason is recorded.
+  A trajectory a limit ends has no answer: it is an error of kind ``max_turns``, ``max_tokens`` or
+  ``max_time`` (counted apart, never scored 0), with its steps kept. The time limit counts the
+  trajectory's own work, not time spent waiting for a batch or a slot (docs/architecture.md,
+  "Harness limits").
 - ``multi_turn``: the task scripts several user turns (``instance.row[harness.turns_field]``:
   follow-up user messages after the query); each user turn runs the tool loop; the last answer is
   the response.
@@ -46,6 +50,7 @@ from engine.harness.protocol import (
     tool_response_text,
 )
 from engine.harness.tools import Tool, ToolContext, ToolResult
+from engine.sandbox import SandboxUnavailableError
 
 DEFAULT_AGENT_PROMPT = (
     "Solve the task. Use the tools when they help. When you know the final answer, call submit "
@@ -66,8 +71,12 @@ class Trajectory(BaseModel):
 
 
 # A job's model call, provided by the runner core (retried, timed out, micro-batched there):
-# (request, time left or None) -> (response, attempts).
-ModelCall = Callable[[GenerateRequest, float | None], Awaitable[tuple[GenerateResponse, int]]]
+# (request, a timeout in seconds or None) -> (response, attempts, seconds the provider spent on it:
+# its batch's time in the provider, not the time queued for a batch or for the model).
+ModelCall = Callable[[GenerateRequest, float | None], Awaitable[tuple[GenerateResponse, int, float]]]
+
+# The end reasons of a trajectory a limit stopped before it answered: the error kinds it records.
+LIMIT_KINDS = ("max_turns", "max_tokens", "max_time")
 
 
 class LimitReached(Exception):
@@ -87,7 +96,8 @@ class _State:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
-    deadline: float | None = None
+    work_s: float = 0.0  # the trajectory's own work: its model calls' provider time, its tools' wall time
+    budget_s: float | None = None  # harness.max_time_s
     last_text: str = ""
 
     @property
@@ -144,11 +154,16 @@ class ToolLoop:
             raise LimitReached("max_turns", f"{state.turns} model calls (harness.max_turns={h.max_turns})")
         if h.max_total_tokens is not None and state.tokens >= h.max_total_tokens:
             raise LimitReached("max_tokens", f"{state.tokens} tokens used (harness.max_total_tokens={h.max_total_tokens})")
-        if state.deadline is not None and time.monotonic() >= state.deadline:
-            raise LimitReached("max_time", f"{time.monotonic() - state.started:.1f} s (harness.max_time_s={h.max_time_s})")
+        self._check_time(state)
+
+    def _check_time(self, state: _State) -> None:
+        if state.budget_s is not None and state.work_s >= state.budget_s:
+            raise LimitReached("max_time", f"{state.work_s:.1f} s of model and tool time "
+                                           f"(harness.max_time_s={self.harness.max_time_s})")
 
     def _remaining(self, state: _State) -> float | None:
-        return None if state.deadline is None else max(0.0, state.deadline - time.monotonic())
+        """What is left of the time budget (seconds of own work), None without one."""
+        return None if state.budget_s is None else max(0.0, state.budget_s - state.work_s)
 
     # -- one model call ----------------------------------------------------------------------
     async def _model_turn(self, request: GenerateRequest, state: _State) -> tuple[GenerateResponse, list[ParsedCall]]:
@@ -156,12 +171,13 @@ class ToolLoop:
         req = self.turn_request(request, state)
         started, t0 = time.time(), time.monotonic()
         try:
-            resp, attempts = await state.call(req, self._remaining(state))
+            # Not cut at the time budget: a call's wall time includes waiting for a batch and the model,
+            # which grows with load; the budget is checked before each step (docs/architecture.md,
+            # "Harness limits"). harness.request_timeout_s bounds one call.
+            resp, attempts, provider_s = await state.call(req, None)
         except asyncio.TimeoutError:
-            if state.deadline is not None and time.monotonic() >= state.deadline - 0.01:
-                raise LimitReached("max_time", f"the model call was cut at the time limit "
-                                               f"(harness.max_time_s={self.harness.max_time_s})") from None
             raise ProviderError(f"no response within {self.harness.request_timeout_s} s", kind="timeout") from None
+        state.work_s += provider_s
         state.turns += 1
         state.prompt_tokens += resp.usage.prompt_tokens
         state.completion_tokens += resp.usage.completion_tokens
@@ -177,7 +193,7 @@ class ToolLoop:
                      "text": resp.text, "tool_calls": [c.model_dump() for c in calls],
                      "native_tool_calls": list(resp.tool_calls), "finish_reason": resp.finish_reason,
                      "prompt_tokens": resp.usage.prompt_tokens, "completion_tokens": resp.usage.completion_tokens,
-                     "protocol": self.protocol, "attempts": attempts},
+                     "protocol": self.protocol, "attempts": attempts, "provider_s": round(provider_s, 6)},
         ))
         return resp, calls
 
@@ -195,19 +211,27 @@ class ToolLoop:
             result = ToolResult(ok=False, error="unknown_tool",
                                 content=f"error: unknown tool {call.name!r}. Available tools: {', '.join(self.tools)}.")
         else:
-            tool = self.tools[call.name]
-            ctx = ToolContext(options=dict(self.harness.tool_options.get(tool.name, {})), router=state.router,
-                              steps=state.steps, tool_name=tool.name, deadline=state.deadline)
-            remaining = self._remaining(state)
-            try:
-                result = await asyncio.wait_for(tool(call.arguments, ctx), timeout=remaining)
-            except asyncio.TimeoutError:
-                result = ToolResult(ok=False, error="max_time", content="error: the time limit was reached.")
+            result = await self.run_tool(self.tools[call.name], call.arguments, state)
         state.steps.append(TrajectoryStep(type="tool_result", started=started, duration_s=round(time.monotonic() - t0, 6),
                                           content={"turn": state.turns, "id": call.id, "name": call.name,
                                                    "ok": result.ok, "error": result.error, "final": result.final,
                                                    "content": result.content[:8000], "data": result.data}))
         return result
+
+    async def run_tool(self, tool: Tool, arguments: Any, state: _State) -> ToolResult:
+        """One tool's execution, cut at what is left of the time budget; its wall time is the
+        trajectory's own work."""
+        remaining = self._remaining(state)
+        t0 = time.monotonic()
+        ctx = ToolContext(options=dict(self.harness.tool_options.get(tool.name, {})), router=state.router,
+                          steps=state.steps, tool_name=tool.name,
+                          deadline=None if remaining is None else t0 + remaining)
+        try:
+            return await asyncio.wait_for(tool(arguments, ctx), timeout=remaining)
+        except asyncio.TimeoutError:
+            return ToolResult(ok=False, error="max_time", content="error: the time limit was reached.")
+        finally:
+            state.work_s += time.monotonic() - t0
 
     def _assistant_message(self, resp: GenerateResponse, calls: list[ParsedCall]) -> ChatMessage:
         if self.protocol == "native":
@@ -235,8 +259,7 @@ class ToolLoop:
                 return resp.text, "answer"
             state.messages.append(self._assistant_message(resp, calls))
             for call in calls:
-                if state.deadline is not None and time.monotonic() >= state.deadline:
-                    raise LimitReached("max_time", "the time limit was reached during tool calls")
+                self._check_time(state)
                 result = await self._tool_call(call, state)
                 if result.final:
                     return result.content, "submit"
@@ -248,16 +271,14 @@ class ToolLoop:
             answer, reason = await self.loop(request, state)
         except LimitReached as lim:
             return self._limited(state, lim)
-        except ProviderError as err:
+        except (ProviderError, SandboxUnavailableError) as err:  # a lost sandbox host: an error, never a score
             return self._errored(state, err)
         return self._finish(state, answer, reason)
 
     # -- endings -----------------------------------------------------------------------------
     def _new_state(self, request: GenerateRequest, call: ModelCall, router: Any = None) -> _State:
-        state = _State(messages=self.initial_messages(request), call=call, router=router)
-        if self.harness.max_time_s is not None:
-            state.deadline = state.started + self.harness.max_time_s
-        return state
+        return _State(messages=self.initial_messages(request), call=call, router=router,
+                      budget_s=self.harness.max_time_s)
 
     def _response(self, state: _State, text: str, reason: str) -> GenerateResponse:
         return GenerateResponse(text=text, finish_reason=reason,
@@ -269,20 +290,25 @@ class ToolLoop:
                           turns=state.turns)
 
     def _limited(self, state: _State, lim: LimitReached) -> Trajectory:
-        # The answer is whatever prose the model last wrote (tool-call markup removed): faithful, not rescued.
-        answer = strip_calls(state.last_text)
+        """A limit ended the trajectory before the model answered: an error of the limit's kind, never a
+        score (a 0 would count the harness's cut as the model's wrong answer). The prose the model last
+        wrote (tool-call markup removed) is kept in the limit step, for reading, not scored."""
+        last_text = strip_calls(state.last_text)
         state.steps.append(TrajectoryStep(type="limit", started=time.time(), content={
             "reason": lim.reason, "detail": lim.detail, "turns": state.turns, "tokens": state.tokens,
-            "elapsed_s": round(time.monotonic() - state.started, 3), "answer": answer}))
+            "work_s": round(state.work_s, 3), "elapsed_s": round(time.monotonic() - state.started, 3),
+            "last_text": last_text}))
         _mark_end(state.steps, lim.reason)
-        return Trajectory(response=self._response(state, answer, lim.reason), steps=state.steps,
-                          end_reason=lim.reason, turns=state.turns)
+        error = InstanceError(kind=lim.reason, message=f"the trajectory ended without an answer: {lim.detail}",
+                              attempts=1)
+        return Trajectory(response=None, steps=state.steps, end_reason=lim.reason, turns=state.turns, error=error)
 
-    def _errored(self, state: _State, err: ProviderError) -> Trajectory:
+    def _errored(self, state: _State, err: ProviderError | SandboxUnavailableError) -> Trajectory:
         _mark_end(state.steps, "error")
+        transient = isinstance(err, ProviderError) and err.transient
         return Trajectory(response=None, steps=state.steps, end_reason="error", turns=state.turns,
                           error=InstanceError(kind=err.kind, message=str(err)[:1000], attempts=1 + self.harness.max_retries
-                                              if err.transient else 1))
+                                              if transient else 1))
 
 
 class MultiTurn(ToolLoop):
@@ -307,12 +333,12 @@ class MultiTurn(ToolLoop):
                 answer, reason = await self.loop(request, state)
         except LimitReached as lim:
             return self._limited(state, lim)
-        except ProviderError as err:
+        except (ProviderError, SandboxUnavailableError) as err:  # a lost sandbox host: an error, never a score
             return self._errored(state, err)
         return self._finish(state, answer, reason)
 
 
-async def _no_call(request: GenerateRequest, left: float | None) -> tuple[GenerateResponse, int]:
+async def _no_call(request: GenerateRequest, timeout_s: float | None) -> tuple[GenerateResponse, int, float]:
     raise RuntimeError("first_request builds a request; it never calls the model")
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +55,40 @@ def resolve_model_dir(cfg: ModelConfig) -> Path:
 T = TypeVar("T")
 
 
+class ModelThread(Executor):
+    """One daemon thread that runs the submitted calls in order (`HFProvider._on_worker`).
+
+    Not a ThreadPoolExecutor: Python joins its threads at exit, so a run stopped by Ctrl-C or
+    SIGTERM waited for the batch in the model to finish (a long prompt's first forward step cannot
+    be cut by the per-token cancel flag) before the process could end. A daemon thread is not
+    waited for (docs/architecture.md, "Stopping a run")."""
+
+    def __init__(self, name: str):
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        fut: Future[T] = Future()
+        self._calls.put((fut, lambda *a: fn(*a, **kwargs), args))
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._calls.put(None)
+        if wait:
+            self._thread.join()
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fut, fn, args = call
+            if not fut.set_running_or_notify_cancel():
+                continue  # its caller was cancelled before it started
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as err:  # noqa: BLE001 - handed to the awaiting caller
+                fut.set_exception(err)
+
+
 class HFProvider:
     """One model in this process; calls are serialized (the CPU is the bottleneck anyway)."""
 
@@ -69,7 +104,7 @@ class HFProvider:
         self._prefixes: Any = None  # hf_tree.PrefixCache: shared prefixes' keys and values across calls
         # (FlatLlama, LeanTokenizer) read without transformers (lean_llama.py); False: the checkpoint needs transformers
         self._lean: Any = None
-        self._worker: ThreadPoolExecutor | None = None
+        self._worker: ModelThread | None = None
         self.token_budget = 4096  # new tokens per flat forward (bounds activations; ~100 MB at 135M)
 
     # Loaded on first use: a fully cached re-run never pays for torch weights.
@@ -152,12 +187,16 @@ class HFProvider:
         tools = list(request.tools) or None
         return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
 
-    def generate_sync(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+    def generate_sync(self, requests: Sequence[GenerateRequest], cancel: threading.Event | None = None
+                      ) -> list[GenerateResponse]:
+        """`cancel`: set by `generate` when its caller is cancelled (Ctrl-C, SIGTERM); checked after every
+        generated token, so a cancelled batch ends within one token step (docs/architecture.md,
+        "Stopping a run"). While it is unset, the outputs are unchanged."""
         import torch  # deferred: see `model`
 
         sampling = requests[0].sampling
         if any(r.sampling != sampling for r in requests):  # the runner batches by sampling
-            return [r for req in requests for r in self.generate_sync([req])]
+            return [r for req in requests for r in self.generate_sync([req], cancel)]
         prompts = [self.render_prompt(r) for r in requests]
         limit = max(1, self.cfg.max_length - sampling.max_tokens)
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -172,8 +211,12 @@ class HFProvider:
         if sampling.stop:
             kwargs["stop_strings"] = list(sampling.stop)
             kwargs["tokenizer"] = self.tokenizer
+        if cancel is not None:
+            kwargs["stopping_criteria"] = [_until(cancel)]
         with self._lock, torch.inference_mode():
             out = self.model.generate(input_ids=ids.to(self.cfg.device), attention_mask=mask.to(self.cfg.device), **kwargs)
+        if cancel is not None and cancel.is_set():
+            raise ProviderError("the generation was cancelled", kind="cancelled")  # nobody awaits it any more
         responses = []
         for row, prompt_mask in zip(out, mask, strict=True):
             new = row[ids.shape[1] :]
@@ -191,7 +234,14 @@ class HFProvider:
         return responses
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
-        return await self._on_worker(self.generate_sync, requests)
+        cancel = threading.Event()
+        try:
+            return await self._on_worker(self.generate_sync, requests, cancel)
+        except asyncio.CancelledError:
+            # The worker thread cannot be cancelled from here: it stops at its next token instead of
+            # generating on while the process waits for it at exit.
+            cancel.set()
+            raise
 
     async def warm(self, kinds: frozenset[str] | None = None) -> None:
         """Load what the coming requests need (in a thread) before the first one's timeout starts:
@@ -206,10 +256,22 @@ class HFProvider:
         per calling thread, and the teams of idle pool threads keep spinning on the same 2 cores;
         `asyncio.to_thread` (a different pool thread per call) made scoring 25-40% slower."""
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-provider")
+            self._worker = ModelThread("hf-provider")
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
     async def aclose(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.shutdown(wait=False)
+
+
+def _until(cancel: threading.Event) -> Any:
+    """A transformers stopping criterion that ends every row once `cancel` is set."""
+    import torch  # deferred: see `HFProvider.model`
+    from transformers import StoppingCriteria  # deferred: see `HFProvider.model`
+
+    class UntilCancelled(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return UntilCancelled()

@@ -154,7 +154,9 @@ def finish_mlflow_run(
             store.retry(lambda: client.log_table(run_id, data=_instance_table(instances), artifact_file=TABLE_FILE),
                         "log instance table")
     logged_tags = store.retry(lambda: client.get_run(run_id).data.tags, "read run")
-    if any(r.trajectory for r in instances) and TRACES_TAG not in logged_tags:
+    # An interrupted run skips them: a scheduler's stop leaves seconds before SIGKILL, and tracing's
+    # exporter costs several (docs/architecture.md, "Stopping a run"); the resumed run logs them.
+    if record.status != "interrupted" and any(r.trajectory for r in instances) and TRACES_TAG not in logged_tags:
         try:  # traces are a view of instances.jsonl, which the artifacts already hold
             traces = log_trajectory_traces(tracking, record, instances)
             client.set_tag(run_id, TRACES_TAG, str(len(traces)))

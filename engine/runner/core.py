@@ -52,7 +52,7 @@ MAX_RETRY_AFTER_S = 60.0  # a server asking for longer is not waited for beyond 
 class JobContext:
     """What a job may use: the core's model call and the resources opened for this run (a router)."""
 
-    call_model: Callable[[GenerateRequest, float | None], Awaitable[tuple[GenerateResponse, int]]]
+    call_model: Callable[[GenerateRequest, float | None], Awaitable[tuple[GenerateResponse, int, float]]]
     resources: Any = None
 
 
@@ -166,7 +166,7 @@ class RunnerCore:
         self.cache = cache
         self.progress = progress
         self.local = provider.identity.provider == "hf"  # in-process: its output is the model's own
-        self._batcher = MicroBatcher(provider)
+        self._batcher = MicroBatcher(provider, serial=self.local)
         self.model_calls = 0
         self._warmed = False
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
@@ -219,8 +219,11 @@ class RunnerCore:
             check_response(req, resp, self.local)
         return out
 
-    async def call_model(self, request: GenerateRequest, timeout_s: float | None = None) -> tuple[GenerateResponse, int]:
-        """One generate call of a job: (response, attempts). Retried; raises the last error."""
+    async def call_model(self, request: GenerateRequest, timeout_s: float | None = None
+                         ) -> tuple[GenerateResponse, int, float]:
+        """One generate call of a job: (response, attempts, seconds its answered attempt's batch took
+        in the provider, without the time queued for a batch: what a trajectory's time limit counts,
+        docs/architecture.md, "Harness limits"). Retried; raises the last error."""
         await self.warm()
         h = self.harness
         timeout = min(h.request_timeout_s, timeout_s) if timeout_s is not None else h.request_timeout_s
@@ -229,9 +232,9 @@ class RunnerCore:
             attempts += 1
             try:
                 self.model_calls += 1
-                resp = await asyncio.wait_for(self._batcher.generate(request), timeout=timeout)
+                resp, provider_s = await asyncio.wait_for(self._batcher.generate(request), timeout=timeout)
                 check_response(request, resp, self.local)
-                return resp, attempts
+                return resp, attempts, provider_s
             except ProviderError as err:
                 if err.transient and attempts <= h.max_retries:
                     await asyncio.sleep(backoff_delay(h, attempts, err))
@@ -325,7 +328,10 @@ class RunnerCore:
                     ctx = JobContext(call_model=self.call_model, resources=opened)
                     await asyncio.gather(*(job_guarded(it, ctx) for it in jobs))
         except asyncio.CancelledError:
-            raise Interrupted(results) from None  # Ctrl-C: what finished is kept (and cached)
+            # Ctrl-C or SIGTERM: what finished is kept (and cached); the batch in the provider is
+            # cancelled with its trajectories (docs/architecture.md, "Stopping a run").
+            self._batcher.cancel()
+            raise Interrupted(results) from None
         finally:
             self.cache.flush()
             bar.close()

@@ -24,6 +24,7 @@ from engine.record.mlflow_writer import start_mlflow_run
 from engine.record.publish import RecordNotTracked, record_and_log
 from engine.runner.cache import ResultCache
 from engine.runner.core import RunnerCore
+from engine.runner.stop import run_main
 from engine.runner.task_run import TaskInterrupted, TaskResult, execute, run_dir_for
 from engine.scoring.judge import judge_config
 from engine.scoring.metrics import aggregate_scores
@@ -235,4 +236,5 @@ def claim_output(exp: Experiment) -> Experiment:
 def run_experiment(exp: Experiment, records: list[RunRecord] | None = None,
                    untracked: list[RecordNotTracked] | None = None, external: ExternalHooks | None = None) -> list[RunRecord]:
     exp = claim_output(exp)
-    return asyncio.run(run_experiment_async(exp, expand_experiment(exp), records, untracked, external))
+    # Not asyncio.run: a SIGTERM must cancel the run even when SIGINT is ignored (engine/runner/stop.py).
+    return run_main(run_experiment_async(exp, expand_experiment(exp), records, untracked, external))

@@ -91,6 +91,8 @@ def signal_teardown(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) 
 
     for s in signals:
         try:
+            if signal.getsignal(s) == signal.SIG_IGN:
+                continue  # an ignored signal stays ignored (a background run's SIGINT): no teardown either
             previous[s] = signal.getsignal(s)
             signal.signal(s, _handler)
         except (ValueError, OSError):

@@ -169,23 +169,26 @@ def test_tool_exception_is_a_result_not_a_crash():
     assert traj.end_reason == "answer"
 
 
-def test_max_turns_limit_is_recorded():
+def test_max_turns_limit_is_an_error_not_a_score():
     model = ScriptedModel([call("search", query="moons")] * 10)
     traj = run(harness(max_turns=3), model)
     assert traj.end_reason == "max_turns" and traj.turns == 3 and len(model.requests) == 3
     limit = traj.steps[-1]
     assert limit.type == "limit" and limit.content["reason"] == "max_turns" and limit.content["end_reason"] == "max_turns"
-    assert traj.response.text == ""  # the last reply was only a tool call: nothing is rescued
+    # No answer: an error of the limit's kind with the steps kept, no response to score.
+    assert traj.response is None and traj.error is not None and traj.error.kind == "max_turns"
+    assert "without an answer" in traj.error.message and limit.content["last_text"] == ""
 
 
-def test_token_limit_is_recorded():
+def test_token_limit_is_an_error():
     model = ScriptedModel([call("search", query="moons")] * 10, usage=(100, 50))
     traj = run(harness(max_total_tokens=300), model)
     assert traj.end_reason == "max_tokens" and traj.turns == 2
     assert traj.steps[-1].content["tokens"] == 300
+    assert traj.response is None and traj.error is not None and traj.error.kind == "max_tokens"
 
 
-def test_time_limit_is_recorded():
+def test_time_limit_is_an_error():
     model = ScriptedModel([call("search", query="moons")] * 50, delay=0.2)
     t0 = time.monotonic()
     traj = run(harness(max_time_s=0.5, max_turns=50), model)
@@ -193,6 +196,81 @@ def test_time_limit_is_recorded():
     # Without the limit the 50 turns would take >= 10 s; the margin absorbs a busy machine.
     assert time.monotonic() - t0 < 8.0
     assert traj.steps[-1].type == "limit"
+    assert traj.response is None and traj.error is not None and traj.error.kind == "max_time"
+    assert traj.steps[-1].content["work_s"] >= 0.5
+
+
+@pytest.mark.parametrize("limit", [{"max_turns": 2}, {"max_total_tokens": 30}, {"max_time_s": 0.5}])
+def test_an_answer_on_the_last_allowed_step_is_scored(limit):
+    """A model that answers before the limit cuts it: the answer is the response, no error."""
+    model = ScriptedModel([call("search", query="moons"), call("submit", answer="Saturn")], usage=(10, 5), delay=0.1)
+    traj = run(harness(**limit), model)
+    assert traj.error is None and traj.end_reason == "submit" and traj.response.text == "Saturn"
+
+
+class OneAtATime(ScriptedModel):
+    """An in-process model (`hf`'s identity): it serves one call at a time, as the hf provider's one
+    worker thread does, so concurrent callers queue for it."""
+
+    def __init__(self, script, delay: float):
+        super().__init__(script, delay=delay)
+        self.identity = ModelIdentity(name="scripted", provider="hf")
+        self.busy = asyncio.Lock()
+
+    async def generate(self, requests):
+        async with self.busy:
+            return await super().generate(requests)
+
+
+def test_time_limit_counts_the_trajectorys_work_not_waiting_for_the_model():
+    """Two trajectories share a model that serves one call in 0.3 s at a time. Each trajectory's own
+    work is 3 calls x 0.3 s (< its 1.5 s budget), though each call may wait for the other's (the wall
+    time of both is > 1.8 s): waiting must not count, so both answer, as on an idle machine."""
+    def reply(req):
+        turns = sum(m.role == "assistant" for m in req.messages)
+        return call("submit", answer="x") if turns >= 2 else call("search", query="moons")
+
+    model = OneAtATime([reply], delay=0.3)
+    h = harness(max_time_s=1.5, max_turns=5, protocol="text")
+    core = RunnerCore(model, h, ResultCache(None), progress=False)
+    scaffold = build_scaffold(h, model)
+
+    async def go():
+        return await asyncio.gather(*(scaffold.run(request(q), core.call_model)
+                                      for q in ("Which planet has the most moons?", "Which moon is largest?")))
+
+    t0 = time.monotonic()
+    trajectories = asyncio.run(go())
+    assert time.monotonic() - t0 >= 1.8  # the calls did queue behind each other
+    for traj in trajectories:
+        assert traj.error is None and traj.end_reason == "submit", traj.steps[-1].content
+        models = [s for s in traj.steps if s.type == "model"]
+        # Each call is charged the model's own 0.3 s (+ scheduling noise), not its wait for the other's.
+        assert len(models) == 3 and all(0.25 <= s.content["provider_s"] < 0.6 for s in models), \
+            [s.content["provider_s"] for s in models]
+
+
+def test_time_limit_counts_tool_time():
+    """A tool's wall time is the trajectory's own work: a slow tool ends it at the budget."""
+    @tool(register=False)
+    async def slow(x: int) -> str:
+        """Wait, then echo.
+
+        Args:
+            x: a number.
+        """
+        await asyncio.sleep(0.4)
+        return str(x)
+
+    model = ScriptedModel([call("slow", x=1)] * 10)
+    h = harness(max_time_s=1.0, max_turns=10, tools=[])
+    scaffold = build_scaffold(h, model)
+    scaffold.tools = {"slow": slow}
+    core = RunnerCore(model, h, ResultCache(None), progress=False)
+    traj = asyncio.run(scaffold.run(request(), core.call_model))
+    assert traj.error is not None and traj.error.kind == "max_time"
+    results = [s for s in traj.steps if s.type == "tool_result"]
+    assert 2 <= len(results) <= 3 and traj.steps[-1].content["work_s"] >= 1.0
 
 
 def test_provider_error_ends_with_error_and_keeps_steps():
