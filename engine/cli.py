@@ -36,6 +36,7 @@ from engine.config.errors import ConfigError
 from engine.config.schema import Experiment, TrackingConfig
 from engine.data.source import DataLoadError
 from engine.data.wheels import MissingWheelError
+from engine.help import help_text
 from engine.inspect_requests import inspect_experiment
 from engine.public import execute
 from engine.record.publish import TrackingError
@@ -275,6 +276,9 @@ def main() -> None:
         args = expand_spec_overrides(sys.argv[1:])
     except ConfigError as err:
         _fail(str(err))
+        return
+    if any(a in ("--help", "-h") for a in args):
+        print(help_text())  # evalbench's own page; Hydra's is `--hydra-help`
         return
     if any(a in HELP_FLAGS or a.startswith("--cfg") for a in args):
         sys.argv = [sys.argv[0], *args]

@@ -136,3 +136,22 @@ def test_a_reader_that_stops_early_ends_the_run_quietly():
     check = "import sys; from engine.__main__ import stdout_closed; print(stdout_closed(), file=sys.stderr)"
     assert _with_unread_stdout([sys.executable, "-c", check]).stderr.strip() == "True"
     assert _python(check).stderr.strip() == "False"
+
+
+def test_help_is_evalbenchs_own_page_and_lists_a_users_groups(tmp_path):
+    (tmp_path / "evals" / "task").mkdir(parents=True)
+    (tmp_path / "evals" / "task" / "my_capitals.yaml").write_text("# mine\nname: my_capitals\n")
+    res = subprocess.run([sys.executable, "-m", "engine", "--help"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env={**os.environ, "EVALBENCH_CONFIG_PATH": str(tmp_path / "evals")})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage: python -m engine") and "powered by Hydra" not in res.stdout
+    for line in ("config groups", "exit codes", "task=NAME[:VARIANT...]", "python -m engine.list"):
+        assert line in res.stdout
+    assert "my_capitals" in res.stdout and "gsm8k" in res.stdout  # the user's task beside the built-in ones
+    # every exit code the CLI defines is explained
+    from engine import cli
+
+    for code in (cli.EXIT_FAILED, cli.EXIT_PARTIAL, cli.EXIT_UNTRACKED, cli.EXIT_INTERRUPTED, cli.EXIT_TERMINATED):
+        assert f"{code} " in res.stdout.split("exit codes:")[1]
+    hydra = subprocess.run([sys.executable, "-m", "engine", "--hydra-help"], capture_output=True, text=True, timeout=120)
+    assert hydra.returncode == 0 and "Hydra" in hydra.stdout
