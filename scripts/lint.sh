@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint and type checks run in CI (docs/architecture.md, "Checks in CI"): ruff, then mypy (config in pyproject.toml).
+# Lint and type checks run in CI (docs/architecture.md, "Layers"): ruff, then mypy (config in pyproject.toml).
 # Both always run so one pass shows every problem; the exit status is non-zero if either failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."

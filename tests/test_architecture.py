@@ -1,4 +1,4 @@
-"""Architecture rules of docs/architecture.md ("Package layering"), checked on the source with `ast`.
+"""Architecture rules of docs/architecture.md ("Layers"), checked on the source with `ast`.
 
 Fast: every engine/**/*.py is parsed, nothing is imported (except in the last test, which starts one
 subprocess importing engine.tasks). Each failure lists file:line, the rule broken and how to fix it.

@@ -158,3 +158,20 @@ def test_evalbench_console_script_is_python_m_engine(tmp_path: Path) -> None:
         assert ours.returncode == theirs.returncode and ours.stdout == theirs.stdout
         assert ours.stderr == theirs.stderr
     assert ours.returncode == 0 and "mmlu" in ours.stdout
+
+
+def readme_python_block(heading: str = "## Python API") -> str:
+    section = (REPO / "README.md").read_text().split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow  # two real SmolLM2 runs
+def test_the_readmes_python_block_runs_as_written(tmp_path: Path) -> None:
+    done = _python(readme_python_block(), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    verdict, delta = done.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert -1.0 <= float(delta) <= 1.0 and verdict
+    for side in ("base", "bf16"):
+        (record,) = (tmp_path / "runs" / "py" / side).rglob("experiment.json")
+        assert json.loads(record.read_text())["counts"]["n"] == 20
+    assert (tmp_path / "mlruns.db").exists()  # recorded as the CLI records: the default SQLite store
