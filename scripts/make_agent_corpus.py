@@ -4,7 +4,9 @@ The Ellisande Coast is invented for this repository: its towns and companies exi
 `data/corpus/ellisande/*.md`, so a model can answer questions about them only by searching. Each
 entity is one short document; its facts are listed in `data/ellisande/facts.jsonl` with a split:
 `eval` entities feed the task rows (`data/ellisande/ellisande_qa.jsonl`, conf/task/ellisande_qa.yaml),
-`train` entities feed scripts/train_tool_caller.py (other entities, other question wordings).
+`train` entities feed scripts/train_tool_caller.py (other entities, other question wordings). A
+`train` company based in an `eval` town names that town, so its document is an evaluation document
+too: engine/harness/tool_training.py corpus_split keeps it out of training, by content.
 
     python scripts/make_agent_corpus.py   # rewrites the three outputs; the same bytes every time
 """

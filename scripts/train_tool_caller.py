@@ -3,8 +3,9 @@
     python scripts/train_tool_caller.py                 # the full training (see README for the time)
     python scripts/train_tool_caller.py --examples 4 --epochs 1 --out /tmp/tiny   # a tiny run
 
-Synthetic trajectories of the `search_agent` harness over the local corpus (engine/harness/
-tool_training.py: train entities and wordings only, never the evaluation rows) are rendered with the
+Synthetic trajectories of the `search_agent` harness over the training documents of the local corpus
+(engine/harness/tool_training.py: train entities and wordings only, never the evaluation rows, and no
+document that names an evaluation entity in any search result or fetched page) are rendered with the
 checkpoint's tools-aware chat template, and the top layers are fine-tuned on the assistant turns
 (engine/models/tool_caller_train.py). Deterministic given --seed. The loss of every step goes to
 MLflow (experiment `train_tool_caller`, the same store as evaluation runs: --tracking-uri, default

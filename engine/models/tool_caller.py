@@ -24,6 +24,9 @@ from engine.config.schema import ModelConfig
 
 TOOL_MODEL_NAME = "smollm2-135m-tools"
 TRAINING_FILE = "evalbench_training.json"  # the training config and data hash, beside the weights
+# The training data's recipe, saved in TRAINING_FILE: a checkpoint of another recipe is stale and refused.
+# 2: trajectories search the training documents only (no evaluation document is ever shown).
+TRAINING_RECIPE = 2
 
 # Mirrors engine/harness/protocol.py TEXT_PROTOCOL_PROMPT and describe_tools, token for token.
 TOOLS_CHAT_TEMPLATE = (
@@ -83,16 +86,27 @@ def training_revision(model_dir: Path) -> str | None:
 NOT_TRAINED = (
     "model=smollm2_tools selects the tool-calling SmolLM2 checkpoint, which is not trained yet on this "
     "machine (expected at {path}). Fix: run `make tool-model` (or `python scripts/train_tool_caller.py`; "
-    "about 5-8 minutes on 2 CPU cores, deterministic), then rerun; or pick another model, e.g. model=smollm2."
+    "about 12 minutes on 2 CPU cores, deterministic), then rerun; or pick another model, e.g. model=smollm2."
+)
+
+
+STALE = (
+    "model=smollm2_tools found a checkpoint at {path} trained by an older recipe (recipe {found}, expected "
+    "{expected}: its training trajectories showed documents the evaluation questions are answered from). "
+    "Fix: run `make tool-model` to retrain it (about 12 minutes on 2 CPU cores, deterministic), then rerun."
 )
 
 
 def with_tool_model(cfg: ModelConfig) -> ModelConfig:
     """`model=smollm2_tools` → the config pointing at the trained checkpoint; ConfigError (exit 2) naming
-    `make tool-model` when it is not trained. Any other model config is returned unchanged."""
+    `make tool-model` when it is not trained, or trained by another recipe (a stale checkpoint is never
+    evaluated in its place). Any other model config is returned unchanged."""
     if not is_tool_model(cfg) or cfg.path is not None:
         return cfg
     path = tool_model_dir()
-    if not (path / "model.safetensors").exists() or training_info(path) is None:
+    info = training_info(path)
+    if not (path / "model.safetensors").exists() or info is None:
         raise ConfigError(NOT_TRAINED.format(path=path))
+    if info.get("recipe") != TRAINING_RECIPE:
+        raise ConfigError(STALE.format(path=path, found=info.get("recipe", 1), expected=TRAINING_RECIPE))
     return cfg.model_copy(update={"path": str(path)})

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.models.tool_caller import TOOLS_CHAT_TEMPLATE, TRAINING_FILE
+from engine.models.tool_caller import TOOLS_CHAT_TEMPLATE, TRAINING_FILE, TRAINING_RECIPE
 
 _ASSISTANT = re.compile(r"<\|im_start\|>assistant\n(.*?<\|im_end\|>)", re.S)
 
@@ -130,7 +130,7 @@ def train_tool_caller(base_dir: Path, out_dir: Path, texts: list[str], cfg: Trai
                 on_step(step, step_loss)
 
     info = {"base": "smollm2-135m-instruct", "config": cfg.model_dump(), "data_hash": data_hash,
-            "examples": len(texts), "tokens": sum(len(s) for s in ids)}
+            "examples": len(texts), "recipe": TRAINING_RECIPE, "tokens": sum(len(s) for s in ids)}
     tmp = out_dir.with_name(out_dir.name + ".partial")
     model.hf_quantizer = None  # the base config names its GGUF source; save_pretrained refuses that otherwise
     model.save_pretrained(tmp)

@@ -1,6 +1,7 @@
-"""The tool-calling SmolLM2: its training data (no overlap with the evaluation rows, one rendering
-for both protocols) and, slow, a tiny training run through the same code as `make tool-model`:
-deterministic, and the checkpoint loads and runs one agent question."""
+"""The tool-calling SmolLM2: its training data (no overlap with the evaluation rows, no evaluation
+document ever shown, one rendering for both protocols), a stale checkpoint refused, and, slow, a tiny
+training run through the same code as `make tool-model`: deterministic, and the checkpoint loads and
+runs one agent question."""
 
 from __future__ import annotations
 
@@ -10,17 +11,23 @@ import json
 
 import pytest
 
+from engine.config.errors import ConfigError
 from engine.config.paths import resolve_project_path
+from engine.config.schema import ModelConfig
+from engine.harness.search_index import LocalIndex
 from engine.harness.tool_training import (
+    CORPUS,
     QUERY_SUFFIX,
     build_tool_caller,
+    corpus_split,
+    leaked_conversations,
     render,
     search_agent_harness,
     training_questions,
     trajectories,
 )
 from engine.harness.tools import resolve_tools
-from engine.models.tool_caller import TOOLS_CHAT_TEMPLATE
+from engine.models.tool_caller import TOOLS_CHAT_TEMPLATE, TRAINING_FILE, TRAINING_RECIPE, with_tool_model
 from engine.models.tool_caller_train import TrainConfig, assistant_mask
 
 
@@ -36,6 +43,44 @@ def test_training_questions_never_overlap_the_evaluation_rows():
     assert not {r["question"] for r in rows} & {q["question"] for q in train}
     assert not {r["entity"] for r in rows} & {q["entity"] for q in train}
     assert not {r["doc"] for r in rows} & {q["doc"] for q in train}  # other entities, other documents
+
+
+def test_the_corpus_split_is_disjoint_covers_the_corpus_and_holds_every_evaluation_entity():
+    split = corpus_split()
+    docs = LocalIndex.for_corpus(CORPUS).docs
+    assert not split.evaluation & split.training
+    assert split.evaluation | split.training == {d["id"] for d in docs}
+    rows = _eval_rows()
+    assert {r["doc"] for r in rows} <= split.evaluation
+    entities = {r["entity"] for r in rows}
+    assert not [d["id"] for d in docs if d["id"] in split.training and any(e in d["text"] for e in entities)]
+    # a training company based in an evaluation town names it: an evaluation document too
+    assert len(split.evaluation) > len({r["doc"] for r in rows}) and len(split.training) >= 50
+
+
+def test_no_training_conversation_shows_an_evaluation_document():
+    cfg = TrainConfig()
+    split = corpus_split()
+    conversations = trajectories(cfg.examples, cfg.seed)
+    assert len(conversations) == cfg.examples == 240
+    assert leaked_conversations(conversations, split) == 0
+    entities = {r["entity"] for r in _eval_rows()}
+    assert not [e for c in conversations for m in c for e in entities if e in (m.content or "")]
+    # the measure can fail: the same questions searched over the whole corpus show evaluation documents
+    leaky = trajectories(cfg.examples, cfg.seed, corpus=resolve_project_path(CORPUS))
+    assert leaked_conversations(leaky, split) > 50
+
+
+def test_a_checkpoint_of_an_older_training_recipe_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALBENCH_HOME", str(tmp_path))
+    model_dir = tmp_path / "models" / "smollm2-135m-tools"
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.safetensors").write_bytes(b"")
+    (model_dir / TRAINING_FILE).write_text(json.dumps({"data_hash": "0" * 16, "examples": 240}))
+    with pytest.raises(ConfigError, match=r"older recipe.*make tool-model"):
+        with_tool_model(ModelConfig(name="smollm2-135m-tools"))
+    (model_dir / TRAINING_FILE).write_text(json.dumps({"data_hash": "0" * 16, "recipe": TRAINING_RECIPE}))
+    assert with_tool_model(ModelConfig(name="smollm2-135m-tools")).path == str(model_dir)
 
 
 def test_both_protocols_render_the_same_tokens_and_only_replies_are_trained(smollm2_dir):
