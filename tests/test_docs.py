@@ -48,3 +48,17 @@ def test_every_doc_citation_names_a_heading_that_exists() -> None:
               if section not in known[doc] and not any(h.startswith(section) for h in known[doc])]
     assert not broken, "citations of sections that do not exist (rename the citation or add the section):\n" + \
         "\n".join(broken)
+
+
+def test_the_readme_layout_table_names_every_package_and_folder() -> None:
+    text = (REPO / "README.md").read_text()
+    layout = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    cells = " ".join(line.split("|")[1] for line in layout.splitlines() if line.startswith("| `"))
+    tracked = {p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith(".")
+               and p.name not in {"runs", "test-artifacts", "build", "dist", "ckpt", "outputs", "multirun"}
+               and not p.name.endswith(".egg-info") and p.name != "__pycache__"}
+    missing = [f"{name}/" for name in sorted(tracked) if f"`{name}/" not in cells and name != "engine"]
+    missing += [f"engine/{p.name}" for p in sorted((REPO / "engine").iterdir())
+                if (p.is_dir() and p.name not in {"__pycache__", "_shipped"} and f"`engine/{p.name}`" not in cells)
+                or (p.suffix == ".py" and f"`engine/{p.name}`" not in cells)]
+    assert not missing, f"README 'Layout' does not list: {', '.join(missing)}"
