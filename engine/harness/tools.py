@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from engine.api import Registry, TrajectoryStep, origin_of
 from engine.config import names
 from engine.config.errors import ConfigError
-from engine.sandbox import SandboxError
+from engine.sandbox import SandboxError, SandboxUnavailableError
 
 
 class ToolResult(BaseModel):
@@ -90,6 +90,8 @@ class ToolContext:
         except SandboxError as err:
             self.steps.append(TrajectoryStep(type="sandbox", started=started, duration_s=time.monotonic() - t0,
                                              content={"tool": self.tool_name, "error": str(err)[:1000]}))
+            if isinstance(err, SandboxUnavailableError):
+                raise  # no host can run it: the instance is an error, not the model's observation
             raise ToolFailure("sandbox_error", f"the sandbox failed: {err}") from err
         except Exception as err:  # noqa: BLE001 - NoPoolError etc.
             raise ToolFailure("capability", f"{type(err).__name__}: {err}") from err
@@ -222,7 +224,7 @@ class Tool:
                 out = await out
         except ToolFailure as err:
             return ToolResult(ok=False, error=err.kind, content=f"error: {err}")
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, SandboxUnavailableError):
             raise
         except Exception as err:  # noqa: BLE001 - a tool bug is the model's observation, not a crash
             return ToolResult(ok=False, error="tool_error", content=f"error: {self.name} failed: "

@@ -24,6 +24,7 @@ from engine.record.mlflow_writer import start_mlflow_run
 from engine.record.publish import RecordNotTracked, record_and_log
 from engine.runner.cache import ResultCache
 from engine.runner.core import RunnerCore
+from engine.runner.sandbox_check import check_sandboxes
 from engine.runner.stop import run_main
 from engine.runner.task_run import TaskInterrupted, TaskResult, execute, run_dir_for
 from engine.scoring.judge import judge_config
@@ -171,6 +172,7 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
                 raise ConfigError(f"Task {run.spec} is an external eval, and this caller gave the runner no "
                                   "external-eval hooks. Fix: run it with `python -m engine` (engine/cli.py passes them).")
             external.check(run, exp)
+    await check_sandboxes(exp, runs)  # a docker daemon down or a broken bwrap: exit 2 before the model loads
     provider = build_provider(exp.model)
     judge = judge_provider(exp, provider, runs)
     for p in (provider, judge):

@@ -180,7 +180,7 @@ async def score_by_execution(task: Task, records: list[InstanceRecord], instance
             try:
                 ex = await scorer(task.config, by_id[rec.instance_id], rec.output_text or "", ctx.resources)
             except SandboxError as err:
-                return WorkResult(error=InstanceError(kind="sandbox", message=str(err)[:1000], attempts=1))
+                return WorkResult(error=InstanceError(kind=err.kind, message=str(err)[:1000], attempts=1))
             return WorkResult(scores=ex.scores, extracted=ex.extracted, steps=(ex.step,))
 
         key = stable_hash({"execution": task.execution, "instance": rec.instance_id, "sample": rec.sample_index,

@@ -6,7 +6,7 @@ to the cheapest covering pool, plans and starts pools before a run and tears eve
 exit, error, SIGINT and SIGTERM. A request that requires nothing never touches a sandbox.
 """
 
-from engine.sandbox.base import InputFilesError, Sandbox, SandboxError
+from engine.sandbox.base import InputFilesError, Sandbox, SandboxError, SandboxUnavailableError
 from engine.sandbox.models import (
     BASH,
     NETWORK,
@@ -27,7 +27,7 @@ from engine.sandbox.teardown import teardown_all_sync
 __all__ = [
     "BASH", "DEFAULT_POOL", "NETWORK", "PYTHON", "Capability", "Demand", "ExecResult", "InputFilesError",
     "NoPoolError", "PoolPlan",
-    "Sandbox", "SandboxError", "SandboxLimits", "SandboxPlan", "SandboxPoolConfig",
+    "Sandbox", "SandboxError", "SandboxLimits", "SandboxUnavailableError", "SandboxPlan", "SandboxPoolConfig",
     "SandboxRouter", "normalize_requires", "plan", "pools_from_config", "route",
     "teardown_all_sync",
 ]

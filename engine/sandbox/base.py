@@ -18,7 +18,18 @@ READ_FILE_MAX_BYTES = 64 * 1024 * 1024
 
 
 class SandboxError(RuntimeError):
-    """The sandbox itself failed (could not start, broke down): not the code's fault."""
+    """The sandbox itself failed (could not start, broke down): not the code's fault.
+
+    ``kind`` is the instance error kind the record keeps (docs/architecture.md, "Sandboxes").
+    """
+
+    kind: ClassVar[str] = "sandbox"
+
+
+class SandboxUnavailableError(SandboxError):
+    """No host of the pool can run the execution (daemon down, bwrap broken): it did not run."""
+
+    kind: ClassVar[str] = "sandbox_unavailable"
 
 
 class InputFilesError(PermissionError):

@@ -334,6 +334,10 @@ class DockerSandbox(Sandbox):
             raise
         except Exception as e:
             raise SandboxError(f"{self.name}: docker exec failed: {e}") from e
+        if res.exit_code is None and not (res.timed_out or res.truncated):
+            # The stream ended without an exit status (the connection to the daemon was cut):
+            # the execution's outcome is unknown, which must never read as a failing verdict.
+            raise SandboxError(f"{self.name}: the execution's stream ended without an exit status")
         result = self._result(exit_code=137 if res.timed_out else res.exit_code,
                               stdout=bytes(res.out), stderr=bytes(res.err),
                               timed_out=res.timed_out, truncated=res.truncated,

@@ -28,7 +28,7 @@ def _has_image(host: DockerHost | None, image: str) -> bool:
     return True
 
 
-def copy_image(image: str, source: DockerHost | None, target: DockerHost) -> None:
+def copy_image(image: str, source: DockerHost | None, target: DockerHost | None) -> None:
     """Stream ``image`` from ``source`` into ``target`` (``docker save | docker load``)."""
     stream: Any = client(source).api.get_image(image)
     try:
@@ -37,11 +37,13 @@ def copy_image(image: str, source: DockerHost | None, target: DockerHost) -> Non
         with contextlib.suppress(Exception):
             stream.close()
     if not _has_image(target, image):
-        raise RuntimeError(f"{image} is still missing on {target.url} after docker load")
+        where = target.url if target is not None else "the default daemon"
+        raise RuntimeError(f"{image} is still missing on {where} after docker load")
 
 
-def check_host(host: DockerHost, image: str, peers: Sequence[DockerHost] = ()) -> str | None:
-    """None when ``host`` can run the pool's sandboxes, else why not (one line).
+def check_host(host: DockerHost | None, image: str, peers: Sequence[DockerHost] = ()) -> str | None:
+    """None when ``host`` (None: DOCKER_HOST or the local daemon) can run the pool's sandboxes,
+    else why not (one line).
 
     The image is loaded from the first of ``peers`` (or the default daemon) that has it.
     """
@@ -52,7 +54,9 @@ def check_host(host: DockerHost, image: str, peers: Sequence[DockerHost] = ()) -
     try:
         if _has_image(host, image):
             return None
-        sources: list[DockerHost | None] = [p for p in peers if p != host] + [None]
+        sources: list[DockerHost | None] = [p for p in peers if p != host]
+        if host is not None:
+            sources.append(None)
         for src in sources:
             with contextlib.suppress(Exception):
                 if _has_image(src, image):

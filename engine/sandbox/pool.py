@@ -8,10 +8,11 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 
-from engine.sandbox.base import Sandbox, SandboxError
+from engine.sandbox.base import Sandbox, SandboxError, SandboxUnavailableError
 from engine.sandbox.bwrap import BwrapSandbox
 from engine.sandbox.docker_backend import DockerSandbox
 from engine.sandbox.docker_hosts import check_host
+from engine.sandbox.health import pool_unavailable_reason
 from engine.sandbox.local import LocalSandbox
 from engine.sandbox.models import DockerHost, SandboxPoolConfig
 
@@ -149,6 +150,10 @@ class SandboxPool:
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
 
+    async def unavailable_reason(self) -> str | None:
+        """Why no sandbox of this pool can start now (None: the backend works)."""
+        return await pool_unavailable_reason(self.config, self.host)
+
     async def close(self) -> None:
         """Stop every sandbox (idempotent)."""
         self._closed = True
@@ -190,8 +195,8 @@ class MultiHostPool:
     round-robin, and each loan goes to the healthy host with the lowest load (ties: the one that
     served least). Hosts are health-checked (daemon answers, image present or copied there) before
     the first sandbox starts, and again when one fails; a failing host is taken out with its reason
-    and its executions go to the others. No healthy host left: ``SandboxError`` (an error, never a
-    score).
+    and its executions go to the others. No healthy host left: ``SandboxUnavailableError`` (an
+    error, never a score).
     """
 
     def __init__(self, config: SandboxPoolConfig, size: int | None = None) -> None:
@@ -246,10 +251,19 @@ class MultiHostPool:
               f"{', '.join(others) if others else 'no other host (none is left)'}.",
               file=sys.stderr)
 
-    def _require_healthy(self) -> None:
+    def _down_reason(self) -> str | None:
         if all(h.down is not None for h in self._hosts):
-            reasons = "; ".join(f"{h.host.url}: {h.down}" for h in self._hosts)
-            raise SandboxError(f"pool {self.name}: no docker host is usable ({reasons})")
+            return "; ".join(f"{h.host.url}: {h.down}" for h in self._hosts)
+        return None
+
+    def _require_healthy(self) -> None:
+        if (reasons := self._down_reason()) is not None:
+            raise SandboxUnavailableError(f"pool {self.name}: no docker host is usable ({reasons})")
+
+    async def unavailable_reason(self) -> str | None:
+        """Why no host can run an execution (None while one is healthy); the failing ones were
+        re-checked and taken out when their execution failed."""
+        return self._down_reason()
 
     async def check(self) -> None:
         """Health-check every host once (concurrently); take out the ones that fail."""

@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from engine.sandbox._proc import reap_orphaned_uids
-from engine.sandbox.base import Command, Files, Sandbox, SandboxError
+from engine.sandbox.base import Command, Files, Sandbox, SandboxError, SandboxUnavailableError
 from engine.sandbox.docker_backend import remove_containers
 from engine.sandbox.models import (
     Capability,
@@ -111,9 +111,12 @@ class SandboxRouter:
                 warm.append(pool.warm(pp.size))
         results = await asyncio.gather(*warm, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
+        if any(not isinstance(e, SandboxError) for e in errors):
             await self.close()
-            raise errors[0]
+            raise next(e for e in errors if not isinstance(e, SandboxError))
+        for e in errors:  # a host lost since the pre-flight check: the executions will say so
+            log.warning("sandbox pool failed to start all its sandboxes (%s); its executions start "
+                        "them on demand or end as errors", e)
         return self.plan
 
     async def _reap_leftovers(self) -> None:
@@ -175,7 +178,9 @@ class SandboxRouter:
         """Run one command in a fresh work dir of the cheapest pool covering ``requires``.
 
         Failures of the code (exit codes, timeouts, limits) come back in the ``ExecResult``; a
-        failure of the sandbox itself is retried on a fresh sandbox ``retries`` times.
+        failure of the sandbox itself is retried on a fresh sandbox (another host's, when one
+        was lost) ``retries`` times, then raised: ``SandboxUnavailableError`` when no host of
+        the pool can run anything any more, else ``SandboxError``.
         """
         pool = self._pool_for(requires)
         for attempt in range(self.retries + 1):
@@ -184,11 +189,25 @@ class SandboxRouter:
                     result = await sb.exec(command, stdin=stdin, files=files, timeout_s=timeout_s)
                 pool.stats.executions += 1
                 return result
+            except SandboxUnavailableError:
+                raise
             except SandboxError as e:
                 if attempt >= self.retries:
+                    await self._raise_if_unavailable(pool, e)
                     raise
                 log.warning("sandbox failure in pool %s (%s); retrying", pool.name, e)
         raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _raise_if_unavailable(pool: SandboxPool | MultiHostPool, error: SandboxError) -> None:
+        """A failure the retry did not cure: ``SandboxUnavailableError`` when the pool's backend
+        or host is gone (the execution did not run), else nothing (one sandbox broke down)."""
+        reason = await pool.unavailable_reason()
+        if reason is not None:
+            backend = pool.config.backend
+            raise SandboxUnavailableError(
+                f"sandbox pool {pool.name!r} ({backend}) is unavailable: {reason}; the execution did not "
+                f"run ({error})") from error
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {name: p.stats.as_dict() for name, p in self._pools.items()}
