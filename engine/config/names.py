@@ -23,6 +23,21 @@ DECORATORS: dict[str, str] = {"task": "@task", "scorer": "@scorer", "metric": "@
 ENGINE_METRICS = frozenset({"acc", "acc_none", "acc_per_token", "acc_per_char", "acc_uncond", "bpb", "exact_match",
                             "pass", "contains", "relaxed_match", "judge"})
 
+# The declared range of the engine's per-instance scores: a 0/1 score (or a mean of 0/1 samples) lies in
+# [0, 1], bits per byte is non-negative. A score from outside the engine (an external benchmark's
+# per-sample output) is checked against it (engine/external/validate.py).
+UNIT_INTERVAL_METRICS = ENGINE_METRICS - {"bpb"}
+
+
+def metric_range(name: str) -> tuple[float, float]:
+    """(low, high) a score of this name must lie in; (-inf, inf) for a name the engine does not define."""
+    if name in UNIT_INTERVAL_METRICS or (name.startswith("pass@") and name[5:].isdigit()):
+        return 0.0, 1.0
+    if name == "bpb":
+        return 0.0, float("inf")
+    return float("-inf"), float("inf")
+
+
 # Built-in scorers with the metric each writes (engine/scoring/scorers.py, engine/scoring/judge.py).
 BUILTIN_SCORERS: dict[str, tuple[str, ...]] = {
     "contains": ("contains",), "relaxed_match": ("relaxed_match",), "judge": ("judge",)}

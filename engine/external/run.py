@@ -49,6 +49,7 @@ from engine.external.sandboxed import (
     prepare_dirs,
     run_in_container,
 )
+from engine.external.validate import check_output, missing_records
 from engine.models import resolve_model_dir, with_tool_model
 from engine.record.atomic import atomic_write_lines
 from engine.runner.core import RunnerCore
@@ -251,6 +252,7 @@ async def run_external(task_run: TaskRun, exp: Experiment, core: RunnerCore) -> 
             return result("failed", [])
         try:
             output = wrapper.parse(ctx)
+            missing = check_output(output, [i.id for i in instances])  # docs/architecture.md, "Boundaries"
         except OutputError as err:
             _write_gateway_log(exp, task_run, served, {})
             extra.update(error=f"{ext.wrapper}'s output cannot be read: {err}", stderr_tail=stderr_tail)
@@ -262,9 +264,13 @@ async def run_external(task_run: TaskRun, exp: Experiment, core: RunnerCore) -> 
         extra["aggregate_only"] = True
         return result("finished", [], _aggregate_only(output))
     records, owner = map_samples(output.samples, served, task_hash, task_run.spec, clusters)
+    order = {i.id: n for n, i in enumerate(instances)}
+    records = sorted([*records, *missing_records(missing, task_hash, task_run.spec, ext.wrapper, clusters)],
+                     key=lambda r: order[r.instance_id])
     _write_gateway_log(exp, task_run, served, owner)
-    extra.update(aggregate_only=False, unmatched_requests=len(served) - len(owner))
-    return result("finished" if records else "failed", records)
+    extra.update(aggregate_only=False, unmatched_requests=len(served) - len(owner), missing_from_output=len(missing))
+    scored = sum(r.error is None for r in records)
+    return result("failed" if not scored else "finished" if scored == len(records) else "partial", records)
 
 
 def _say_failed(spec: str, error: str, stderr_tail: str) -> None:

@@ -114,12 +114,18 @@ if mode == "garbage":
     sys.exit(0)
 os.makedirs(out + "/m", exist_ok=True)
 name = "evalbench_hellaswag"
-json.dump({"results": {name: {"alias": name, "acc,none": 0.5, "acc_stderr,none": 0.1, "acc_norm,none": 0.25}},
+json.dump({"results": {name: {"alias": name, "acc,none": 0.5, "acc_stderr,none": 0.1, "acc_norm,none": float("nan") if mode == "aggregate-nan" else 0.25}},
            "n-samples": {name: {"original": len(rows), "effective": len(rows)}}}, open(out + "/m/results_1.json", "w"))
-if mode == "aggregate":
+if mode in ("aggregate", "aggregate-nan"):
     sys.exit(0)
+# Defective outputs (modes): every question twice, the last two missing, ids that are not the task's,
+# a NaN score, a per-sample score of 5 on a 0/1 metric.
+written = [*rows, *rows] if mode == "duplicate" else rows[:-2] if mode == "missing-2" else rows
 with open(out + f"/m/samples_{name}_1.jsonl", "w") as f:
-    for i, row in enumerate(rows):
+    for i, row in enumerate(written):
+        i = i % len(rows)
+        if mode == "foreign-ids":
+            row = {**row, "id": f"other-{row['id']}"}
         if mode == f"kill-engine-after:{i}":  # the engine (our parent) dies halfway, as under a SIGKILL
             os.kill(os.getppid(), 9)
             sys.exit(0)
@@ -133,7 +139,8 @@ with open(out + f"/m/samples_{name}_1.jsonl", "w") as f:
             args_[f"gen_args_{j}"] = {"arg_0": prompt, "arg_1": " " + ending}
         f.write(json.dumps({"doc_id": i, "doc": {**row, "choices": row["endings"][:2]}, "target": "0",
                             "arguments": args_, "resps": [], "filtered_resps": [["-1.5", "False"], ["-2.5", "False"]],
-                            "metrics": ["acc", "acc_norm"], "acc": float(i % 2), "acc_norm": 1.0}) + "\n")
+                            "metrics": ["acc", "acc_norm"], "acc": float(i % 2),
+                            "acc_norm": {"nan": float("nan"), "score-5": 5.0}.get(mode, 1.0)}) + "\n")
 '''
 
 

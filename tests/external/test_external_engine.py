@@ -110,3 +110,37 @@ def test_engine_list_marks_external_evals_with_their_wrapper(capsys) -> None:
     assert "[external: lm_eval]" in lines["lm_eval_hellaswag"]
     assert "[external: inspect]" in lines["inspect_mmlu"]
     assert "[external:" not in lines["hellaswag"] and "[external:" not in lines["mmlu"]
+
+
+# -- the benchmark's output is checked against the questions sent (docs/architecture.md, "Boundaries") --
+@pytest.mark.slow  # engine subprocesses
+@pytest.mark.parametrize(("mode", "code", "needles"), [
+    ("duplicate", 1, ["more than one sample", "(2 times)"]),
+    ("foreign-ids", 1, ["instance ids the engine did not send", "'other-"]),
+    ("nan", 1, ["score 'acc' = nan, not a finite number"]),
+    ("score-5", 1, ["score 'acc' = 5.0, outside its range [0, 1]"]),
+    ("aggregate-nan", 1, ["the benchmark's aggregate has score 'acc' = nan"]),
+])
+def test_a_defective_benchmark_output_fails_the_run_naming_the_defect(tmp_path, fake_lm_eval, mode, code, needles) -> None:
+    done = _engine(["task=lm_eval_hellaswag", "limit=5"], tmp_path, fake_lm_eval, mode)
+    assert done.returncode == code, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr
+    record = json.loads((tmp_path / "runs" / "lm_eval_hellaswag" / "experiment.json").read_text())
+    assert record["status"] == "failed" and record["scores"] == {}
+    error = record["config"]["external_run"]["error"]
+    for needle in needles:
+        assert needle in error and needle in done.stderr, (needle, error)
+
+
+@pytest.mark.slow  # an engine subprocess
+def test_questions_the_benchmark_did_not_answer_are_errored_instances(tmp_path, fake_lm_eval) -> None:
+    done = _engine(["task=lm_eval_hellaswag", "limit=5"], tmp_path, fake_lm_eval, "missing-2")
+    assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
+    run_dir = tmp_path / "runs" / "lm_eval_hellaswag"
+    record = json.loads((run_dir / "experiment.json").read_text())
+    assert record["status"] == "partial"
+    assert record["counts"] == {**record["counts"], "n": 5, "scored": 3, "errored": 2}
+    assert record["scores"]["acc"]["n"] == 3  # the score is over the answered questions only
+    instances = [json.loads(line) for line in (run_dir / "instances.jsonl").read_text().splitlines()]
+    kinds = [(r["error"] or {}).get("kind") for r in instances]
+    assert kinds == [None, None, None, "missing_from_output", "missing_from_output"]
