@@ -1,4 +1,4 @@
-"""Intervals correct at small n: Wilson and Newcombe for 0/1 scores, CR1 clustered SEs with t quantiles.
+"""Intervals correct at small n: Wilson and Tango for 0/1 scores, CR1 clustered SEs with t quantiles.
 
 docs/architecture.md, "Statistics", gives every formula with its source. In short:
 - the SE: plain (Miller 2024) or, when clusters are given and there are at least MIN_CLUSTERS,

@@ -1,8 +1,8 @@
 """Score intervals for a proportion and for the difference of two paired proportions.
 
-Pure formulas of counts (or proportions and an effective sample size), each inside the parameter
-space at every n: Wilson for p ∈ [0, 1]; Tango's score interval and Newcombe's hybrid for a paired
-Δ ∈ [−1, 1]. docs/architecture.md, "Statistics", says which the engine reports and why.
+Pure formulas of counts (real-valued: effective counts are allowed), each inside the parameter
+space at every n: Wilson for p ∈ [0, 1]; Tango's score interval for a paired Δ ∈ [−1, 1]
+(docs/architecture.md, "Statistics").
 """
 
 from __future__ import annotations
@@ -16,25 +16,8 @@ def wilson_interval(p: float, n: float, quantile: float) -> tuple[float, float]:
     q2n = quantile * quantile / n
     centre = (p + q2n / 2) / (1 + q2n)
     half = quantile * math.sqrt(max(p * (1 - p) / n + q2n / (4 * n), 0.0)) / (1 + q2n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def newcombe_paired_interval(p11: float, p10: float, p01: float, p00: float, n: float,
-                             quantile: float) -> tuple[float, float]:
-    """Newcombe (1998, "Improved confidence intervals for the difference between binomial proportions
-    based on paired data", Statistics in Medicine 17:2635, method 10) for Δ = p1 − p2, p1 = p11 + p10,
-    p2 = p11 + p01, from the cell proportions of the 2×2 table and the (effective) number of pairs n.
-    Always inside [−1, 1]: Δ − δ ≥ l1 − u2 and Δ + ε ≤ u1 − l2."""
-    p1, p2 = p11 + p10, p11 + p01
-    l1, u1 = wilson_interval(p1, n, quantile)
-    l2, u2 = wilson_interval(p2, n, quantile)
-    margins = (p11 + p10) * (p01 + p00) * (p11 + p01) * (p10 + p00)
-    # φ, the correlation of the table; 0 when a margin is empty (Newcombe's convention)
-    phi = (p11 * p00 - p10 * p01) / math.sqrt(margins) if margins > 0 else 0.0
-    delta = p1 - p2
-    lower = math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
-    upper = math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
-    return max(-1.0, delta - lower), min(1.0, delta + upper)
+    # the interval holds p (rounding could leave 1 − 1e-16 above an observed 100%)
+    return max(0.0, min(centre - half, p)), min(1.0, max(centre + half, p))
 
 
 def _tango_score(wins: float, losses: float, n: float, delta0: float) -> float:
