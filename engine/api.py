@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,8 +289,32 @@ class AgentSummary(_Record):
         return out
 
 
+# Run kinds (docs/architecture.md, "Run kinds"): what a run is, in its run folder's record and in
+# its MLflow tag `evalbench.kind`. The names are defined here once; readers select by them.
+TaskRunKind = Literal["task", "external"]  # the kinds with a run folder of per-question records
+RunKind = Literal[TaskRunKind, "suite", "sweep"]
+TASK_RUN: Literal["task"] = "task"  # one task spec evaluated by the engine: experiment.json + instances.jsonl
+EXTERNAL_RUN: Literal["external"] = "external"  # one task spec run by a benchmark's own loop: the same files
+SUITE_RUN: Literal["suite"] = "suite"  # a suite's parent run: suite.json, the aggregate over its task runs
+SWEEP_RUN: Literal["sweep"] = "sweep"  # a sweep's parent run: sweep.json; in MLflow one per experiment written to
+RUN_KINDS: tuple[RunKind, ...] = (TASK_RUN, EXTERNAL_RUN, SUITE_RUN, SWEEP_RUN)
+# Runs with per-question records (a run folder with instances.jsonl): what compare, the series,
+# the viewer and sync read as task runs; suite and sweep parents hold aggregates only.
+QUESTION_RUN_KINDS: frozenset[TaskRunKind] = frozenset({TASK_RUN, EXTERNAL_RUN})
+
+
+def legacy_run_kind(config: dict[str, Any]) -> TaskRunKind:
+    """The kind of a record written before records carried one: every such record is a task run,
+    an external one when its task names an external eval."""
+    task = config.get("task") if isinstance(config, dict) else None
+    return EXTERNAL_RUN if isinstance(task, dict) and task.get("external") else TASK_RUN
+
+
 class RunRecord(_Record):
     run_id: str
+    # "task" or "external" (a run folder never holds a suite or sweep parent); absent in records
+    # written before kinds existed, which are task runs (filled in by `_fill_kind`).
+    kind: TaskRunKind = TASK_RUN
     experiment_id: str
     experiment_name: str
     created: str
@@ -324,6 +348,13 @@ class RunRecord(_Record):
         """An external eval that reported its aggregate only: its scores have no per-question
         values, so no SE, CI or MDE exist (the stored zeros are placeholders, never shown)."""
         return bool((self.config.get("external_run") or {}).get("aggregate_only"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") is None:
+            return {**data, "kind": legacy_run_kind(data.get("config") or {})}
+        return data
 
 
 class Provider(Protocol):

@@ -23,14 +23,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from engine.api import RunRecord
+from engine.api import SWEEP_RUN, RunRecord
 from engine.config.schema import Experiment, TrackingConfig
 from engine.record import store
 from engine.record.atomic import atomic_write_text
-from engine.record.mlflow_writer import start_mlflow_run
-from engine.record.suite import KIND_TAG, PARENT_TAG
+from engine.record.mlflow_writer import KIND_TAG, start_mlflow_run
+from engine.record.suite import PARENT_TAG
 
 RESULT_FILE = "job_result.json"
+SWEEP_FILE = "sweep.json"  # the sweep parent's record in the sweep folder (SweepRecord)
 SWEEP_ID_TAG = "evalbench.sweep_id"
 SWEEP_ID_ENV = "EVALBENCH_SWEEP_ID"  # set in every job by `hydra.job.env_set` (Hydra carries it to any launcher)
 
@@ -76,6 +77,29 @@ class JobResult(BaseModel):
     host: str = ""  # where the job ran (a worker process, a SLURM node)
     pid: int = 0
     wall_s: float = 0.0  # the job function's wall time (composition, model load, runs, records)
+
+
+class SweepRecord(BaseModel):
+    """The sweep parent (docs/architecture.md, "Run kinds"): written to `<sweep dir>/sweep.json`
+    beside the jobs' folders, with the MLflow parent run ids once they are logged."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["sweep"] = SWEEP_RUN
+    sweep_id: str
+    sweep_dir: str
+    jobs: dict[str, int]  # job status → count
+    mlflow_run_ids: list[str] = []
+
+
+def write_sweep_record(sweep_id: str, sweep_dir: Path, results: Sequence[JobResult],
+                       mlflow_run_ids: Sequence[str] = ()) -> Path:
+    counts = {s: sum(r.status == s for r in results) for s in ("finished", "partial", "untracked", "failed", "missing")}
+    rec = SweepRecord(sweep_id=sweep_id, sweep_dir=str(sweep_dir), jobs=counts, mlflow_run_ids=list(mlflow_run_ids))
+    path = sweep_dir / SWEEP_FILE
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, rec.model_dump_json(indent=2))
+    return path
 
 
 def new_sweep_id() -> str:
@@ -217,7 +241,9 @@ def log_sweep_parents(sweep_id: str, sweep_dir: Path, results: Sequence[JobResul
     jobs' runs nested under it (`mlflow.parentRunId`; a suite job's parent run is nested, its task
     runs stay under it), the job counts as metrics and the summary table as an artifact. Nested after
     the launcher returns: jobs may run anywhere and write their runs themselves. `trackings[i]` is
-    job i's tracking config (None or mlflow off: not tracked). Returns the parent run ids."""
+    job i's tracking config (None or mlflow off: not tracked). `sweep.json` (SweepRecord) in the sweep
+    folder records the sweep parent there, with these ids once logged. Returns the parent run ids."""
+    write_sweep_record(sweep_id, sweep_dir, results)  # the folder's record first: MLflow may be down
     from mlflow.entities import Metric, Param, RunTag  # heavy; only when a sweep is tracked
 
     groups: dict[tuple[str, str], tuple[TrackingConfig, list[JobRun]]] = {}
@@ -234,7 +260,7 @@ def log_sweep_parents(sweep_id: str, sweep_dir: Path, results: Sequence[JobResul
     for (uri, name), (tracking, runs) in groups.items():
         client = store.client(uri)
         parent = start_mlflow_run(tracking, name, f"sweep {sweep_id} ({len(results)} jobs)",
-                                  {KIND_TAG: "sweep", SWEEP_ID_TAG: sweep_id, "evalbench.sweep_dir": str(sweep_dir)})
+                                  {KIND_TAG: SWEEP_RUN, SWEEP_ID_TAG: sweep_id, "evalbench.sweep_dir": str(sweep_dir)})
         children: dict[str, None] = {}
         for run in runs:
             tags = store.retry(partial(client.get_run, run.mlflow_run_id), "read a job's run").data.tags
@@ -250,4 +276,6 @@ def log_sweep_parents(sweep_id: str, sweep_dir: Path, results: Sequence[JobResul
         status = "FINISHED" if sweep_exit_code(results) == 0 else "FAILED"
         store.retry(partial(client.set_terminated, parent, status=status), "finish the sweep run")
         parents.append(parent)
+    if parents:
+        write_sweep_record(sweep_id, sweep_dir, results, parents)
     return parents

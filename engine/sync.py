@@ -19,14 +19,15 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+from engine.api import QUESTION_RUN_KINDS, SUITE_RUN  # noqa: E402
+from engine.record.folder import RUN_FILE, SUITE_FILE, record_kind  # noqa: E402
 from engine.record.publish import SyncOutcome, push_run_folder  # noqa: E402
-from engine.record.suite import SUITE_FILE, push_suite_file  # noqa: E402
-
-RUN_FILE = "experiment.json"
+from engine.record.suite import push_suite_file  # noqa: E402
 
 
 def collect(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
-    """(run folders, job folders with suite.json, paths holding neither), each in a stable order."""
+    """(run folders, job folders with suite.json, paths holding neither), each in a stable order.
+    A record file is sorted by the run kind it declares (docs/architecture.md, "Run kinds")."""
     runs: dict[Path, None] = {}
     suites: dict[Path, None] = {}
     empty = []
@@ -34,8 +35,10 @@ def collect(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
         if not path.is_dir():
             empty.append(path)
             continue
-        found_runs = [path] if (path / RUN_FILE).is_file() else sorted(p.parent for p in path.rglob(RUN_FILE))
-        found_suites = sorted(p.parent for p in path.rglob(SUITE_FILE))
+        run_files = [path / RUN_FILE] if (path / RUN_FILE).is_file() else sorted(path.rglob(RUN_FILE))
+        # An unreadable experiment.json stays a run folder: pushing it names what is wrong with it.
+        found_runs = [p.parent for p in run_files if record_kind(p) in (*QUESTION_RUN_KINDS, None)]
+        found_suites = sorted(p.parent for p in path.rglob(SUITE_FILE) if record_kind(p) in (SUITE_RUN, None))
         if not found_runs and not found_suites:
             empty.append(path)
         runs.update(dict.fromkeys(found_runs))

@@ -106,6 +106,7 @@ class SuiteComparison(Frozen):
     mean_a: float | None = None
     mean_b: float | None = None
     paired: bool = True
+    explanation: str = ""  # what A, B and Δ of the suite row are (engine/compare/suite.py `explanation`)
     delta: float
     stderr: float
     ci_low: float

@@ -19,7 +19,7 @@ from engine.compare.models import (
     UnmatchedTask,
     verdict_of,
 )
-from engine.compare.suite import leaves, run_suite_score, suite_delta_se
+from engine.compare.suite import explanation, leaves, run_suite_score, suite_delta_se
 from engine.scoring.suites import AggregateScore
 from engine.stats import PairedComparison, paired_compare, summarize, summarize_macro
 from engine.stats._paired import PAIRED_MDE_FACTOR
@@ -282,6 +282,7 @@ def suite_comparison(name: str, tasks: Sequence[TaskComparison], diffs: Sequence
         mean_a=mean_a,
         mean_b=mean_b,
         paired=paired,
+        explanation=explanation(suites, paired),
         delta=delta,
         stderr=se,
         ci_low=delta - Z_95 * se,

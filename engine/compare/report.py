@@ -43,7 +43,8 @@ def rows(report: ComparisonReport) -> list[dict[str, object]]:
         n = sum(t.stats.n for t in report.tasks)
         out.append(dict(
             level="suite", task_spec=u.name, metric=report.metric, n=n,
-            score_a=_macro(report, "a"), score_b=_macro(report, "b"), delta=u.delta, stderr=u.stderr,
+            score_a=_macro(report, "a") if u.mean_a is None else u.mean_a,  # the run's own suite score
+            score_b=_macro(report, "b") if u.mean_b is None else u.mean_b, delta=u.delta, stderr=u.stderr,
             ci_low=u.ci_low, ci_high=u.ci_high, z=u.z, p_value=u.p_value, mcnemar_p=None, mde=u.mde,
             wins=u.wins, losses=u.losses, ties=u.ties,
             only_in_a=sum(t.alignment.only_in_a for t in report.tasks),
@@ -100,7 +101,7 @@ def to_table(report: ComparisonReport) -> str:
     if report.suite is not None:
         u = report.suite
         out.append(
-            f"Suite Δ is the mean of the task Δs, SE = sqrt(ΣSE²)/k. Pooled over {u.pooled_n} questions "
+            f"{u.explanation} Pooled over {u.pooled_n} questions "
             f"with task-clustered SE: Δ {_f(u.pooled_delta, sign=True)}, SE {_f(u.pooled_stderr)}, "
             f"p {_p(u.pooled_p_value)}, MDE {_f(u.pooled_mde)} → {verdict_text(u.pooled_verdict)} (with few "
             "tasks the clustered SE sees only the spread between task means: trust the suite row)."

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.api import RunRecord
+from engine.api import QUESTION_RUN_KINDS, RunRecord
 from engine.compare.loading import CompareError, RunData, find_run_dirs, is_run_dir, load_run, read_record
-from engine.record.mlflow_writer import flatten, run_tags
+from engine.record.mlflow_writer import KIND_TAG, flatten, is_task_run, run_kind, run_tags
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 TAG = "evalbench."
@@ -34,6 +34,7 @@ ALIASES: dict[str, str] = {
     "run_id": "evalbench.run_id",
 }
 STEP_TAG = "evalbench.checkpoint_step"
+PARENT_TAG = "mlflow.parentRunId"
 MLFLOW_ID = re.compile(r"^[0-9a-f]{32}$")
 SELECTOR = re.compile(r"^[A-Za-z_][\w.\-]*=")
 
@@ -138,6 +139,13 @@ def _mlflow_client(uri: str) -> Any:
 
 
 def _mlflow_candidates(client: Any, experiment: str | None, uri: str) -> list[Candidate]:
+    """The task runs (task and external kinds) of the experiment, or of every experiment: suite and
+    sweep parent runs hold no per-question records (docs/architecture.md, "Run kinds")."""
+    return [_candidate_of_mlflow(r) for r in _search(client, _experiment_ids(client, experiment, uri))
+            if is_task_run(r.data.tags)]
+
+
+def _experiment_ids(client: Any, experiment: str | None, uri: str) -> list[str]:
     if experiment:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
@@ -146,18 +154,31 @@ def _mlflow_candidates(client: Any, experiment: str | None, uri: str) -> list[Ca
                 f"There is no MLflow experiment named {experiment!r} in {uri}. Experiments there: "
                 f"{', '.join(names) or 'none'}."
             )
-        ids = [exp.experiment_id]
-    else:
-        ids = [e.experiment_id for e in client.search_experiments()]
-    runs = []
+        return [exp.experiment_id]
+    return [e.experiment_id for e in client.search_experiments()]
+
+
+def _search(client: Any, ids: list[str], filter_string: str = "") -> list[Any]:
+    runs: list[Any] = []
     token = None
-    while True:
-        page = client.search_runs(ids, max_results=1000, page_token=token)
+    while ids:
+        page = client.search_runs(ids, filter_string=filter_string, max_results=1000, page_token=token)
         runs.extend(page)
         token = page.token
         if not token:
             break
-    return [_candidate_of_mlflow(r) for r in runs]
+    return runs
+
+
+def _task_runs_of(client: Any, run: Any) -> list[Any]:
+    """A task run itself; for a suite or sweep parent, the task runs nested under it (a sweep's
+    suite parents are opened in turn), so a parent's MLflow id names the runs it aggregates."""
+    if is_task_run(run.data.tags):
+        return [run]
+    if run_kind(run.data.tags) is None:
+        return []
+    children = _search(client, [run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{run.info.run_id}'")
+    return [t for child in children for t in _task_runs_of(client, child)]
 
 
 def _candidate_of_mlflow(run: Any) -> Candidate:
@@ -194,9 +215,13 @@ def _materialize(c: Candidate, uri: str, cache: Path) -> Path:
 
 
 def _folder_candidates(root: Path) -> list[Candidate]:
+    """The task runs among the run folders under root (every experiment.json is a task or an
+    external run's; suite.json files are suite records, never candidates)."""
     out = []
     for d in find_run_dirs(root):
         rec = read_record(d)
+        if rec.kind not in QUESTION_RUN_KINDS:
+            continue
         out.append(Candidate(keys=record_keys(rec, d), run_dir=d, mlflow_run_id=rec.mlflow_run_id, start=0.0))
     return out
 
@@ -234,10 +259,17 @@ def resolve(
             return [load_run(c.run_dir) for c in chosen if c.run_dir is not None]
         return [load_run(_materialize(c, uri, cache), c.mlflow_run_id) for c in chosen]
     if MLFLOW_ID.match(spec) or _store_exists(uri):
-        run = _get_mlflow_run(_mlflow_client(uri), spec)
+        client = _mlflow_client(uri)
+        run = _get_mlflow_run(client, spec)
         if run is not None:
-            c = _candidate_of_mlflow(run)
-            return [load_run(_materialize(c, uri, cache), c.mlflow_run_id)]
+            found = sorted((_candidate_of_mlflow(r) for r in _task_runs_of(client, run)), key=lambda c: c.start)
+            if not found:
+                raise CompareError(
+                    f"MLflow run {spec} is no evaluation run ({KIND_TAG}={run.data.tags.get(KIND_TAG, 'unset')}, "
+                    "no task spec) and has no task runs nested under it. Pass a task run, a suite or sweep "
+                    "parent run, a run folder or a selector."
+                )
+            return [load_run(_materialize(c, uri, cache), c.mlflow_run_id) for c in found]
     raise CompareError(
         f"Cannot find run {spec!r}: it is not an existing path, not a key=value selector, and no MLflow "
         f"run in {uri} has that id (as MLflow run id or evalbench.run_id tag)."
@@ -271,10 +303,14 @@ def resolve_experiment(
     if runs_root is not None:
         cands = [c for c in _folder_candidates(runs_root) if c.keys.get("experiment") == experiment]
         if not cands:
-            raise CompareError(f"No run folder under {runs_root} belongs to experiment {experiment!r}.")
+            raise CompareError(f"No task run folder under {runs_root} belongs to experiment {experiment!r}.")
         return [load_run(c.run_dir) for c in cands if c.run_dir is not None]
     cache = cache_dir or Path(os.environ.get("EVALBENCH_CACHE", Path.home() / ".cache" / "evalbench")) / "compare"
     cands = _mlflow_candidates(_mlflow_client(uri), experiment, uri)
     if not cands:
-        raise CompareError(f"MLflow experiment {experiment!r} in {uri} has no runs.")
+        raise CompareError(
+            f"MLflow experiment {experiment!r} in {uri} has no task runs (only suite or sweep parent runs, "
+            "or runs whose record was never logged). Push run folders that missed the store with "
+            "`python -m engine.sync DIRS`, or pass the run folders instead."
+        )
     return [load_run(_materialize(c, uri, cache), c.mlflow_run_id) for c in sorted(cands, key=lambda c: c.start)]

@@ -21,7 +21,9 @@ def build_series(runs: Sequence[RunData], metric: str | None = None, task: str |
     """Group runs by task; order each task's runs by checkpoint step (a run without one is step 0)."""
     warnings: list[str] = []
     by_task: dict[str, dict[int, RunData]] = {}
-    for r in sorted(runs, key=lambda r: r.info.created):
+    # created has one-second resolution: the run id breaks ties, so run folders and MLflow (which
+    # list the same runs in different orders) pick the same run at a step.
+    for r in sorted(runs, key=lambda r: (r.info.created, r.info.run_id)):
         if task and task not in (r.info.task_spec, r.info.task_name, r.info.task_hash):
             continue
         step = r.info.checkpoint_step or 0

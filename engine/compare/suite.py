@@ -53,3 +53,13 @@ def suite_delta_se(a: AggregateScore, b: AggregateScore, tasks: Sequence[TaskCom
     if wa == wb and all(s in by_spec and by_spec[s].alignment.n_paired for s in wa):
         return math.sqrt(sum((w * by_spec[s].stats.stderr) ** 2 for s, w in wa.items())), True
     return math.sqrt(a.stderr**2 + b.stderr**2), False
+
+
+def explanation(suites: tuple[AggregateScore, AggregateScore] | None, paired: bool) -> str:
+    """What a suite row's A, B and Δ are, for the table and the viewer alike."""
+    if suites is None:
+        return "Suite Δ is the mean of the task Δs, SE = sqrt(ΣSE²)/k."
+    how = ("paired SE over the tasks" if paired
+           else "unpaired SE sqrt(SE_A² + SE_B²): the sides chose different best-of formulations")
+    return (f"Suite A and B are the suite scores the runs recorded (mean over {len(leaves(suites[0]))} entries; a "
+            f"best-of task such as olmes counts once, as its better formulation); Δ = A − B, {how}.")

@@ -11,8 +11,11 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine.api import InstanceRecord, RunRecord
+from engine.api import RUN_KINDS, SUITE_RUN, InstanceRecord, RunKind, RunRecord, legacy_run_kind
 from engine.record.atomic import atomic_write_lines, atomic_write_text
+
+RUN_FILE = "experiment.json"  # a task or external run's record (RunRecord)
+SUITE_FILE = "suite.json"  # a suite parent's record (engine/record/suite.py SuiteRecord)
 
 
 def spec_dirname(task_spec: str) -> str:
@@ -36,3 +39,21 @@ def read_run_folder(run_dir: Path) -> tuple[RunRecord, list[InstanceRecord]]:
     with open(run_dir / "instances.jsonl") as fh:
         instances = [InstanceRecord.model_validate_json(line) for line in fh if line.strip()]
     return record, instances
+
+
+def record_kind(path: Path) -> RunKind | None:
+    """The run kind a record file declares (docs/architecture.md, "Run kinds"); None when the file
+    is unreadable or no evalbench record. Files written before records carried a kind: an
+    experiment.json is a task (or external) run, a suite.json a suite parent."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    kind = data.get("kind")
+    if kind is None:
+        if path.name == RUN_FILE:
+            return legacy_run_kind(data.get("config") or {})
+        return SUITE_RUN if path.name == SUITE_FILE else None
+    return next((k for k in RUN_KINDS if k == kind), None)

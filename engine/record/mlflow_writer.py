@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine.api import InstanceRecord, RunRecord
+from engine.api import QUESTION_RUN_KINDS, RUN_KINDS, TASK_RUN, InstanceRecord, RunKind, RunRecord
 from engine.config.schema import TrackingConfig
 from engine.record import store
 from engine.record.lifecycle import STATUS_TAG, owner_tags, reap_stale_runs
@@ -23,6 +23,8 @@ from engine.record.lifecycle import STATUS_TAG, owner_tags, reap_stale_runs
 MAX_PARAM_LEN = 500
 TABLE_FILE = "instances_table.json"
 TRACES_TAG = "evalbench.traces_logged"  # set once traces are logged: a re-push does not duplicate them
+KIND_TAG = "evalbench.kind"  # the run kind (engine/api.py RUN_KINDS; docs/architecture.md, "Run kinds")
+TASK_SPEC_TAG = "evalbench.task_spec"
 log = logging.getLogger("evalbench")
 
 
@@ -65,9 +67,25 @@ def start_mlflow_run(tracking: TrackingConfig, experiment_name: str, run_name: s
     return str(run.info.run_id)
 
 
+def run_kind(tags: dict[str, str]) -> RunKind | None:
+    """The kind of an MLflow run from its tags; None for a run that is none of evalbench's kinds (a
+    training run, a run killed before its record was logged). Stores written before task runs were
+    tagged: an untagged run with a task spec is a task run (docs/architecture.md, "Run kinds")."""
+    kind = tags.get(KIND_TAG)
+    if kind is None:
+        return TASK_RUN if tags.get(TASK_SPEC_TAG) else None
+    return next((k for k in RUN_KINDS if k == kind), None)
+
+
+def is_task_run(tags: dict[str, str]) -> bool:
+    """A run with per-question records (task or external run): what compare and the series read."""
+    return run_kind(tags) in QUESTION_RUN_KINDS
+
+
 def run_tags(record: RunRecord) -> dict[str, str]:
     step = record.model.checkpoint_step
     return {
+        KIND_TAG: record.kind,
         "evalbench.run_id": record.run_id,
         "evalbench.experiment_id": record.experiment_id,
         "evalbench.model": record.model.label,
@@ -75,7 +93,7 @@ def run_tags(record: RunRecord) -> dict[str, str]:
         "evalbench.model_path": record.model.path or "",
         "evalbench.checkpoint_step": "" if step is None else str(step),
         "evalbench.task": record.task_name,
-        "evalbench.task_spec": record.task_spec,
+        TASK_SPEC_TAG: record.task_spec,
         "evalbench.task_hash": record.task_hash,
         "evalbench.harness": record.harness,
         "evalbench.suite": record.suite or "",

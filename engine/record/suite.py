@@ -19,22 +19,20 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import RunRecord
+from engine.api import SUITE_RUN, RunRecord
 from engine.config.schema import TrackingConfig
 from engine.record import store
 from engine.record.atomic import atomic_write_text
-from engine.record.mlflow_writer import start_mlflow_run
+from engine.record.folder import SUITE_FILE
+from engine.record.mlflow_writer import KIND_TAG, start_mlflow_run
 from engine.record.publish import DONE, RUN_ID_TAG, SyncOutcome, TrackingError, find_tagged_runs, tracking_of
 
-SUITE_FILE = "suite.json"
 SUITE_RUN_TAG = "evalbench.suite_run_id"
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
-# Suite runs carry no evalbench.model/suite/run_id tags, so `compare` selectors never pick them as task runs.
-KIND_TAG = "evalbench.kind"
 
 
 class SuiteRunRef(BaseModel):
@@ -50,6 +48,7 @@ class SuiteRunRef(BaseModel):
 class SuiteRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+    kind: Literal["suite"] = SUITE_RUN  # docs/architecture.md, "Run kinds"
     suite_run_id: str
     suite: str
     experiment_id: str
@@ -150,7 +149,7 @@ def log_suite_run(tracking: TrackingConfig, rec: SuiteRecord) -> str:
     found = find_tagged_runs(client, exp_id, SUITE_RUN_TAG, rec.suite_run_id)
     if found and found[0].info.status in DONE:
         return str(found[0].info.run_id)
-    tags = {KIND_TAG: "suite", "evalbench.suite_name": rec.suite, SUITE_RUN_TAG: rec.suite_run_id,
+    tags = {KIND_TAG: SUITE_RUN, "evalbench.suite_name": rec.suite, SUITE_RUN_TAG: rec.suite_run_id,
             "evalbench.experiment_id": rec.experiment_id, "evalbench.models": ", ".join(rec.models)}
     parent = found[0].info.run_id if found else start_mlflow_run(
         tracking, rec.experiment_name, f"{', '.join(rec.models)} suite {rec.suite}", tags)

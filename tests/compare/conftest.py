@@ -8,7 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.api import InstanceRecord, RunRecord
+from engine.compare.loading import find_run_dirs
 from engine.compare.synthetic import write_run
+from engine.config.schema import TrackingConfig
+from engine.record.mlflow_writer import finish_mlflow_run, start_mlflow_run
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "compare"
 
@@ -49,6 +53,23 @@ def make_suite_pair(root: Path, n_mmlu: int = 240, n_arc: int = 90, seed: int = 
     write_run(job_b / "arc__mc", task_spec="arc:mc", correct=arc_b, model="smol", suite="core",
               samples=3, clusters=clusters, seed=4, created="2025-01-01T10:00:00")
     return SuitePair(root, job_a, job_b, mmlu_a, mmlu_b, arc_a, arc_b)
+
+
+def log_runs(uri: str, job_dirs: list[Path], workdir: Path) -> dict[tuple[str, str], str]:
+    """Log each run folder through the engine's own MLflow writer (engine/record/mlflow_writer.py)."""
+    tracking = TrackingConfig(tracking_uri=uri)
+    ids: dict[tuple[str, str], str] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)  # the store's default artifact root is relative to the working directory
+        for job in job_dirs:
+            for d in find_run_dirs(job):
+                rec = RunRecord.model_validate_json((d / "experiment.json").read_text())
+                instances = [InstanceRecord.model_validate_json(line)
+                             for line in (d / "instances.jsonl").read_text().splitlines()]
+                run_id = start_mlflow_run(tracking, rec.experiment_name, f"{rec.model.label}:{rec.task_spec}")
+                finish_mlflow_run(tracking, rec.model_copy(update={"mlflow_run_id": run_id}), instances, d)
+                ids[(rec.model.label, rec.task_spec)] = run_id
+    return ids
 
 
 @pytest.fixture

@@ -8,32 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import InstanceRecord, RunRecord
-from engine.compare import CompareError, find_run_dirs, resolve, resolve_experiment
+from engine.compare import CompareError, resolve, resolve_experiment
 from engine.compare.cli import main
-from engine.config.schema import TrackingConfig
-from engine.record.mlflow_writer import finish_mlflow_run, start_mlflow_run
 
-from .conftest import make_suite_pair
+from .conftest import log_runs, make_suite_pair
 
 mlflow = pytest.importorskip("mlflow")
-
-
-def log_runs(uri: str, job_dirs: list[Path], workdir: Path) -> dict[tuple[str, str], str]:
-    """Log each run folder through the engine's own MLflow writer (engine/record/mlflow_writer.py)."""
-    tracking = TrackingConfig(tracking_uri=uri)
-    ids: dict[tuple[str, str], str] = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workdir)  # the store's default artifact root is relative to the working directory
-        for job in job_dirs:
-            for d in find_run_dirs(job):
-                rec = RunRecord.model_validate_json((d / "experiment.json").read_text())
-                instances = [InstanceRecord.model_validate_json(line)
-                             for line in (d / "instances.jsonl").read_text().splitlines()]
-                run_id = start_mlflow_run(tracking, rec.experiment_name, f"{rec.model.label}:{rec.task_spec}")
-                finish_mlflow_run(tracking, rec.model_copy(update={"mlflow_run_id": run_id}), instances, d)
-                ids[(rec.model.label, rec.task_spec)] = run_id
-    return ids
 
 
 @pytest.fixture(scope="module")

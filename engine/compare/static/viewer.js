@@ -61,12 +61,13 @@ function renderOverview(rep) {
   if (u) {
     const n = rep.tasks.reduce((acc, t) => acc + t.stats.n, 0);
     tbody.append(el("tr", { class: "suite", "data-suite": u.name },
-      el("td", {}, `suite ${u.name} (mean of ${u.k} tasks)`), el("td", {}, n), el("td", {}, ""), el("td", {}, ""),
+      el("td", {}, `suite ${u.name} (mean of ${u.k} tasks)`), el("td", {}, n),
+      el("td", { class: "mean-a" }, u.mean_a == null ? "" : fmt(u.mean_a)), el("td", { class: "mean-b" }, u.mean_b == null ? "" : fmt(u.mean_b)),
       el("td", { class: "delta" }, sgn(u.delta)), el("td", {}, `[${sgn(u.ci_low)}, ${sgn(u.ci_high)}]`),
       el("td", { class: "p" }, pfmt(u.p_value)), el("td", {}, "—"), el("td", { class: "mde" }, fmt(u.mde)),
       el("td", {}, `${u.wins}/${u.losses}/${u.ties}`), el("td", {}, ""), el("td", {}, badge(u.verdict, u.p_value))));
     document.getElementById("suite-explain").textContent =
-      `Suite Δ = mean of the task Δs, SE = sqrt(ΣSE²)/k. Pooled over ${u.pooled_n} questions with the task as cluster: ` +
+      `${u.explanation} Pooled over ${u.pooled_n} questions with the task as cluster: ` +
       `Δ ${sgn(u.pooled_delta)}, SE ${fmt(u.pooled_stderr)}, MDE ${fmt(u.pooled_mde)} (${verdictText(u.pooled_verdict)}).`;
   }
   const notes = document.getElementById("notes");
