@@ -10,7 +10,33 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from engine.config.entries import Entry, entries, entry
+from engine.config.errors import ConfigError
 from engine.config.paths import project_root
+
+# `datasets` builders that read local files: given no `data_files`, `datasets` would read whatever
+# matching files lie in the working directory (docs/architecture.md, "Boundaries").
+LOCAL_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow"})
+
+
+def names_no_data(data: Any) -> bool:
+    """Whether a composed `task.data` names nothing to read: no hub id or builder with files."""
+    if not isinstance(data, dict):
+        return True
+    return data.get("path") in (None, *LOCAL_BUILDERS) and not data.get("data_files")
+
+
+def check_task_names_data(found: Entry | None, name: str, task: dict[str, Any]) -> None:
+    """A task must name its data: nothing is read from the working directory implicitly. A task class
+    (`_target_`) may make its own instances; if it reads `task.data` anyway, the data layer refuses."""
+    if task.get("_target_") or not names_no_data(task.get("data")):
+        return
+    where = f"file {found.path}" if found is not None and found.path is not None else "the command line"
+    raise ConfigError(
+        f"Task '{name}' names no data (its {where} has no `data:` with `data_files`, or a hub id in `data.path`), "
+        "and evalbench never reads files from the working directory implicitly. Fix: add to the task file "
+        "`data: {path: json, data_files: <file.jsonl>, split: train}` (a path relative to the task file), or a hub "
+        "dataset `data: {path: <owner/name>, split: test}`, or set `task.data.data_files=<file>` on the command line."
+    )
 
 
 def _anchor(value: Any, raw: Any, base: Path, builtin: bool) -> Any:
@@ -68,6 +94,8 @@ def anchor_paths(group: str, name: str | None, data: dict[str, Any], typed: froz
     a task's `data.data_files`, a harness's `tool_options.<tool>.corpus`; a key in `typed` (set on
     the command line, e.g. `task.data.data_files`) is left as typed."""
     if not name or name not in entries(group):
+        if group == "task" and name:
+            check_task_names_data(None, name, data)
         return data
     found = entry(group, name)
     base = _base(found)
@@ -86,4 +114,6 @@ def anchor_paths(group: str, name: str | None, data: dict[str, Any], typed: froz
             else opts
             for tool, opts in out["tool_options"].items()
         }
+    if group == "task":
+        check_task_names_data(found, name, out)
     return out

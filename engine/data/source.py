@@ -11,11 +11,10 @@ import os
 import socket
 from typing import Any
 
+from engine.config.anchors import LOCAL_BUILDERS as _LOCAL_BUILDERS
 from engine.config.paths import resolve_project_path
 from engine.config.schema import DataConfig
 from engine.data.wheels import resolve_wheel_path
-
-_LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow"}
 
 
 class DataLoadError(RuntimeError):
@@ -195,6 +194,12 @@ def load_rows(cfg: DataConfig, split: str | None = None) -> list[dict[str, Any]]
     split = split or cfg.split
     files = _resolve_files(cfg.data_files)
     local = cfg.path in _LOCAL_BUILDERS
+    if local and not files:  # `datasets` would read the working directory's files (docs/architecture.md, "Boundaries")
+        raise DataLoadError(
+            f"The task names no data to read: builder `{cfg.path}` without `task.data.data_files`, and evalbench never "
+            "reads files from the working directory implicitly. Fix: set `data_files` in the task file's `data:` (or "
+            "`task.data.data_files=<file>`), or name a hub dataset in `task.data.path`."
+        )
     if local and (plain := _plain_json_lines(cfg, files, split)) is not None:
         return _kept(cfg, plain, split, files, local)
     # Short hub timeouts so a closed network fails fast instead of hanging.
