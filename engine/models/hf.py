@@ -65,6 +65,7 @@ class ModelThread(Executor):
 
     def __init__(self, name: str):
         self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._running = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -78,15 +79,23 @@ class ModelThread(Executor):
         if wait:
             self._thread.join()
 
+    @property
+    def busy(self) -> bool:
+        """A call is running (a cancelled batch still in the model)."""
+        return self._running
+
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
             fut, fn, args = call
             if not fut.set_running_or_notify_cancel():
                 continue  # its caller was cancelled before it started
+            self._running = True
             try:
                 fut.set_result(fn(*args))
             except BaseException as err:  # noqa: BLE001 - handed to the awaiting caller
                 fut.set_exception(err)
+            finally:
+                self._running = False
 
 
 class HFProvider:
@@ -262,7 +271,11 @@ class HFProvider:
     async def aclose(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
-            worker.shutdown(wait=False)
+            # An idle thread is joined: one still alive when the interpreter exits (a Python API
+            # user's script) leaves torch's thread pools running and the C++ runtime aborts the
+            # process (SIGABRT, "terminate called without an active exception"). A busy one (a
+            # cancelled batch) is left to die with the process, as stopping needs.
+            worker.shutdown(wait=not worker.busy)
 
 
 def _until(cancel: threading.Event) -> Any:
