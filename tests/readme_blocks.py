@@ -21,6 +21,7 @@ Directives per command (without `N:` they apply to every command of the block):
   `sub OLD => NEW`   replace the literal OLD by NEW (syntax placeholders such as `A B`, `...`)
   `exit N`           the exit code the README states for it (default 0)
   `expect TEXT`      its output (stdout + stderr) contains TEXT
+  `check NAME`       then the assertions of CHECKS[NAME] in tests/test_readme.py (records, MLflow)
   `serve`            a server: start it, GET the URL it prints (or its `--port`), expect 200, stop it
   `timeout S`        seconds before it counts as hung (default 600)
   `skip`             not run; the block (or command) needs a visible note right after the fence:
@@ -44,7 +45,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NOTE_PREFIX = "*Not run by `make test`:"
-LINE_VERBS = ("limit", "append", "sub", "exit", "expect", "serve", "timeout", "skip")
+LINE_VERBS = ("limit", "append", "sub", "exit", "expect", "check", "serve", "timeout", "skip")
 BLOCK_VERBS = ("id", "after", "setup:", "cleanup:", "env")
 
 
