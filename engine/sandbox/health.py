@@ -16,7 +16,6 @@ from engine.sandbox.docker_hosts import check_host
 from engine.sandbox.models import DockerHost, SandboxPoolConfig
 
 
-
 def docker_host_label(host: DockerHost | None) -> str:
     """The daemon's URL; for the default one, where it came from."""
     if host is not None:
