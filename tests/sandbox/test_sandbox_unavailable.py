@@ -212,3 +212,22 @@ def test_a_tool_loop_whose_daemon_is_lost_ends_in_an_error_the_model_never_sees(
     results = [s.content for s in traj.steps if s.type == "tool_result"]
     assert len(results) == 1 and "42" in results[0]["content"]  # the first execution ran
     assert "daemon not reachable" in [s.content for s in traj.steps if s.type == "sandbox"][-1]["error"]
+
+
+@pytest.mark.parametrize("hosts", [(), ("unix:///tmp/evalbench-no-such-daemon.sock",)], ids=["default-host", "docker_hosts"])
+def test_pools_that_cannot_start_open_anyway_and_every_execution_is_unavailable(hosts, monkeypatch) -> None:
+    """A daemon lost between the pre-flight check and the pools' start: opening them does not raise
+    (the run would crash after generating everything); each execution is a typed error."""
+    from engine.sandbox import Demand, SandboxPoolConfig, SandboxRouter, SandboxUnavailableError
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/evalbench-no-such-daemon.sock")
+    pool = SandboxPoolConfig(name="gone", backend="docker", instances=2, docker_hosts=hosts)
+
+    async def go() -> list[BaseException]:
+        async with SandboxRouter([pool], demands=[Demand(requires=["python"], instances=3)]) as router:
+            out = await asyncio.gather(*(router.exec(["python"], ["true"]) for _ in range(3)), return_exceptions=True)
+        return [e for e in out if isinstance(e, BaseException)]
+
+    errors = asyncio.run(go())
+    assert len(errors) == 3 and all(isinstance(e, SandboxUnavailableError) for e in errors), errors
+    assert all(e.kind == "sandbox_unavailable" and "daemon not reachable" in str(e) for e in errors)
