@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -50,6 +51,7 @@ from engine.sweep import JobResult, read_job_results  # noqa: E402
 SUITE = "checkpoint_loop"
 SUITE_TASKS = ("mmlu_heldout:mc", "hellaswag:rc", "truthfulqa_mc1:mc")
 EXPERIMENT = "checkpoint-loop"
+PHASES_FILE = "phases.json"  # in the work folder: what each phase measured, for --resume
 
 
 class Frozen(BaseModel):
@@ -63,6 +65,7 @@ class Phase(Frozen):
     wall_s: float
     ok: bool
     note: str = ""
+    reused: bool = False  # measured by an earlier invocation in the kept folder (--resume)
 
 
 class VerdictRow(Frozen):
@@ -180,7 +183,14 @@ def fmt(x: float | None, spec: str = ".3f") -> str:
 def verdict_table(rows: Sequence[VerdictRow], label_a: str) -> str:
     return table(["task", "n", "base", label_a, "Δ", "95% CI", "p", "MDE", "verdict"],
                  [[r.task, str(r.n), fmt(r.score_b), fmt(r.score_a), fmt(r.delta, "+.3f"),
-                   f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]", fmt(r.p_value), fmt(r.mde), r.verdict] for r in rows])
+                   f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]", fmt(r.p_value), fmt(r.mde), verdict_note(r)] for r in rows])
+
+
+def verdict_note(row: VerdictRow) -> str:
+    """The verdict; "within noise" says when p < 0.05 alone would have called it (Δ below the MDE)."""
+    if row.verdict == "within noise" and row.p_value < 0.05:
+        return "within noise (p < 0.05, |Δ| < MDE)"
+    return row.verdict
 
 
 def series_table(rows: Sequence[SeriesRow]) -> str:
@@ -200,17 +210,19 @@ def shown(cmd: Sequence[str]) -> str:
 
 
 def run(name: str, cmd: list[str], work: Path) -> tuple[Phase, subprocess.CompletedProcess[str]]:
-    """Run one command in the work folder, its output kept in logs/<name>.out|err."""
+    """Run one command in the work folder; its output goes to logs/<phase>.out|err as it comes (to
+    follow a long phase) and is returned."""
     print(f"\n[{name}] $ {shown(cmd)}", flush=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
-    slug = name.split()[0]
-    (logs / f"{slug}.out").write_text(proc.stdout)
-    (logs / f"{slug}.err").write_text(proc.stderr)
+    slug = re.sub(r"[^\w.-]+", "_", name).strip("_")
+    out_path, err_path = logs / f"{slug}.out", logs / f"{slug}.err"
+    t0 = time.perf_counter()
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        code = subprocess.run(cmd, cwd=work, env=env, stdout=out, stderr=err).returncode
+    wall = time.perf_counter() - t0
+    proc = subprocess.CompletedProcess(cmd, code, out_path.read_text(), err_path.read_text())
     ok = proc.returncode == 0
     note = "" if ok else f"exit {proc.returncode}"
     print(f"[{name}] {wall:.1f} s, exit {proc.returncode}", flush=True)
@@ -225,6 +237,10 @@ def fail(name: str, why: str, output: str = "") -> None:
         print(f"    {line}", flush=True)
 
 
+def finetune_name(args: argparse.Namespace) -> str:
+    return f"fine-tune ({args.steps} steps, a checkpoint every {args.save_every})"
+
+
 def finetune(args: argparse.Namespace, work: Path) -> tuple[Phase, list[Path]]:
     cmd = [sys.executable, str(ROOT / "scripts" / "finetune_mmlu.py"), "--steps", str(args.steps),
            "--save-every", str(args.save_every), "--threads", str(args.threads), "--out", "ckpt"]
@@ -233,8 +249,7 @@ def finetune(args: argparse.Namespace, work: Path) -> tuple[Phase, list[Path]]:
     if phase.ok and (not ckpts or not (work / "ckpt" / "mmlu_heldout.jsonl").is_file()):
         fail(phase.name, "no step<N> checkpoint or no mmlu_heldout.jsonl in ckpt/")
         phase = phase.model_copy(update={"ok": False, "note": "no checkpoint written"})
-    name = f"fine-tune ({len(ckpts)} checkpoints, {args.steps} steps)"
-    return phase.model_copy(update={"name": name, "note": phase.note or ", ".join(d.name for d in ckpts)}), ckpts
+    return phase.model_copy(update={"name": finetune_name(args), "note": phase.note or ", ".join(d.name for d in ckpts)}), ckpts
 
 
 def sweep(args: argparse.Namespace, work: Path, ckpts: Sequence[Path], experiment: str,
@@ -250,7 +265,8 @@ def sweep(args: argparse.Namespace, work: Path, ckpts: Sequence[Path], experimen
         fail(title, f"{finished} of {expected} jobs finished")
         phase = phase.model_copy(update={"ok": False})
     note = phase.note or f"{finished}/{expected} jobs × {len(SUITE_TASKS)} tasks finished"
-    print(proc.stdout.strip(), flush=True)
+    summary = proc.stdout[proc.stdout.rfind("\nSweep "):] if "\nSweep " in proc.stdout else proc.stdout
+    print(summary.strip(), flush=True)  # the sweep's own table (each job's tables are in logs/)
     return phase.model_copy(update={"note": note}), results
 
 
@@ -266,7 +282,7 @@ def cached_check(first: Sequence[JobResult], again: Sequence[JobResult]) -> str 
     return None
 
 
-def compare(work: Path, experiment: str, last: str) -> tuple[list[Phase], list[VerdictRow], str]:
+def compare(work: Path, experiment: str, last: str) -> tuple[list[Phase], list[VerdictRow]]:
     base = [sys.executable, "-m", "engine.compare", "--experiment", experiment, f"model.checkpoint={last}",
             "model.checkpoint=base"]
     phase, proc = run(f"compare {last} vs base", base, work)
@@ -278,7 +294,8 @@ def compare(work: Path, experiment: str, last: str) -> tuple[list[Phase], list[V
         except (ValueError, KeyError) as e:
             fail(phase_json.name, f"unreadable JSON ({type(e).__name__}: {e})", proc_json.stdout)
             phase_json = phase_json.model_copy(update={"ok": False, "note": "unreadable JSON"})
-    return [phase, phase_json], rows, proc.stdout
+    print("\n".join(line.rstrip() for line in proc.stdout.strip().splitlines()), flush=True)
+    return [phase, phase_json], rows
 
 
 def series(work: Path, experiment: str) -> tuple[list[Phase], list[SeriesRow]]:
@@ -295,27 +312,59 @@ def series(work: Path, experiment: str) -> tuple[list[Phase], list[SeriesRow]]:
     return [phase, phase_json], rows
 
 
-def loop(args: argparse.Namespace, work: Path) -> tuple[list[Phase], list[VerdictRow], list[SeriesRow], str]:
-    """Every phase in turn; a phase whose input failed is skipped (and counted as failed)."""
+def earlier_phases(work: Path) -> dict[str, Phase]:
+    """The phases an earlier invocation in this folder measured (--resume reuses them)."""
+    try:
+        saved = json.loads((work / PHASES_FILE).read_text())
+        return {k: Phase.model_validate(v) for k, v in saved.items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_phase(work: Path, key: str, phase: Phase) -> Phase:
+    saved = {k: v.model_dump() for k, v in earlier_phases(work).items()}
+    (work / PHASES_FILE).write_text(json.dumps({**saved, key: phase.model_dump()}, indent=2))
+    return phase
+
+
+def reusable(args: argparse.Namespace, work: Path, key: str, name: str) -> Phase | None:
+    """The earlier phase, if it finished with the same settings (its name spells them)."""
+    phase = earlier_phases(work).get(key) if args.resume else None
+    if phase is None or not phase.ok or phase.name != name:
+        return None
+    print(f"\n[{phase.name}] reused: measured by an earlier invocation in {work}", flush=True)
+    return phase.model_copy(update={"reused": True})
+
+
+def loop(args: argparse.Namespace, work: Path) -> tuple[list[Phase], list[VerdictRow], list[SeriesRow]]:
+    """Every phase in turn; a phase whose input failed is skipped (and the run fails)."""
     phases: list[Phase] = []
-    ft, ckpts = finetune(args, work)
+    ft, ckpts = reusable(args, work, "fine-tune", finetune_name(args)), checkpoint_dirs(work / "ckpt")
+    if ft is None or not ckpts:
+        ft, ckpts = finetune(args, work)
+        save_phase(work, "fine-tune", ft)
     phases.append(ft)
     if not ft.ok:
-        return phases, [], [], ""
+        return phases, [], []
     for rel, text in project_files(work / "ckpt" / "mmlu_heldout.jsonl").items():
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / rel).write_text(text)
     print(f"\nproject folder: {', '.join(project_files(Path()))} (suite {SUITE}: {', '.join(SUITE_TASKS)})", flush=True)
     jobs = f"{len(ckpts) + 1} jobs × {len(SUITE_TASKS)} tasks"
-    sw, first = sweep(args, work, ckpts, EXPERIMENT, "sweep", f"sweep ({jobs}, joblib {args.workers})")
+    title = f"sweep ({jobs}, limit {args.limit}, joblib {args.workers})"
+    sw, first = reusable(args, work, "sweep", title), read_job_results(work / "sweep")
+    if sw is None:
+        sw, first = sweep(args, work, ckpts, EXPERIMENT, "sweep", title)
+        save_phase(work, "sweep", sw)
     phases.append(sw)
     if not first:
-        return phases, [], [], ""
+        return phases, [], []
     last = ckpts[-1].name
-    cmp_phases, verdicts, compare_text = compare(work, EXPERIMENT, last)
+    cmp_phases, verdicts = compare(work, EXPERIMENT, last)
     ser_phases, points = series(work, EXPERIMENT)
     phases += cmp_phases + ser_phases
     if not args.no_rerun:
+        shutil.rmtree(work / "sweep-cached", ignore_errors=True)  # a resumed loop re-runs it afresh
         again_phase, again = sweep(args, work, ckpts, f"{EXPERIMENT}-cached", "sweep-cached",
                                    f"cached re-run ({jobs})")
         why = cached_check(first, again) if again_phase.ok else None
@@ -325,20 +374,20 @@ def loop(args: argparse.Namespace, work: Path) -> tuple[list[Phase], list[Verdic
         elif again_phase.ok:
             again_phase = again_phase.model_copy(update={"note": "no model call; every score equal to the sweep's"})
         phases.append(again_phase)
-    return phases, verdicts, points, compare_text
+    return phases, verdicts, points
 
 
 def report(args: argparse.Namespace, phases: Sequence[Phase], verdicts: Sequence[VerdictRow],
-           points: Sequence[SeriesRow], compare_text: str, load_start: tuple[float, ...], last: str) -> None:
+           points: Sequence[SeriesRow], load_start: tuple[float, ...], last: str) -> None:
     print(f"\n=== checkpoint loop: {args.steps} steps saved every {args.save_every}, suite {SUITE} "
           f"({', '.join(SUITE_TASKS)}), limit {args.limit}, joblib {args.workers} workers, {os.cpu_count()} cores")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in load_start)}; "
           f"at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    rows = [[p.name, f"{p.wall_s:.1f}", "ok" if p.ok else "FAIL", p.note] for p in phases]
+    rows = [[p.name, f"{p.wall_s:.1f}", ("ok" if p.ok else "FAIL") + ("*" if p.reused else ""), p.note] for p in phases]
     rows.append(["total", f"{sum(p.wall_s for p in phases):.1f}", "", ""])
     print(table(["phase", "wall s", "status", "result"], rows))
-    if compare_text:
-        print(f"\n{last} vs base, as `python -m engine.compare` prints it:\n{compare_text.rstrip()}")
+    if any(p.reused for p in phases):
+        print("* measured by an earlier invocation in the same folder, reused by --resume")
     if verdicts:
         print(f"\nverdicts, {last} − base (paired on the same questions):\n{verdict_table(verdicts, last)}")
     if points:
@@ -355,12 +404,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-rerun", action="store_true", help="skip the cached re-run of the sweep")
     ap.add_argument("--keep", nargs="?", const="", metavar="DIR",
                     help="keep the work folder (with DIR: work in DIR, created if needed)")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --keep DIR: reuse the fine-tune and the sweep an earlier invocation finished there")
     ap.add_argument("--quick", action="store_true", help="smoke run: limit 8, 4 steps, a checkpoint every step")
     args = ap.parse_args(argv)
     if args.quick:
         args.limit, args.steps, args.save_every = 8, 4, 1
     if min(args.limit, args.steps, args.save_every, args.workers, args.threads) < 1:
         ap.error("--limit, --steps, --save-every, --workers and --threads must be at least 1")
+    if args.resume and not args.keep:
+        ap.error("--resume needs --keep DIR: the folder of the earlier invocation")
     return args
 
 
@@ -372,9 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"work folder {work}; load average {' '.join(f'{x:.2f}' for x in load_start)} on {os.cpu_count()} cores",
           flush=True)
     try:
-        phases, verdicts, points, compare_text = loop(args, work)
+        phases, verdicts, points = loop(args, work)
         last = checkpoint_dirs(work / "ckpt")[-1].name if checkpoint_dirs(work / "ckpt") else "-"
-        report(args, phases, verdicts, points, compare_text, load_start, last)
+        report(args, phases, verdicts, points, load_start, last)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -69,6 +69,7 @@ def test_sweep_command_puts_the_base_first() -> None:
     assert {"tracking.experiment_name=e", "limit=8", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sw"} <= set(cmd)
 
 
+@pytest.mark.slow  # no model, but it composes and renders three tasks: 20-70 s on the shared machine
 def test_project_files_compose_into_the_suite(tmp_path: Path) -> None:
     """The written folder is a valid project: the suite's three tasks render, MMLU from the held-out file."""
     row = {"question": "Which planet is red?", "answer_a": "Mars", "answer_b": "Venus", "answer_c": "Earth",
@@ -137,3 +138,30 @@ def test_cached_check_catches_model_calls_and_changed_scores(tmp_path: Path) -> 
     assert cl.cached_check([job("m", first, 0.5)], [job("m", again, 0.5)]) is None
     assert "scores differ" in (cl.cached_check([job("m", first, 0.5)], [job("m", again, 0.25)]) or "")
     assert "2 instance(s) were not answered" in (cl.cached_check([job("m", first, 0.5)], [job("m", first, 0.5)]) or "")
+
+
+def test_verdict_note_says_when_p_alone_would_call_it() -> None:
+    row = cl.VerdictRow(task="t", n=8, score_b=0.4, score_a=0.0, delta=-0.4, ci_low=-0.7, ci_high=-0.1,
+                        p_value=0.04, mde=0.5, verdict="within noise")
+    assert cl.verdict_note(row) == "within noise (p < 0.05, |Δ| < MDE)"
+    assert cl.verdict_note(row.model_copy(update={"p_value": 0.3})) == "within noise"
+    assert cl.verdict_note(row.model_copy(update={"verdict": "regressed"})) == "regressed"
+
+
+def test_resume_reuses_only_a_finished_phase_with_the_same_settings(tmp_path: Path) -> None:
+    args = cl.parse_args(["--keep", str(tmp_path), "--resume"])
+    name = cl.finetune_name(args)
+    assert cl.reusable(args, tmp_path, "fine-tune", name) is None  # nothing measured yet
+    cl.save_phase(tmp_path, "fine-tune", cl.Phase(name=name, wall_s=12.5, ok=True, note="step10"))
+    cl.save_phase(tmp_path, "sweep", cl.Phase(name="sweep (limit 8)", wall_s=3.0, ok=False, note="exit 1"))
+    reused = cl.reusable(args, tmp_path, "fine-tune", name)
+    assert reused is not None and reused.reused and reused.wall_s == 12.5
+    assert cl.reusable(args, tmp_path, "sweep", "sweep (limit 8)") is None  # it failed: run it again
+    assert cl.reusable(args, tmp_path, "fine-tune", "fine-tune (other settings)") is None
+    assert cl.reusable(cl.parse_args(["--keep", str(tmp_path)]), tmp_path, "fine-tune", name) is None  # no --resume
+
+
+def test_resume_needs_a_kept_folder(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cl.parse_args(["--resume"])
+    assert exc.value.code == 2 and "--resume needs --keep DIR" in capsys.readouterr().err
