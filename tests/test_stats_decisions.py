@@ -110,4 +110,4 @@ def test_gold_margin_by_hand_and_sign_equals_correctness() -> None:
         assert gold_margin(lp, gold) == pytest.approx(lp[gold] - others)
     for bad in (([-1.0], 0), ([-1.0, -2.0], 2), ([-1.0, float("nan")], 0)):
         with pytest.raises(ValueError):
-            gold_margin(*bad)  # type: ignore[arg-type]
+            gold_margin(*bad)

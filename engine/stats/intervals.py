@@ -212,13 +212,13 @@ def paired_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nda
     n = int(sa.size)
     d = sa - sb
     wins, losses = int((d > 0).sum()), int((d < 0).sum())
-    counts = {"wins": wins, "losses": losses, "ties": n - wins - losses}
+    ties = n - wins - losses
     if n < 2:
         nan = math.nan
         return PairedInterval(n=n, mean_a=float(sa.mean()) if n else nan, mean_b=float(sb.mean()) if n else nan,
                               delta=float(d.mean()) if n else nan, stderr=nan, plain_stderr=nan, ci_low=nan,
                               ci_high=nan, level=level, method="none", df=nan, quantile=nan, p_value=nan, test="none",
-                              mde=nan, **counts, note="fewer than 2 pairs: no interval")
+                              mde=nan, wins=wins, losses=losses, ties=ties, note="fewer than 2 pairs: no interval")
     binary = _is_binary(sa, sb)
     se = _standard_error(d, clusters, macro, df_plain=math.inf if binary else n - 1.0)
     q, q_power = _quantiles(level, power, se.df)
@@ -245,7 +245,7 @@ def paired_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nda
     return PairedInterval(n=n, mean_a=float((w * sa).sum()), mean_b=float((w * sb).sum()), delta=delta,
                           stderr=se.stderr, plain_stderr=se.plain_stderr, ci_low=low, ci_high=high, level=level,
                           method=method, df=se.df, quantile=q, p_value=p_value, test=test, mcnemar_exact_p=exact_p,
-                          mde=(q + q_power) * se.stderr, **counts, n_clusters=se.n_clusters,
+                          mde=(q + q_power) * se.stderr, wins=wins, losses=losses, ties=ties, n_clusters=se.n_clusters,
                           clustered=se.clustered, note=se.note)
 
 
