@@ -57,7 +57,7 @@ def sandbox_resources(h: HarnessConfig) -> Callable[[int], AbstractAsyncContextM
     def open_pools(n_trajectories: int) -> AbstractAsyncContextManager[Any]:
         router = SandboxRouter(pools_from_config(h.sandboxes or [DEFAULT_POOL]))
         demands = [Demand(requires=frozenset(t.requires), instances=n_trajectories, executions=h.max_turns)
-                   for t in tools if t.requires and router.route(list(t.requires)) is not None]
+                   for t in tools if t.requires and router.covers(t.requires)]  # else: not granted
         router.demands = tuple(demands)
         return router
 

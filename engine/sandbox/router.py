@@ -78,6 +78,13 @@ class SandboxRouter:
         """The pool that would serve ``requires`` (None: requires nothing, no sandbox)."""
         return route(self.configs, requires)
 
+    def covers(self, requires: Iterable[str] | str | None) -> bool:
+        """Whether some pool serves ``requires`` (which then needs a sandbox): no NoPoolError."""
+        try:
+            return self.route(requires) is not None
+        except NoPoolError:
+            return False
+
     @staticmethod
     def needs_sandbox(requires: Iterable[str] | str | None) -> bool:
         return bool(normalize_requires(requires))
