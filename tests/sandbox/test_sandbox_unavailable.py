@@ -231,3 +231,17 @@ def test_pools_that_cannot_start_open_anyway_and_every_execution_is_unavailable(
     errors = asyncio.run(go())
     assert len(errors) == 3 and all(isinstance(e, SandboxUnavailableError) for e in errors), errors
     assert all(e.kind == "sandbox_unavailable" and "daemon not reachable" in str(e) for e in errors)
+
+
+def test_a_tool_no_pool_provides_is_left_out_of_the_demand_instead_of_crashing() -> None:
+    """bash on pools that provide only python: not granted (the model is told), never a NoPoolError."""
+    from engine.config.schema import HarnessConfig
+    from engine.harness.build import sandbox_resources
+
+    h = HarnessConfig(name="t", scaffold="tool_loop", tools=["python_exec", "bash", "submit"],
+                      sandboxes=[{"name": "py", "backend": "local", "provides": ["python"]}])
+    open_pools = sandbox_resources(h)
+    assert open_pools is not None
+    router = open_pools(2)
+    assert [d.requires for d in router.demands] == [frozenset({"python"})]
+    assert router.covers(["python"]) and not router.covers(["bash"])
