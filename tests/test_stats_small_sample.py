@@ -197,21 +197,38 @@ def test_paired_clustered_matches_statsmodels() -> None:
     assert (r.ci_low, r.ci_high) == pytest.approx(tuple(ref.conf_int()[0]), rel=1e-9)
 
 
-def test_paired_clustered_binary_is_tango_on_effective_counts() -> None:
+@pytest.mark.parametrize("macro", [False, True])
+def test_paired_clustered_binary_is_tango_on_effective_counts(macro: bool) -> None:
     rng = np.random.default_rng(6)
-    groups = np.repeat(np.arange(20), 5)
-    a = (rng.random(100) < 0.6).astype(float)
-    b = np.where(rng.random(20)[groups] < 0.5, a, (rng.random(100) < 0.5).astype(float))
-    r = paired_interval(a, b, list(groups))
-    se = float(_statsmodels_cluster(a - b, groups).bse[0])
-    p10, p01 = float(((a == 1) & (b == 0)).mean()), float(((a == 0) & (b == 1)).mean())
-    n_eff = min(100.0, (p10 + p01 - (p10 - p01) ** 2) / se**2)
-    q = float(sps.t.ppf(0.975, 19))
+    groups = np.repeat(np.arange(20), rng.integers(2, 9, 20))
+    n, k = len(groups), 20
+    a = (rng.random(n) < 0.6).astype(float)
+    b = np.where(rng.random(k)[groups] < 0.5, a, (rng.random(n) < 0.5).astype(float))
+    r = paired_interval(a, b, list(groups), macro=macro)
+    w = 1.0 / (k * np.bincount(groups)[groups]) if macro else np.full(n, 1.0 / n)
+    se = float(_statsmodels_cluster(a - b, groups, weights=w if macro else None).bse[0])
+    p10, p01 = float((w * ((a == 1) & (b == 0))).sum()), float((w * ((a == 0) & (b == 1))).sum())
+    n_eff = min(float(n), (p10 + p01 - (p10 - p01) ** 2) / se**2)
+    q = float(sps.t.ppf(0.975, k - 1))
     assert r.method == "tango-clustered" and r.test == "mcnemar-clustered" and r.stderr == pytest.approx(se)
+    assert r.delta == pytest.approx(p10 - p01) and r.mcnemar_exact_p is None
     assert (r.ci_low, r.ci_high) == pytest.approx(
         _tango_by_numerical_likelihood(n_eff * p10, n_eff * p01, n_eff, q), abs=2e-6)
     z0 = (p10 - p01) * n_eff / math.sqrt((p10 + p01) * n_eff)
-    assert r.p_value == pytest.approx(float(2 * sps.t.sf(abs(z0), 19)), rel=1e-8)
+    assert r.p_value == pytest.approx(float(2 * sps.t.sf(abs(z0), k - 1)), rel=1e-8)
+
+
+def test_clustered_intervals_stay_in_range_on_random_data() -> None:
+    rng = np.random.default_rng(12)
+    for _ in range(300):
+        k = int(rng.integers(5, 12))
+        groups = list(np.repeat(np.arange(k), rng.integers(1, 6, k)))
+        p = rng.random(k)[groups] * rng.random()
+        a, b = (rng.random(len(groups)) < p).astype(float), (rng.random(len(groups)) < p).astype(float)
+        s = score_interval(a, groups)
+        assert 0.0 <= s.ci_low <= s.value <= s.ci_high <= 1.0
+        r = paired_interval(a, b, groups, macro=bool(rng.integers(0, 2)))
+        assert -1.0 <= r.ci_low <= r.delta + 1e-12 and r.delta - 1e-12 <= r.ci_high <= 1.0
 
 
 def test_degenerate_inputs_give_no_interval_not_a_number_that_looks_real() -> None:
