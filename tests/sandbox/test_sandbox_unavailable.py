@@ -215,12 +215,16 @@ def test_a_tool_loop_whose_daemon_is_lost_ends_in_an_error_the_model_never_sees(
 
 
 @pytest.mark.parametrize("hosts", [(), ("unix:///tmp/evalbench-no-such-daemon.sock",)], ids=["default-host", "docker_hosts"])
-def test_pools_that_cannot_start_open_anyway_and_every_execution_is_unavailable(hosts, monkeypatch) -> None:
+def test_pools_that_cannot_start_open_anyway_and_every_execution_is_unavailable(hosts, monkeypatch,
+                                                                                request: pytest.FixtureRequest) -> None:
     """A daemon lost between the pre-flight check and the pools' start: opening them does not raise
     (the run would crash after generating everything); each execution is a typed error."""
     from engine.sandbox import Demand, SandboxPoolConfig, SandboxRouter, SandboxUnavailableError
+    from engine.sandbox.docker_backend import client
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/evalbench-no-such-daemon.sock")
+    client.cache_clear()  # one client per host per process: the default one is made again from DOCKER_HOST
+    request.addfinalizer(client.cache_clear)  # and again without it, for the tests after this one
     pool = SandboxPoolConfig(name="gone", backend="docker", instances=2, docker_hosts=hosts)
 
     async def go() -> list[BaseException]:
