@@ -39,6 +39,7 @@ from engine.config.compose import compose_experiment  # noqa: E402
 from engine.config.errors import ConfigError  # noqa: E402
 from engine.config.schema import Experiment  # noqa: E402
 from engine.config.suites import expand_experiment  # noqa: E402
+from engine.record.mlflow_writer import is_task_run  # noqa: E402
 from engine.record.store import client as store_client  # noqa: E402
 from engine.record.store import sqlite_path  # noqa: E402
 from engine.runner.experiment import experiment_id, experiment_name  # noqa: E402
@@ -107,7 +108,8 @@ def _mlflow_specs(exp: Experiment, exp_id: str, names: set[str]) -> dict[str, st
                                   "and attributes.status = 'FINISHED'", max_results=1000)
         for run in runs:
             tags: dict[str, Any] = run.data.tags
-            if tags.get("evalbench.status") in DONE_STATUSES:
+            # Suite parents carry the experiment id too: only task runs say a spec was evaluated.
+            if is_task_run(tags) and tags.get("evalbench.status") in DONE_STATUSES:
                 found[str(tags.get("evalbench.task_spec"))] = str(run.info.run_id)
     return found
 

@@ -1,6 +1,6 @@
 """The suite record: suite.json in the job folder and an MLflow parent run over the task runs.
 
-The aggregate (engine/suites.py `suite_score`: mean of task and nested-suite scores with its SE)
+The aggregate (engine/scoring/suites.py `suite_score`: mean of task and nested-suite scores with its SE)
 is computed by the caller and passed in as a pydantic model or a dict of the same shape; this
 module only records it (the record package sits below the suite logic; docs/architecture.md,
 "Layers"). The parent run's metrics are `<entry>` (value) and `<entry>.reported_stderr`,

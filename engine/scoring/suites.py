@@ -4,6 +4,10 @@
 - best-of task: the better formulation's score (higher, or lower for bpb), SE of that run;
 - suite: unweighted mean over its entries, where a nested suite counts as one entry (mean of
   means), SE = sqrt(Σ SE_j²)/k (independent estimates; Miller 2024).
+
+`suite_score` is the one definition of a suite's aggregate: the run prints it, suite.json and the
+MLflow parent run record it, `engine.compare` and its viewer recompute it from each side's records
+(docs/architecture.md, "Run kinds").
 """
 
 from __future__ import annotations
