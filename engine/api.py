@@ -211,7 +211,7 @@ class ModelIdentity(_Record):
     path: str | None = None
     revision: str | None = None
     checkpoint_step: int | None = None
-    content_hash: str | None = None  # the weights
+    content_hash: str | None = None  # the model folder: every file but a documented few (models/identity.py)
     api_base: str | None = None  # where the model is served (litellm)
     tokenizer_hash: str | None = None  # tokenizer files and chat template
     options_hash: str | None = None  # serving options that change outputs (dtype, max_length)

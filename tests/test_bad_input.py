@@ -47,6 +47,40 @@ def assert_refused(res, *needles: str) -> str:
         (["suite=base_qa", "suite.tasks=[':rc']"], ["':rc' has an empty part"]),
         (["task.fields.query='{question'"], ["`task.fields.query` template '{question'", "close every `{`"]),
         (["task.mc_template='{query} {foo}'"], ["`task.mc_template`", "`{foo}`", "task.fields.query"]),
+        # issue 24: a key the provider does not read is refused, with or without Hydra's `+`
+        (["model=smollm2", "model.api_base=http://127.0.0.1:9/v1"],
+         ["`model.api_base` is set", "provider hf does not use it", "model=litellm"]),
+        (["model=smollm2", "+model.api_base=http://127.0.0.1:9/v1"], ["`model.api_base` is set", "provider hf"]),
+        (["model=litellm", "model.dtype=bfloat16"], ["`model.dtype` is set", "provider litellm does not use it"]),
+        # exact_match is the engine's own score: a precise error where the formulation does not write it
+        (["task=mmlu", "task.scorers=[exact_match]"], ["'exact_match', a score the engine computes itself",
+                                                      "formulation generate", "task.formulation=generate"]),
+        (["harness.sandboxes=[{name: x, backend: nope}]"], ["`harness.sandboxes[0]` (pool 'x') has backend 'nope'",
+                                                            "local, bwrap, docker"]),
+        (["harness.sandboxes=[{name: x, backend: local, instance: 2}]"], ["unknown key 'instance'", "'instances'"]),
+        # unknown keys in each group: named with the valid keys, never "use +key"
+        (["model.foo=1"], ["Unknown key `model.foo`", "valid keys there"]),
+        (["+model.foo=1"], ["unknown key `model.foo`", "valid keys there"]),
+        (["harness.concurency=2"], ["Unknown key `harness.concurency`", "did you mean `concurrency`"]),
+        (["task.fewshot.sed=1"], ["Unknown key `task.fewshot.sed`", "`seed`"]),
+        (["tracking.uri=x"], ["Unknown key `tracking.uri`", "tracking_uri"]),
+        (["limit=abc"], ["`limit`", "valid integer", "'abc'"]),
+        (["harness.concurrency=abc"], ["`harness.concurrency`", "valid integer"]),
+        (["task.num_fewshot=-1"], ["`task.num_fewshot` must be ≥ 0"]),
+        (["task.formulation=xyz"], ["`task.formulation`", "'xyz'"]),
+        (["model.dtype=int8"], ["`model.dtype`", "'int8'"]),
+        (["task=gsm8k", "task.generation.temperature=-1"], ["`task.generation.temperature` must be ≥ 0"]),
+        (["task=mmlu:nosuchvariant"], ["Unknown variant 'nosuchvariant' for task 'mmlu'"]),
+        (["task=nosuchtask"], ["Unknown task 'nosuchtask'"]),
+        (["tracking=nope"], ["Unknown tracking 'nope'"]),
+        (["suite=base_qa", "suite.tasks=[]"], ["suite 'base_qa' lists no tasks", "suite.tasks="]),
+        (["task=freshqa", "task.data.data_files=/nonexistent.jsonl"], ["/nonexistent.jsonl", "task.data.data_files"]),
+        (["harness.auxiliary={judge: {provider: nope}}"], ["`harness.auxiliary.judge` has the unknown key 'provider'",
+                                                          "harness.auxiliary.judge.model"]),
+        (["harness.auxiliary={judje: {}}"], ["`harness.auxiliary.judje` is not an auxiliary provider"]),
+        (["harness=judge", "harness.auxiliary.judge.model.dtype=int8"], ["`harness.auxiliary.judge.model.dtype`",
+                                                                         "'int8'"]),
+        (["hydra/launcher=nope"], ["Could not find 'hydra/launcher/nope'", "joblib", "Fix: choose one"]),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) and v and "=" in v[0] else None,
 )
@@ -171,3 +205,51 @@ def test_a_folder_that_is_not_a_checkpoint_names_what_is_missing(workdir):
     (workdir / "ckpt" / "config.json").write_text("{}")
     res = run_engine(["task=mmlu:mc", "limit=1", f"model.path={workdir / 'ckpt'}", "tracking=none"], workdir, timeout=300)
     assert_refused(res, "no weights (*.safetensors or *.bin), no tokenizer (tokenizer.json", "save_pretrained")
+
+
+def test_a_task_without_data_reads_nothing_from_the_working_directory(workdir):
+    """issue 24: a task file without `data:` once evaluated whatever test.jsonl lay in the working folder."""
+    (workdir / "evals" / "task").mkdir(parents=True)
+    task_file = workdir / "evals" / "task" / "nodata.yaml"
+    task_file.write_text("name: nodata\nfields: {query: '{question}', gold: answer}\nformulation: generate\n"
+                         "primary_metric: exact_match\n")
+    _jsonl(workdir / "test.jsonl", [{"question": "q1", "answer": "a"}])
+    res = run_engine(["task=nodata", "inspect=true", "tracking=none"], workdir, timeout=300,
+                     env={"EVALBENCH_CONFIG_PATH": str(workdir / "evals")})
+    assert_refused(res, "Task 'nodata' names no data", str(task_file), "data_files", "never reads files from the working")
+
+
+def test_a_data_file_without_the_tasks_fields_names_the_field(workdir):
+    path = _jsonl(workdir / "wrong.jsonl", [{"foo": 1}, {"foo": 2}])
+    assert_refused(_run_on(path, workdir), "not a column of the data (['foo'])", "Fix: point `task.fields`")
+
+
+def test_exact_match_in_the_scorers_of_a_generation_task_is_a_no_op_with_a_note(workdir):
+    res = run_engine(["task=gsm8k", "task.scorers=[exact_match]", "inspect=true", "limit=1", "tracking=none"],
+                     workdir, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "`task.scorers` lists exact_match, which the engine computes for every generate task already" in res.stderr
+
+
+def test_a_schema_key_the_chosen_file_does_not_set_needs_no_plus(workdir):
+    res = run_engine(["model=litellm", "model.max_length=4096", "model.name=openai/x",
+                      "model.api_base=http://127.0.0.1:9/v1", "task=freshqa", "inspect=true", "limit=1",
+                      "tracking=none"], workdir, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_the_sandbox_pool_keys_config_checks_are_the_sandbox_packages():
+    from typing import get_args
+
+    from engine.config import names
+    from engine.sandbox.models import BackendName, SandboxPoolConfig
+
+    assert set(names.SANDBOX_POOL_KEYS) == set(SandboxPoolConfig.model_fields)
+    assert set(names.SANDBOX_BACKENDS) == set(get_args(BackendName))
+
+
+def test_the_auxiliary_keys_config_checks_are_the_judges():
+    from engine.config import names
+    from engine.scoring.judge import JudgeConfig
+
+    assert set(names.AUXILIARY_KEYS["judge"]) == set(JudgeConfig.model_fields)

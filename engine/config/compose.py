@@ -33,6 +33,7 @@ from engine.config.entries import (  # noqa: F401 - re-exported: the lookups cal
     variant_entry,
 )
 from engine.config.errors import ConfigError, format_validation_error
+from engine.config.keys import NOT_IN_CONFIG, with_plus
 from engine.config.paths import conf_dir, config_sources, parse_searchpath_value, set_cli_searchpath
 from engine.config.plugins import load_plugins
 from engine.config.project_imports import preload_plugins, project_imports
@@ -279,11 +280,18 @@ def _compose_checked(overrides: list[str]) -> DictConfig:
         raise
     except Exception as err:  # Hydra's own composition errors: unknown keys, bad syntax
         text = " ".join(str(err).split()) or type(err).__name__
+        missing = NOT_IN_CONFIG.search(text)  # a key the chosen file does not set: the schema decides
+        if missing and (retried := with_plus(missing.group(1), overrides)) is not None:
+            return _compose_checked(retried)
         if _yaml_error(err):
             raise ConfigError(
                 f"Cannot compose the configuration: a YAML file does not parse: {text.rstrip('.')}. Fix that file "
                 "at the line named (indentation, an unclosed bracket or quote, a `:` inside an unquoted value)."
             ) from None
+        if "Could not find" in text:  # a config group option that does not exist (`hydra/launcher=nope`)
+            text = text.split(" Config search path:")[0]
+            raise ConfigError(f"Cannot compose the configuration: {text.rstrip('.')}. Fix: choose one of the options "
+                              "listed (`python -m engine.list` lists evalbench's groups).") from None
         raise ConfigError(
             f"Cannot compose the configuration: {text.rstrip('.')}. Fix the override (an existing key is set as "
             "`key=value`; `python -m engine --cfg job` prints every key with its current value)."

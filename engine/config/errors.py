@@ -41,7 +41,7 @@ def _field_names(model_cls, path: tuple) -> list[str]:
         cls = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), None)
         if cls is None:
             return []
-    return list(getattr(cls, "model_fields", {}))
+    return [f.alias or n for n, f in getattr(cls, "model_fields", {}).items() if n != "variants"]  # as YAML writes them
 
 
 # What to write instead, for the numeric limits users most often get wrong (matched on the key's tail).

@@ -38,6 +38,18 @@ def metric_range(name: str) -> tuple[float, float]:
     return float("-inf"), float("inf")
 
 
+# A sandbox pool of `harness.sandboxes` (engine/sandbox/models.py SandboxPoolConfig, above config): its keys and
+# backends, so a typo is refused when the experiment is validated, not as a traceback when the pool is built.
+# tests/test_bad_input.py keeps these equal to the sandbox package's model.
+SANDBOX_BACKENDS = ("local", "bwrap", "docker")
+SANDBOX_POOL_KEYS = ("name", "backend", "provides", "instances", "concurrency", "limits", "image", "cost",
+                     "docker_hosts")
+
+# `harness.auxiliary`: the auxiliary providers and the keys of each (engine/scoring/judge.py JudgeConfig; kept
+# equal by tests/test_bad_input.py). `judge.model` is a ModelConfig, validated as one.
+AUXILIARY_KEYS: dict[str, tuple[str, ...]] = {"judge": ("mode", "rubric", "scale", "model", "max_tokens", "prompt")}
+
+
 # Built-in scorers with the metric each writes (engine/scoring/scorers.py, engine/scoring/judge.py).
 BUILTIN_SCORERS: dict[str, tuple[str, ...]] = {
     "contains": ("contains",), "relaxed_match": ("relaxed_match",), "judge": ("judge",)}

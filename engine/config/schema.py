@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import re
 import string
+import sys
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from engine.config import names
-from engine.config.errors import closest
+from engine.config.errors import closest, format_validation_error
 from engine.config.templates import TemplateError, is_jinja, jinja_variables
 
 # The engine's own task classes whose metrics differ from the generic formulation's (per formulation;
@@ -210,10 +219,16 @@ class TaskConfig(_Config):
 
     @field_validator("scorers")
     @classmethod
-    def _known_scorers(cls, v: list[str]) -> list[str]:
+    def _known_scorers(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        formulation = info.data.get("formulation", "mc")
+        kept = []
         for name in v:
+            if name in names.ENGINE_METRICS and name not in names.known("scorer"):
+                _engine_score_as_scorer(name, formulation, info.data.get("normalization", "none"))
+                continue  # computed for every task of this formulation: listing it adds nothing
             names.check_known("scorer", name, "`task.scorers`")
-        return v
+            kept.append(name)
+        return kept
 
     @field_validator("metric_names")
     @classmethod
@@ -279,6 +294,26 @@ class TaskConfig(_Config):
         )
 
 
+_NOTED: set[str] = set()
+
+
+def _engine_score_as_scorer(name: str, formulation: str, normalization: str) -> None:
+    """`task.scorers: [exact_match]` (lm-eval's habit): a score the engine writes itself. A no-op with a
+    note when this formulation writes it; otherwise a ValueError saying which formulation does."""
+    writes = _formulation_metrics(formulation, normalization)
+    if name in writes:
+        if name not in _NOTED:
+            _NOTED.add(name)
+            print(f"note: `task.scorers` lists {name}, which the engine computes for every {formulation} task "
+                  "already; nothing to add (you may drop it).", file=sys.stderr)
+        return
+    which = [f for f in ("generate", "mc", "rc", "bpb") if name in _formulation_metrics(f, "uncond")]
+    raise ValueError(
+        f"`task.scorers` lists {name!r}, a score the engine computes itself for formulation {' and '.join(which)} "
+        f"tasks, not a scorer; this task's formulation is {formulation}, which writes {', '.join(sorted(writes))}. "
+        f"Fix: drop {name!r} from `task.scorers`" + (f" (or set `task.formulation={which[0]}`)" if which else ""))
+
+
 def _formulation_metrics(formulation: str, normalization: str) -> set[str]:
     """What engine/scoring/scorers.py writes per instance for each formulation."""
     if formulation == "mc":
@@ -312,6 +347,14 @@ class SuiteConfig(_Config):
                 )
         return v
 
+    @model_validator(mode="after")
+    def _runs_something(self) -> SuiteConfig:
+        if not self.tasks and not self.suites:
+            raise ValueError(
+                f"suite '{self.name}' lists no tasks and no nested suites: nothing to evaluate. Fix: list task specs "
+                "in its `tasks:` (e.g. `suite.tasks=[mmlu:rc,gsm8k]`) or suites in `suites:`")
+        return self
+
 
 # The `model.` keys each provider reads (engine/models/hf.py, litellm_provider.py); a key set for a provider
 # that ignores it is refused, never silently dropped (docs/architecture.md, "Boundaries").
@@ -321,6 +364,8 @@ PROVIDER_KEYS: dict[str, frozenset[str]] = {
     "litellm": frozenset({"provider", "name", "checkpoint_step", "batch_size", "max_length", "api_base", "api_key_env",
                           "timeout_s", "supports_prompt_logprobs", "client"}),
 }
+_PROVIDER_EXAMPLE = {"litellm": "`model=litellm model.name=openai/<model> model.api_base=<URL>` for a served model",
+                     "hf": "`model=smollm2 model.path=<checkpoint folder>` for weights on disk"}
 
 
 class ModelConfig(_Config):
@@ -353,8 +398,8 @@ class ModelConfig(_Config):
             raise ValueError(
                 f"`model.{key}` is set ({getattr(self, key)!r}), but provider {self.provider} does not use it, so it "
                 f"would be silently ignored (read by: {', '.join(others) or 'no provider'}). Fix: drop "
-                f"`model.{key}`" + (f", or evaluate through provider {others[0]} (e.g. `model=litellm` for a served "
-                                    "model)" if others else "") +
+                f"`model.{key}`" + (f", or evaluate through provider {others[0]} ({_PROVIDER_EXAMPLE[others[0]]})"
+                                    if others else "") +
                 f"; provider {self.provider} reads {', '.join(sorted(used - {'provider'}))}")
         return self
 
@@ -386,6 +431,49 @@ class HarnessConfig(_Config):
     max_total_tokens: int | None = Field(default=None, ge=1)  # prompt + completion tokens over one trajectory
     max_time_s: float | None = Field(default=None, gt=0.0)  # wall time of one trajectory
     turns_field: str = "turns"  # multi_turn: the row column holding the scripted user turns
+
+    @field_validator("sandboxes")
+    @classmethod
+    def _pools_have_known_keys(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, pool in enumerate(v):
+            unknown = sorted(set(pool) - set(names.SANDBOX_POOL_KEYS))
+            where = f"`harness.sandboxes[{i}]`" + (f" (pool {pool['name']!r})" if "name" in pool else "")
+            if unknown:
+                near = closest(unknown[0], names.SANDBOX_POOL_KEYS)
+                raise ValueError(f"{where} has the unknown key {unknown[0]!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                                 + f"; a pool's keys are {', '.join(names.SANDBOX_POOL_KEYS)}. Fix the key")
+            if "name" not in pool or "backend" not in pool:
+                raise ValueError(f"{where} needs a `name` and a `backend`. Fix: write e.g. "
+                                 "`harness.sandboxes=[{name: local, backend: local}]`")
+            if pool["backend"] not in names.SANDBOX_BACKENDS:
+                raise ValueError(f"{where} has backend {pool['backend']!r}, which is not a sandbox backend. Fix: set "
+                                 f"`backend` to one of {', '.join(names.SANDBOX_BACKENDS)}")
+        return v
+
+    @field_validator("auxiliary")
+    @classmethod
+    def _known_auxiliaries(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, aux in v.items():
+            keys = names.AUXILIARY_KEYS.get(name)
+            if keys is None:
+                raise ValueError(f"`harness.auxiliary.{name}` is not an auxiliary provider; known: "
+                                 f"{', '.join(names.AUXILIARY_KEYS)}. Fix: remove it, or configure "
+                                 "`harness.auxiliary.judge` (see conf/harness/judge.yaml)")
+            unknown = sorted(set(aux) - set(keys))
+            if unknown:
+                near = closest(unknown[0], keys)
+                raise ValueError(f"`harness.auxiliary.{name}` has the unknown key {unknown[0]!r}"
+                                 + (f" (did you mean {near[0]!r}?)" if near else "")
+                                 + f"; its keys are {', '.join(keys)}. Fix the key (a judge model goes under "
+                                 f"`harness.auxiliary.{name}.model`)")
+            if isinstance(aux.get("model"), dict):
+                try:
+                    ModelConfig.model_validate(aux["model"])
+                except ValidationError as err:
+                    where = f"harness.auxiliary.{name}.model"
+                    raise ValueError(str(format_validation_error(err, ModelConfig, where=where))
+                                     .removeprefix("Invalid configuration: ").rstrip(".")) from None
+        return v
 
     @field_validator("scaffold")
     @classmethod

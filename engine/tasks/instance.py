@@ -74,7 +74,7 @@ def get_path(row: dict[str, Any], path: str, default: Any = _MISSING) -> Any:
         elif default is not _MISSING:
             return default
         else:
-            raise FieldMapError(f"column path `{path}` is not in the data; columns are {sorted(row)}.")
+            raise FieldMapError(f"column path `{path}` is not in the data; columns are {sorted(row)}. Fix: point `task.fields` at one of those columns, or `task.data.data_files` at data that has it.")
     return value
 
 
@@ -89,7 +89,7 @@ def _choices(row: dict[str, Any], spec: str | list[str]) -> tuple[str, ...]:
         return tuple(str(v) for v in value)
     missing = [c for c in spec if c not in row]
     if missing:
-        raise FieldMapError(f"`fields.choices` names columns {missing} missing from the data ({sorted(row)}).")
+        raise FieldMapError(f"`fields.choices` names columns {missing} missing from the data ({sorted(row)}). Fix: point `task.fields` at one of those columns, or `task.data.data_files` at data that has it.")
     return tuple(str(row[c]) for c in spec)
 
 
@@ -146,7 +146,7 @@ def row_to_instance(row: dict[str, Any], index: int, fields: FieldMap) -> Instan
     if fields.gold is not None:
         raw = get_path(row, fields.gold, _MISSING) if "." in fields.gold else row.get(fields.gold, _MISSING)
         if raw is _MISSING:
-            raise FieldMapError(f"`fields.gold: {fields.gold}` is not a column of the data ({sorted(row)}).")
+            raise FieldMapError(f"`fields.gold: {fields.gold}` is not a column of the data ({sorted(row)}). Fix: point `task.fields` at one of those columns, or `task.data.data_files` at data that has it.")
         if choices is None:
             gold = str(raw)
         else:

@@ -1,0 +1,68 @@
+"""Keys typed on the command line, checked against the schema before Hydra's own advice is shown.
+
+Hydra refuses `model.max_length=4096` when the chosen model file does not set that key, and advises
+`+model.max_length=4096`, whether or not the schema has such a key (`+model.foo=1` would then be
+accepted by Hydra and refused by validation). Here a key the schema defines is set as given (the
+override is retried with `+`: validation then decides, e.g. refuses a key the provider does not read),
+and a key it does not define is refused at once, naming the valid keys (docs/architecture.md,
+"Boundaries").
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+
+from engine.config.errors import ConfigError, closest
+from engine.config.schema import Experiment
+
+NOT_IN_CONFIG = re.compile(r"Could not override '([^']+)'")
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (through `X | None`), else None."""
+    candidates = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or typing.get_origin(
+        annotation) is typing.Union else (annotation,)
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
+def _names(cls: type[BaseModel]) -> dict[str, str]:
+    """Key as written in YAML (a field's alias: `metrics`, `_target_`) → field name."""
+    return {(f.alias or n): n for n, f in cls.model_fields.items() if n != "variants"}
+
+
+def check_schema_key(key: str) -> None:
+    """ConfigError when the dotted key is not a key of the experiment schema; a key under a free-form
+    field (a dict such as `task.data.data_files` or `harness.tool_options`) is accepted."""
+    cls: type[BaseModel] | None = Experiment
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if cls is None:
+            return  # below a free-form field
+        known = _names(cls)
+        if part not in known:
+            where = ".".join(parts[:depth]) or "the top level"
+            near = closest(part, known)
+            hint = f" (did you mean {', '.join(f'`{n}`' for n in near)}?)" if near else ""
+            raise ConfigError(
+                f"Unknown key `{key}`{hint}: there is no `{part}` under {where}; valid keys there: "
+                f"{', '.join(known)}. Fix: correct the key (`python -m engine --cfg job` prints every key with its "
+                "current value)."
+            )
+        cls = _model_class(cls.model_fields[known[part]].annotation)
+
+
+def with_plus(key: str, overrides: list[str]) -> list[str] | None:
+    """The overrides with the one that sets `key` written `+key=...` (a schema key the chosen file does
+    not set); None when no plain override sets it. Unknown keys: ConfigError."""
+    check_schema_key(key)
+    out, done = [], False
+    for o in overrides:
+        if not done and o.partition("=")[0] == key:
+            o, done = "+" + o, True
+        out.append(o)
+    return out if done else None
