@@ -105,7 +105,7 @@ def _with_objects(exp: Experiment, objects: Mapping[str, BaseModel | Mapping[str
         try:
             parts[group] = value if isinstance(value, BaseModel) else model.model_validate(dict(value))  # type: ignore[union-attr]
         except ValidationError as err:
-            raise format_validation_error(err, model) from None  # type: ignore[arg-type]
+            raise format_validation_error(err, model) from None
     exp = exp.model_copy(update=parts)
     if exp.task is not None and exp.suite is None:
         try:
