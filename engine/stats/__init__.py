@@ -19,8 +19,17 @@ from engine.stats.intervals import (
     score_interval,
 )
 from engine.stats.multiple import AdjustedPValues, adjust_pvalues
+from engine.stats.recorded import NormalTest, normal_test, summarize_scores
 from engine.stats.sequential import SequentialResult, confidence_sequence, sequential_paired
-from engine.stats.series import CheckpointNoise, FlipRates, SignalToNoise, checkpoint_noise, flip_rates, signal_to_noise
+from engine.stats.series import (
+    NOISE_CHECKPOINTS,
+    CheckpointNoise,
+    FlipRates,
+    SignalToNoise,
+    checkpoint_noise,
+    flip_rates,
+    signal_to_noise,
+)
 
 __all__ = [
     "Z_95",
@@ -52,4 +61,8 @@ __all__ = [
     "SequentialResult",
     "confidence_sequence",
     "sequential_paired",
+    "NormalTest",
+    "normal_test",
+    "summarize_scores",
+    "NOISE_CHECKPOINTS",
 ]
