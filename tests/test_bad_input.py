@@ -253,3 +253,19 @@ def test_the_auxiliary_keys_config_checks_are_the_judges():
     from engine.scoring.judge import JudgeConfig
 
     assert set(names.AUXILIARY_KEYS["judge"]) == set(JudgeConfig.model_fields)
+
+
+def test_tasks_that_inherit_their_data_or_make_their_own_instances_still_run(workdir):
+    """A task extending another through its defaults list inherits its data; a task class (`_target_`)
+    may make its instances itself, so it is not refused for naming no data at composition."""
+    (workdir / "evals" / "task").mkdir(parents=True)
+    (workdir / "evals" / "task" / "my_gsm8k.yaml").write_text("defaults:\n  - gsm8k\n  - _self_\n\nname: my_gsm8k\n")
+    (workdir / "evals" / "task" / "coded.yaml").write_text(
+        "_target_: engine.tasks.code.HumanEvalTask\nname: coded\nformulation: generate\nrequires: [python]\n"
+        "fields: {id: task_id, query: '{prompt}'}\nprimary_metric: pass@1\npass_at_k: [1]\n")
+    env = {"EVALBENCH_CONFIG_PATH": str(workdir / "evals")}
+    res = run_engine(["task=my_gsm8k", "inspect=true", "limit=1", "tracking=none"], workdir, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    # HumanEvalTask reads `task.data`, so the data layer refuses at loading: one paragraph, exit 2.
+    res = run_engine(["task=coded", "inspect=true", "limit=1", "tracking=none"], workdir, timeout=300, env=env)
+    assert_refused(res, "The task names no data to read", "data_files")
