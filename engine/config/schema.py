@@ -429,7 +429,8 @@ class HarnessConfig(_Config):
     tool_options: dict[str, dict[str, Any]] = {}  # e.g. {search: {corpus: data/corpus, k: 3}}
     system_prompt: str | None = None  # agent instructions; None: the scaffold's default
     max_total_tokens: int | None = Field(default=None, ge=1)  # prompt + completion tokens over one trajectory
-    max_time_s: float | None = Field(default=None, gt=0.0)  # wall time of one trajectory
+    # Seconds of a trajectory's own model and tool time, not waiting (docs/architecture.md, "Harness limits").
+    max_time_s: float | None = Field(default=None, gt=0.0)
     turns_field: str = "turns"  # multi_turn: the row column holding the scripted user turns
 
     @field_validator("sandboxes")
