@@ -23,7 +23,7 @@ from sandbox_testlib import backend_skip_reason
 
 from tests.conftest import run_engine
 
-HUMANEVAL = ["task=humaneval", "limit=4", "tracking.mlflow=false", "progress=false"]
+HUMANEVAL = ["task=humaneval", "limit=4", "task.generation.max_tokens=128", "tracking.mlflow=false", "progress=false"]
 DOCKER_POOL = ["+harness/sandboxes=docker", "harness.sandboxes.0.instances=1"]
 
 
