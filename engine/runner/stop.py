@@ -11,13 +11,14 @@ does, so the run records what finished (status `interrupted`) and leaves through
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# (loop, main task) of the run in progress; set and cleared on the loop's thread (the main thread).
-_main: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+# (loop, main task, the loop's thread) of the run in progress; set and cleared on the loop's thread.
+_main: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any], int] | None = None
 _stopped = False
 
 
@@ -31,7 +32,7 @@ def run_main(main: Coroutine[Any, Any, T]) -> T:
         global _main
         task = asyncio.current_task()
         assert task is not None
-        _main = (asyncio.get_running_loop(), task)
+        _main = (asyncio.get_running_loop(), task, threading.get_ident())
         try:
             return await main
         finally:
@@ -46,13 +47,20 @@ def run_main(main: Coroutine[Any, Any, T]) -> T:
 
 
 def request_stop() -> bool:
-    """Cancel the running main task (safe in a signal handler: the cancel runs on the loop). False
+    """Cancel the running main task (from a signal handler on the loop's thread). False
     when no run is in progress or a stop was already requested (the caller then interrupts at once)."""
     global _stopped
     target = _main
     if target is None or _stopped or target[1].done():
         return False
     _stopped = True
-    loop, task = target
-    loop.call_soon_threadsafe(task.cancel)  # wakes the loop's selector too
+    loop, task, thread = target
+    if thread != threading.get_ident():  # a run on another thread (the Python API): only the loop may cancel
+        loop.call_soon_threadsafe(task.cancel)
+        return True
+    # As asyncio's own Ctrl-C handler: cancel now, in the handler, so that nothing the loop runs next
+    # (a sandbox the teardown just killed reporting its exit) can finish as if it had not been stopped;
+    # then wake the loop's selector.
+    task.cancel()
+    loop.call_soon_threadsafe(lambda: None)
     return True
