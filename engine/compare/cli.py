@@ -11,10 +11,12 @@ from pathlib import Path
 from engine.compare.loading import CompareError, RunData
 from engine.compare.models import SeriesReport
 from engine.compare.paired import Comparison, compare_runs
-from engine.compare.report import series_csv, series_table, to_csv, to_table
+from engine.compare.report import sequential_table, series_csv, series_table, to_csv, to_table
 from engine.compare.resolve import resolve, resolve_experiment
+from engine.compare.sequential import sequential_report
 from engine.compare.series import build_series
 from engine.compare.server import ViewerState, make_server, server_url
+from engine.stats import NOISE_CHECKPOINTS
 
 EPILOG = """\
 A and B each name runs: a run folder, a Hydra job dir holding several run folders (a suite), an MLflow
@@ -37,6 +39,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--serve", action="store_true", help="open the web viewer on 127.0.0.1")
     p.add_argument("--port", type=int, default=8780, help="viewer port (0: any free port)")
+    p.add_argument("--adjust", choices=("holm", "bh", "none"), default="holm",
+                   help="adjust the task p-values of one comparison: Holm (default), Benjamini-Hochberg, none")
+    p.add_argument("--sequential", action="store_true",
+                   help="anytime-valid: read each task's paired questions in a seeded random order, stop when decided")
+    p.add_argument("--alpha", type=float, default=0.05, help="--sequential: error level (default 0.05)")
+    p.add_argument("--threshold", type=float, default=0.0,
+                   help="--sequential: also stop when |Δ| < THRESHOLD is shown (default 0: only a direction)")
+    p.add_argument("--seed", type=int, default=0, help="--sequential: seed of the question order")
+    p.add_argument("--noise-checkpoints", type=int, default=NOISE_CHECKPOINTS,
+                   help=f"series: noise over the last N checkpoints (default {NOISE_CHECKPOINTS}; all when fewer)")
+    p.add_argument("--signal-runs", action="append", default=[], metavar="RUN",
+                   help="series: runs of another model (repeatable); signal = dispersion of the models' final scores")
     return p
 
 
@@ -65,7 +79,12 @@ def run(argv: Sequence[str] | None = None) -> int:
             runs = resolve_experiment(args.experiment, tracking_uri=args.tracking_uri, runs_root=args.runs_root)
         else:
             raise CompareError("--series needs runs (run folders, a multirun dir, selectors) or --experiment NAME.")
-        series = build_series(runs, metric=args.metric, task=args.task)
+        if args.noise_checkpoints < 2:
+            raise CompareError(f"--noise-checkpoints must be at least 2 (got {args.noise_checkpoints}): noise is the "
+                               "spread of the last N checkpoint scores.")
+        others = [r for spec in args.signal_runs for r in _load(spec, args)]
+        series = build_series(runs, metric=args.metric, task=args.task, noise_checkpoints=args.noise_checkpoints,
+                              signal_runs=others)
         out = {"table": series_table, "csv": series_csv, "json": lambda s: s.model_dump_json(indent=2)}[args.format](series)
         print(out)
         if args.serve:
@@ -81,7 +100,13 @@ def run(argv: Sequence[str] | None = None) -> int:
                            "a run compared with itself differs by 0 on every question by construction. Fix: give two "
                            "different runs, e.g. the run folders of two checkpoints.")
     t_load = time.perf_counter() - t0
-    comparison = compare_runs(runs_a, runs_b, metric=args.metric)
+    comparison = compare_runs(runs_a, runs_b, metric=args.metric, adjust=args.adjust)
+    if args.sequential:
+        if not 0 < args.alpha < 1 or args.threshold < 0:
+            raise CompareError(f"--alpha must lie in (0, 1) and --threshold be ≥ 0 (got {args.alpha}, {args.threshold}).")
+        seq = sequential_report(comparison, alpha=args.alpha, threshold=args.threshold, seed=args.seed)
+        print(seq.model_dump_json(indent=2) if args.format == "json" else sequential_table(seq))
+        return 0
     report = comparison.report.model_copy(update={"timings_s": {**comparison.report.timings_s, "load": t_load}})
     if args.format == "json":
         print(report.model_dump_json(indent=2))

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.stats import PairedComparison
+from engine.stats import CheckpointNoise, FlipRates, PairedComparison, SignalToNoise
 from engine.stats import verdict_of as _verdict_of
 
 
@@ -70,6 +70,25 @@ class Alignment(Frozen):
         return self.n_a + self.n_b - 2 * self.n_paired
 
 
+class CompanionComparison(Frozen):
+    """A continuous per-question metric compared next to accuracy (docs/architecture.md, "Statistics")."""
+
+    metric: str  # "logprob_margin": ℓ_gold − max_{j≠gold} ℓ_j under the task's normalization
+    normalization: str
+    n: int
+    mean_a: float
+    mean_b: float
+    delta: float
+    stderr: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    mde: float
+    df: float
+    method: str
+    verdict: Verdict  # on its own p (not in the accuracy family)
+
+
 class TaskComparison(Frozen):
     task_spec: str
     task_hash: str
@@ -88,6 +107,18 @@ class TaskComparison(Frozen):
     clustered: bool = False
     n_clusters: int | None = None
     verdict: Verdict
+    # engine.stats.paired_interval: "tango" (0/1 scores; p is McNemar's asymptotic test, which the
+    # interval inverts; stats.mcnemar_p keeps the exact one), "t", "*-clustered" (CR1, t on df).
+    method: str = ""
+    test: str = ""
+    df: float | None = None  # of the quantile; None (JSON null) for the normal
+    note: str | None = None  # e.g. too few clusters: the plain SE is used
+    # stats.p_value adjusted over the k tasks of this comparison (ComparisonReport.adjust); the
+    # verdict uses it. Equal to the raw p for a single task or adjust "none".
+    p_adjusted: float | None = None
+    verdict_metric: str = ""  # the metric the verdict is on (the compared one, never the companion)
+    companion: CompanionComparison | None = None
+    companion_note: str | None = None  # why a likelihood task has no companion
 
 
 class SuiteComparison(Frozen):
@@ -124,6 +155,10 @@ class SuiteComparison(Frozen):
     pooled_p_value: float
     pooled_mde: float
     pooled_verdict: Verdict
+    pooled_method: str = ""  # "t-clustered" (CR1, t on k−1 df) or the plain SE with pooled_note
+    pooled_note: str | None = None
+    # The suite row is one test of its own, outside the per-task family that `adjust` corrects.
+    family: str = ""
 
 
 class UnmatchedTask(Frozen):
@@ -142,6 +177,8 @@ class ComparisonReport(Frozen):
     unmatched: list[UnmatchedTask]
     warnings: list[str] = []
     timings_s: dict[str, float] = {}
+    adjust: Literal["holm", "bh", "none"] = "holm"  # multiple-comparison adjustment over the tasks
+    family_size: int = 0  # tasks with a p-value, adjusted together
 
 
 class QuestionRow(Frozen):
@@ -182,6 +219,9 @@ class SeriesPoint(Frozen):
     verdict_vs_base: Verdict | None = None
     ci_low_vs_base: float | None = None  # 95% CI of the paired Δ (the forest plot's whiskers)
     ci_high_vs_base: float | None = None
+    # True when checkpoint noise (σ over the task's last checkpoints) is at least |Δ vs first|:
+    # neighbouring checkpoints alone move the score that much (CheckpointNoise.exceeds).
+    noise_exceeds_delta: bool | None = None
 
 
 class SeriesTask(Frozen):
@@ -189,8 +229,41 @@ class SeriesTask(Frozen):
     task_hash: str
     metric: str
     points: list[SeriesPoint]
+    # Heineman et al. 2025 (docs/architecture.md, "Statistics"): noise over the last checkpoints,
+    # signal over ≥ 2 models' final scores (this series' last point and each --signal-runs model),
+    # SNR; flip rates between consecutive checkpoints on questions scored at both.
+    noise: CheckpointNoise | None = None
+    signal: SignalToNoise | None = None
+    signal_models: list[str] = []
+    flips: FlipRates | None = None
+    notes: list[str] = []
 
 
 class SeriesReport(Frozen):
     tasks: list[SeriesTask]
     warnings: list[str] = []
+    noise_checkpoints: int = 0  # n: noise over the last n checkpoints (all when fewer)
+
+
+class SequentialTask(Frozen):
+    """An anytime-valid paired comparison of one task, questions in a seeded random order."""
+
+    task_spec: str
+    metric: str
+    n_full: int  # paired questions available
+    stopped_at: int | None  # questions read when the decision was taken; None: never decisive
+    decision: str  # "A better", "B better", "|Δ| < threshold", "undecided"
+    mean: float  # Δ over the questions read
+    cs_low: float  # confidence sequence at the stop
+    cs_high: float
+    full_delta: float  # Δ over all paired questions (what a fixed-size run measures)
+    note: str | None = None
+
+
+class SequentialReport(Frozen):
+    label_a: str
+    label_b: str
+    alpha: float
+    threshold: float
+    seed: int
+    tasks: list[SequentialTask]

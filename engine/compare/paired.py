@@ -6,10 +6,11 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
-from scipy.stats import norm
 
+from engine.compare.companion import compare_margin
 from engine.compare.loading import CompareError, Question, RunData
 from engine.compare.models import (
     Alignment,
@@ -21,9 +22,9 @@ from engine.compare.models import (
 )
 from engine.compare.suite import explanation, leaves, run_suite_score, suite_delta_se
 from engine.scoring.suites import AggregateScore
-from engine.stats import PairedComparison, paired_compare, summarize, summarize_macro
-from engine.stats._paired import PAIRED_MDE_FACTOR
-from engine.stats._summary import Z_95
+from engine.stats import PairedComparison, PairedInterval, adjust_pvalues, normal_test, paired_interval
+
+AdjustChoice = Literal["holm", "bh", "none"]
 
 # Question status codes of QuestionTable.status (order = QuestionStatus literal).
 STATUSES = ("improved", "regressed", "both_right", "both_wrong", "unchanged", "unpaired")
@@ -115,22 +116,13 @@ def _status(sa: float, sb: float) -> int:
     return UNCHANGED
 
 
-def _with_se(stats: PairedComparison, se: float, **update: float) -> PairedComparison:
-    """The same comparison with another SE (clustered) and optionally another Δ and means (macro)."""
-    delta = update.get("delta", stats.delta)
-    z = delta / se if se > 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
-    p = float(2 * norm.sf(abs(z)))
-    return stats.model_copy(
-        update=dict(
-            update,
-            stderr=se,
-            ci_low=delta - Z_95 * se,
-            ci_high=delta + Z_95 * se,
-            z=z,
-            p_value=p,
-            mde=PAIRED_MDE_FACTOR * se,
-        )
-    )
+def _as_paired(pi: PairedInterval) -> PairedComparison:
+    """The report's `stats` block (its fields as before) from the library's paired interval:
+    z = Δ/SE, p the interval's own test, mcnemar_p the exact McNemar test."""
+    z = normal_test(pi.delta, pi.stderr).z
+    return PairedComparison(n=pi.n, mean_a=pi.mean_a, mean_b=pi.mean_b, delta=pi.delta, stderr=pi.stderr,
+                            ci_low=pi.ci_low, ci_high=pi.ci_high, z=z, p_value=pi.p_value, mde=pi.mde, wins=pi.wins,
+                            losses=pi.losses, ties=pi.ties, mcnemar_p=pi.mcnemar_exact_p)
 
 
 def task_aggregation(run: RunData) -> str:
@@ -142,7 +134,7 @@ def task_aggregation(run: RunData) -> str:
 
 def _compare_task(
     ra: RunData, rb: RunData, metric: str | None, table: QuestionTable
-) -> tuple[TaskComparison, np.ndarray]:
+) -> tuple[TaskComparison, np.ndarray, np.ndarray]:
     m = metric or ra.info.primary_metric
     tix = len(table.task_specs)
     table.task_specs.append(ra.info.task_spec)
@@ -151,6 +143,7 @@ def _compare_task(
     sa_list: list[float] = []
     sb_list: list[float] = []
     clusters: list[str | None] = []
+    paired_ids: list[str] = []
     only_a: list[str] = []
     err_a = err_b = miss_a = miss_b = 0
     nan = math.nan
@@ -181,6 +174,7 @@ def _compare_task(
             sa_list.append(sa)
             sb_list.append(sb)
             clusters.append(qa.cluster)
+            paired_ids.append(iid)
         add(iid)
         table.task_idx.append(tix)
         table.qa.append(qa)
@@ -202,26 +196,12 @@ def _compare_task(
         table.notes.append("only in B")
     a = np.asarray(sa_list, dtype=float)
     b = np.asarray(sb_list, dtype=float)
-    stats = paired_compare(a, b)
-    plain = stats.stderr
-    clustered, n_clusters = False, None
     has_clusters = len(a) > 1 and all(c is not None for c in clusters) and len(set(clusters)) > 1
-    aggregation = task_aggregation(ra)
-    if aggregation == "macro" and has_clusters:
-        # Δ of the macro averages is the macro average of the d_i (same weights on both sides).
-        s = summarize_macro(a - b, clusters)
-        stats = _with_se(stats, s.reported_stderr, delta=s.value, mean_a=summarize_macro(a, clusters).value,
-                         mean_b=summarize_macro(b, clusters).value)
-        plain = s.stderr
-        clustered, n_clusters = s.clustered_stderr is not None, s.n_clusters
-    elif has_clusters and len(set(clusters)) < len(clusters):
-        aggregation = "mean"
-        s = summarize(a - b, clusters=clusters)
-        if s.clustered_stderr is not None:
-            stats = _with_se(stats, s.clustered_stderr)
-            clustered, n_clusters = True, s.n_clusters
-    else:
-        aggregation = "mean"
+    macro = task_aggregation(ra) == "macro" and has_clusters
+    # Singleton clusters add nothing to a plain mean: clustered only when some cluster repeats.
+    use_clusters = macro or (has_clusters and len(set(clusters)) < len(clusters))
+    pi = paired_interval(a, b, clusters if use_clusters else None, macro=macro)
+    companion, companion_note = compare_margin(ra, rb, paired_ids) if m.startswith("acc") else (None, None)
     alignment = Alignment(
         n_a=len(qas),
         n_b=len(qbs),
@@ -242,20 +222,30 @@ def _compare_task(
         run_a=ra.info,
         run_b=rb.info,
         alignment=alignment,
-        aggregation=aggregation,  # type: ignore[arg-type]
-        stats=stats,
-        plain_stderr=plain,
-        clustered=clustered,
-        n_clusters=n_clusters,
-        verdict=verdict_of(stats.delta, stats.mde, stats.p_value, stats.n),
+        aggregation="macro" if macro else "mean",
+        stats=_as_paired(pi),
+        plain_stderr=pi.plain_stderr,
+        clustered=pi.clustered,
+        n_clusters=pi.n_clusters,
+        verdict=verdict_of(pi.delta, pi.mde, pi.p_value, pi.n),
+        method=pi.method,
+        test=pi.test,
+        df=pi.df if math.isfinite(pi.df) else None,
+        note=pi.note,
+        p_adjusted=pi.p_value,
+        verdict_metric=m,
+        companion=companion,
+        companion_note=companion_note,
     )
-    return tc, a - b
+    return tc, a, b
 
 
 def suite_comparison(name: str, tasks: Sequence[TaskComparison], diffs: Sequence[np.ndarray],
                      suites: tuple[AggregateScore, AggregateScore] | None = None) -> SuiteComparison:
     """The suite Δ as the runs aggregate their suite (engine/compare/suite.py) when both sides are
-    one suite's runs, else the mean of task Δs (SE = sqrt(Σ SE²)/k); and the pooled, task-clustered mean."""
+    one suite's runs, else the mean of task Δs (SE = sqrt(Σ SE²)/k); and the pooled, task-clustered mean.
+    One test of its own (normal, as the suite's SE combines independent task SEs), outside the
+    per-task family."""
     k = len(tasks)
     mean_a = mean_b = None
     paired = True
@@ -267,14 +257,11 @@ def suite_comparison(name: str, tasks: Sequence[TaskComparison], diffs: Sequence
     else:
         delta = sum(t.stats.delta for t in tasks) / k
         se = math.sqrt(sum(t.stats.stderr**2 for t in tasks)) / k
-    z = delta / se if se > 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
-    p = float(2 * norm.sf(abs(z)))
+    test = normal_test(delta, se)
     d = np.concatenate(list(diffs)) if diffs else np.zeros(0)
     cl = np.concatenate([np.full(len(x), i) for i, x in enumerate(diffs)]) if diffs else np.zeros(0)
-    pooled = summarize(d, clusters=cl.tolist())
-    pse = pooled.clustered_stderr if pooled.clustered_stderr is not None else math.nan
-    pz = pooled.value / pse if pse and pse > 0 else math.nan
-    pp = float(2 * norm.sf(abs(pz))) if not math.isnan(pz) else math.nan
+    # Δ_i against 0, clustered by task (CR1, t on k−1 df; the plain SE below 5 tasks, with a note).
+    pooled = paired_interval(d, np.zeros(d.size), cl.tolist())
     n = sum(t.stats.n for t in tasks)
     return SuiteComparison(
         name=name,
@@ -285,22 +272,34 @@ def suite_comparison(name: str, tasks: Sequence[TaskComparison], diffs: Sequence
         explanation=explanation(suites, paired),
         delta=delta,
         stderr=se,
-        ci_low=delta - Z_95 * se,
-        ci_high=delta + Z_95 * se,
-        z=z,
-        p_value=p,
-        mde=PAIRED_MDE_FACTOR * se,
+        ci_low=test.ci_low,
+        ci_high=test.ci_high,
+        z=test.z,
+        p_value=test.p_value,
+        mde=test.mde,
         wins=sum(t.stats.wins for t in tasks),
         losses=sum(t.stats.losses for t in tasks),
         ties=sum(t.stats.ties for t in tasks),
-        verdict=verdict_of(delta, PAIRED_MDE_FACTOR * se, p, n if k > 0 else 0),
+        verdict=verdict_of(delta, test.mde, test.p_value, n if k > 0 else 0),
         pooled_n=int(d.size),
-        pooled_delta=pooled.value,
-        pooled_stderr=pse,
-        pooled_p_value=pp,
-        pooled_mde=PAIRED_MDE_FACTOR * pse,
-        pooled_verdict=verdict_of(pooled.value, PAIRED_MDE_FACTOR * pse, pp, int(d.size)),
+        pooled_delta=pooled.delta,
+        pooled_stderr=pooled.stderr,
+        pooled_p_value=pooled.p_value,
+        pooled_mde=pooled.mde,
+        pooled_verdict=verdict_of(pooled.delta, pooled.mde, pooled.p_value, int(d.size)),
+        pooled_method=pooled.method,
+        pooled_note=pooled.note,
+        family=(f"suite row: one normal test of its own (unadjusted), outside the family of {len(tasks)} task tests"),
     )
+
+
+def adjust_family(tasks: list[TaskComparison], method: AdjustChoice) -> list[TaskComparison]:
+    """Each task's p adjusted over the k tasks with a p-value (Holm by default) and its verdict
+    on the adjusted p (docs/architecture.md, "Statistics", Multiple comparisons)."""
+    raw = [t.stats.p_value for t in tasks]
+    adjusted = list(raw) if method == "none" else list(adjust_pvalues(raw, method).adjusted)
+    return [t.model_copy(update={"p_adjusted": p, "verdict": verdict_of(t.stats.delta, t.stats.mde, p, t.stats.n)})
+            for t, p in zip(tasks, adjusted, strict=True)]
 
 
 def side_label(runs: Sequence[RunData]) -> str:
@@ -322,6 +321,7 @@ def compare_runs(
     metric: str | None = None,
     label_a: str | None = None,
     label_b: str | None = None,
+    adjust: AdjustChoice = "holm",
 ) -> Comparison:
     """Compare A against B (Δ = A − B). Raises CompareError when no question can be paired."""
     t0 = time.perf_counter()
@@ -337,7 +337,8 @@ def compare_runs(
         if rb is None:
             unmatched.append(UnmatchedTask(side="A", task_spec=ra.info.task_spec, task_hash=h, reason="no run of this task in B"))
             continue
-        tc, d = _compare_task(ra, rb, metric, table)
+        tc, a, b = _compare_task(ra, rb, metric, table)
+        d = a - b
         if tc.alignment.n_paired == 0:
             unmatched.append(UnmatchedTask(side="both", task_spec=tc.task_spec, task_hash=h, reason=_why_unpaired(ra, rb)))
         tasks.append(tc)
@@ -361,6 +362,8 @@ def compare_runs(
             f"[{specs_a}], B has tasks [{specs_b}]. Compare runs of the same task configuration "
             "(a different variant or data split changes the task hash)."
         )
+    tasks = adjust_family(tasks, adjust)
+    family_size = sum(1 for t in tasks if not math.isnan(t.stats.p_value))
     scored = [(t, d) for t, d in zip(tasks, diffs, strict=True) if t.alignment.n_paired]
     suite = None
     if len(scored) > 1:
@@ -379,5 +382,7 @@ def compare_runs(
         unmatched=unmatched,
         warnings=warnings,
         timings_s={"compare": time.perf_counter() - t0},
+        adjust=adjust,
+        family_size=family_size,
     )
     return Comparison(report=report, table=table.freeze(), runs_a=by_a, runs_b=by_b)

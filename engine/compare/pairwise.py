@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.compare.loading import CompareError, RunData
 from engine.compare.models import ComparisonReport
-from engine.compare.paired import Comparison, compare_runs
+from engine.compare.paired import AdjustChoice, Comparison, compare_runs
 from engine.compare.resolve import resolve
 
 
@@ -25,7 +25,8 @@ def one_model(runs: list[RunData], spec: str, side: str) -> list[RunData]:
 
 
 def compare_sides(a: str | Path, b: str | Path, *, experiment: str | None = None, tracking_uri: str | None = None,
-                  runs_root: str | Path | None = None, metric: str | None = None) -> Comparison:
+                  runs_root: str | Path | None = None, metric: str | None = None,
+                  adjust: AdjustChoice = "holm") -> Comparison:
     """Resolve A and B (run folders, job dirs, MLflow run ids, or selectors within `experiment`) and
     compare them question by question; `.report` is what the CLI prints."""
     root = Path(runs_root) if runs_root is not None else None
@@ -37,12 +38,13 @@ def compare_sides(a: str | Path, b: str | Path, *, experiment: str | None = None
                            f"({', '.join(sorted(r.info.run_id for r in runs_a))}): a run compared with itself differs "
                            "by 0 on every question by construction. Fix: give two different runs, e.g. the run "
                            "folders of two checkpoints.")
-    return compare_runs(runs_a, runs_b, metric=metric)
+    return compare_runs(runs_a, runs_b, metric=metric, adjust=adjust)
 
 
 def compare(a: str | Path, b: str | Path, *, experiment: str | None = None, tracking_uri: str | None = None,
-            runs_root: str | Path | None = None, metric: str | None = None) -> ComparisonReport:
+            runs_root: str | Path | None = None, metric: str | None = None,
+            adjust: AdjustChoice = "holm") -> ComparisonReport:
     """The paired comparison A − B that `python -m engine.compare A B` prints (`.model_dump_json()` is
     its `--format json`); `from engine import compare` calls this (the package is callable)."""
     return compare_sides(a, b, experiment=experiment, tracking_uri=tracking_uri, runs_root=runs_root,
-                         metric=metric).report
+                         metric=metric, adjust=adjust).report

@@ -6,25 +6,34 @@ import csv
 import io
 import math
 
-from engine.compare.models import ComparisonReport, SeriesReport, verdict_text
+from engine.compare.models import ComparisonReport, SequentialReport, SeriesReport, SeriesTask, verdict_text
 
 CSV_FIELDS = [
     "level", "task_spec", "metric", "n", "score_a", "score_b", "delta", "stderr", "ci_low", "ci_high",
     "z", "p_value", "mcnemar_p", "mde", "wins", "losses", "ties", "only_in_a", "only_in_b",
     "errored_a", "errored_b", "aggregation", "clustered", "verdict",
+    # added with issue 23 (after the old columns, so readers by position keep working)
+    "p_adjusted", "adjust", "method", "df", "note", "margin_delta", "margin_ci_low", "margin_ci_high",
+    "margin_p_value", "margin_verdict",
 ]
+ADJUST_NAMES = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "no adjustment"}
 
 
-def _f(x: float | None, digits: int = 4, sign: bool = False) -> str:
+def number(x: float | None, digits: int = 4, sign: bool = False, p_value: bool = False) -> str:
+    """The one number formatter of compare's table outputs: "—" for none/NaN, p-values below 1e-4 as "<1e-4"."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
+    if p_value and x < 1e-4:
+        return "<1e-4"
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
+def _f(x: float | None, digits: int = 4, sign: bool = False) -> str:
+    return number(x, digits, sign)
+
+
 def _p(x: float | None) -> str:
-    if x is None or math.isnan(x):
-        return "—"
-    return "<1e-4" if x < 1e-4 else f"{x:.4f}"
+    return number(x, p_value=True)
 
 
 def rows(report: ComparisonReport) -> list[dict[str, object]]:
@@ -37,6 +46,12 @@ def rows(report: ComparisonReport) -> list[dict[str, object]]:
             mcnemar_p=s.mcnemar_p, mde=s.mde, wins=s.wins, losses=s.losses, ties=s.ties,
             only_in_a=al.only_in_a, only_in_b=al.only_in_b, errored_a=al.errored_a, errored_b=al.errored_b,
             aggregation=t.aggregation, clustered=t.clustered, verdict=t.verdict,
+            p_adjusted=t.p_adjusted, adjust=report.adjust, method=t.method, df=t.df, note=t.note,
+            margin_delta=t.companion.delta if t.companion else None,
+            margin_ci_low=t.companion.ci_low if t.companion else None,
+            margin_ci_high=t.companion.ci_high if t.companion else None,
+            margin_p_value=t.companion.p_value if t.companion else None,
+            margin_verdict=t.companion.verdict if t.companion else None,
         ))
     if report.suite is not None:
         u = report.suite
@@ -51,7 +66,8 @@ def rows(report: ComparisonReport) -> list[dict[str, object]]:
             only_in_b=sum(t.alignment.only_in_b for t in report.tasks),
             errored_a=sum(t.alignment.errored_a for t in report.tasks),
             errored_b=sum(t.alignment.errored_b for t in report.tasks), aggregation="mean of tasks",
-            clustered=False, verdict=u.verdict,
+            clustered=False, verdict=u.verdict, p_adjusted=None, adjust="none (own test)", method="normal",
+            df=None, note=u.family,
         ))
     return out
 
@@ -72,7 +88,7 @@ def to_csv(report: ComparisonReport) -> str:
 
 
 def to_table(report: ComparisonReport) -> str:
-    head = ["task", "n", "A", "B", "Δ (A−B)", "95% CI", "p", "McNemar p", "MDE", "W/L/T", "unpaired", "verdict"]
+    head = ["task", "n", "A", "B", "Δ (A−B)", "95% CI", "p", "adj. p", "MDE", "W/L/T", "unpaired", "verdict"]
     body: list[list[str]] = []
     for r in rows(report):
         unpaired = int(r["only_in_a"]) + int(r["only_in_b"]) + int(r["errored_a"]) + int(r["errored_b"])  # type: ignore[call-overload]
@@ -86,8 +102,8 @@ def to_table(report: ComparisonReport) -> str:
         body.append([
             name, str(r["n"]), _f(r["score_a"]), _f(r["score_b"]), _f(r["delta"], sign=True),  # type: ignore[arg-type]
             f"[{_f(r['ci_low'], sign=True)}, {_f(r['ci_high'], sign=True)}]", _p(r["p_value"]),  # type: ignore[arg-type]
-            _p(r["mcnemar_p"]), _f(r["mde"]), f"{r['wins']}/{r['losses']}/{r['ties']}", str(unpaired),  # type: ignore[arg-type]
-            verdict_text(r["verdict"], r["p_value"]),  # type: ignore[arg-type]
+            _p(r["p_adjusted"]), _f(r["mde"]), f"{r['wins']}/{r['losses']}/{r['ties']}", str(unpaired),  # type: ignore[arg-type]
+            verdict_text(r["verdict"], r["p_value"] if r["p_adjusted"] is None else r["p_adjusted"]),  # type: ignore[arg-type]
         ])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = "  ".join("-" * w for w in widths)
@@ -98,14 +114,21 @@ def to_table(report: ComparisonReport) -> str:
         if report.suite is not None and i == len(body) - 1:
             out.append(line)
         out.append("  ".join(c.ljust(w) if j == 0 or j == len(b) - 1 else c.rjust(w) for j, (c, w) in enumerate(zip(b, widths, strict=True))))
+    out.append(_family_line(report))
     if report.suite is not None:
         u = report.suite
         out.append(
-            f"{u.explanation} Pooled over {u.pooled_n} questions "
-            f"with task-clustered SE: Δ {_f(u.pooled_delta, sign=True)}, SE {_f(u.pooled_stderr)}, "
-            f"p {_p(u.pooled_p_value)}, MDE {_f(u.pooled_mde)} → {verdict_text(u.pooled_verdict)} (with few "
-            "tasks the clustered SE sees only the spread between task means: trust the suite row)."
+            f"{u.explanation} {u.family[0].upper() + u.family[1:]}. Pooled over {u.pooled_n} questions "
+            f"with {'task-clustered SE (CR1, t on k−1 df)' if u.pooled_method.endswith('clustered') else 'plain SE'}: "
+            f"Δ {_f(u.pooled_delta, sign=True)}, SE {_f(u.pooled_stderr)}, "
+            f"p {_p(u.pooled_p_value)}, MDE {_f(u.pooled_mde)} → {verdict_text(u.pooled_verdict)} "
+            + (f"({u.pooled_note}; trust the suite row)." if u.pooled_note else "(with few tasks the clustered "
+               "SE sees only the spread between task means: trust the suite row).")
         )
+    out.extend(_companion_lines(report))
+    for t in report.tasks:
+        if t.note:
+            out.append(f"note: {t.task_spec}: {t.note}.")
     for t in report.tasks:
         if t.aggregation == "macro":
             out.append(f"note: {t.task_spec}: A, B and Δ are macro averages over {t.n_clusters} clusters (as the run "
@@ -130,6 +153,45 @@ def to_table(report: ComparisonReport) -> str:
     return "\n".join(out)
 
 
+def _family_line(report: ComparisonReport) -> str:
+    methods = sorted({t.method for t in report.tasks if t.method})
+    how = (f"p adjusted for {report.family_size} task tests ({ADJUST_NAMES[report.adjust]}, k={report.family_size}); "
+           "verdicts use the adjusted p" if report.family_size > 1 and report.adjust != "none"
+           else "p not adjusted" + (" (one task)" if report.family_size <= 1 else " (--adjust none)"))
+    return (f"Intervals: {', '.join(methods) or '—'} (tango: Tango's score interval, p = McNemar's test; t: "
+            f"t quantiles; -clustered: CR1 SE, t on G−1 df). {how}.")
+
+
+def _companion_lines(report: ComparisonReport) -> list[str]:
+    out = []
+    for t in report.tasks:
+        c = t.companion
+        if c is not None:
+            out.append(f"companion: {t.task_spec}: {c.metric} ({c.normalization}) A {_f(c.mean_a)} B {_f(c.mean_b)} "
+                       f"Δ {_f(c.delta, sign=True)} [{_f(c.ci_low, sign=True)}, {_f(c.ci_high, sign=True)}] "
+                       f"p {_p(c.p_value)} → {verdict_text(c.verdict, c.p_value)}; the verdict above is on "
+                       f"{t.verdict_metric}.")
+        elif t.companion_note:
+            out.append(f"companion: {t.task_spec}: {t.companion_note}.")
+    return out
+
+
+def _series_summary(t: SeriesTask, last: int) -> str:
+    parts = []
+    if t.noise is not None:
+        parts.append(f"noise {_f(t.noise.relative)} (σ {_f(t.noise.std)} over the last {t.noise.n_checkpoints} of "
+                     f"n={last} checkpoints)")
+    if t.signal is not None:
+        parts.append(f"signal {_f(t.signal.signal)} over {t.signal.n_models} models, SNR {_f(t.signal.snr, 2)}")
+    if t.flips is not None:
+        parts.append(f"flip rate {_f(t.flips.mean, 3)} (per step {', '.join(_f(r, 3) for r in t.flips.per_step)})")
+    flagged = [p.step for p in t.points if p.noise_exceeds_delta]
+    if flagged:
+        parts.append(f"⚠ checkpoint noise ≥ |Δ vs first| at step {', '.join(map(str, flagged))}")
+    lines = ["  " + "; ".join(parts)] if parts else []
+    return "\n".join(lines + [f"  note: {n}" for n in t.notes])
+
+
 def series_table(report: SeriesReport) -> str:
     out = []
     for t in report.tasks:
@@ -143,7 +205,11 @@ def series_table(report: SeriesReport) -> str:
                 f"  {p.step:>6}  {p.model_label:<{w}} {_f(p.value):>7}  "
                 f"[{_f(p.ci_low)}, {_f(p.ci_high)}]  {_f(p.mde):>6}  {_f(p.delta_vs_base, sign=True):>10}  "
                 f"{verdict_text(p.verdict_vs_base, p.p_value_vs_base) if p.verdict_vs_base else '(first)'}"
+                f"{'  ⚠ within checkpoint noise' if p.noise_exceeds_delta else ''}"
             )
+        summary = _series_summary(t, report.noise_checkpoints)
+        if summary:
+            out.append(summary)
     out.extend(f"warning: {w}" for w in report.warnings)
     return "\n".join(out)
 
@@ -152,12 +218,33 @@ def series_csv(report: SeriesReport) -> str:
     buf = io.StringIO()
     fields = ["task_spec", "metric", "step", "model_label", "value", "n", "stderr", "ci_low", "ci_high", "mde",
               "delta_vs_base", "paired_mde_vs_base", "p_value_vs_base", "verdict_vs_base", "ci_low_vs_base",
-              "ci_high_vs_base", "run_dir"]
+              "ci_high_vs_base", "run_dir", "noise_exceeds_delta", "noise", "noise_std", "signal", "snr",
+              "flip_rate_to_next"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for t in report.tasks:
         for p in t.points:
             d = p.model_dump()
-            d.update(task_spec=t.task_spec, metric=t.metric)
+            i = t.points.index(p)
+            d.update(task_spec=t.task_spec, metric=t.metric,
+                     noise=t.noise.relative if t.noise else None, noise_std=t.noise.std if t.noise else None,
+                     signal=t.signal.signal if t.signal else None, snr=t.signal.snr if t.signal else None,
+                     flip_rate_to_next=t.flips.per_step[i] if t.flips and i < len(t.flips.per_step) else None)
             w.writerow({k: ("" if d.get(k) is None else d.get(k)) for k in fields})
     return buf.getvalue()
+
+
+def sequential_table(report: SequentialReport) -> str:
+    out = [f"A = {report.label_a}    B = {report.label_b}    anytime-valid (Waudby-Smith & Ramdas 2023), "
+           f"α = {report.alpha}, threshold = {report.threshold}, question order seed {report.seed}"]
+    head = f"{'task':<28} {'decision':<16} {'questions':>15}  {'Δ so far':>9}  {'confidence sequence':>21}  {'Δ (all)':>8}"
+    out += [head, "-" * len(head)]
+    for t in report.tasks:
+        used = f"{t.stopped_at if t.stopped_at is not None else t.n_full}/{t.n_full}"
+        cs = f"[{_f(t.cs_low, sign=True)}, {_f(t.cs_high, sign=True)}]"
+        out.append(f"{t.task_spec:<28} {t.decision:<16} {used:>15}  {_f(t.mean, sign=True):>9}  {cs:>21}  "
+                   f"{_f(t.full_delta, sign=True):>8}")
+        if t.note:
+            out.append(f"note: {t.task_spec}: {t.note}.")
+    out.append("A decision is wrong with probability ≤ α however early it stops; 'undecided' read every question.")
+    return "\n".join(out)

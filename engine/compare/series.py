@@ -1,14 +1,16 @@
-"""A task's score across training checkpoints: value, 95% CI, MDE, and the paired change vs the first."""
+"""A task's score across training checkpoints: value, 95% CI, MDE, the paired change vs the first,
+and the series' checkpoint noise, signal-to-noise and flip rates (docs/architecture.md, "Statistics")."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
+from engine.api import ScoreSummary
 from engine.compare.loading import CompareError, RunData
 from engine.compare.models import SeriesPoint, SeriesReport, SeriesTask
 from engine.compare.paired import compare_runs, task_aggregation
-from engine.stats import summarize, summarize_macro
+from engine.stats import NOISE_CHECKPOINTS, checkpoint_noise, flip_rates, signal_to_noise, summarize_scores
 
 
 def _scores(run: RunData, metric: str) -> dict[str, float]:
@@ -17,7 +19,55 @@ def _scores(run: RunData, metric: str) -> dict[str, float]:
     }
 
 
-def build_series(runs: Sequence[RunData], metric: str | None = None, task: str | None = None) -> SeriesReport:
+def _signal_scores(signal_runs: Sequence[RunData], task_hash: str, metric: str) -> dict[str, float]:
+    """Model label → its (latest) run's score on this task: the other models of the signal."""
+    out: dict[str, float] = {}
+    for r in sorted(signal_runs, key=lambda r: (r.info.created, r.info.run_id)):
+        if r.info.task_hash == task_hash:
+            sc = _scores(r, metric)
+            if sc:
+                out[r.info.model_label] = _summary(r, sc).value
+    return out
+
+
+def _summary(run: RunData, sc: dict[str, float]) -> ScoreSummary:
+    ids = list(sc)
+    clusters = [run.questions[k].cluster for k in ids]
+    has_clusters = bool(ids) and all(c is not None for c in clusters) and len(set(clusters)) > 1
+    values = [sc[k] for k in ids]
+    if has_clusters and task_aggregation(run) == "macro":  # as the run reports its score
+        return summarize_scores(values, clusters, macro=True)
+    return summarize_scores(values, clusters if has_clusters and len(set(clusters)) < len(ids) else None)
+
+
+def _series_statistics(ordered: list[RunData], points: list[SeriesPoint], metric: str, last: int,
+                       others: dict[str, float]) -> dict[str, object]:
+    """Noise over the last checkpoints, signal over ≥ 2 models' final scores, SNR, flip rates."""
+    values = [p.value for p in points]
+    noise = checkpoint_noise(values, last)
+    out: dict[str, object] = {"noise": noise, "notes": []}
+    notes: list[str] = out["notes"]  # type: ignore[assignment]
+    if len(points) < 3:
+        notes.append(f"noise from {len(points)} checkpoints: a series needs at least 3 for a useful noise figure")
+    finals = {points[-1].model_label: values[-1], **others}
+    if len(finals) >= 2:
+        out["signal"] = signal_to_noise(list(finals.values()), values, last)
+        out["signal_models"] = list(finals)
+    else:
+        notes.append("no signal/SNR: signal needs the final scores of ≥ 2 models (pass --signal-runs)")
+    per_run = [_scores(r, metric) for r in ordered]
+    ids = sorted({i for sc in per_run for i in sc})
+    table = [[sc.get(i, float("nan")) for i in ids] for sc in per_run]
+    binary = all(v in (0.0, 1.0) for sc in per_run for v in sc.values())
+    if len(ordered) >= 2 and binary:
+        out["flips"] = flip_rates(table)
+    elif len(ordered) >= 2:
+        notes.append(f"no flip rate: {metric} is not a 0/1 score")
+    return out
+
+
+def build_series(runs: Sequence[RunData], metric: str | None = None, task: str | None = None,
+                 noise_checkpoints: int = NOISE_CHECKPOINTS, signal_runs: Sequence[RunData] = ()) -> SeriesReport:
     """Group runs by task; order each task's runs by checkpoint step (a run without one is step 0)."""
     warnings: list[str] = []
     by_task: dict[str, dict[int, RunData]] = {}
@@ -47,14 +97,7 @@ def build_series(runs: Sequence[RunData], metric: str | None = None, task: str |
         points: list[SeriesPoint] = []
         for i, r in enumerate(ordered):
             sc = _scores(r, m)
-            ids = list(sc)
-            clusters = [r.questions[k].cluster for k in ids]
-            has_clusters = bool(ids) and all(c is not None for c in clusters) and len(set(clusters)) > 1
-            values = [sc[k] for k in ids]
-            if has_clusters and task_aggregation(r) == "macro":  # as the run reports its score
-                s = summarize_macro(values, clusters)
-            else:
-                s = summarize(values, clusters if has_clusters and len(set(clusters)) < len(ids) else None)
+            s = _summary(r, sc)
             extra: dict[str, object] = {}
             if i > 0 and base:
                 try:
@@ -80,6 +123,11 @@ def build_series(runs: Sequence[RunData], metric: str | None = None, task: str |
                     **extra,  # type: ignore[arg-type]
                 )
             )
-        tasks.append(SeriesTask(task_spec=ordered[0].info.task_spec, task_hash=h, metric=m, points=points))
+        extra_task = _series_statistics(ordered, points, m, noise_checkpoints, _signal_scores(signal_runs, h, m))
+        noise = extra_task["noise"]
+        points = [p.model_copy(update={"noise_exceeds_delta": noise.exceeds(p.delta_vs_base)})  # type: ignore[attr-defined]
+                  if p.delta_vs_base else p for p in points]  # Δ = 0 claims no effect
+        tasks.append(SeriesTask(task_spec=ordered[0].info.task_spec, task_hash=h, metric=m, points=points,
+                                **extra_task))  # type: ignore[arg-type]
     tasks.sort(key=lambda t: t.task_spec)
-    return SeriesReport(tasks=tasks, warnings=warnings)
+    return SeriesReport(tasks=tasks, warnings=warnings, noise_checkpoints=noise_checkpoints)

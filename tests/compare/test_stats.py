@@ -6,7 +6,10 @@ import math
 
 import numpy as np
 import pytest
+import statsmodels.api as sm
 from scipy import stats as sps
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
 
 from engine.compare import compare_runs, find_run_dirs, load_run
 from engine.compare.models import verdict_of
@@ -60,15 +63,23 @@ def test_task_statistics_match_scipy(suite_pair: SuitePair) -> None:
     assert (s.mean_a, s.mean_b) == pytest.approx((a.mean(), b.mean()))
     assert s.delta == pytest.approx(ref["delta"])
     assert s.stderr == pytest.approx(ref["se"], rel=1e-10)
-    assert s.p_value == pytest.approx(ref["p"], rel=1e-8)
-    assert s.mde == pytest.approx(PAIRED_MDE * ref["se"])
-    # Exact McNemar: a two-sided binomial test on the discordant pairs of the 2×2 table.
+    assert s.mde == pytest.approx(PAIRED_MDE * ref["se"])  # 0/1 scores, no clusters: normal quantiles
+    # p: McNemar's asymptotic test without continuity correction (the test Tango's interval inverts);
+    # the exact one (a two-sided binomial test on the discordant pairs) is kept as mcnemar_p.
     table = sps.contingency.crosstab(a, b).count
     b01, b10 = table[1, 0], table[0, 1]  # A right & B wrong, A wrong & B right
+    assert s.p_value == pytest.approx(mcnemar(table, exact=False, correction=False).pvalue, rel=1e-8)
     assert s.mcnemar_p == pytest.approx(sps.binomtest(int(b01), int(b01 + b10), 0.5).pvalue, rel=1e-12)
     assert (s.wins, s.losses, s.ties) == (b01, b10, len(a) - b01 - b10)
     assert mmlu.clustered is False and mmlu.plain_stderr == s.stderr
-    assert mmlu.verdict == verdict_of(s.delta, s.mde, s.p_value, s.n)
+    assert mmlu.method == "tango" and mmlu.test == "mcnemar" and mmlu.df is None
+    assert -1 <= s.ci_low < s.delta < s.ci_high <= 1
+    # Holm over the 2 tasks of the comparison; the verdict uses the adjusted p.
+    ps = [t.stats.p_value for t in cmp.report.tasks]
+    holm = multipletests(ps, method="holm")[1]
+    assert [t.p_adjusted for t in cmp.report.tasks] == pytest.approx(list(holm), rel=1e-12)
+    assert mmlu.verdict == verdict_of(s.delta, s.mde, mmlu.p_adjusted, s.n)
+    assert cmp.report.adjust == "holm" and cmp.report.family_size == 2
 
 
 def test_alignment_reports_everything(suite_pair: SuitePair) -> None:
@@ -94,14 +105,21 @@ def test_k_samples_averaged_and_clustered_se(suite_pair: SuitePair) -> None:
     assert arc.stats.mean_a == pytest.approx(a.mean()) and arc.stats.mean_b == pytest.approx(b.mean())
     assert arc.stats.mcnemar_p is None  # not binary: means over 3 samples
     assert arc.plain_stderr == pytest.approx(_scipy_paired(a, b)["se"], rel=1e-10)
-    # Clustered SE (cluster = passage of 3 questions): (1/n) sqrt( Σ_c (Σ_{i∈c} (d_i − d̄))² )
+    # Clustered SE (cluster = passage of 3 questions), CR1: √(G/(G−1))·(1/n) sqrt( Σ_c (Σ_{i∈c} (d_i − d̄))² )
     d = a - b
     resid = (d - d.mean()).reshape(30, 3).sum(axis=1)
-    se_c = math.sqrt((resid**2).sum()) / len(d)
-    assert arc.clustered and arc.n_clusters == 30
+    se_c = math.sqrt(30 / 29) * math.sqrt((resid**2).sum()) / len(d)
+    # the same from statsmodels: OLS on an intercept with cluster-robust covariance
+    groups = np.repeat(np.arange(30), 3)
+    ols = sm.OLS(d, np.ones(len(d))).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    assert se_c == pytest.approx(float(ols.bse[0]), rel=1e-10)
+    assert arc.clustered and arc.n_clusters == 30 and arc.method == "t-clustered" and arc.df == 29
     assert arc.stats.stderr == pytest.approx(se_c, rel=1e-10)
-    assert arc.stats.mde == pytest.approx(PAIRED_MDE * se_c)
-    assert arc.stats.p_value == pytest.approx(2 * sps.norm.sf(abs(d.mean() / se_c)))
+    t29 = sps.t(29)
+    assert arc.stats.mde == pytest.approx((t29.ppf(0.975) + t29.ppf(0.80)) * se_c, rel=1e-8)
+    assert arc.stats.p_value == pytest.approx(2 * t29.sf(abs(d.mean() / se_c)), rel=1e-8)
+    assert (arc.stats.ci_low, arc.stats.ci_high) == pytest.approx(
+        (d.mean() - t29.ppf(0.975) * se_c, d.mean() + t29.ppf(0.975) * se_c), rel=1e-8)
 
 
 def test_suite_is_mean_of_task_deltas(suite_pair: SuitePair) -> None:
@@ -111,7 +129,7 @@ def test_suite_is_mean_of_task_deltas(suite_pair: SuitePair) -> None:
     ma, mb = _mmlu_expected(suite_pair)
     d_arc = suite_pair.arc_a - suite_pair.arc_b
     resid = (d_arc - d_arc.mean()).reshape(30, 3).sum(axis=1)
-    se_arc = math.sqrt((resid**2).sum()) / len(d_arc)  # ARC's effective (clustered) SE
+    se_arc = math.sqrt(30 / 29) * math.sqrt((resid**2).sum()) / len(d_arc)  # ARC's effective (CR1) SE
     se_mmlu = _scipy_paired(ma, mb)["se"]
     delta = ((ma - mb).mean() + d_arc.mean()) / 2
     se = math.sqrt(se_mmlu**2 + se_arc**2) / 2
@@ -119,10 +137,11 @@ def test_suite_is_mean_of_task_deltas(suite_pair: SuitePair) -> None:
     assert suite.stderr == pytest.approx(se, rel=1e-10)
     assert suite.p_value == pytest.approx(2 * sps.norm.sf(abs(delta / se)))
     assert suite.mde == pytest.approx(PAIRED_MDE * se)
-    # Pooled alternative: all paired questions, task-clustered SE.
+    # Pooled alternative: all paired questions, clustered by task; 2 tasks are fewer than the 5
+    # clusters a CR1 SE needs, so the plain SE, with a note.
     d = np.r_[ma - mb, d_arc]
-    groups = [ma - mb, d_arc]
-    pooled_se = math.sqrt(sum(((g - d.mean()).sum()) ** 2 for g in groups)) / len(d)
+    pooled_se = float(np.std(d, ddof=1)) / math.sqrt(len(d))
+    assert suite.pooled_note and "only 2 clusters" in suite.pooled_note
     assert suite.pooled_n == len(d)
     assert suite.pooled_delta == pytest.approx(d.mean())
     assert suite.pooled_stderr == pytest.approx(pooled_se, rel=1e-10)
@@ -163,12 +182,19 @@ def test_macro_task_matches_independent_computation(tmp_path) -> None:
     assert t.stats.mean_a == pytest.approx(means["a"].mean())
     assert t.stats.mean_b == pytest.approx(means["b"].mean())
     assert t.stats.delta == pytest.approx(means["d"].mean())
-    # Clustered SE of the weighted mean: sqrt( Σ_c (Σ_{i∈c} w_i (d_i − m))² ), w_i = 1/(k n_c)
+    # CR1 SE of the weighted mean: sqrt( k/(k−1) Σ_c (Σ_{i∈c} w_i (d_i − m))² ), w_i = 1/(k n_c)
     k = means.shape[0]
     w = 1.0 / (k * df.groupby("c")["d"].transform("size"))
-    se = math.sqrt(((w * (df["d"] - means["d"].mean())).groupby(df["c"]).sum() ** 2).sum())
+    se = math.sqrt(k / (k - 1) * ((w * (df["d"] - means["d"].mean())).groupby(df["c"]).sum() ** 2).sum())
+    # statsmodels: WLS of d on an intercept, weights w, cluster-robust covariance, is the same number
+    wls = sm.WLS(df["d"].to_numpy(), np.ones(n), weights=w.to_numpy()).fit(
+        cov_type="cluster", cov_kwds={"groups": pd.factorize(df["c"])[0]})
+    assert se == pytest.approx(float(wls.bse[0]), rel=1e-8)
     assert t.stats.stderr == pytest.approx(se, rel=1e-10)
-    assert t.stats.mde == pytest.approx(PAIRED_MDE * se)
+    tk = sps.t(k - 1)
+    assert t.method == "tango-clustered" and t.df == k - 1
+    assert t.stats.mde == pytest.approx((tk.ppf(0.975) + tk.ppf(0.80)) * se, rel=1e-8)
+    assert -1 <= t.stats.ci_low < t.stats.delta < t.stats.ci_high <= 1
     assert t.stats.wins == int((a > b).sum()) and t.stats.losses == int((a < b).sum())
 
 
