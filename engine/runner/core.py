@@ -74,6 +74,7 @@ class WorkItem(BaseModel):
     request: WorkRequest | None = None
     job: Job | None = None
     cacheable: bool = True
+    uses_model: bool = True  # False: a job that never calls the model (execution scoring): no warm-up for it
 
 
 class Outcome(BaseModel):
@@ -317,9 +318,10 @@ class RunnerCore:
                 await self._run_job(item, ctx, results, bar)
 
         try:
-            if pending:
+            if requests or any(it.uses_model for it in jobs):  # sandboxed executions alone load no model
                 await self.warm(frozenset(it.request.kind for it in requests if it.request is not None)
-                                | ({"generate"} if jobs else set()))
+                                | ({"generate"} if any(it.uses_model for it in jobs) else set()))
+            if pending:
                 bar.start()
             if requests:
                 await asyncio.gather(*(batch_guarded(b) for b in _batches(requests, max(1, self.provider.max_batch), keep_order)))

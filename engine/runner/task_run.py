@@ -185,7 +185,7 @@ async def score_by_execution(task: Task, records: list[InstanceRecord], instance
 
         key = stable_hash({"execution": task.execution, "instance": rec.instance_id, "sample": rec.sample_index,
                            "completion": rec.output_text})
-        items[i] = WorkItem(key=key, job=run, cacheable=False)
+        items[i] = WorkItem(key=key, job=run, cacheable=False, uses_model=False)
     if not items:
         return records
     cfg = task.config

@@ -249,3 +249,36 @@ def test_a_tool_no_pool_provides_is_left_out_of_the_demand_instead_of_crashing()
     router = open_pools(2)
     assert [d.requires for d in router.demands] == [frozenset({"python"})]
     assert router.covers(["python"]) and not router.covers(["bash"])
+
+
+def test_scoring_by_execution_alone_never_loads_the_model(tmp_path: Path) -> None:
+    """A re-run whose completions are all cached only executes: the model is not warmed (loaded) for it."""
+    from engine.api import InstanceRecord, ModelIdentity
+    from engine.config.compose import compose_task
+    from engine.config.schema import Experiment, ModelConfig, TrackingConfig
+    from engine.runner.cache import ResultCache
+    from engine.runner.core import RunnerCore
+    from engine.runner.task_run import score_by_execution
+    from engine.tasks import build_task
+
+    class NoModel:
+        identity = ModelIdentity(name="unloadable", provider="test", content_hash="x")
+        max_batch = 1
+        warmed = 0
+
+        async def warm(self) -> None:
+            NoModel.warmed += 1
+
+        async def aclose(self) -> None:
+            return None
+
+    task = build_task(compose_task("humaneval"))
+    chosen = task.load_instances()[:2]
+    records = [InstanceRecord(task_hash=task.task_hash, task_spec="humaneval", instance_id=i.id,
+                              output_text=i.row["canonical_solution"]) for i in chosen]
+    exp = Experiment(model=ModelConfig(name="unloadable"), tracking=TrackingConfig(mlflow=False),
+                     output_dir=str(tmp_path / "run"), progress=False)
+    core = RunnerCore(NoModel(), exp.harness, ResultCache(None), progress=False)  # type: ignore[arg-type]
+    scored = asyncio.run(score_by_execution(task, records, chosen, exp, core))
+    assert [r.scores["pass"] for r in scored] == [1.0, 1.0]
+    assert NoModel.warmed == 0
