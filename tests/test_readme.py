@@ -10,7 +10,6 @@ A command that exits with another code than the README states is a failing test.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import resource
@@ -24,17 +23,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from engine.config.paths import evalbench_home
 from engine.models.embedded import EMBEDDED_NAME, embedded_checkpoint_dir
-from engine.record import store
 from tests.readme_blocks import NOTE_PREFIX, REPO, Block, Command, Journey, journeys, parse_readme, readme_blocks
+from tests.readme_checks import CHECKS, Ran
 
 VENV_BIN = Path(sys.executable).parent
 RUN_FOLDER = re.compile(r"run folder (\S+)")
@@ -164,7 +161,7 @@ def run_command(cmd: Command, block: Block, session: Session) -> None:
     session.runs += printed
     for d in cmd.directives:
         if d.verb == "check":
-            CHECKS[d.arg](session, res, printed)
+            CHECKS[d.arg](Ran(cwd=session.cwd, env=session.env, stdout=res.stdout, runs=printed))
 
 
 def _children_cpu() -> float:
@@ -280,45 +277,6 @@ def _prepare(block: Block, session: Session) -> None:
                               capture_output=True, text=True)
         assert done.returncode == 0, f"README line {block.line}: setup {setup!r} failed:\n{done.stderr[-3000:]}"
 
-
-def _record(session: Session, run: str) -> dict[str, Any]:
-    return dict(json.loads((session.cwd / run / "experiment.json").read_text()))
-
-
-def _mlflow_runs(session: Session) -> list[Any]:
-    client = store.client(f"sqlite:///{session.cwd / 'mlruns.db'}")
-    return list(client.search_runs([e.experiment_id for e in client.search_experiments()]))
-
-
-def check_suite_of_four(session: Session, res: subprocess.CompletedProcess[str], runs: list[str]) -> None:
-    """`suite=base_qa`: its four task specs ran, and the table adds their mean with a CI."""
-    assert sorted(_record(session, r)["task_spec"] for r in runs) == [
-        "gsm8k:3shot", "hellaswag:rc", "mmlu:mc", "truthfulqa_mc1:mc"]
-    (suite_line,) = [ln for ln in res.stdout.splitlines() if ln.startswith("base_qa")]
-    assert "mean of 4" in suite_line and "95% CI" in suite_line
-
-
-def check_sweep_nested(steps: list[str]) -> Callable[[Session, subprocess.CompletedProcess[str], list[str]], None]:
-    """A checkpoint sweep: one run folder per checkpoint under runs/multirun, and in MLflow one sweep parent
-    run with every job's run nested under it, tagged with its checkpoint step, all of one task hash."""
-
-    def check(session: Session, res: subprocess.CompletedProcess[str], runs: list[str]) -> None:
-        assert len(runs) == len(steps) and all(r.startswith("runs/multirun/") for r in runs), runs
-        found = _mlflow_runs(session)
-        [parent] = [r for r in found if r.data.tags.get("evalbench.kind") == "sweep"]
-        jobs = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        assert sorted(r.data.tags.get("evalbench.checkpoint_step", "") for r in jobs) == sorted(steps)
-        assert len({r.data.tags["evalbench.task_hash"] for r in jobs}) == 1
-        assert {r.info.run_id for r in jobs} == {_record(session, r)["mlflow_run_id"] for r in runs}
-
-    return check
-
-
-CHECKS: dict[str, Callable[[Session, subprocess.CompletedProcess[str], list[str]], None]] = {
-    "suite_of_four": check_suite_of_four,
-    "sweep_of_two_checkpoints": check_sweep_nested(["1000", "2000"]),
-    "sweep_of_base_and_four_checkpoints": check_sweep_nested(["", "10", "20", "30", "40"]),
-}
 
 JOURNEYS = journeys(readme_blocks())
 
