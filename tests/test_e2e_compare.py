@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.stats import binomtest, norm
+from statsmodels.stats.contingency_tables import mcnemar
 
 from tests.conftest import run_engine
+from tests.test_stats_small_sample import _tango_by_numerical_likelihood
 
 pytestmark = pytest.mark.slow
 
@@ -80,10 +82,15 @@ def _reference(a: dict[str, dict], b: dict[str, dict]) -> dict[str, float]:
     delta = d.mean()
     z95, z80 = norm.ppf(0.975), norm.ppf(0.80)
     wins, losses = int((d > 0).sum()), int((d < 0).sum())
+    # 0/1 scores: Tango's score interval (inverted numerically from the multinomial likelihood) and
+    # the test it inverts, McNemar's asymptotic test without continuity correction; the exact
+    # McNemar test is reported beside it.
+    low, high = _tango_by_numerical_likelihood(wins, losses, n, z95)
+    table = [[int(((sa == 1) & (sb == 1)).sum()), wins], [losses, int(((sa == 0) & (sb == 0)).sum())]]
     return {
         "n": n, "mean_a": sa.mean(), "mean_b": sb.mean(), "delta": delta, "stderr": se,
-        "ci_low": delta - z95 * se, "ci_high": delta + z95 * se, "z": delta / se,
-        "p_value": 2 * norm.sf(abs(delta / se)), "mde": (z95 + z80) * se,
+        "ci_low": low, "ci_high": high, "z": delta / se,
+        "p_value": mcnemar(table, exact=False, correction=False).pvalue, "mde": (z95 + z80) * se,
         "wins": wins, "losses": losses, "ties": n - wins - losses,
         "mcnemar_p": binomtest(wins, wins + losses, 0.5).pvalue,
     }
@@ -97,7 +104,9 @@ def _assert_matches(report: dict, ref: dict[str, float], label: str) -> None:
     assert task["alignment"]["only_in_b"] == 0 and task["alignment"]["errored_a"] == 0, label
     stats = task["stats"]
     for key in STAT_FIELDS:
-        assert stats[key] == pytest.approx(ref[key], rel=1e-9, abs=1e-12), f"{label}: {key}"
+        tol = dict(abs=2e-6) if key in ("ci_low", "ci_high") else dict(rel=1e-9, abs=1e-12)  # numerical inversion
+        assert stats[key] == pytest.approx(ref[key], **tol), f"{label}: {key}"
+    assert task["method"] == "tango" and task["test"] == "mcnemar" and task["p_adjusted"] == stats["p_value"]
     assert stats["mde"] == pytest.approx(2.80 * stats["stderr"], rel=1e-3)
     significant = stats["p_value"] < 0.05 and abs(stats["delta"]) >= stats["mde"]
     expected = ("improved" if stats["delta"] > 0 else "regressed") if significant else "within noise"

@@ -13,7 +13,7 @@ from collections import defaultdict
 from engine.api import InstanceRecord, ScoreSummary
 from engine.scoring.code_exec import pass_at_k
 from engine.scoring.registry import METRICS, Metric
-from engine.stats import summarize, summarize_macro
+from engine.stats import summarize, summarize_scores
 from engine.stats.bootstrap import bootstrap_summary
 
 
@@ -72,8 +72,7 @@ def aggregate_scores(
             continue
         values, clusters = _per_question(records, metric)
         has_clusters = all(c is not None for c in clusters) and len(set(clusters)) > 1
-        if aggregation == "macro" and has_clusters:
-            out[metric] = summarize_macro(values, clusters)
-        else:
-            out[metric] = summarize(values, clusters if has_clusters else None)
+        # 0/1 metrics get the Wilson CI (inside [0, 1] at any n); the other fields are unchanged.
+        out[metric] = summarize_scores(values, clusters if has_clusters else None,
+                                       macro=aggregation == "macro" and has_clusters)
     return out
