@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 # Heineman et al. use the last 5 checkpoints of each small model (snr_simple.py) and the last 30 of
 # a large run; a checkpoint sweep here rarely has 30, so 5 (or all, when fewer).
@@ -62,6 +62,7 @@ class FlipRates(BaseModel):
     gained: tuple[int, ...]  # wrong → right
     lost: tuple[int, ...]  # right → wrong
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def mean(self) -> float:
         finite = [r for r in self.per_step if not math.isnan(r)]

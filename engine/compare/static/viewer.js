@@ -41,7 +41,7 @@ function showTab(name) {
 
 function renderOverview(rep) {
   document.getElementById("labels").textContent = `A = ${rep.label_a}   vs   B = ${rep.label_b}   (metric: ${rep.metric || "primary per task"})`;
-  const head = ["task", "n", "A", "B", "Δ (A−B)", "95% CI", "p", "McNemar p", "MDE", "wins/losses/ties", "unpaired", "verdict"];
+  const head = ["task", "n", "A", "B", "Δ (A−B)", "95% CI", "p", "adj. p", "MDE", "wins/losses/ties", "unpaired", "verdict"];
   const table = document.getElementById("overview-table");
   table.tHead.replaceChildren(el("tr", {}, head.map((h) => el("th", {}, h))));
   const tbody = table.tBodies[0];
@@ -54,8 +54,9 @@ function renderOverview(rep) {
         t.task_spec + (t.aggregation === "macro" ? ` (macro over ${t.n_clusters} clusters)` : t.clustered ? ` (clustered SE, ${t.n_clusters} clusters)` : "")), el("td", { class: "n" }, s.n),
       el("td", { class: "mean-a" }, fmt(s.mean_a)), el("td", { class: "mean-b" }, fmt(s.mean_b)),
       el("td", { class: "delta" }, sgn(s.delta)), el("td", {}, `[${sgn(s.ci_low)}, ${sgn(s.ci_high)}]`),
-      el("td", { class: "p" }, pfmt(s.p_value)), el("td", {}, pfmt(s.mcnemar_p)), el("td", { class: "mde" }, fmt(s.mde)),
-      el("td", {}, `${s.wins}/${s.losses}/${s.ties}`), el("td", {}, unpaired), el("td", {}, badge(t.verdict, s.p_value))));
+      el("td", { class: "p", title: `${t.method} interval, ${t.test} test${t.df ? `, t on ${t.df} df` : ""}; exact McNemar p ${pfmt(s.mcnemar_p)}` }, pfmt(s.p_value)),
+      el("td", { class: "p-adjusted" }, pfmt(t.p_adjusted)), el("td", { class: "mde" }, fmt(s.mde)),
+      el("td", {}, `${s.wins}/${s.losses}/${s.ties}`), el("td", {}, unpaired), el("td", {}, badge(t.verdict, t.p_adjusted ?? s.p_value))));
   });
   const u = rep.suite;
   if (u) {
@@ -68,10 +69,22 @@ function renderOverview(rep) {
       el("td", {}, `${u.wins}/${u.losses}/${u.ties}`), el("td", {}, ""), el("td", {}, badge(u.verdict, u.p_value))));
     document.getElementById("suite-explain").textContent =
       `${u.explanation} Pooled over ${u.pooled_n} questions with the task as cluster: ` +
-      `Δ ${sgn(u.pooled_delta)}, SE ${fmt(u.pooled_stderr)}, MDE ${fmt(u.pooled_mde)} (${verdictText(u.pooled_verdict)}).`;
+      `Δ ${sgn(u.pooled_delta)}, SE ${fmt(u.pooled_stderr)}, MDE ${fmt(u.pooled_mde)} (${verdictText(u.pooled_verdict)})` +
+      (u.pooled_note ? ` (${u.pooled_note}).` : ".") + ` ${u.family}.`;
   }
   const notes = document.getElementById("notes");
   notes.replaceChildren();
+  const adjustName = { holm: "Holm", bh: "Benjamini–Hochberg", none: "no adjustment" }[rep.adjust] || rep.adjust;
+  notes.append(el("li", { class: "family" }, rep.family_size > 1 && rep.adjust !== "none"
+    ? `p adjusted for ${rep.family_size} task tests (${adjustName}, k=${rep.family_size}); verdicts use the adjusted p.`
+    : "p not adjusted."));
+  for (const t of rep.tasks) {
+    const c = t.companion;
+    if (c) notes.append(el("li", { class: "companion" }, `${t.task_spec}: companion ${c.metric} (${c.normalization}): Δ ${sgn(c.delta)} ` +
+      `[${sgn(c.ci_low)}, ${sgn(c.ci_high)}], p ${pfmt(c.p_value)} → ${verdictText(c.verdict, c.p_value)}; the verdict is on ${t.verdict_metric}.`));
+    else if (t.companion_note) notes.append(el("li", { class: "companion" }, `${t.task_spec}: ${t.companion_note}.`));
+    if (t.note) notes.append(el("li", {}, `${t.task_spec}: ${t.note}.`));
+  }
   for (const t of rep.tasks) if (t.aggregation === "macro") notes.append(el("li", {},
     `${t.task_spec}: A, B and Δ are macro averages over ${t.n_clusters} clusters (as the run reports its score), SE clustered; wins/losses/ties and McNemar count questions.`));
   for (const t of rep.tasks) {
@@ -221,10 +234,21 @@ function svgChart(task) {
 function renderSeries(series) {
   const box = document.getElementById("charts");
   box.replaceChildren(...series.tasks.map((t) => el("div", { class: "chart" }, el("h3", {}, `${t.task_spec} (${t.metric})`), svgChart(t),
+    el("p", { class: "series-stats" }, seriesStats(t)),
     el("table", { class: "grid series-table" }, el("thead", {}, el("tr", {}, ["step", "value", "95% CI", "Δ vs first", "paired MDE", "verdict"].map((h) => el("th", {}, h)))),
       el("tbody", {}, t.points.map((p) => el("tr", {}, el("td", {}, p.step), el("td", {}, fmt(p.value)), el("td", {}, `[${fmt(p.ci_low)}, ${fmt(p.ci_high)}]`),
         el("td", {}, p.delta_vs_base === null ? "—" : sgn(p.delta_vs_base)), el("td", {}, fmt(p.paired_mde_vs_base)),
-        el("td", {}, p.verdict_vs_base ? badge(p.verdict_vs_base, p.p_value_vs_base) : "(first)"))))))));
+        el("td", {}, p.verdict_vs_base ? badge(p.verdict_vs_base, p.p_value_vs_base) : "(first)",
+          p.noise_exceeds_delta ? el("span", { class: "noise-flag", title: "checkpoint noise σ ≥ |Δ vs first|" }, " ⚠ within checkpoint noise") : ""))))))));
+}
+
+// Heineman et al. 2025: noise over the last checkpoints, signal over ≥ 2 models' final scores, SNR; flip rates.
+function seriesStats(t) {
+  const parts = [];
+  if (t.noise) parts.push(`noise ${fmt(t.noise.relative)} (σ ${fmt(t.noise.std)}, last ${t.noise.n_checkpoints} checkpoints)`);
+  if (t.signal) parts.push(`signal ${fmt(t.signal.signal)} over ${t.signal.n_models} models, SNR ${fmt(t.signal.snr)}`);
+  if (t.flips) parts.push(`flip rate ${fmt(t.flips.mean)} per step`);
+  return parts.concat(t.notes || []).join("; ");
 }
 
 async function init() {
