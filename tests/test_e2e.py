@@ -137,35 +137,8 @@ def test_an_unreachable_server_is_refused_before_any_request(workdir):
     assert not _run_dirs(workdir)
 
 
-def test_multirun_sweeps_checkpoints_into_one_experiment(workdir, smollm2_dir):
-    for step in (100, 200):
-        ckpt = workdir / "ckpt" / f"step{step}"
-        ckpt.mkdir(parents=True)
-        for f in smollm2_dir.iterdir():
-            (ckpt / f.name).symlink_to(f)
-    res = run_engine(["-m", "model.path=ckpt/step100,ckpt/step200", "task=truthfulqa_mc1", "limit=4"], workdir)
-    assert res.returncode == 0, res.stderr[-3000:]
-    runs = _run_dirs(workdir)
-    assert len(runs) == 2 and all("multirun" in str(r) for r in runs)
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlruns.db'}")
-    exp = client.get_experiment_by_name("truthfulqa_mc1")
-    found = client.search_runs([exp.experiment_id])
-    [parent] = [r for r in found if r.data.tags.get("evalbench.kind") == "sweep"]  # one parent run per sweep
-    jobs = [r for r in found if r is not parent]
-    assert sorted(r.data.tags["evalbench.checkpoint_step"] for r in jobs) == ["100", "200"]
-    assert {r.data.tags.get("mlflow.parentRunId") for r in jobs} == {parent.info.run_id}
-    assert len({r.data.tags["evalbench.task_hash"] for r in jobs}) == 1
-
-
-def test_suite_and_variants_run(workdir):
-    res = run_engine(["suite=base_qa", "limit=2", "tracking=none"], workdir, timeout=1200)
-    assert res.returncode == 0, res.stderr[-3000:]
-    specs = sorted(_load(d)[0]["task_spec"] for d in _run_dirs(workdir))
-    assert specs == ["gsm8k:3shot", "hellaswag:rc", "mmlu:mc", "truthfulqa_mc1:mc"]
-    (suite_line,) = [ln for ln in res.stdout.splitlines() if ln.startswith("base_qa")]
-    assert "mean of 4" in suite_line and "95% CI" in suite_line
+# The checkpoint sweep nested in one MLflow experiment and `suite=base_qa` (its four task specs, the
+# mean of 4 with its CI) run as README "A short tour" in tests/test_readme.py (checks in readme_checks.py).
 
 
 def test_records_reach_a_real_mlflow_server(workdir):
