@@ -231,10 +231,13 @@ def test_exact_match_in_the_scorers_of_a_generation_task_is_a_no_op_with_a_note(
     assert "`task.scorers` lists exact_match, which the engine computes for every generate task already" in res.stderr
 
 
-def test_a_schema_key_the_chosen_file_does_not_set_needs_no_plus(workdir):
-    res = run_engine(["model=litellm", "model.max_length=4096", "model.name=openai/x",
-                      "model.api_base=http://127.0.0.1:9/v1", "task=freshqa", "inspect=true", "limit=1",
-                      "tracking=none"], workdir, timeout=300)
+def test_a_plus_is_asked_for_only_when_the_configuration_is_valid_with_it(workdir):
+    args = ["model=litellm", "model.name=openai/x", "model.api_base=http://127.0.0.1:9/v1", "task=freshqa",
+            "inspect=true", "limit=1", "tracking=none"]
+    res = run_engine([*args, "model.max_length=4096"], workdir, timeout=300)
+    assert_refused(res, "`model.max_length`: a key the chosen config file does not set",
+                   "write `+model.max_length=4096`")
+    res = run_engine([*args, "+model.max_length=4096"], workdir, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
 
 

@@ -273,7 +273,9 @@ def expand_spec_overrides(args: list[str]) -> list[str]:
     return resolve_variant_overrides([*out, f"variant=[{','.join([*extra, *before])}]"])
 
 
-def _compose_checked(overrides: list[str]) -> DictConfig:
+def _compose_checked(overrides: list[str], plussed: list[str]) -> DictConfig:
+    """Hydra's composition; a schema key the chosen file does not set is composed as `+key=...` and
+    added to `plussed` (engine/config/keys.py)."""
     try:
         return _compose(overrides, with_hydra=True)
     except ConfigError:
@@ -282,7 +284,8 @@ def _compose_checked(overrides: list[str]) -> DictConfig:
         text = " ".join(str(err).split()) or type(err).__name__
         missing = NOT_IN_CONFIG.search(text)  # a key the chosen file does not set: the schema decides
         if missing and (retried := with_plus(missing.group(1), overrides)) is not None:
-            return _compose_checked(retried)
+            plussed += [o for o in retried if o not in overrides]
+            return _compose_checked(retried, plussed)
         if _yaml_error(err):
             raise ConfigError(
                 f"Cannot compose the configuration: a YAML file does not parse: {text.rstrip('.')}. Fix that file "
@@ -334,7 +337,8 @@ def compose_experiment(overrides: list[str]) -> Experiment:
     if specs:
         overrides = [o for o in overrides if o.partition("=")[0].lstrip("+") not in ("task", "variant")]
     validate_cli_names(overrides)
-    cfg = _compose_checked(overrides)
+    plussed: list[str] = []
+    cfg = _compose_checked(overrides, plussed)
     choice = next((o.split("=", 1)[1] for o in reversed(overrides) if o.lstrip("+").startswith("variant=")), None)
     task = OmegaConf.select(cfg, "hydra.runtime.choices.task")
     check_variant_conflicts(variant_contents(task if isinstance(task, str) else None, variants_of(choice)))
@@ -347,5 +351,12 @@ def compose_experiment(overrides: list[str]) -> Experiment:
         with open_dict(cfg):
             cfg["task"] = None
         rest = {k: v for k, v in choices.items() if k != "task"}
-        return experiment_from_cfg(cfg, choices=rest, overrides=overrides).model_copy(update={"suite": suite})
-    return experiment_from_cfg(cfg, variants_of(choice), choices, overrides)
+        exp = experiment_from_cfg(cfg, choices=rest, overrides=overrides).model_copy(update={"suite": suite})
+    else:
+        exp = experiment_from_cfg(cfg, variants_of(choice), choices, overrides)
+    if plussed:  # valid with the `+`: say so, since Hydra (and a sweep's launcher) needs it written
+        raise ConfigError(
+            f"{', '.join(f'`{o.partition(chr(61))[0][1:]}`' for o in plussed)}: a key the chosen config file does not "
+            f"set, so Hydra needs it added with a `+` (the configuration is valid with it). Fix: write "
+            f"{' '.join(f'`{o}`' for o in plussed)}.")
+    return exp

@@ -1,11 +1,12 @@
 """Keys typed on the command line, checked against the schema before Hydra's own advice is shown.
 
 Hydra refuses `model.max_length=4096` when the chosen model file does not set that key, and advises
-`+model.max_length=4096`, whether or not the schema has such a key (`+model.foo=1` would then be
-accepted by Hydra and refused by validation). Here a key the schema defines is set as given (the
-override is retried with `+`: validation then decides, e.g. refuses a key the provider does not read),
-and a key it does not define is refused at once, naming the valid keys (docs/architecture.md,
-"Boundaries").
+`+model.max_length=4096`, whether or not the schema has such a key or the configuration is valid
+with it (`+model.api_base=...` on an in-process model was then silently ignored). Here a key the
+schema does not define is refused at once, naming the valid keys; a key it defines is composed with
+`+` and validated, so a key the provider does not read is refused by validation, and only a
+configuration valid with the `+` is answered with "write `+key=...`" (a sweep's launcher composes
+each job from the command line as typed, so the `+` must be typed; docs/architecture.md, "Boundaries").
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def check_schema_key(key: str) -> None:
 
 def with_plus(key: str, overrides: list[str]) -> list[str] | None:
     """The overrides with the one that sets `key` written `+key=...` (a schema key the chosen file does
-    not set); None when no plain override sets it. Unknown keys: ConfigError."""
+    not set); None when no plain override sets it, or the key is Hydra's own. Unknown keys: ConfigError."""
+    if key == "hydra" or key.startswith("hydra."):
+        return None  # Hydra's settings are no part of the experiment schema: Hydra's own message stands
     check_schema_key(key)
     out, done = [], False
     for o in overrides:
