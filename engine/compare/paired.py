@@ -22,7 +22,14 @@ from engine.compare.models import (
 )
 from engine.compare.suite import explanation, leaves, run_suite_score, suite_delta_se
 from engine.scoring.suites import AggregateScore
-from engine.stats import PairedComparison, PairedInterval, adjust_pvalues, normal_test, paired_interval
+from engine.stats import (
+    PairedComparison,
+    PairedInterval,
+    adjust_pvalues,
+    combined_stderr,
+    normal_test,
+    paired_interval,
+)
 
 AdjustChoice = Literal["holm", "bh", "none"]
 
@@ -256,7 +263,7 @@ def suite_comparison(name: str, tasks: Sequence[TaskComparison], diffs: Sequence
         k = len(leaves(suites[0]))
     else:
         delta = sum(t.stats.delta for t in tasks) / k
-        se = math.sqrt(sum(t.stats.stderr**2 for t in tasks)) / k
+        se = combined_stderr([t.stats.stderr for t in tasks])
     test = normal_test(delta, se)
     d = np.concatenate(list(diffs)) if diffs else np.zeros(0)
     cl = np.concatenate([np.full(len(x), i) for i, x in enumerate(diffs)]) if diffs else np.zeros(0)

@@ -9,7 +9,6 @@ chose the same entries, else the unpaired sqrt(SE_A² + SE_B²) (docs/architectu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from pydantic import ValidationError
@@ -18,6 +17,7 @@ from engine.api import RunRecord
 from engine.compare.models import TaskComparison
 from engine.config.schema import SuiteConfig
 from engine.scoring.suites import AggregateScore, suite_score
+from engine.stats import combined_stderr
 
 
 def run_suite_score(records: Sequence[RunRecord]) -> AggregateScore | None:
@@ -51,8 +51,8 @@ def suite_delta_se(a: AggregateScore, b: AggregateScore, tasks: Sequence[TaskCom
     wa, wb = leaves(a), leaves(b)
     by_spec = {t.task_spec: t for t in tasks}
     if wa == wb and all(s in by_spec and by_spec[s].alignment.n_paired for s in wa):
-        return math.sqrt(sum((w * by_spec[s].stats.stderr) ** 2 for s, w in wa.items())), True
-    return math.sqrt(a.stderr**2 + b.stderr**2), False
+        return combined_stderr([by_spec[s].stats.stderr for s in wa], list(wa.values())), True
+    return combined_stderr([a.stderr, b.stderr], [1.0, 1.0]), False
 
 
 def explanation(suites: tuple[AggregateScore, AggregateScore] | None, paired: bool) -> str:

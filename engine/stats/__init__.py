@@ -19,7 +19,7 @@ from engine.stats.intervals import (
     score_interval,
 )
 from engine.stats.multiple import AdjustedPValues, adjust_pvalues
-from engine.stats.recorded import NormalTest, normal_test, summarize_scores
+from engine.stats.recorded import NormalTest, combined_stderr, normal_test, summarize_scores
 from engine.stats.sequential import SequentialResult, confidence_sequence, sequential_paired
 from engine.stats.series import (
     NOISE_CHECKPOINTS,
@@ -64,5 +64,6 @@ __all__ = [
     "NormalTest",
     "normal_test",
     "summarize_scores",
+    "combined_stderr",
     "NOISE_CHECKPOINTS",
 ]

@@ -3,6 +3,7 @@
 - `summarize_scores`: a run's recorded ScoreSummary (Miller 2024's SE, clustered SE and MDE as
   before) whose 95% CI, for 0/1 scores, is the Wilson interval of `score_interval`, so it never
   leaves [0, 1] (a 2-question run printed [-0.19, 1.19] with mean ± 1.96·SE);
+- `combined_stderr`: the SE of a weighted sum of independent estimates (a suite's Δ);
 - `normal_test`: z, two-sided p, 95% CI and paired MDE of an estimate with a known SE (a suite Δ
   from independent task Δs), on the normal distribution.
 """
@@ -31,6 +32,13 @@ def summarize_scores(scores: Sequence[float] | np.ndarray, clusters: Sequence[Ha
         return summary
     interval = score_interval(values, clusters, macro=macro and clusters is not None)
     return summary.model_copy(update={"ci_low": interval.ci_low, "ci_high": interval.ci_high})
+
+
+def combined_stderr(stderrs: Sequence[float], weights: Sequence[float] | None = None) -> float:
+    """SE of Σ w_j·x_j over independent estimates x_j: sqrt(Σ (w_j·SE_j)²); w_j = 1/k by default
+    (a mean of k task Δs). Weights (1, 1) give the SE of a difference of two independent scores."""
+    w = [1.0 / len(stderrs)] * len(stderrs) if weights is None else list(weights)
+    return math.sqrt(sum((wj * se) ** 2 for wj, se in zip(w, stderrs, strict=True)))
 
 
 class NormalTest(BaseModel):
