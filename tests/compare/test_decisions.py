@@ -5,6 +5,7 @@ Every figure is recomputed here independently (numpy, scipy, statsmodels)."""
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from engine.api import InstanceRecord
+from engine.compare import build_series, compare_runs, load_run
 from engine.compare.cli import main
 from engine.compare.models import verdict_of
+from engine.compare.server import ViewerState, start_in_thread
 from engine.compare.synthetic import write_run
 from engine.scoring.metrics import aggregate_scores
 from engine.stats import confidence_sequence
@@ -211,3 +214,28 @@ def test_recorded_binary_score_ci_is_wilson() -> None:
     assert (s.ci_low, s.ci_high) == pytest.approx((low, high), rel=1e-9)
     assert 0 <= s.ci_low and s.ci_high <= 1  # mean ± 1.96·SE was [-0.48, 1.48]
     assert s.stderr == pytest.approx(0.5)  # the other fields are unchanged
+
+
+def test_viewer_api_serves_series_statistics_and_adjusted_p(tmp_path: Path) -> None:
+    dirs = _write_series(tmp_path / "s")
+    series = build_series([load_run(Path(d)) for d in dirs], noise_checkpoints=3)
+    a_dir, b_dir, _ = _three_tasks(tmp_path / "c")
+    cmp = compare_runs([load_run(a_dir / s) for s in "xyz"], [load_run(b_dir / s) for s in "xyz"], adjust="bh")
+    for state, check in ((ViewerState(series=series), "series"), (ViewerState(comparison=cmp), "report")):
+        server, url = start_in_thread(state)
+        try:
+            with urllib.request.urlopen(url + "api/overview", timeout=10) as r:  # noqa: S310 - loopback test server
+                body = json.loads(r.read())
+        finally:
+            server.shutdown()
+            server.server_close()
+        if check == "series":
+            (task,) = body["series"]["tasks"]
+            tail = SERIES.mean(axis=1)[-3:]
+            assert task["noise"]["relative"] == pytest.approx(np.std(tail) / np.mean(tail))
+            assert task["flips"]["mean"] == pytest.approx(np.mean([(SERIES[t] != SERIES[t + 1]).mean() for t in range(4)]))
+        else:
+            rep = body["report"]
+            assert rep["adjust"] == "bh" and rep["family_size"] == 3
+            raw = [t["stats"]["p_value"] for t in rep["tasks"]]
+            assert [t["p_adjusted"] for t in rep["tasks"]] == pytest.approx(list(multipletests(raw, method="fdr_bh")[1]))
