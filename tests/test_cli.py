@@ -20,7 +20,7 @@ from tests.conftest import REPO, run_engine
         (["-m", "model.path=a,b", "task=nope"], "Unknown task 'nope'"),
         (["model.batch_size=abc"], "`model.batch_size`: Input should be a valid integer"),
         (["+task.fewshots=3"], "unknown key `task.fewshots` (did you mean fewshot"),
-        (["task.fewshots=3"], "Could not override 'task.fewshots'"),
+        (["task.fewshots=3"], "Unknown key `task.fewshots` (did you mean `fewshot`"),  # not Hydra's "use +"
         (["model=litellm", "task=mmlu"], "cannot compute: the server is not declared to return prompt logprobs"),
         (["model.path=/nonexistent/ckpt", "limit=1"], "model.path '/nonexistent/ckpt' does not exist"),
         (["task=:rc"], "Task spec ':rc' has an empty part"),
