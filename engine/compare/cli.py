@@ -11,7 +11,7 @@ from pathlib import Path
 from engine.compare.loading import CompareError, RunData
 from engine.compare.models import SeriesReport
 from engine.compare.paired import Comparison, compare_runs
-from engine.compare.report import sequential_table, series_csv, series_table, to_csv, to_table
+from engine.compare.report import sequential_csv, sequential_table, series_csv, series_table, to_csv, to_table
 from engine.compare.resolve import resolve, resolve_experiment
 from engine.compare.sequential import sequential_report
 from engine.compare.series import build_series
@@ -105,7 +105,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         if not 0 < args.alpha < 1 or args.threshold < 0:
             raise CompareError(f"--alpha must lie in (0, 1) and --threshold be ≥ 0 (got {args.alpha}, {args.threshold}).")
         seq = sequential_report(comparison, alpha=args.alpha, threshold=args.threshold, seed=args.seed)
-        print(seq.model_dump_json(indent=2) if args.format == "json" else sequential_table(seq))
+        print({"json": lambda r: r.model_dump_json(indent=2), "csv": sequential_csv, "table": sequential_table}[args.format](seq),
+              end="" if args.format == "csv" else "\n")
         return 0
     report = comparison.report.model_copy(update={"timings_s": {**comparison.report.timings_s, "load": t_load}})
     if args.format == "json":

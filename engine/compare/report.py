@@ -248,3 +248,14 @@ def sequential_table(report: SequentialReport) -> str:
             out.append(f"note: {t.task_spec}: {t.note}.")
     out.append("A decision is wrong with probability ≤ α however early it stops; 'undecided' read every question.")
     return "\n".join(out)
+
+
+def sequential_csv(report: SequentialReport) -> str:
+    buf = io.StringIO()
+    fields = ["task_spec", "metric", "decision", "stopped_at", "n_full", "mean", "cs_low", "cs_high", "full_delta", "note"]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for t in report.tasks:
+        d = t.model_dump()
+        w.writerow({k: ("" if d.get(k) is None else d.get(k)) for k in fields})
+    return buf.getvalue()

@@ -204,6 +204,11 @@ def test_sequential_stops_early_with_the_confidence_sequence(tmp_path: Path, cap
     assert main([str(tmp_path / "A"), str(tmp_path / "B"), "--sequential"]) == 0
     assert "anytime-valid" in capsys.readouterr().out
     assert main([str(tmp_path / "A"), str(tmp_path / "B"), "--sequential", "--alpha", "2"]) == 2
+    assert main([str(tmp_path / "A"), str(tmp_path / "B"), "--sequential", "--seed", "7", "--threshold", "0.1",
+                 "--format", "csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("task_spec,metric,decision,stopped_at,n_full") and len(rows) == 3
+    assert f",{tasks['big']['stopped_at']},400," in next(r for r in rows if r.startswith("big,"))
 
 
 def test_recorded_binary_score_ci_is_wilson() -> None:
