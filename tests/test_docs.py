@@ -5,6 +5,7 @@ heading that exists, so a reader who follows it lands somewhere. Cheap: text onl
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,9 +55,8 @@ def test_the_readme_layout_table_names_every_package_and_folder() -> None:
     text = (REPO / "README.md").read_text()
     layout = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
     cells = " ".join(line.split("|")[1] for line in layout.splitlines() if line.startswith("| `"))
-    tracked = {p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith(".")
-               and p.name not in {"runs", "test-artifacts", "build", "dist", "ckpt", "outputs", "multirun"}
-               and not p.name.endswith(".egg-info") and p.name != "__pycache__"}
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    tracked = {line.split("/", 1)[0] for line in listed.splitlines() if "/" in line and not line.startswith(".")}
     missing = [f"{name}/" for name in sorted(tracked) if f"`{name}/" not in cells and name != "engine"]
     missing += [f"engine/{p.name}" for p in sorted((REPO / "engine").iterdir())
                 if (p.is_dir() and p.name not in {"__pycache__", "_shipped"} and f"`engine/{p.name}`" not in cells)
