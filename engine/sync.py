@@ -13,16 +13,13 @@ Exit codes: 0 every record is in the store; 1 some could not be pushed (named, w
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-from engine.api import QUESTION_RUN_KINDS, SUITE_RUN  # noqa: E402
-from engine.record.folder import RUN_FILE, SUITE_FILE, record_kind  # noqa: E402
-from engine.record.publish import SyncOutcome, push_run_folder  # noqa: E402
-from engine.record.suite import push_suite_file  # noqa: E402
+from engine.api import QUESTION_RUN_KINDS, SUITE_RUN
+from engine.record.folder import RUN_FILE, SUITE_FILE, record_kind
+from engine.record.publish import SyncOutcome, push_run_folder
+from engine.record.suite import push_suite_file
 
 
 def collect(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import re
 import signal
 import subprocess
@@ -32,17 +31,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-from engine.config.compose import compose_experiment  # noqa: E402
-from engine.config.errors import ConfigError  # noqa: E402
-from engine.config.schema import Experiment  # noqa: E402
-from engine.config.suites import expand_experiment  # noqa: E402
-from engine.record.mlflow_writer import is_task_run  # noqa: E402
-from engine.record.store import client as store_client  # noqa: E402
-from engine.record.store import sqlite_path  # noqa: E402
-from engine.runner.experiment import experiment_id, experiment_name  # noqa: E402
+from engine.config.compose import compose_experiment
+from engine.config.errors import ConfigError
+from engine.config.schema import Experiment
+from engine.config.suites import expand_experiment
+from engine.record.mlflow_writer import is_task_run
+from engine.record.store import client as store_client
+from engine.record.store import sqlite_path
+from engine.runner.experiment import experiment_id, experiment_name
 
 STEP_DIR = re.compile(r"^step[-_]?(\d+)$")
 DONE_STATUSES = ("finished", "partial")
