@@ -354,6 +354,10 @@ def loop(args: argparse.Namespace, work: Path) -> tuple[list[Phase], list[Verdic
     title = f"sweep ({jobs}, limit {args.limit}, joblib {args.workers})"
     sw, first = reusable(args, work, "sweep", title), read_job_results(work / "sweep")
     if sw is None:
+        for stale in ("sweep", "sweep-cached", "mlruns", ".cache"):  # a resumed loop's unfinished sweep
+            shutil.rmtree(work / stale, ignore_errors=True)
+        for stale in ("mlruns.db", "mlruns.db.lock"):
+            (work / stale).unlink(missing_ok=True)
         sw, first = sweep(args, work, ckpts, EXPERIMENT, "sweep", title)
         save_phase(work, "sweep", sw)
     phases.append(sw)
