@@ -132,7 +132,7 @@ def to_table(report: ComparisonReport) -> str:
     for t in report.tasks:
         if t.aggregation == "macro":
             out.append(f"note: {t.task_spec}: A, B and Δ are macro averages over {t.n_clusters} clusters (as the run "
-                       "reports its score), SE clustered; W/L/T and McNemar count questions.")
+                       f"reports its score), SE {'clustered (CR1)' if t.clustered else 'plain'}; W/L/T and McNemar count questions.")
     for t in report.tasks:
         al = t.alignment
         parts = []
