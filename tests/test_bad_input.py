@@ -272,3 +272,12 @@ def test_tasks_that_inherit_their_data_or_make_their_own_instances_still_run(wor
     # HumanEvalTask reads `task.data`, so the data layer refuses at loading: one paragraph, exit 2.
     res = run_engine(["task=coded", "inspect=true", "limit=1", "tracking=none"], workdir, timeout=300, env=env)
     assert_refused(res, "The task names no data to read", "data_files")
+
+
+def test_a_sandbox_pool_with_a_bad_value_is_one_paragraph_before_any_model_call(workdir):
+    """A known pool key with a value out of its range is checked where the pools are built (the
+    sandbox layer owns their model): exit 2, one paragraph naming the key, before the model loads."""
+    res = run_engine(["task=humaneval", "limit=1", "+harness.sandboxes=[{name: x, backend: local, instances: 0}]",
+                      "tracking=none"], workdir, timeout=300)
+    assert_refused(res, "`harness.sandboxes.instances` must be ≥ 1 (got 0)")
+    assert not list(workdir.rglob("instances.jsonl"))  # nothing ran

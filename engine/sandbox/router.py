@@ -20,7 +20,9 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from pydantic import ValidationError
 
+from engine.config.errors import format_validation_error
 from engine.sandbox._proc import reap_orphaned_uids
 from engine.sandbox.base import Command, Files, Sandbox, SandboxError, SandboxUnavailableError
 from engine.sandbox.docker_backend import remove_containers
@@ -52,8 +54,10 @@ def pools_from_config(raw: Any) -> list[SandboxPoolConfig]:
         raw = OmegaConf.to_container(raw, resolve=True)
     if isinstance(raw, Mapping):  # {name: {...}} form
         raw = [{"name": k, **dict(v)} for k, v in raw.items()]
-    return [p if isinstance(p, SandboxPoolConfig) else SandboxPoolConfig.model_validate(p)
-            for p in raw]
+    try:
+        return [p if isinstance(p, SandboxPoolConfig) else SandboxPoolConfig.model_validate(p) for p in raw]
+    except ValidationError as err:  # a known key with a bad value: one paragraph (exit 2), not a traceback
+        raise format_validation_error(err, SandboxPoolConfig, "harness.sandboxes") from None
 
 
 class SandboxRouter:
