@@ -214,7 +214,7 @@ def sweep_setup(overrides: list[str], first_job: list[str]) -> str:
             cfg = compose(config_name="config", overrides=[*first_job, *hydra_args], return_hydra_config=True)
             sweep_dir = str(OmegaConf.select(cfg, "hydra.sweep.dir"))
             target = str(OmegaConf.select(cfg, "hydra.launcher._target_"))
-    except Exception as err:  # Hydra's composition errors: an unknown launcher, a misspelt launcher key
+    except Exception as err:  # noqa: BLE001 - Hydra's composition errors: an unknown launcher, a misspelt key
         text = " ".join(str(err).split()) or type(err).__name__
         raise ConfigError(f"Cannot compose the sweep's Hydra configuration: {text.rstrip('.')}. Fix: choose a launcher "
                           "shipped in conf/hydra/launcher (`hydra/launcher=joblib`, `ray` or `submitit_slurm`) and "

@@ -280,7 +280,7 @@ def _compose_checked(overrides: list[str], plussed: list[str]) -> DictConfig:
         return _compose(overrides, with_hydra=True)
     except ConfigError:
         raise
-    except Exception as err:  # Hydra's own composition errors: unknown keys, bad syntax
+    except Exception as err:  # noqa: BLE001 - Hydra's own composition errors: unknown keys, bad syntax
         text = " ".join(str(err).split()) or type(err).__name__
         missing = NOT_IN_CONFIG.search(text)  # a key the chosen file does not set: the schema decides
         if missing and (retried := with_plus(missing.group(1), overrides)) is not None:
