@@ -203,7 +203,7 @@ def _materialize(c: Candidate, uri: str, cache: Path) -> Path:
         local = mlflow.artifacts.download_artifacts(
             run_id=c.mlflow_run_id, artifact_path="run", dst_path=str(dst), tracking_uri=uri
         )
-    except Exception as e:  # noqa: BLE001 - any store failure is a user-facing input problem
+    except Exception as e:
         raise CompareError(
             f"MLflow run {c.mlflow_run_id} has no readable run folder: its evalbench.run_dir tag "
             f"({c.run_dir}) is gone and downloading its 'run/' artifacts failed ({type(e).__name__}: {e})."

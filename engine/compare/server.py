@@ -53,7 +53,7 @@ class Handler(BaseHTTPRequestHandler):
     state: ViewerState  # set on the subclass made by make_server
     server_version = "evalbench-compare/1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, body: bytes, ctype: str, status: int = 200, headers: dict[str, str] | None = None) -> None:
@@ -72,7 +72,7 @@ class Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._json({"error": message}, status)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         url = urlparse(self.path)
         qs = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:

@@ -114,7 +114,7 @@ def test_serve_subprocess(tmp_path: Path) -> None:
         line = proc.stderr.readline()  # "viewer: http://127.0.0.1:PORT/  (Ctrl-C to stop)"
         assert line.startswith("viewer: http://127.0.0.1:"), line
         url = line.split()[1]
-        with urllib.request.urlopen(url + "api/overview", timeout=10) as r:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url + "api/overview", timeout=10) as r:
             assert json.loads(r.read())["mode"] == "compare"
     finally:
         proc.terminate()

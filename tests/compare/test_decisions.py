@@ -229,7 +229,7 @@ def test_viewer_api_serves_series_statistics_and_adjusted_p(tmp_path: Path) -> N
     for state, check in ((ViewerState(series=series), "series"), (ViewerState(comparison=cmp), "report")):
         server, url = start_in_thread(state)
         try:
-            with urllib.request.urlopen(url + "api/overview", timeout=10) as r:  # noqa: S310 - loopback test server
+            with urllib.request.urlopen(url + "api/overview", timeout=10) as r:
                 body = json.loads(r.read())
         finally:
             server.shutdown()

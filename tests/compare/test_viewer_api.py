@@ -51,7 +51,7 @@ def test_filters_sort_search_pages(comparison) -> None:
 
 
 def _get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - loopback test server
+    with urllib.request.urlopen(url, timeout=10) as r:
         return r.read()
 
 
