@@ -45,6 +45,7 @@ POOL_LABEL = "evalbench.pool"
 USER = "65534:65534"
 WORK_TMPFS_MB = 256
 _EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="evalbench-docker")
+REMOVE_WITHIN_S = 15.0  # how long a container's removal is retried (and waited for) at teardown
 # One `kill -9 -1` pass can lose a race with a fork bomb's new children: repeat until kill finds
 # nothing left to signal (bounded).
 _KILL_ALL = "for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do kill -9 -1 2>/dev/null || break; done; "
@@ -140,6 +141,8 @@ class DockerSandbox(Sandbox):
         self.host = host  # None: DOCKER_HOST or the local daemon
         self._container: Any = None
         self._lock = threading.Lock()
+        self._removed = threading.Event()  # set once no container of this sandbox is left
+        self._removed.set()
         # reset() is lazy: the next exec's shell wipes /work and /tmp first (saves one exec).
         self._dirty = False
 
@@ -181,9 +184,11 @@ class DockerSandbox(Sandbox):
     async def start(self) -> None:
         if self.started:
             return
+        self._removed.clear()
         try:
             self._container = await self._call(self._create)
         except Exception as e:
+            self._removed.set()
             raise SandboxError(f"{self.name}: cannot start container: {e}") from e
         self.started = True
         REGISTRY.add(self)
@@ -198,20 +203,42 @@ class DockerSandbox(Sandbox):
         if old is not None:
             with contextlib.suppress(Exception):
                 old.remove(force=True)
-        self._container = self._create()
+        if self.stopped:  # torn down meanwhile (a stop killed the exec this cleans up after): no new container
+            self._removed.set()
+            return
+        fresh = self._create()
+        with self._lock:
+            if not self.stopped:
+                self._container, fresh = fresh, None
+        if fresh is not None:  # torn down while it was being created
+            with contextlib.suppress(Exception):
+                fresh.remove(force=True)
+            self._removed.set()
         self._dirty = False
 
     def kill_sync(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
+        """Remove the container; idempotent, and safe from a signal handler or atexit. A second
+        caller (the exit's teardown while a pool's own `stop` is removing it on a worker thread)
+        waits for that removal instead of returning at once: the process must not end first and
+        leave the container running (docs/architecture.md, "Stopping a run")."""
         with self._lock:
+            self.stopped = True
             c, self._container = self._container, None
+        if c is None:
+            self._removed.wait(timeout=REMOVE_WITHIN_S)
+            return
         try:
-            if c is not None:
-                with contextlib.suppress(Exception):
+            deadline = time.monotonic() + REMOVE_WITHIN_S
+            while True:  # a daemon busy with the exec being killed may refuse once: retry, bounded
+                try:
                     c.remove(force=True)
+                    break
+                except Exception as err:  # noqa: BLE001 - NotFound is done; anything else is retried to the deadline
+                    if type(err).__name__ == "NotFound" or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
         finally:
+            self._removed.set()
             REGISTRY.discard(self)
 
     async def stop(self) -> None:
