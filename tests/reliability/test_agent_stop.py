@@ -252,3 +252,37 @@ def test_a_background_default_run_honours_sigterm(tmp_path):
     record, instances = _scores(tmp_path / "runs" / "first")
     assert record["status"] == "finished" and len(instances) == 48
     assert sum(i["cached"] for i in instances.values()) >= done
+
+
+JUDGE = ["task=freshqa", "variant=judge", "harness=judge", "limit=4", "task.generation.max_tokens=32"]
+
+
+@pytest.fixture(scope="module")
+def judge_reference(tmp_path_factory) -> tuple[int, dict, dict[str, dict]]:
+    """SmolLM2 as its own judge often writes no verdict (`judge_unparsed`: errored, exit 3 or 1): the
+    reference keeps its exit code, and the resumed run must match it, verdicts and errors alike."""
+    root = tmp_path_factory.mktemp("judge_ref")
+    res = run_engine(_args(JUDGE, root, "ref"), root, timeout=1800)
+    assert res.returncode in (0, 1, 3), res.stderr[-3000:]
+    return (res.returncode, *_scores(root / "runs" / "ref"))
+
+
+def test_a_judged_run_stops_within_10s_and_resumes(tmp_path, judge_reference):
+    """The judge harness (a second core bound to the judge's provider): SIGTERM with SIGINT ignored,
+    once the first answer is cached, ends the run within 10 s; the re-run gives the same verdicts."""
+    args = _args(JUDGE, tmp_path, "first")
+    proc = _start(args, tmp_path, signal.SIG_IGN, {})
+    exited, out, err = _stop(proc, lambda: _cached_rows(tmp_path / "cache.sqlite") >= 1, signal.SIGTERM)
+    print(f"judge: SIGTERM (SIGINT ignored) -> exit {proc.returncode} in {exited:.2f} s")
+    assert proc.returncode == 143, err[-3000:]
+    assert exited < EXIT_WITHIN_S, f"exit took {exited:.1f} s after the signal\n{err[-3000:]}"
+    assert "Traceback" not in err, err[-3000:]
+    record, _ = _scores(tmp_path / "runs" / "first")
+    assert record["status"] == "interrupted"
+    ref_code, ref_record, ref_instances = judge_reference
+    res = run_engine(args, tmp_path, timeout=1800)
+    assert res.returncode == ref_code, res.stderr[-3000:]
+    record, instances = _scores(tmp_path / "runs" / "first")
+    assert record["counts"] == ref_record["counts"] and any(i["cached"] for i in instances.values())
+    assert {k: (v["scores"], (v["error"] or {}).get("kind")) for k, v in instances.items()} == \
+        {k: (v["scores"], (v["error"] or {}).get("kind")) for k, v in ref_instances.items()}
