@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.sweep import JobResult, read_job_results  # noqa: E402
+from engine.sweep import JobResult, read_job_results
 
 SUITE = "checkpoint_loop"
 SUITE_TASKS = ("mmlu_heldout:mc", "hellaswag:rc", "truthfulqa_mc1:mc")
@@ -131,14 +131,15 @@ def sweep_command(python: str, ckpts: Sequence[str], *, experiment: str, limit: 
 
 
 def verdict_rows(report_json: str) -> list[VerdictRow]:
-    """The task rows and the suite row of `python -m engine.compare A B --format json`."""
+    """The task rows and the suite row of `python -m engine.compare A B --format json`; a task's p is
+    the one its verdict uses (Holm-adjusted over the task tests when compare adjusts)."""
     report = json.loads(report_json)
     rows = []
     for t in report["tasks"]:
         s = t["stats"]
         rows.append(VerdictRow(task=t["task_spec"], n=s["n"], score_b=s["mean_b"], score_a=s["mean_a"],
-                               delta=s["delta"], ci_low=s["ci_low"], ci_high=s["ci_high"], p_value=s["p_value"],
-                               mde=s["mde"], verdict=t["verdict"]))
+                               delta=s["delta"], ci_low=s["ci_low"], ci_high=s["ci_high"],
+                               p_value=t.get("p_adjusted", s["p_value"]), mde=s["mde"], verdict=t["verdict"]))
     suite = report.get("suite")
     if suite:
         rows.append(VerdictRow(task=f"suite {suite['name']} (mean of {suite['k']})", n=suite["pooled_n"],
@@ -181,7 +182,7 @@ def fmt(x: float | None, spec: str = ".3f") -> str:
 
 
 def verdict_table(rows: Sequence[VerdictRow], label_a: str) -> str:
-    return table(["task", "n", "base", label_a, "Δ", "95% CI", "p", "MDE", "verdict"],
+    return table(["task", "n", "base", label_a, "Δ", "95% CI", "p (adj.)", "MDE", "verdict"],
                  [[r.task, str(r.n), fmt(r.score_b), fmt(r.score_a), fmt(r.delta, "+.3f"),
                    f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]", fmt(r.p_value), fmt(r.mde), verdict_note(r)] for r in rows])
 

@@ -102,6 +102,8 @@ def test_verdict_rows_read_the_compare_json(tmp_path: Path, capsys: pytest.Captu
     assert (t1.n, t1.score_a, t1.score_b, t1.delta, t1.verdict) == (n, 0.75, 0.25, 0.5, "improved")
     assert (t2.delta, t2.verdict) == (0.0, "within noise")
     assert t1.ci_low < 0.5 < t1.ci_high and t1.p_value < 0.05
+    report = json.loads(out)
+    assert t1.p_value == next(t.get("p_adjusted", t["stats"]["p_value"]) for t in report["tasks"] if t["task_spec"] == "t1:mc")
     (suite,) = [r for r in rows.values() if r.task.startswith("suite")]
     assert suite.delta == pytest.approx(0.25) and "mean of 2" in suite.task
     text = cl.verdict_table(list(rows.values()), "step40")
