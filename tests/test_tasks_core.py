@@ -120,6 +120,7 @@ def test_mc_and_rc_requests_and_scoring():
     good = tuple(-1.0 if i == inst.gold else -5.0 for i in range(n))
     scores, pred = score_response(mc, inst, LoglikelihoodResponse(logprobs=good, token_counts=(1,) * n, is_greedy=(False,) * n))
     assert scores["acc"] == 1.0 and pred == inst.gold
+    assert scores["logprob_margin"] == 4.0  # gold -1.0 against the best other, -5.0
     scores, _ = score_response(mc, inst, LoglikelihoodResponse(logprobs=lps[:-1] + (-0.5,), token_counts=(1,) * n, is_greedy=(False,) * n))
     assert scores["acc"] == float(inst.gold == n - 1)
 
@@ -133,6 +134,9 @@ def test_mc_and_rc_requests_and_scoring():
     resp = LoglikelihoodResponse(logprobs=(-10.0,) * 4, token_counts=(3,) * 4, is_greedy=(False,) * 4)
     scores, pred = score_response(rc, h, resp)
     assert pred == lens.index(max(lens))
+    # the margin under the normalization that ranks the choices (per character here), by hand
+    per_char = [-10.0 / (len(c) - 1) for c in hreq.continuations]  # the separator space is not counted
+    assert scores["logprob_margin"] == pytest.approx(per_char[h.gold] - max(x for i, x in enumerate(per_char) if i != h.gold))
     assert scores["bpb"] == pytest.approx(10 / (len(hreq.continuations[h.gold].encode()) * math.log(2)))
 
 

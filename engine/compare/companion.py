@@ -1,9 +1,11 @@
 """The log-probability margin next to accuracy for likelihood tasks (docs/architecture.md, "Statistics").
 
-Computed from what every likelihood question's record holds: the per-choice log-probabilities
-(`logprobs`), the gold index (`gold`) and the choice texts (`choices`), normalized as the task
-ranks its choices (mc: raw; rc: its `normalization`). Per-token and unconditional normalizations
-need token counts / unconditional log-probabilities the record does not keep: no margin then.
+A run records each likelihood question's margin as its score `logprob_margin` (engine/scoring/
+scorers.py `score_choice`, under the normalization that ranks the choices; its mean with SE and CI
+is in the run record and MLflow). For records written before that, it is recomputed from the
+per-choice log-probabilities (`logprobs`), the gold index (`gold`) and the choice texts
+(`choices`): mc raw, rc per character; per-token and unconditional normalizations need token
+counts / unconditional log-probabilities those records do not keep: no margin then.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import numpy as np
 
 from engine.compare.loading import Question, RunData
 from engine.compare.models import CompanionComparison, verdict_of
+from engine.stats import MARGIN_METRIC as MARGIN
 from engine.stats import gold_margin, paired_interval
-
-MARGIN = "logprob_margin"
 
 
 def normalization_of(run: RunData) -> str | None:
@@ -30,6 +31,9 @@ def normalization_of(run: RunData) -> str | None:
 def margin_of(q: Question, normalization: str) -> float:
     """The question's margin (NaN when its record lacks log-probabilities, gold or choices)."""
     s = q.first
+    recorded = (s.get("scores") or {}).get(MARGIN) if isinstance(s.get("scores"), dict) else None
+    if isinstance(recorded, int | float):  # the run recorded it (every normalization): use that
+        return float(recorded)
     lps, gold, choices = s.get("logprobs"), s.get("gold"), s.get("choices")
     if not isinstance(lps, list) or len(lps) < 2 or not isinstance(gold, int) or not 0 <= gold < len(lps):
         return math.nan
@@ -49,11 +53,11 @@ def compare_margin(ra: RunData, rb: RunData, ids: list[str]) -> tuple[CompanionC
     norm = normalization_of(ra)
     if norm is None or normalization_of(rb) != norm:
         return None, None
-    if norm not in ("none", "per_char"):
-        return None, f"no {MARGIN}: the task ranks choices {norm}, which the records cannot recompute"
     ma = np.array([margin_of(ra.questions[i], norm) for i in ids], dtype=float)
     mb = np.array([margin_of(rb.questions[i], norm) for i in ids], dtype=float)
     ok = ~(np.isnan(ma) | np.isnan(mb))
+    if ok.sum() < 2 and norm not in ("none", "per_char"):  # older records, which hold no margin
+        return None, f"no {MARGIN}: the task ranks choices {norm}, which the records cannot recompute"
     if ok.sum() < 2:
         return None, f"no {MARGIN}: fewer than 2 questions carry per-choice log-probabilities on both sides"
     pi = paired_interval(ma[ok], mb[ok])  # not clipped: margins are unbounded

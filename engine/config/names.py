@@ -21,7 +21,7 @@ DECORATORS: dict[str, str] = {"task": "@task", "scorer": "@scorer", "metric": "@
 # What the engine itself writes per instance (engine/scoring/scorers.py, code_exec.py): a `@metric` may
 # not take one of these names, or it would replace the engine's own score.
 ENGINE_METRICS = frozenset({"acc", "acc_none", "acc_per_token", "acc_per_char", "acc_uncond", "bpb", "exact_match",
-                            "pass", "contains", "relaxed_match", "judge"})
+                            "pass", "contains", "relaxed_match", "judge", "logprob_margin"})
 
 # The declared range of the engine's per-instance scores: a 0/1 score (or a mean of 0/1 samples) lies in
 # [0, 1], bits per byte is non-negative. A score from outside the engine (an external benchmark's

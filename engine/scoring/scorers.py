@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 import string
 
 from engine.api import GenerateResponse, LoglikelihoodResponse, Response
 from engine.config.schema import TaskConfig
 from engine.scoring.registry import apply_scorers, scorer
+from engine.stats import MARGIN_METRIC as MARGIN
+from engine.stats import gold_margin
 from engine.tasks.extract import extract_answer, normalize_number
 from engine.tasks.formulations import bits_per_byte, continuations, gold_continuation
 from engine.tasks.instance import Instance
@@ -42,8 +45,13 @@ def score_choice(cfg: TaskConfig, inst: Instance, resp: LoglikelihoodResponse) -
         return {"bpb": bits_per_byte(resp.logprobs[0], gold_continuation(cfg, inst))}, None
     gold = int(inst.gold)  # type: ignore[arg-type]
     how = cfg.normalization if cfg.formulation != "mc" else "none"
-    pred = _argmax(normalized_scores(cfg, inst, resp, how))
+    ranked = normalized_scores(cfg, inst, resp, how)
+    pred = _argmax(ranked)
     scores = {"acc": float(pred == gold)}
+    if len(ranked) >= 2 and all(math.isfinite(x) for x in ranked):
+        # The continuous companion of acc (docs/architecture.md, "Statistics"): how far the gold choice
+        # is ahead of (or behind) the best other one, under the same normalization that ranks them.
+        scores[MARGIN] = gold_margin(ranked, gold)
     if cfg.formulation == "rc":
         extras = ["none", "per_token", "per_char"] + (["uncond"] if resp.unconditional_logprobs else [])
         for extra in extras:

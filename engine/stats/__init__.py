@@ -8,7 +8,7 @@ log-probability margin and the anytime-valid sequential comparison: the modules 
 from engine.api import ScoreSummary
 from engine.stats._paired import PAIRED_MDE_FACTOR, PairedComparison, paired_compare, verdict_of
 from engine.stats._summary import Z_95, Z_POWER_80, summarize, summarize_macro, summarize_means
-from engine.stats.companion import gold_margin
+from engine.stats.companion import MARGIN_METRIC, gold_margin
 from engine.stats.intervals import (
     MIN_CLUSTERS,
     ClusteredSE,
@@ -57,6 +57,7 @@ __all__ = [
     "checkpoint_noise",
     "signal_to_noise",
     "flip_rates",
+    "MARGIN_METRIC",
     "gold_margin",
     "SequentialResult",
     "confidence_sequence",

@@ -26,6 +26,9 @@ def normalized_logprobs(logprobs: Sequence[float], lengths: Sequence[float] | No
     return [float(x) / float(length) for x, length in zip(logprobs, lengths, strict=True)]
 
 
+MARGIN_METRIC = "logprob_margin"  # the per-question score name of `gold_margin` in records and MLflow
+
+
 def gold_margin(logprobs: Sequence[float], gold: int, lengths: Sequence[float] | None = None) -> float:
     """ℓ_gold − max_{j ≠ gold} ℓ_j for one question (positive: the gold choice ranks first)."""
     if len(logprobs) < 2:
