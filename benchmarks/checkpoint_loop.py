@@ -1,7 +1,7 @@
 """The whole checkpoint loop on this machine, each phase timed: fine-tune, sweep, compare, series.
 
     python benchmarks/checkpoint_loop.py [--limit 200] [--steps 40] [--save-every 10] [--workers 2]
-                                         [--keep [DIR]] [--quick]
+                                         [--threads 2] [--no-rerun] [--keep [DIR]] [--resume] [--quick]
 
 What a user of evalbench does with a training run, every step a command typed in one folder:
 
@@ -23,7 +23,9 @@ per-task verdicts with the suite row, and the series scores per checkpoint are p
 with the load average before and after (the machine may be shared). A failed phase prints a line
 with FAIL (and the tail of its stderr) and the script exits 1. `--quick` is a smoke run (limit 8,
 4 steps saved every step). The work folder is a temporary one, removed at the end unless `--keep`
-(`--keep DIR`: work in DIR and keep it).
+(`--keep DIR`: work in DIR and keep it). `--resume` with `--keep DIR` reuses the fine-tune and the sweep
+an earlier invocation finished there with the same settings (their wall times come from its
+phases.json and are marked), and runs the rest again.
 """
 
 from __future__ import annotations
