@@ -95,11 +95,31 @@ def check_own_evals_compare(run: Ran) -> None:
     assert all(t["metric"] == "contains" and t["alignment"]["n_paired"] == 2 for t in report["tasks"])
 
 
+def check_failed_job_is_its_own(run: Ran) -> None:
+    """The launchers' sweep over 3 checkpoints x 2 tasks, one checkpoint missing (joblib, 2 workers): the
+    4 jobs of the present ones finish, the 2 of the missing one fail with their reason, and in MLflow each
+    task's sweep parent (FAILED, jobs.failed 2) holds exactly the finished jobs' runs."""
+    assert "6 job(s): 4 finished, 2 failed" in run.stdout
+    failed = [ln.split() for ln in run.stdout.splitlines() if " failed " in f" {ln} " and "ckpt/step3000" in ln]
+    assert len(failed) == 2 and all("does not exist" in " ".join(row) for row in failed), failed
+    assert len(run.runs) == 4
+    records = [_record(run.cwd, r) for r in run.runs]
+    assert all(r["status"] == "finished" and r["counts"]["scored"] == 2 for r in records)
+    found = _mlflow_runs(run.cwd)
+    parents = [r for r in found if r.data.tags.get("evalbench.kind") == "sweep"]
+    assert len(parents) == 2  # one per experiment (task) the sweep wrote to
+    for parent in parents:
+        assert parent.info.status == "FAILED" and parent.data.metrics["jobs.failed"] == 2
+        jobs = {r.info.run_id for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+        assert len(jobs) == 2 and jobs <= {r["mlflow_run_id"] for r in records}, jobs
+
+
 CHECKS: dict[str, Callable[[Ran], None]] = {
     "suite_of_four": check_suite_of_four,
     "sweep_of_two_checkpoints": check_sweep_nested(["1000", "2000"]),
     "sweep_of_base_and_four_checkpoints": check_sweep_nested(["", "10", "20", "30", "40"]),
     "own_evals_sweep": check_own_evals_sweep,
     "own_evals_compare": check_own_evals_compare,
+    "failed_job_is_its_own": check_failed_job_is_its_own,
 }
 

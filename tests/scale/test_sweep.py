@@ -6,8 +6,6 @@ The launcher plugins come with the `scale` extra; tests that need one are skippe
 from __future__ import annotations
 
 import importlib.util
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -116,57 +114,8 @@ def _checkpoint_sweep(workdir: Path, smollm2_dir: Path, launcher: list[str], mod
                       workdir, timeout=900)
 
 
-@pytest.mark.slow
-@needs("hydra_joblib_launcher")
-def test_joblib_sweep_over_checkpoints(workdir: Path, smollm2_dir: Path) -> None:
-    """3 checkpoints (the embedded one, a copy, a missing one) x 2 tasks on 2 worker processes."""
-    copy = workdir / "ckpt" / "step100"
-    shutil.copytree(smollm2_dir, copy)
-    missing = workdir / "ckpt" / "step200"
-    res = _checkpoint_sweep(workdir, smollm2_dir, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-                            [str(smollm2_dir), str(copy), str(missing)], "truthfulqa_mc1,hellaswag")
-    assert res.returncode == 1, res.stderr[-3000:]
-    results = _results(_sweep_root(workdir))
-    assert len(results) == 6
-    finished = [r for r in results if r.status == "finished"]
-    failed = [r for r in results if r.status == "failed"]
-    assert len(finished) == 4 and len(failed) == 2
-    assert {r.model for r in failed} == {str(missing)}
-    assert all("does not exist" in (r.reason or "") for r in failed)
-    assert {(r.model, r.task_spec) for r in finished} == {(m, t) for m in (str(smollm2_dir), str(copy))
-                                                           for t in ("truthfulqa_mc1", "hellaswag")}
-    for r in finished:
-        [run] = r.runs
-        assert run.status == "finished" and run.scored == 2 and run.score is not None and run.se is not None
-        assert json.loads((Path(run.run_dir or "") / "experiment.json").read_text())["status"] == "finished"
-    assert "6 job(s): 4 finished, 2 failed" in res.stdout
-    rows = [line.split() for line in res.stdout.splitlines()]
-    assert sum(1 for row in rows if len(row) > 3 and row[1] == str(missing) and row[3] == "failed") == 2
-    assert sum(1 for row in rows if len(row) > 5 and row[3] == "finished" and row[2] in ("truthfulqa_mc1", "hellaswag")) == 4
-    # One MLflow parent run per experiment of the sweep, with that experiment's 2 finished runs nested under it.
-    from mlflow.tracking import MlflowClient  # heavy; only this test reads the store
-
-    client = MlflowClient(f"sqlite:///{workdir / 'mlruns.db'}")
-    for name in ("truthfulqa_mc1", "hellaswag"):
-        exp_id = client.get_experiment_by_name(name).experiment_id
-        [parent] = client.search_runs([exp_id], "tags.`evalbench.kind` = 'sweep'")
-        assert parent.info.status == "FAILED" and parent.data.metrics["jobs.failed"] == 2
-        children = client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-        assert {c.info.run_id for c in children} == {run.mlflow_run_id for r in finished for run in r.runs
-                                                      if run.task_spec == name}
-
-
-@pytest.mark.slow
-@needs("hydra_ray_launcher")
-def test_ray_sweep_over_checkpoints(workdir: Path, smollm2_dir: Path) -> None:
-    """A private one-node Ray cluster (ray.init in the parent): one checkpoint scores, the missing one fails."""
-    missing = workdir / "ckpt" / "step300"
-    res = _checkpoint_sweep(workdir, smollm2_dir, ["hydra/launcher=ray"], [str(smollm2_dir), str(missing)], "truthfulqa_mc1")
-    assert res.returncode == 1, res.stderr[-3000:]
-    results = _results(_sweep_root(workdir))
-    assert [(r.model, r.status) for r in results] == [(str(smollm2_dir), "finished"), (str(missing), "failed")]
-    assert results[0].runs[0].scored == 2
-    assert "2 job(s): 1 finished, 1 failed" in res.stdout
+# The joblib and Ray sweeps over checkpoints (one missing: a job's failure is its own) run as README
+# "Sweeps on launchers" is written: tests/test_readme.py, journey `launchers`, check failed_job_is_its_own.
 
 
 @needs("hydra_submitit_launcher")
