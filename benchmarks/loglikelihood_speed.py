@@ -45,7 +45,7 @@ ROWS: dict[str, tuple[list[str], int, float | None]] = {
 }
 FLOOR_TARGET = 1.2  # the default run's wall within this multiple of its compute floor (model conversion excluded)
 ETA_MARKS = (0.1, 0.25, 0.5, 0.75)
-from parity_lm_eval import clean_checkpoint  # noqa: E402  - the same symlinked, de-GGUF'd weights lm-eval loads
+from parity_lm_eval import clean_checkpoint  # the same symlinked, de-GGUF'd weights lm-eval loads
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
        "MLFLOW_DISABLE_TELEMETRY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(REPO)}
@@ -103,7 +103,7 @@ def non_embedding_params(model_dir: Path) -> int:
 
     total = 0
     with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
-        for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+        for name in f.keys():  # safe_open is not a mapping
             if "embed" not in name and "lm_head" not in name:
                 shape = f.get_slice(name).get_shape()
                 n = 1

@@ -34,16 +34,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "sandbox")]
 
-import pytest  # noqa: E402 - the suite's skip() raises pytest's Skipped
-import sandbox_testlib  # type: ignore[import-not-found]  # noqa: E402,F401 - sets the secret before any sandbox starts
-import test_forged_verdicts as forged  # type: ignore[import-not-found]  # noqa: E402
-import test_sandbox_hostile as hostile  # type: ignore[import-not-found]  # noqa: E402
+import pytest  # the suite's skip() raises pytest's Skipped
+import sandbox_testlib  # type: ignore[import-not-found]  # sets the secret before any sandbox starts
+import test_forged_verdicts as forged  # type: ignore[import-not-found]
+import test_sandbox_hostile as hostile  # type: ignore[import-not-found]
 
-from engine.sandbox import Demand, ExecResult, SandboxPoolConfig, SandboxRouter  # noqa: E402
-from engine.sandbox.base import Sandbox  # noqa: E402
-from engine.sandbox.docker_backend import client  # noqa: E402
-from engine.sandbox.models import DockerHost  # noqa: E402
-from engine.scoring.code_exec import CodeVerdict, HumanEvalProblem  # noqa: E402
+from engine.sandbox import Demand, ExecResult, SandboxPoolConfig, SandboxRouter
+from engine.sandbox.base import Sandbox
+from engine.sandbox.docker_backend import client
+from engine.sandbox.models import DockerHost
+from engine.scoring.code_exec import CodeVerdict, HumanEvalProblem
 
 LOCAL_SOCK = "unix:///var/run/docker.sock"
 

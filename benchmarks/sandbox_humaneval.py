@@ -29,13 +29,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.sandbox import Demand, SandboxPoolConfig, SandboxRouter  # noqa: E402
+from engine.sandbox import Demand, SandboxPoolConfig, SandboxRouter
 
 try:  # engine.scoring's package init imports engine.tasks; importing that first avoids a cycle
     import engine.tasks  # noqa: F401
 except Exception:  # noqa: BLE001
     pass
-from engine.scoring.code_exec import load_humaneval, run_humaneval_check  # noqa: E402
+from engine.scoring.code_exec import load_humaneval, run_humaneval_check
 
 TIMEOUT = 3.0
 

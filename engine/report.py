@@ -29,7 +29,7 @@ def results_table(records: Sequence[RunRecord]) -> str:
             f"{r.counts.errored}" + {"failed": " FAILED", "interrupted": " (interrupted)"}.get(r.status, ""), f"{r.duration_s:.1f}s",
         ])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False))  # noqa: E731
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False))
     agents = [text for r in records for text in agent_lines(r)]  # tool loops: what the agent did
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows] + agents)
 

@@ -93,7 +93,7 @@ class ToolContext:
             if isinstance(err, SandboxUnavailableError):
                 raise  # no host can run it: the instance is an error, not the model's observation
             raise ToolFailure("sandbox_error", f"the sandbox failed: {err}") from err
-        except Exception as err:  # noqa: BLE001 - NoPoolError etc.
+        except Exception as err:  # NoPoolError etc.
             raise ToolFailure("capability", f"{type(err).__name__}: {err}") from err
         self.steps.append(TrajectoryStep(
             type="sandbox", started=started, duration_s=round(time.monotonic() - t0, 6),

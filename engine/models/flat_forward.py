@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F  # noqa: N812 - the conventional name
+import torch.nn.functional as F  # the conventional name
 
 SUPPORTED = {"llama"}  # model_type values whose modules this forward reproduces exactly
 

@@ -48,7 +48,7 @@ def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> 
     return ctx, cont
 
 
-def _CACHE_KWARG(model) -> str:  # noqa: N802 - transformers 5 renamed `past_key_values` to `cache`
+def _CACHE_KWARG(model) -> str:  # transformers 5 renamed `past_key_values` to `cache`
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 

@@ -87,7 +87,7 @@ def load_flat(model_dir: Path, dtype: str) -> FlatLlama | None:
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
         with safe_open(str(file), "pt") as f:
-            for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            for name in f.keys():  # safe_open is not a mapping
                 if f.get_slice(name).get_dtype() not in WEIGHT_DTYPES:
                     return None
                 tensors[name] = f.get_tensor(name).to(want)

@@ -232,7 +232,7 @@ class LiteLLMProvider:
                 if request.tools:
                     params["tools"] = list(request.tools)
                 resp = await lm.acompletion(messages=messages, **params, **self._common())
-        except Exception as err:  # noqa: BLE001 - every provider failure becomes a typed error
+        except Exception as err:  # every provider failure becomes a typed error
             raise _as_provider_error(err) from err
         return read_response(lambda: _response(resp, request), "response could not be read as a completion")
 
@@ -247,7 +247,7 @@ class LiteLLMProvider:
             resp = await lm.atext_completion(
                 prompt=context + continuation, max_tokens=0, echo=True, logprobs=1, temperature=0.0, **self._common()
             )
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise _as_provider_error(err) from err
         return read_response(lambda: _echo_logprob(resp, len(context)), "prompt logprobs could not be read")
 

@@ -22,7 +22,7 @@ STATUS_TAG = "evalbench.status"
 def _proc_stat(pid: int) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name (state first), or None off Linux."""
     try:
-        text = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one short read
+        text = open(f"/proc/{pid}/stat").read()  # one short read
     except OSError:
         return None
     return text.rsplit(")", 1)[1].split()

@@ -112,7 +112,7 @@ def reusable_run(client: Any, experiment_id: str, mlflow_run_id: str | None) -> 
         return None
     try:
         run = client.get_run(mlflow_run_id)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         if store.error_code(err) == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise

@@ -64,7 +64,7 @@ def retry(fn: Callable[[], T], what: str, attempts: int = ATTEMPTS) -> T:
     for attempt in range(attempts):
         try:
             return fn()
-        except Exception as err:  # noqa: BLE001 - classified just below
+        except Exception as err:  # classified just below
             if attempt == attempts - 1 or not is_transient(err):
                 raise
             delay = min(MAX_BACKOFF_S, BACKOFF_S * 2**attempt) * random.uniform(0.5, 1.5)
@@ -114,7 +114,7 @@ def _repair(db: Path, tables: list[str], tracking_uri: str) -> None:
     engine = sqlalchemy.create_engine(f"sqlite:///{db}")
     try:
         _upgrade_db(engine)  # type: ignore[no-untyped-call]  # mlflow's own migration, untyped
-    except Exception as err:  # noqa: BLE001 - reported as one clear error
+    except Exception as err:  # reported as one clear error
         raise StoreError(
             f"The MLflow store {tracking_uri} was left half-migrated by MLflow processes that started at "
             f"the same time, and repairing it failed ({type(err).__name__}: {err}). The run folders hold "
@@ -200,7 +200,7 @@ def get_or_create_experiment(mlflow_client: Any, name: str) -> str:
             return str(found.experiment_id)
         try:
             return str(mlflow_client.create_experiment(name))
-        except Exception as err:  # noqa: BLE001 - another process won the race: read its experiment
+        except Exception as err:  # another process won the race: read its experiment
             if error_code(err) != "RESOURCE_ALREADY_EXISTS":
                 raise
         again = mlflow_client.get_experiment_by_name(name)

@@ -100,7 +100,7 @@ def record_suite(job_dir: Path, aggregate: BaseModel | Mapping[str, Any], record
         return rec
     try:
         parent = log_suite_run(tracking, rec)
-    except Exception as err:  # noqa: BLE001 - suite.json has it; engine.sync pushes it later
+    except Exception as err:  # suite.json has it; engine.sync pushes it later
         raise SuiteNotTracked(
             f"The suite aggregate of {rec.suite} did not reach the MLflow store {tracking.tracking_uri} "
             f"({type(err).__name__}: {str(err)[:300]}). {job_dir / SUITE_FILE} has it; push it with "

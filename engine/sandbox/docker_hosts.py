@@ -21,7 +21,7 @@ HEALTH_TIMEOUT_S = 10  # a host that does not answer a ping within this is down
 def _has_image(host: DockerHost | None, image: str) -> bool:
     try:
         client(host).images.get(image)
-    except Exception as e:  # noqa: BLE001 - docker.errors.ImageNotFound and friends
+    except Exception as e:  # docker.errors.ImageNotFound and friends
         if type(e).__name__ == "ImageNotFound":
             return False
         raise

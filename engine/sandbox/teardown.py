@@ -60,7 +60,7 @@ def teardown_all_sync() -> int:
         try:
             sb.kill_sync()
             n += 1
-        except Exception:  # noqa: BLE001 - teardown must go on
+        except Exception:  # teardown must go on
             log.exception("sandbox teardown failed for %r", sb)
     return n
 

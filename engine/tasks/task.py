@@ -21,7 +21,7 @@ from engine.config.schema import TaskConfig
 from engine.data.source import load_rows
 from engine.tasks.fewshot import select_fewshot
 from engine.tasks.formulations import build_request
-from engine.tasks.instance import Instance, row_to_instance, rows_to_instances  # noqa: F401
+from engine.tasks.instance import Instance, row_to_instance, rows_to_instances
 
 # Task classes by short name, for YAML `_target_: <name>` (docs/architecture.md, "Extensions").
 TASKS: Registry[type[Task]] = Registry("task", "@task", ConfigError, on_add=lambda name, _: names.declare("task", name))

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("agents")
 
-from .test_tool_loop import ScriptedModel, call, harness, kinds, run  # noqa: E402
+from .test_tool_loop import ScriptedModel, call, harness, kinds, run
 
 
 def test_sdk_loop_text_protocol_search_then_submit():

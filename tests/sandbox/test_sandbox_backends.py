@@ -33,7 +33,7 @@ def test_exec_stdin_files_read_reset(backend: str) -> None:
             assert r.ok, r
             lines = r.stdout.splitlines()
             assert lines[0] == "HELLO" and lines[1] == "payload"
-            env_keys = eval(lines[2])  # noqa: S307 - our own output
+            env_keys = eval(lines[2])  # our own output
             assert "EVALBENCH_TEST_SECRET" not in env_keys and SECRET not in r.stdout
             assert set(env_keys) <= {"PATH", "HOME", "TMPDIR", "LANG", "PWD", "HOSTNAME",
                                      "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "LC_CTYPE"}
