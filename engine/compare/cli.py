@@ -10,7 +10,8 @@ from pathlib import Path
 
 from engine.compare.loading import CompareError, RunData
 from engine.compare.models import SeriesReport
-from engine.compare.paired import Comparison, compare_runs
+from engine.compare.paired import Comparison
+from engine.compare.pairwise import compare_sides
 from engine.compare.report import sequential_csv, sequential_table, series_csv, series_table, to_csv, to_table
 from engine.compare.resolve import resolve, resolve_experiment
 from engine.compare.sequential import sequential_report
@@ -58,17 +59,6 @@ def _load(spec: str, args: argparse.Namespace) -> list[RunData]:
     return resolve(spec, experiment=args.experiment, tracking_uri=args.tracking_uri, runs_root=args.runs_root)
 
 
-def _single_model(runs: list[RunData], spec: str, side: str) -> list[RunData]:
-    labels = sorted({r.info.model_label for r in runs})
-    if len(labels) > 1:
-        raise CompareError(
-            f"{side} ({spec}) names runs of {len(labels)} models ({', '.join(labels[:6])}): a side of a "
-            "comparison must be one model. Pass one job dir of the sweep, or narrow the selector (e.g. add "
-            ",model.checkpoint=step20)."
-        )
-    return runs
-
-
 def run(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     t0 = time.perf_counter()
@@ -93,14 +83,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     if len(args.runs) != 2:
         raise CompareError(f"Compare needs exactly two runs, A and B (got {len(args.runs)}); for many checkpoints use --series.")
     a_spec, b_spec = args.runs
-    runs_a = _single_model(_load(a_spec, args), a_spec, "A")
-    runs_b = _single_model(_load(b_spec, args), b_spec, "B")
-    if {r.info.run_id for r in runs_a} == {r.info.run_id for r in runs_b}:
-        raise CompareError(f"A ({a_spec}) and B ({b_spec}) are the same run(s) ({', '.join(sorted(r.info.run_id for r in runs_a))}): "
-                           "a run compared with itself differs by 0 on every question by construction. Fix: give two "
-                           "different runs, e.g. the run folders of two checkpoints.")
-    t_load = time.perf_counter() - t0
-    comparison = compare_runs(runs_a, runs_b, metric=args.metric, adjust=args.adjust)
+    comparison = compare_sides(a_spec, b_spec, experiment=args.experiment, tracking_uri=args.tracking_uri,
+                               runs_root=args.runs_root, metric=args.metric, adjust=args.adjust)
+    t_load = time.perf_counter() - t0 - comparison.report.timings_s.get("compare", 0.0)
     if args.sequential:
         if not 0 < args.alpha < 1 or args.threshold < 0:
             raise CompareError(f"--alpha must lie in (0, 1) and --threshold be ≥ 0 (got {args.alpha}, {args.threshold}).")
