@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.test_agent_stop import EXIT_WITHIN_S, _scores
+from tests.reliability.test_agent_stop import EXIT_WITHIN_S, _scores, _stop
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -112,22 +112,14 @@ def test_a_tool_calls_sandbox_in_flight_is_cancelled_within_10s(tmp_path, pool):
     proc = subprocess.Popen([sys.executable, str(script), *args], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    deadline = time.monotonic() + 600
-    while not (sleeper_running(proc.pid) if pool == "local" else sleeper_in_container(proc.pid)):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out, err = proc.communicate()
-            pytest.fail(f"the tool call never ran before the run ended: exit {proc.returncode}\n{err[-3000:]}")
-        time.sleep(0.2)
-    below = descendants(proc.pid)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=120)
-    finally:
-        exited = time.monotonic() - sent
-        if proc.returncode is None:
-            proc.kill()
-    out, err = proc.communicate()
+    below: dict[int, str] = {}
+
+    def sleeping() -> bool:  # the sandboxed program runs: note every process below the engine then
+        running = sleeper_running(proc.pid) if pool == "local" else sleeper_in_container(proc.pid)
+        below.update(descendants(proc.pid) if running else {})
+        return running
+
+    exited, out, err = _stop(proc, sleeping, signal.SIGTERM)
     print(f"code_agent tool call ({pool}): SIGTERM -> exit {proc.returncode} in {exited:.2f} s")
     assert proc.returncode == 143, err[-3000:]
     assert exited < EXIT_WITHIN_S, f"exit took {exited:.1f} s after the signal\n{err[-3000:]}"
