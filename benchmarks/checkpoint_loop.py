@@ -40,8 +40,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -53,6 +54,7 @@ from engine.sweep import JobResult, read_job_results
 SUITE = "checkpoint_loop"
 SUITE_TASKS = ("mmlu_heldout:mc", "hellaswag:rc", "truthfulqa_mc1:mc")
 EXPERIMENT = "checkpoint-loop"
+T = TypeVar("T")
 PHASES_FILE = "phases.json"  # in the work folder: what each phase measured, for --resume
 
 
@@ -285,34 +287,34 @@ def cached_check(first: Sequence[JobResult], again: Sequence[JobResult]) -> str 
     return None
 
 
-def compare(work: Path, experiment: str, last: str) -> tuple[list[Phase], list[VerdictRow]]:
-    base = [sys.executable, "-m", "engine.compare", "--experiment", experiment, f"model.checkpoint={last}",
-            "model.checkpoint=base"]
-    phase, proc = run(f"compare {last} vs base", base, work)
-    phase_json, proc_json = run(f"compare {last} vs base --format json", [*base, "--format", "json"], work)
-    rows: list[VerdictRow] = []
+def table_and_json(name: str, cmd: list[str], work: Path, parse: Callable[[str], list[T]]
+                   ) -> tuple[list[Phase], list[T], str]:
+    """One engine.compare command run twice, as a table and with `--format json`: both phases, the rows
+    `parse` reads from the JSON (a phase marked failed when it cannot), and the table as printed."""
+    phase, proc = run(name, cmd, work)
+    phase_json, proc_json = run(f"{name} --format json", [*cmd, "--format", "json"], work)
+    rows: list[T] = []
     if phase_json.ok:
         try:
-            rows = verdict_rows(proc_json.stdout)
+            rows = parse(proc_json.stdout)
         except (ValueError, KeyError) as e:
             fail(phase_json.name, f"unreadable JSON ({type(e).__name__}: {e})", proc_json.stdout)
             phase_json = phase_json.model_copy(update={"ok": False, "note": "unreadable JSON"})
-    print("\n".join(line.rstrip() for line in proc.stdout.strip().splitlines()), flush=True)
-    return [phase, phase_json], rows
+    return [phase, phase_json], rows, proc.stdout
+
+
+def compare(work: Path, experiment: str, last: str) -> tuple[list[Phase], list[VerdictRow]]:
+    base = [sys.executable, "-m", "engine.compare", "--experiment", experiment, f"model.checkpoint={last}",
+            "model.checkpoint=base"]
+    phases, rows, table = table_and_json(f"compare {last} vs base", base, work, verdict_rows)
+    print("\n".join(line.rstrip() for line in table.strip().splitlines()), flush=True)
+    return phases, rows
 
 
 def series(work: Path, experiment: str) -> tuple[list[Phase], list[SeriesRow]]:
     base = [sys.executable, "-m", "engine.compare", "--series", "--experiment", experiment]
-    phase, _ = run("series", base, work)
-    phase_json, proc_json = run("series --format json", [*base, "--format", "json"], work)
-    rows: list[SeriesRow] = []
-    if phase_json.ok:
-        try:
-            rows = series_rows(proc_json.stdout)
-        except (ValueError, KeyError) as e:
-            fail(phase_json.name, f"unreadable JSON ({type(e).__name__}: {e})", proc_json.stdout)
-            phase_json = phase_json.model_copy(update={"ok": False, "note": "unreadable JSON"})
-    return [phase, phase_json], rows
+    phases, rows, _ = table_and_json("series", base, work, series_rows)
+    return phases, rows
 
 
 def earlier_phases(work: Path) -> dict[str, Phase]:

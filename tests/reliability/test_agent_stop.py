@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_engine
+from tests.test_e2e import _cached_rows
 
 pytestmark = pytest.mark.slow
 
@@ -73,19 +73,6 @@ def _conf(root: Path) -> dict[str, str]:
 def _args(base: list[str], workdir: Path, name: str) -> list[str]:
     return [*base, f"tracking.tracking_uri=sqlite:///{workdir}/mlruns.db", f"cache.path={workdir}/cache.sqlite",
             f"hydra.run.dir={workdir}/runs/{name}"]
-
-
-def _cached_rows(path: Path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        db = sqlite3.connect(path, timeout=5)
-        try:
-            return int(db.execute("SELECT count(*) FROM results_v2").fetchone()[0])
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
 
 
 def _children(pid: int) -> list[tuple[int, str, list[str]]]:
