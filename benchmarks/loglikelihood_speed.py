@@ -192,9 +192,9 @@ def scoring_loop(records: list[dict], params: int, rate: float) -> tuple[float, 
     """(seconds, x floor) of evalbench's provider over the rows, model loaded, in the runner's batches."""
     import torch  # deferred: see gemm_rate
 
-    from engine.api import LoglikelihoodRequest
     from engine.config.schema import ModelConfig
     from engine.models.hf import HFProvider
+    from engine.types import LoglikelihoodRequest
 
     torch.set_num_threads(2)
     reqs = sorted((LoglikelihoodRequest(**r["request"]) for r in records), key=lambda r: -len(r.context))

@@ -25,8 +25,8 @@ _EXPORTS = {
     "evaluate": "engine.public",
     "experiment": "engine.public",
     "Experiment": "engine.config.schema",
-    "RunRecord": "engine.api",
-    "InstanceRecord": "engine.api",
+    "RunRecord": "engine.types",
+    "InstanceRecord": "engine.types",
     "ComparisonReport": "engine.compare.models",
     "ConfigError": "engine.config.errors",
 }
@@ -37,11 +37,11 @@ __all__ = [  # compare: the package engine.compare itself, callable (engine/comp
 
 if TYPE_CHECKING:
     from engine import compare
-    from engine.api import InstanceRecord, RunRecord
     from engine.compare.models import ComparisonReport
     from engine.config.errors import ConfigError
     from engine.config.schema import Experiment
     from engine.public import evaluate, experiment
+    from engine.types import InstanceRecord, RunRecord
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,6 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from engine.api import ProviderError, RunRecord
 from engine.config.compose import (
     compose_experiment,
     conf_dir,
@@ -55,6 +54,7 @@ from engine.sweep import (
 )
 from engine.tasks.instance import FieldMapError
 from engine.terminate import sigterm_as_interrupt, terminated
+from engine.types import ProviderError, RunRecord
 
 # conf/hydra/launcher/*.yaml keep the plugins' own names (`hydra/launcher=joblib` gives evalbench's
 # defaults); Hydra 1.3 still checks such a file against the plugin's schema (a misspelt key fails), and

@@ -23,7 +23,6 @@ Import the module through the config (`imports: [mypkg.evals]`) or an installed 
 group `evalbench.plugins` (`[project.entry-points."evalbench.plugins"] mypkg = "mypkg.evals"`).
 """
 
-from engine.api import GenerateResponse, LoglikelihoodResponse, Response
 from engine.config.schema import TaskConfig
 from engine.config.variants import register_variant
 from engine.harness import ToolContext, ToolFailure, ToolLoop, ToolResult, scaffold, tool
@@ -31,6 +30,7 @@ from engine.scoring import scorer
 from engine.scoring.registry import metric
 from engine.tasks import Instance, Task
 from engine.tasks.task import task
+from engine.types import GenerateResponse, LoglikelihoodResponse, Response
 
 __all__ = [
     "GenerateResponse", "Instance", "LoglikelihoodResponse", "Response", "Task", "TaskConfig", "ToolContext",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.api import GenerateRequest, ModelIdentity
 from engine.config.schema import Experiment
 from engine.config.suites import expand_experiment
 from engine.external.run import external_command
@@ -18,6 +17,7 @@ from engine.harness.build import build_scaffold
 from engine.harness.scaffolds import ToolLoop
 from engine.models import resolve_model_dir, with_tool_model
 from engine.runner.task_run import prepare
+from engine.types import GenerateRequest, ModelIdentity
 
 
 def _tokenizer(exp: Experiment):

@@ -19,7 +19,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import Registry
 from engine.config.compose import GROUPS, Entry, entries, use_cli_searchpath
 from engine.config.entries import all_task_variants
 from engine.config.errors import ConfigError
@@ -28,6 +27,7 @@ from engine.config.project_imports import preload_plugins
 from engine.harness import SCAFFOLDS, TOOLS  # the package registers the built-in tools and scaffolds
 from engine.scoring import SCORERS  # the package registers the built-in scorers
 from engine.scoring.registry import METRICS
+from engine.types import Registry
 
 REGISTRIES: dict[str, Registry[Any]] = {"tool": TOOLS, "scaffold": SCAFFOLDS, "scorer": SCORERS, "metric": METRICS}
 ALL_GROUPS = (*GROUPS, *REGISTRIES)

@@ -18,7 +18,6 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from engine.api import RunRecord
 from engine.config.compose import compose_experiment
 from engine.config.errors import ConfigError, format_validation_error
 from engine.config.schema import Experiment, check_harness_fits
@@ -27,6 +26,7 @@ from engine.record.publish import TrackingError
 from engine.record.suite import record_suite
 from engine.runner.experiment import ExternalHooks, claim_output, run_experiment
 from engine.scoring.suites import suite_score
+from engine.types import RunRecord
 
 EXTERNAL = ExternalHooks(check=check_external, run=run_external)
 TaskArg = str | Mapping[str, Any] | BaseModel

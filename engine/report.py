@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from engine.api import RunRecord
 from engine.harness.agent_report import agent_lines
+from engine.types import RunRecord
 
 
 def _fmt(x: float, digits: int = 4) -> str:

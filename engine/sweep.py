@@ -23,12 +23,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from engine.api import SWEEP_RUN, RunRecord
 from engine.config.schema import Experiment, TrackingConfig
 from engine.record import store
 from engine.record.atomic import atomic_write_text
 from engine.record.mlflow_writer import KIND_TAG, start_mlflow_run
 from engine.record.suite import PARENT_TAG
+from engine.types import SWEEP_RUN, RunRecord
 
 RESULT_FILE = "job_result.json"
 SWEEP_FILE = "sweep.json"  # the sweep parent's record in the sweep folder (SweepRecord)

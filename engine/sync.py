@@ -16,10 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.api import QUESTION_RUN_KINDS, SUITE_RUN
 from engine.record.folder import RUN_FILE, SUITE_FILE, record_kind
 from engine.record.publish import SyncOutcome, push_run_folder
 from engine.record.suite import push_suite_file
+from engine.types import QUESTION_RUN_KINDS, SUITE_RUN
 
 
 def collect(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENGINE = REPO / "engine"
 
 # Lowest first: a module may import from its own layer or below. Top-level modules (engine/cli.py, ...) are "app".
-LAYERS = ("api", "config", "stats", "data", "tasks", "models", "sandbox", "scoring", "harness", "record", "runner",
+LAYERS = ("types", "config", "stats", "data", "tasks", "models", "sandbox", "scoring", "harness", "record", "runner",
           "external", "compare", "app")
 RANK = {name: i for i, name in enumerate(LAYERS)}
 ORDER = " < ".join(LAYERS)
@@ -36,7 +36,7 @@ LAZY_ALLOWED = frozenset({
     "sqlalchemy", "alembic",  # come with mlflow, used only to repair a SQLite store
     "engine.models.hf_loglikelihood",  # imports torch at its top: a cached run never loads it
 })
-# engine/api.py holds the types that cross packages: the standard library and pydantic only.
+# engine/types/ holds the types that cross packages: the standard library and pydantic only.
 API_ALLOWED = frozenset({"__future__", "pydantic"}) | frozenset(sys.stdlib_module_names)
 
 
@@ -75,9 +75,9 @@ def _layer(module: str) -> str | None:
     """The layer of an engine module; None for a package missing from LAYERS."""
     parts = module.split(".")
     if module in ("engine", "engine.environment"):  # importable from anywhere: see test_package_init_is_lazy
-        return "api"
+        return "types"
     sub = parts[1]
-    if sub in RANK and sub != "app" and ((ENGINE / sub).is_dir() or sub == "api"):
+    if sub in RANK and sub != "app" and (ENGINE / sub).is_dir():
         return sub
     if len(parts) == 2 and (ENGINE / f"{sub}.py").is_file():
         return "app"
@@ -166,7 +166,7 @@ def test_every_engine_import_names_an_existing_module() -> None:
     problems = [f"{imp.where}: {imp.importer} imports {imp.target}, which is no module of engine/"
                 for imp in _imports() if _engine(imp) and imp.target not in modules]
     _report("[missing] imports of engine modules that do not exist",
-            "import the name from where it lives now (types crossing packages are in engine.api).", problems)
+            "import the name from where it lives now (types crossing packages are in engine.types).", problems)
 
 
 def test_package_layering() -> None:
@@ -181,7 +181,7 @@ def test_package_layering() -> None:
             continue
         problems.append(f"{imp.where}: {imp.importer} (layer {src}) imports {imp.target} (layer {dst})")
     _report(f"[layering] a module may import only from its own layer or below ({ORDER})",
-            "move what both sides need down (types that cross packages go in engine/api.py), or have the higher "
+            "move what both sides need down (types that cross packages go in engine/types/), or have the higher "
             "layer pass it in (a parameter, a callable, a Protocol defined in the lower layer).", problems)
 
 
@@ -197,13 +197,16 @@ def test_package_init_is_lazy() -> None:
             "load the name lazily (engine/__init__.py `_EXPORTS`), importing it only under TYPE_CHECKING.", problems)
 
 
-def test_api_depends_on_stdlib_and_pydantic_only() -> None:
+def test_types_depend_on_stdlib_and_pydantic_only() -> None:
     problems = []
     for imp in _imports():
-        if imp.importer == "engine.api" and (_engine(imp) or imp.top not in API_ALLOWED):
-            problems.append(f"{imp.where}: engine.api imports {imp.target}")
-    _report("[api] engine/api.py is the bottom layer: it imports nothing from engine, only the standard library and "
-            "pydantic", "define the needed type in engine/api.py itself, or keep the code that needs the library in "
+        inside = imp.importer == "engine.types" or imp.importer.startswith("engine.types.")
+        own = imp.target == "engine.types" or imp.target.startswith("engine.types.")
+        if inside and ((_engine(imp) and not own) or (not _engine(imp) and imp.top not in API_ALLOWED)):
+            problems.append(f"{imp.where}: engine.types imports {imp.target}")
+    _report("[types] engine/types/ is the bottom layer: it imports nothing else from engine, only the standard "
+            "library and pydantic", "define the needed type in engine/types/ itself, or keep the code that needs "
+            "the library in "
             "the package that uses it.", problems)
 
 
@@ -256,7 +259,7 @@ def test_no_import_cycles() -> None:
         inside = sorted(f"{where}: {a} -> {b}" for (a, b), ws in edges.items() if a in comp and b in comp for where in ws)
         problems.append(f"{' <-> '.join(comp)}:\n    " + "\n    ".join(inside))
     _report("[cycle] engine modules must not import each other in a cycle (function-level imports included)",
-            "move what the modules share into a lower module (or engine/api.py), or pass it in; a function-level "
+            "move what the modules share into a lower module (or engine/types/), or pass it in; a function-level "
             "import does not break a cycle, it hides it.", problems)
 
 

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.api import LoglikelihoodRequest, ProviderError
 from engine.config.schema import HarnessConfig, ModelConfig
 from engine.models import litellm_provider
 from engine.models.litellm_provider import LiteLLMProvider
+from engine.types import LoglikelihoodRequest, ProviderError
 
 REQUESTS = [
     LoglikelihoodRequest(context="Question: What is the capital of France?\nAnswer:",

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from engine.api import InstanceRecord, LoglikelihoodResponse, ModelIdentity
 from engine.config.compose import compose_task
 from engine.config.schema import Experiment, ModelConfig, TrackingConfig
 from engine.runner.cache import ResultCache
@@ -15,6 +14,7 @@ from engine.runner.core import RunnerCore
 from engine.runner.task_run import score_by_execution
 from engine.scoring.metrics import aggregate_scores
 from engine.tasks import build_task
+from engine.types import InstanceRecord, LoglikelihoodResponse, ModelIdentity
 from tests.conftest import run_engine
 
 

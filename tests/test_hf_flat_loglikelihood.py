@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.api import LoglikelihoodRequest
 from engine.config.compose import compose_task
 from engine.models.flat_forward import PrefixKV
 from engine.models.hf_tree import MIN_SHARED, PrefixCache, Question, chunks, plan
 from engine.tasks import build_task
+from engine.types import LoglikelihoodRequest
 
 
 def _rows(spec: str, n: int, fixed: bool = False) -> list[LoglikelihoodRequest]:

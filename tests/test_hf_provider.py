@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.api import ChatMessage, GenerateRequest, LoglikelihoodRequest, SamplingParams
+from engine.types import ChatMessage, GenerateRequest, LoglikelihoodRequest, SamplingParams
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import LoglikelihoodRequest
 from engine.config.schema import ModelConfig
 from engine.models.lean_llama import lean_shape
+from engine.types import LoglikelihoodRequest
 
 REQUESTS = [
     LoglikelihoodRequest(context="Question: What is the capital of France?\nAnswer:",

@@ -9,7 +9,6 @@ import pytest
 from pydantic import ValidationError
 
 from engine import list as engine_list
-from engine.api import InstanceRecord
 from engine.config.compose import compose_experiment, compose_task, expand_spec_overrides, parse_task_spec
 from engine.config.errors import ConfigError
 from engine.config.paths import set_cli_searchpath
@@ -18,6 +17,7 @@ from engine.extend import GenerateResponse, metric, register_variant, scorer
 from engine.scoring import aggregate_scores, score_response
 from engine.stats import Z_95, summarize
 from engine.tasks import Instance, Task
+from engine.types import InstanceRecord
 
 
 @scorer(metrics=["tp", "fp", "fn"])

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import GenerateResponse, Registry
 from engine.config import names
 from engine.config.errors import ConfigError
 from engine.config.plugins import load_plugins
@@ -19,6 +18,7 @@ from engine.harness.tools import get_tool
 from engine.scoring import SCORERS, score_response
 from engine.tasks import TASKS, build_task
 from engine.tasks.olmes import WinograndeTask
+from engine.types import GenerateResponse, Registry
 from tests.conftest import run_engine
 from tests.tasks.conftest import fixture_files, on_fixture
 

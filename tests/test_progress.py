@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine.api import ChatMessage, GenerateRequest, LoglikelihoodRequest, SamplingParams
 from engine.runner.core import WorkItem
 from engine.runner.progress import ATTENTION_TOKENS, WorkProgress, estimated_tokens, item_weights
+from engine.types import ChatMessage, GenerateRequest, LoglikelihoodRequest, SamplingParams
 
 
 def _ll(chars: int) -> LoglikelihoodRequest:

@@ -6,7 +6,10 @@ import asyncio
 
 import pytest
 
-from engine.api import (
+from engine.config.schema import HarnessConfig
+from engine.runner.cache import ResultCache, cache_key
+from engine.runner.core import RunnerCore, WorkItem
+from engine.types import (
     GenerateRequest,
     GenerateResponse,
     LoglikelihoodRequest,
@@ -14,9 +17,6 @@ from engine.api import (
     ModelIdentity,
     ProviderError,
 )
-from engine.config.schema import HarnessConfig
-from engine.runner.cache import ResultCache, cache_key
-from engine.runner.core import RunnerCore, WorkItem
 
 
 class ScriptedProvider:

@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from engine.api import GenerateRequest, GenerateResponse, LoglikelihoodRequest, LoglikelihoodResponse
 from engine.config.compose import compose_task, parse_task_spec
 from engine.config.errors import ConfigError
 from engine.config.schema import FieldMap
@@ -16,6 +15,7 @@ from engine.tasks import build_task
 from engine.tasks.extract import gsm8k_answer, normalize_number
 from engine.tasks.fewshot import select_fewshot
 from engine.tasks.instance import FieldMapError, row_to_instance
+from engine.types import GenerateRequest, GenerateResponse, LoglikelihoodRequest, LoglikelihoodResponse
 
 
 def test_variants_merge_into_the_task_and_spec_means_overrides():

@@ -17,8 +17,8 @@ from orjson import JSONDecodeError as _OrjsonError
 from orjson import loads as _loads
 from pydantic import ValidationError
 
-from engine.api import RunRecord
 from engine.compare.models import RunInfo
+from engine.types import RunRecord
 
 RUN_FILE = "experiment.json"
 INSTANCES_FILE = "instances.jsonl"

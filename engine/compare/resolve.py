@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.api import QUESTION_RUN_KINDS, RunRecord
 from engine.compare.loading import CompareError, RunData, find_run_dirs, is_run_dir, load_run, read_record
 from engine.record.mlflow_writer import KIND_TAG, flatten, is_task_run, run_kind, run_tags
+from engine.types import QUESTION_RUN_KINDS, RunRecord
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 TAG = "evalbench."

@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from engine.api import ScoreSummary
 from engine.compare.loading import CompareError, RunData
 from engine.compare.models import SeriesPoint, SeriesReport, SeriesTask
 from engine.compare.paired import compare_runs, task_aggregation
 from engine.stats import NOISE_CHECKPOINTS, checkpoint_noise, flip_rates, signal_to_noise, summarize_scores
+from engine.types import ScoreSummary
 
 
 def _scores(run: RunData, metric: str) -> dict[str, float]:

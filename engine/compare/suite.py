@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from engine.api import RunRecord
 from engine.compare.models import TaskComparison
 from engine.config.schema import SuiteConfig
 from engine.scoring.suites import AggregateScore, suite_score
 from engine.stats import combined_stderr
+from engine.types import RunRecord
 
 
 def run_suite_score(records: Sequence[RunRecord]) -> AggregateScore | None:

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from engine import __version__
-from engine.api import (
+from engine.stats import summarize
+from engine.types import (
     InstanceError,
     InstanceRecord,
     ModelIdentity,
@@ -19,7 +20,6 @@ from engine.api import (
     ScoreSummary,
     TrajectoryStep,
 )
-from engine.stats import summarize
 
 LETTERS = "ABCD"
 

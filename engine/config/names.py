@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from engine.api import unknown_name_message
+from engine.types import unknown_name_message
 
 Kind = Literal["task", "scorer", "metric", "tool", "scaffold"]
 

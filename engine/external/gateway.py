@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import (
+from engine.runner.cache import cache_key
+from engine.runner.core import Outcome, RunnerCore, WorkItem
+from engine.types import (
     ChatMessage,
     GenerateRequest,
     GenerateResponse,
@@ -33,8 +35,6 @@ from engine.api import (
     TokenLogprobsResponse,
     WorkRequest,
 )
-from engine.runner.cache import cache_key
-from engine.runner.core import Outcome, RunnerCore, WorkItem
 
 if TYPE_CHECKING:
     from aiohttp import web

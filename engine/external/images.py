@@ -26,11 +26,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import stable_hash
 from engine.config.errors import ConfigError
 from engine.external.recipes import LOCKS
 from engine.sandbox.docker_backend import client, docker_unavailable_reason
 from engine.sandbox.models import DEFAULT_DOCKER_IMAGE
+from engine.types import stable_hash
 
 PREFIX = "/opt/evalbench-ext"  # where the packages go inside the image (--target: no clash with Debian's)
 RECIPE_LABEL = "evalbench.recipe"

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.api import InstanceRecord, RunCounts, ScoreSummary, TrajectoryStep, stable_hash
 from engine.config.compose import compose_task
 from engine.config.errors import ConfigError
 from engine.config.schema import Experiment, ExternalConfig
@@ -55,6 +54,7 @@ from engine.record.atomic import atomic_write_lines
 from engine.runner.core import RunnerCore
 from engine.runner.task_run import TaskResult, prepare, run_dir_for
 from engine.tasks import Instance, build_task
+from engine.types import InstanceRecord, RunCounts, ScoreSummary, TrajectoryStep, stable_hash
 
 WRAPPERS: dict[str, Wrapper] = {"lm_eval": LmEvalWrapper(), "inspect": InspectWrapper()}
 INNER_BASE_URL = f"http://127.0.0.1:{PROXY_PORT}/v1"  # the gateway as a sandboxed benchmark reaches it

@@ -17,9 +17,9 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from engine.api import InstanceError, InstanceRecord
 from engine.config.names import metric_range
 from engine.external.base import ExternalOutput, OutputError
+from engine.types import InstanceError, InstanceRecord
 
 MISSING_FROM_OUTPUT = "missing_from_output"  # the error kind of a planned instance the benchmark did not answer
 _SHOWN = 5  # ids named in a message

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.api import AgentSummary, GenerateRequest, InstanceRecord, Provider, RunRecord
 from engine.config.schema import HarnessConfig
 from engine.harness.build import build_scaffold
 from engine.harness.scaffolds import LIMIT_KINDS
+from engine.types import AgentSummary, GenerateRequest, InstanceRecord, Provider, RunRecord
 
 # The scaffold's end reasons, as reported: a reply without a tool call and a submit both answered.
 _END = {"answer": "answered", "submit": "answered"}

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from engine.api import Provider, stable_hash
 from engine.config.schema import HarnessConfig
 from engine.harness import openai_agents  # noqa: F401 - registers the scaffold `openai_agents`
 from engine.harness.protocol import choose_protocol
 from engine.harness.scaffolds import SCAFFOLDS, ToolLoop
 from engine.harness.tools import Tool, resolve_tools
 from engine.sandbox import DEFAULT_POOL, Demand, SandboxRouter, pools_from_config
+from engine.types import Provider, stable_hash
 
 
 def policy_signature(h: HarnessConfig) -> str:

@@ -15,9 +15,9 @@ import json
 import time
 from typing import Any
 
-from engine.api import ChatMessage, GenerateRequest, ProviderError, TrajectoryStep
 from engine.harness.protocol import tool_response_text
 from engine.harness.scaffolds import LimitReached, ModelCall, ToolLoop, Trajectory, _State, scaffold
+from engine.types import ChatMessage, GenerateRequest, ProviderError, TrajectoryStep
 
 
 def _text(content: Any) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import valid_unicode
+from engine.types import valid_unicode
 
 Protocol = Literal["native", "text"]
 

@@ -26,17 +26,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import (
-    ChatMessage,
-    GenerateRequest,
-    GenerateResponse,
-    InstanceError,
-    ProviderError,
-    Registry,
-    TokenUsage,
-    TrajectoryStep,
-    request_hash,
-)
 from engine.config import names
 from engine.config.errors import ConfigError
 from engine.config.schema import HarnessConfig
@@ -51,6 +40,17 @@ from engine.harness.protocol import (
 )
 from engine.harness.tools import Tool, ToolContext, ToolResult
 from engine.sandbox import SandboxUnavailableError
+from engine.types import (
+    ChatMessage,
+    GenerateRequest,
+    GenerateResponse,
+    InstanceError,
+    ProviderError,
+    Registry,
+    TokenUsage,
+    TrajectoryStep,
+    request_hash,
+)
 
 DEFAULT_AGENT_PROMPT = (
     "Solve the task. Use the tools when they help. When you know the final answer, call submit "

@@ -27,7 +27,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import ChatMessage, GenerateRequest, GenerateResponse, SamplingParams, TokenUsage, stable_hash
 from engine.config.paths import conf_dir, resolve_project_path
 from engine.config.schema import HarnessConfig
 from engine.harness.protocol import Protocol
@@ -37,6 +36,7 @@ from engine.harness.tools import resolve_tools
 from engine.models.embedded import embedded_checkpoint_dir
 from engine.models.tool_caller import TOOLS_CHAT_TEMPLATE
 from engine.models.tool_caller_train import TrainConfig, train_tool_caller
+from engine.types import ChatMessage, GenerateRequest, GenerateResponse, SamplingParams, TokenUsage, stable_hash
 
 FACTS = "data/ellisande/facts.jsonl"
 EVAL_ROWS = "data/ellisande/ellisande_qa.jsonl"  # conf/task/ellisande_qa.yaml data_files

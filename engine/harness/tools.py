@@ -33,10 +33,10 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from engine.api import Registry, TrajectoryStep, origin_of
 from engine.config import names
 from engine.config.errors import ConfigError
 from engine.sandbox import SandboxError, SandboxUnavailableError
+from engine.types import Registry, TrajectoryStep, origin_of
 
 
 class ToolResult(BaseModel):

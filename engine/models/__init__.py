@@ -5,11 +5,11 @@ Both modules are light to import: torch, transformers and litellm load on first 
 
 from __future__ import annotations
 
-from engine.api import Provider
 from engine.config.schema import ModelConfig
 from engine.models.hf import HFProvider, resolve_model_dir
 from engine.models.litellm_provider import LiteLLMProvider
 from engine.models.tool_caller import with_tool_model
+from engine.types import Provider
 
 
 def build_provider(cfg: ModelConfig) -> Provider:

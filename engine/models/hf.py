@@ -10,7 +10,10 @@ from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.api import (
+from engine.config.schema import ModelConfig
+from engine.models.embedded import embedded_checkpoint_dir
+from engine.models.identity import model_identity
+from engine.types import (
     GenerateRequest,
     GenerateResponse,
     LoglikelihoodRequest,
@@ -22,9 +25,6 @@ from engine.api import (
     TokenUsage,
     truncate_at_stop,
 )
-from engine.config.schema import ModelConfig
-from engine.models.embedded import embedded_checkpoint_dir
-from engine.models.identity import model_identity
 
 
 def resolve_model_dir(cfg: ModelConfig) -> Path:

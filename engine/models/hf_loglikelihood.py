@@ -16,7 +16,10 @@ from collections.abc import Sequence
 
 import torch
 
-from engine.api import (
+from engine.models.flat_forward import FlatLlama, supports
+from engine.models.hf_tree import PrefixCache, Question, chunks, plan, run_chunk
+from engine.models.lean_llama import LeanTokenizer, load_flat
+from engine.types import (
     LoglikelihoodRequest,
     LoglikelihoodResponse,
     ProviderError,
@@ -24,9 +27,6 @@ from engine.api import (
     TokenLogprobsResponse,
     TokenUsage,
 )
-from engine.models.flat_forward import FlatLlama, supports
-from engine.models.hf_tree import PrefixCache, Question, chunks, plan, run_chunk
-from engine.models.lean_llama import LeanTokenizer, load_flat
 
 
 def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> tuple[list[int], list[int]]:

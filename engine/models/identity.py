@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine.api import ModelIdentity, stable_hash
 from engine.config.paths import evalbench_home
 from engine.config.schema import PROVIDER_KEYS, ModelConfig
 from engine.models.tool_caller import training_revision
+from engine.types import ModelIdentity, stable_hash
 
 _STEP = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
 _TOKENIZER = ("tokenizer*.json", "special_tokens_map.json", "added_tokens.json", "chat_template*", "vocab*", "merges*",

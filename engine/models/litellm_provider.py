@@ -18,7 +18,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.api import (
+from engine.config.schema import ModelConfig
+from engine.models.identity import model_identity
+from engine.models.openai_compat import OpenAICompatClient, lean_eligible, read_response
+from engine.types import (
     GenerateRequest,
     GenerateResponse,
     LoglikelihoodRequest,
@@ -27,9 +30,6 @@ from engine.api import (
     TokenUsage,
     truncate_at_stop,
 )
-from engine.config.schema import ModelConfig
-from engine.models.identity import model_identity
-from engine.models.openai_compat import OpenAICompatClient, lean_eligible, read_response
 
 _TRANSIENT = (
     "RateLimitError",

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine.api import GenerateRequest, GenerateResponse, ProviderError, TokenUsage, truncate_at_stop
+from engine.types import GenerateRequest, GenerateResponse, ProviderError, TokenUsage, truncate_at_stop
 
 T = TypeVar("T")
 

@@ -17,10 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.api import stable_hash
 from engine.config.errors import ConfigError
 from engine.config.paths import evalbench_home
 from engine.config.schema import ModelConfig
+from engine.types import stable_hash
 
 TOOL_MODEL_NAME = "smollm2-135m-tools"
 TRAINING_FILE = "evalbench_training.json"  # the training config and data hash, beside the weights

@@ -1,1 +1,1 @@
-"""Run records: the run-folder writer and the MLflow writer (the schema is in engine.api)."""
+"""Run records: the run-folder writer and the MLflow writer (the schema is in engine.types)."""

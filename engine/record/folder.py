@@ -11,8 +11,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine.api import RUN_KINDS, SUITE_RUN, InstanceRecord, RunKind, RunRecord, legacy_run_kind
 from engine.record.atomic import atomic_write_lines, atomic_write_text
+from engine.types import RUN_KINDS, SUITE_RUN, InstanceRecord, RunKind, RunRecord, legacy_run_kind
 
 RUN_FILE = "experiment.json"  # a task or external run's record (RunRecord)
 SUITE_FILE = "suite.json"  # a suite parent's record (engine/record/suite.py SuiteRecord)

@@ -15,15 +15,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine.api import QUESTION_RUN_KINDS, RUN_KINDS, TASK_RUN, InstanceRecord, RunKind, RunRecord
 from engine.config.schema import TrackingConfig
 from engine.record import store
 from engine.record.lifecycle import STATUS_TAG, owner_tags, reap_stale_runs
+from engine.types import QUESTION_RUN_KINDS, RUN_KINDS, TASK_RUN, InstanceRecord, RunKind, RunRecord
 
 MAX_PARAM_LEN = 500
 TABLE_FILE = "instances_table.json"
 TRACES_TAG = "evalbench.traces_logged"  # set once traces are logged: a re-push does not duplicate them
-KIND_TAG = "evalbench.kind"  # the run kind (engine/api.py RUN_KINDS; docs/architecture.md, "Run kinds")
+KIND_TAG = "evalbench.kind"  # the run kind (engine/types/records.py RUN_KINDS; docs/architecture.md, "Run kinds")
 TASK_SPEC_TAG = "evalbench.task_spec"
 log = logging.getLogger("evalbench")
 

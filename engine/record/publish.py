@@ -16,12 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import InstanceRecord, RunRecord
 from engine.config.schema import TrackingConfig
 from engine.record import store
 from engine.record.folder import read_run_folder, write_run_folder, write_run_record
 from engine.record.lifecycle import HOST_TAG, PID_TAG, stale_owner
 from engine.record.mlflow_writer import finish_mlflow_run, run_tags, start_mlflow_run
+from engine.types import InstanceRecord, RunRecord
 
 RUN_ID_TAG = "evalbench.run_id"
 DONE = ("FINISHED", "FAILED")  # terminal states evalbench sets after logging everything

@@ -23,13 +23,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import SUITE_RUN, RunRecord
 from engine.config.schema import TrackingConfig
 from engine.record import store
 from engine.record.atomic import atomic_write_text
 from engine.record.folder import SUITE_FILE
 from engine.record.mlflow_writer import KIND_TAG, start_mlflow_run
 from engine.record.publish import DONE, RUN_ID_TAG, SyncOutcome, TrackingError, find_tagged_runs, tracking_of
+from engine.types import SUITE_RUN, RunRecord
 
 SUITE_RUN_TAG = "evalbench.suite_run_id"
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by

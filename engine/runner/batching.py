@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import defaultdict
 
-from engine.api import GenerateRequest, GenerateResponse, Provider
+from engine.types import GenerateRequest, GenerateResponse, Provider
 
 Timed = tuple[GenerateResponse, float]  # a response and the seconds its batch took in the provider
 

@@ -27,8 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import InstanceError, ModelIdentity, TrajectoryStep, WorkRequest, WorkResponse, stable_hash
 from engine.config.errors import ConfigError
+from engine.types import InstanceError, ModelIdentity, TrajectoryStep, WorkRequest, WorkResponse, stable_hash
 
 SCHEMA = "results_v2"  # rows of older layouts are never read
 

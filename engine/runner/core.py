@@ -28,7 +28,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import (
+from engine.config.schema import HarnessConfig
+from engine.runner.batching import MicroBatcher
+from engine.runner.cache import ResultCache, WorkResult
+from engine.runner.progress import WorkProgress, item_weights, request_chars
+from engine.types import (
     GenerateRequest,
     GenerateResponse,
     InstanceError,
@@ -40,10 +44,6 @@ from engine.api import (
     WorkRequest,
     WorkResponse,
 )
-from engine.config.schema import HarnessConfig
-from engine.runner.batching import MicroBatcher
-from engine.runner.cache import ResultCache, WorkResult
-from engine.runner.progress import WorkProgress, item_weights, request_chars
 
 MAX_RETRY_AFTER_S = 60.0  # a server asking for longer is not waited for beyond this
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from engine import __version__
-from engine.api import Provider, RunRecord, ScoreSummary, stable_hash
 from engine.config.errors import ConfigError
 from engine.config.schema import Experiment, ModelConfig, check_harness_fits
 from engine.config.suites import TaskRun, expand_experiment
@@ -29,6 +28,7 @@ from engine.runner.stop import run_main
 from engine.runner.task_run import TaskInterrupted, TaskResult, execute, run_dir_for
 from engine.scoring.judge import judge_config
 from engine.scoring.metrics import aggregate_scores
+from engine.types import Provider, RunRecord, ScoreSummary, stable_hash
 
 # Fields that change how a run executes, not what it measures.
 OPERATIONAL = {"output_dir", "progress", "inspect", "cache", "tracking", "imports"}

@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from engine.api import GenerateRequest, LoglikelihoodRequest, TokenLogprobsRequest, WorkRequest
+from engine.types import GenerateRequest, LoglikelihoodRequest, TokenLogprobsRequest, WorkRequest
 
 CHARS_PER_TOKEN = 4  # a rough, model-independent estimate: only ratios between items matter
 # A prompt of n tokens costs about n * (1 + n / ATTENTION_TOKENS) token-equivalents: attention grows

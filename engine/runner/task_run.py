@@ -15,7 +15,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import (
+from engine.config.schema import Experiment
+from engine.config.suites import TaskRun
+from engine.harness.build import build_scaffold, execution_resources, policy_signature, sandbox_resources
+from engine.harness.scaffolds import ToolLoop
+from engine.record.folder import spec_dirname
+from engine.runner.cache import WorkResult, cache_key
+from engine.runner.core import Interrupted, Job, JobContext, Outcome, RunnerCore, WorkItem
+from engine.sandbox import SandboxError
+from engine.scoring import score_response
+from engine.scoring.execution import execution_scorer
+from engine.scoring.judge import judge_config, judge_request, judged
+from engine.tasks import Instance, Task, build_task
+from engine.types import (
     GenerateRequest,
     GenerateResponse,
     InstanceError,
@@ -30,18 +42,6 @@ from engine.api import (
     request_hash,
     stable_hash,
 )
-from engine.config.schema import Experiment
-from engine.config.suites import TaskRun
-from engine.harness.build import build_scaffold, execution_resources, policy_signature, sandbox_resources
-from engine.harness.scaffolds import ToolLoop
-from engine.record.folder import spec_dirname
-from engine.runner.cache import WorkResult, cache_key
-from engine.runner.core import Interrupted, Job, JobContext, Outcome, RunnerCore, WorkItem
-from engine.sandbox import SandboxError
-from engine.scoring import score_response
-from engine.scoring.execution import execution_scorer
-from engine.scoring.judge import judge_config, judge_request, judged
-from engine.tasks import Instance, Task, build_task
 
 
 class TaskResult(BaseModel):

@@ -14,11 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import TrajectoryStep
 from engine.config.schema import TaskConfig
 from engine.sandbox import SandboxRouter
 from engine.scoring.code_exec import HumanEvalProblem, run_humaneval_check
 from engine.tasks import Instance
+from engine.types import TrajectoryStep
 
 
 class ExecutionScore(BaseModel):

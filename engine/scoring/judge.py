@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import (
+from engine.types import (
     ChatMessage,
     GenerateRequest,
     GenerateResponse,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from engine.api import InstanceRecord, ScoreSummary
 from engine.scoring.code_exec import pass_at_k
 from engine.scoring.registry import METRICS, Metric
 from engine.stats import summarize, summarize_scores
 from engine.stats.bootstrap import bootstrap_summary
+from engine.types import InstanceRecord, ScoreSummary
 
 
 def _per_question(records: list[InstanceRecord], metric: str) -> tuple[list[float], list[str | None]]:

@@ -33,11 +33,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.api import Registry, Response, origin_of
 from engine.config import names
 from engine.config.errors import ConfigError
 from engine.config.schema import TaskConfig
 from engine.tasks.instance import Instance
+from engine.types import Registry, Response, origin_of
 
 ScorerFn = Callable[[TaskConfig, Instance, Response], dict[str, float]]
 

@@ -6,7 +6,6 @@ import math
 import re
 import string
 
-from engine.api import GenerateResponse, LoglikelihoodResponse, Response
 from engine.config.schema import TaskConfig
 from engine.scoring.registry import apply_scorers, scorer
 from engine.stats import MARGIN_METRIC as MARGIN
@@ -15,6 +14,7 @@ from engine.tasks.extract import extract_answer, normalize_number
 from engine.tasks.formulations import bits_per_byte, continuations, gold_continuation
 from engine.tasks.instance import Instance
 from engine.tasks.task import Task
+from engine.types import GenerateResponse, LoglikelihoodResponse, Response
 
 
 def _argmax(values: list[float]) -> int:

@@ -18,10 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import RunRecord, ScoreSummary
 from engine.config.schema import SuiteConfig
 from engine.config.suites import load_suite
 from engine.stats import summarize_means
+from engine.types import RunRecord, ScoreSummary
 
 LOWER_IS_BETTER = {"bpb"}
 

@@ -5,7 +5,6 @@ in runs). Small-sample-correct intervals, multiple comparisons, checkpoint signa
 log-probability margin and the anytime-valid sequential comparison: the modules below.
 """
 
-from engine.api import ScoreSummary
 from engine.stats._paired import PAIRED_MDE_FACTOR, PairedComparison, paired_compare, verdict_of
 from engine.stats._summary import Z_95, Z_POWER_80, summarize, summarize_macro, summarize_means
 from engine.stats.companion import MARGIN_METRIC, gold_margin
@@ -30,6 +29,7 @@ from engine.stats.series import (
     flip_rates,
     signal_to_noise,
 )
+from engine.types import ScoreSummary
 
 __all__ = [
     "Z_95",

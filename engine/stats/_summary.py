@@ -8,7 +8,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from engine.api import ScoreSummary
+from engine.types import ScoreSummary
 
 # The standard library's normal quantiles (scipy's agree to 1e-15): importing scipy.stats costs
 # about a second before the first request of every run.

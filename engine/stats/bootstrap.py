@@ -13,8 +13,8 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from engine.api import ScoreSummary
 from engine.stats._summary import MDE_FACTOR, Z_95
+from engine.types import ScoreSummary
 
 REPLICATES = 1000
 

@@ -17,10 +17,10 @@ from statistics import NormalDist
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from engine.api import ScoreSummary
 from engine.stats._paired import PAIRED_MDE_FACTOR
 from engine.stats._summary import Z_95, summarize, summarize_macro
 from engine.stats.intervals import score_interval
+from engine.types import ScoreSummary
 
 
 def summarize_scores(scores: Sequence[float] | np.ndarray, clusters: Sequence[Hashable] | None = None, *,

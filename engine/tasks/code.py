@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from engine.api import Response
 from engine.data.source import load_rows
 from engine.tasks.instance import Instance
 from engine.tasks.task import Task, register_task
+from engine.types import Response
 
 
 @register_task("humaneval")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from engine.api import ChatMessage, GenerateRequest, LoglikelihoodRequest, Request, SamplingParams
 from engine.config.schema import TaskConfig
 from engine.config.templates import is_jinja
 from engine.tasks.instance import LETTERS, Instance, render_template
+from engine.types import ChatMessage, GenerateRequest, LoglikelihoodRequest, Request, SamplingParams
 
 
 def choice_block(choices: Sequence[str]) -> str:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from engine.api import LoglikelihoodRequest, LoglikelihoodResponse, Request, Response
 from engine.tasks.formulations import bits_per_byte
 from engine.tasks.instance import Instance
 from engine.tasks.task import Task, register_task
+from engine.types import LoglikelihoodRequest, LoglikelihoodResponse, Request, Response
 
 
 def hellaswag_preprocess(text: str) -> str:

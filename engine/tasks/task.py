@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 from hydra.utils import get_class
 
-from engine.api import Registry, Request, Response, stable_hash
 from engine.config import names
 from engine.config.errors import ConfigError
 from engine.config.schema import TaskConfig
@@ -22,6 +21,7 @@ from engine.data.source import load_rows
 from engine.tasks.fewshot import select_fewshot
 from engine.tasks.formulations import build_request
 from engine.tasks.instance import Instance, row_to_instance, rows_to_instances
+from engine.types import Registry, Request, Response, stable_hash
 
 # Task classes by short name, for YAML `_target_: <name>` (docs/architecture.md, "Extensions").
 TASKS: Registry[type[Task]] = Registry("task", "@task", ConfigError, on_add=lambda name, _: names.declare("task", name))

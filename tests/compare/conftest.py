@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.api import InstanceRecord, RunRecord
 from engine.compare.loading import find_run_dirs
 from engine.compare.synthetic import write_run
 from engine.config.schema import TrackingConfig
 from engine.record.mlflow_writer import finish_mlflow_run, start_mlflow_run
+from engine.types import InstanceRecord, RunRecord
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "compare"
 

@@ -14,7 +14,6 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from engine.api import InstanceRecord
 from engine.compare import build_series, compare_runs, load_run
 from engine.compare.cli import main
 from engine.compare.models import verdict_of
@@ -22,6 +21,7 @@ from engine.compare.server import ViewerState, start_in_thread
 from engine.compare.synthetic import write_run
 from engine.scoring.metrics import aggregate_scores
 from engine.stats import confidence_sequence
+from engine.types import InstanceRecord
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:

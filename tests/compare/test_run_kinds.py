@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import EXTERNAL_RUN, SUITE_RUN, SWEEP_RUN, TASK_RUN, RunRecord
 from engine.compare import CompareError, compare_runs, find_run_dirs, load_run, resolve, resolve_experiment
 from engine.compare.cli import main
 from engine.compare.report import rows, to_table
@@ -21,6 +20,7 @@ from engine.record.suite import build_suite_record, log_suite_run
 from engine.scoring.suites import suite_score
 from engine.sweep import JobResult, job_run, log_sweep_parents
 from engine.sync import collect
+from engine.types import EXTERNAL_RUN, SUITE_RUN, SWEEP_RUN, TASK_RUN, RunRecord
 
 from .conftest import log_runs, make_suite_pair
 

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import (
+from engine.config.schema import HarnessConfig
+from engine.runner.cache import ResultCache
+from engine.runner.core import RunnerCore
+from engine.types import (
     GenerateRequest,
     GenerateResponse,
     LoglikelihoodRequest,
@@ -21,9 +24,6 @@ from engine.api import (
     TokenLogprobsResponse,
     TokenUsage,
 )
-from engine.config.schema import HarnessConfig
-from engine.runner.cache import ResultCache
-from engine.runner.core import RunnerCore
 
 
 def token_logprob(prev: int, tok: int) -> float:

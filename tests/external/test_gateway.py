@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 from conftest import FakeProvider, token_logprob
 
-from engine.api import GenerateRequest, SamplingParams, TokenLogprobsRequest
 from engine.external.gateway import ModelGateway
 from engine.runner.cache import cache_key
 from engine.runner.core import WorkItem
+from engine.types import GenerateRequest, SamplingParams, TokenLogprobsRequest
 
 
 def _item(core, request) -> WorkItem:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine.api import TokenLogprobsRequest
 from engine.config.compose import compose_task
 from engine.config.schema import ModelConfig
 from engine.models.hf import HFProvider
 from engine.models.hf_loglikelihood import encode_pair
 from engine.tasks import build_task
+from engine.types import TokenLogprobsRequest
 
 
 @pytest.mark.slow

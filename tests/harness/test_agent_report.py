@@ -12,7 +12,6 @@ import json
 
 import pytest
 
-from engine.api import AgentSummary, ModelIdentity
 from engine.config.compose import compose_task
 from engine.config.errors import ConfigError
 from engine.config.schema import Experiment, HarnessConfig, ModelConfig, TrackingConfig
@@ -20,6 +19,7 @@ from engine.harness.agent_report import agent_summary
 from engine.models.tool_caller import with_tool_model
 from engine.record.mlflow_writer import run_metrics
 from engine.report import results_table
+from engine.types import AgentSummary, ModelIdentity
 from tests.harness.test_tool_loop import CORPUS, ScriptedModel, call
 
 
@@ -78,7 +78,7 @@ def test_a_model_that_never_calls_a_tool_gets_a_warning(tmp_path, monkeypatch):
 
 
 def test_an_old_record_without_agent_fields_still_loads():
-    from engine.api import RunRecord
+    from engine.types import RunRecord
 
     rec = RunRecord.model_validate({
         "run_id": "r", "experiment_id": "e", "experiment_name": "x", "created": "now", "engine_version": "0",
@@ -90,7 +90,7 @@ def test_an_old_record_without_agent_fields_still_loads():
 
 
 def test_summary_counts_errors_and_limits():
-    from engine.api import InstanceError, InstanceRecord, TrajectoryStep
+    from engine.types import InstanceError, InstanceRecord, TrajectoryStep
 
     def rec(i, steps, error=None):
         return InstanceRecord(task_hash="t", task_spec="s", instance_id=str(i), trajectory=steps, error=error)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from engine.api import ChatMessage, GenerateRequest, ProviderError, SamplingParams
+from engine.types import ChatMessage, GenerateRequest, ProviderError, SamplingParams
 
 pytestmark = pytest.mark.slow
 

@@ -106,12 +106,12 @@ def _weights_hash(path):
 
 @pytest.mark.slow
 def test_a_tiny_training_is_deterministic_and_its_checkpoint_runs_an_agent_question(tmp_path):
-    from engine.api import ChatMessage, GenerateRequest, SamplingParams
     from engine.config.schema import ModelConfig
     from engine.harness.build import build_scaffold
     from engine.models import build_provider
     from engine.runner.cache import ResultCache
     from engine.runner.core import RunnerCore
+    from engine.types import ChatMessage, GenerateRequest, SamplingParams
 
     cfg = TrainConfig(examples=1, epochs=1, batch=1, train_layers=1, seed=3)
     a = build_tool_caller(cfg, tmp_path / "a")

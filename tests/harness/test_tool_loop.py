@@ -13,13 +13,13 @@ import time
 
 import pytest
 
-from engine.api import ChatMessage, GenerateRequest, GenerateResponse, ModelIdentity, ProviderError, SamplingParams, TokenUsage
 from engine.config.schema import HarnessConfig
 from engine.harness.build import build_scaffold, policy_signature, sandbox_resources
 from engine.harness.protocol import parse_text_calls
 from engine.harness.tools import Tool, ToolContext, ToolResult, parse_docstring, tool
 from engine.runner.cache import ResultCache
 from engine.runner.core import RunnerCore
+from engine.types import ChatMessage, GenerateRequest, GenerateResponse, ModelIdentity, ProviderError, SamplingParams, TokenUsage
 
 CORPUS = {"search": {"corpus": "data/corpus", "k": 2}, "fetch_page": {"corpus": "data/corpus"}}
 

@@ -9,9 +9,9 @@ import time
 import uuid
 from pathlib import Path
 
-from engine.api import InstanceRecord, ModelIdentity, RunCounts, RunRecord, ScoreSummary
 from engine.config.schema import TrackingConfig
 from engine.stats import summarize
+from engine.types import InstanceRecord, ModelIdentity, RunCounts, RunRecord, ScoreSummary
 
 
 def instances(spec: str, n: int = 6) -> list[InstanceRecord]:

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.api import ChatMessage, GenerateRequest, GenerateResponse, ProviderError
 from engine.config.schema import HarnessConfig, ModelConfig
 from engine.models.litellm_provider import LiteLLMProvider, _litellm
 from engine.runner.cache import ResultCache
 from engine.runner.core import RunnerCore, WorkItem, check_response
+from engine.types import ChatMessage, GenerateRequest, GenerateResponse, ProviderError
 from tests.reliability.fault_server import Fault, FaultServer
 
 HANG_TIMEOUT_S = 2.0  # the client timeout under `hang`; the server hangs far longer

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import InstanceRecord
 from engine.config.schema import TrackingConfig
 from engine.record import store
 from engine.record.atomic import atomic_open
@@ -24,6 +23,7 @@ from engine.record.mlflow_writer import run_metrics, run_tags, start_mlflow_run
 from engine.record.publish import RecordNotTracked, push_run_folder, record_and_log, run_name
 from engine.record.suite import SUITE_FILE, SuiteNotTracked, record_suite
 from engine.stats import Z_95, Z_POWER_80
+from engine.types import InstanceRecord
 from tests.conftest import REPO
 from tests.reliability.records import instances, make_record
 

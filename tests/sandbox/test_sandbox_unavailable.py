@@ -253,13 +253,13 @@ def test_a_tool_no_pool_provides_is_left_out_of_the_demand_instead_of_crashing()
 
 def test_scoring_by_execution_alone_never_loads_the_model(tmp_path: Path) -> None:
     """A re-run whose completions are all cached only executes: the model is not warmed (loaded) for it."""
-    from engine.api import InstanceRecord, ModelIdentity
     from engine.config.compose import compose_task
     from engine.config.schema import Experiment, ModelConfig, TrackingConfig
     from engine.runner.cache import ResultCache
     from engine.runner.core import RunnerCore
     from engine.runner.task_run import score_by_execution
     from engine.tasks import build_task
+    from engine.types import InstanceRecord, ModelIdentity
 
     class NoModel:
         identity = ModelIdentity(name="unloadable", provider="test", content_hash="x")

@@ -8,12 +8,12 @@ import random
 
 import pytest
 
-from engine.api import LoglikelihoodRequest, LoglikelihoodResponse
 from engine.config.compose import known_names
 from engine.config.schema import DataConfig
 from engine.config.suites import expand_task
 from engine.scoring import score_response
 from engine.tasks import build_task
+from engine.types import LoglikelihoodRequest, LoglikelihoodResponse
 from tests.tasks.conftest import FIXTURES, HUB_TASKS, LOCAL_TASKS, WHEEL_TASKS, compose_task, fixture_files, on_fixture
 
 OLMES_NORMALIZATION = {
@@ -206,7 +206,7 @@ def test_cot_variant_and_answer_extraction():
     req = task.build_request(inst)
     assert req.prompt.endswith("are called what? Let's think step by step, then finish with \"The answer is ...\".\nAnswer:")
     out = type("R", (), {})()
-    from engine.api import GenerateResponse
+    from engine.types import GenerateResponse
 
     scores, extracted = score_response(task, inst, GenerateResponse(text="They take electrons. The answer is oxidants."))
     assert extracted == "oxidants" and scores["exact_match"] == 1.0
@@ -227,7 +227,7 @@ def test_sampling_1000_of_a_large_split(tmp_path):
 
 
 def test_freshqa_relaxed_match_uses_aliases():
-    from engine.api import GenerateResponse
+    from engine.types import GenerateResponse
 
     task = build_task(compose_task("freshqa").model_copy(update={"data": DataConfig(
         path="json", data_files=str(FIXTURES.parents[1] / "data" / "freshqa" / "freshqa.jsonl"), split="train")}))

@@ -7,12 +7,12 @@ import math
 
 import pytest
 
-from engine.api import LoglikelihoodRequest
 from engine.config.suites import expand_experiment
 from engine.scoring import score_response
 from engine.scoring.suites import suite_score
 from engine.tasks import build_task
 from engine.tasks.olmes import split_blank
+from engine.types import LoglikelihoodRequest
 from tests.conftest import run_engine
 from tests.tasks.conftest import FIXTURES, compose_task, on_fixture
 

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.api import ScoreSummary
 from engine.config.errors import ConfigError
 from engine.config.suites import expand_spec, load_suite, suite_specs
 from engine.scoring.suites import aggregate_report, suite_score, task_score
+from engine.types import ScoreSummary
 from tests.tasks.conftest import compose_task
 
 

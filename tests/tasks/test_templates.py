@@ -7,11 +7,11 @@ import re
 import jinja2
 import pytest
 
-from engine.api import LoglikelihoodRequest
 from engine.config.schema import FieldMap, TaskConfig
 from engine.config.templates import is_jinja
 from engine.tasks import build_task
 from engine.tasks.instance import FieldMapError, render_template
+from engine.types import LoglikelihoodRequest
 from tests.conftest import run_engine
 from tests.tasks.conftest import fixture_files, on_fixture
 
