@@ -6,7 +6,7 @@ entity is one short document; its facts are listed in `data/ellisande/facts.json
 `eval` entities feed the task rows (`data/ellisande/ellisande_qa.jsonl`, conf/task/ellisande_qa.yaml),
 `train` entities feed scripts/train_tool_caller.py (other entities, other question wordings). A
 `train` company based in an `eval` town names that town, so its document is an evaluation document
-too: engine/harness/tool_training.py corpus_split keeps it out of training, by content.
+too: engine/training/trajectories.py corpus_split keeps it out of training, by content.
 
     python scripts/make_agent_corpus.py   # rewrites the three outputs; the same bytes every time
 """

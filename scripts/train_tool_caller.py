@@ -4,10 +4,10 @@
     python scripts/train_tool_caller.py --examples 4 --epochs 1 --out /tmp/tiny   # a tiny run
 
 Synthetic trajectories of the `search_agent` harness over the training documents of the local corpus
-(engine/harness/tool_training.py: train entities and wordings only, never the evaluation rows, and no
+(engine/training/trajectories.py: train entities and wordings only, never the evaluation rows, and no
 document that names an evaluation entity in any search result or fetched page) are rendered with the
 checkpoint's tools-aware chat template, and the top layers are fine-tuned on the assistant turns
-(engine/models/tool_caller_train.py). Deterministic given --seed. The loss of every step goes to
+(engine/training/finetune.py). Deterministic given --seed. The loss of every step goes to
 MLflow (experiment `train_tool_caller`, the same store as evaluation runs: --tracking-uri, default
 sqlite:///mlruns.db as in conf/tracking/sqlite.yaml). The checkpoint lands in
 $EVALBENCH_HOME/models/smollm2-135m-tools with its training config and data hash
@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.harness.tool_training import build_tool_caller
 from engine.models.tool_caller import tool_model_dir
-from engine.models.tool_caller_train import TrainConfig
+from engine.training.finetune import TrainConfig
+from engine.training.trajectories import build_tool_caller
 
 
 def train(cfg: TrainConfig, out: Path, tracking_uri: str | None = None) -> dict[str, Any]:

@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 ENGINE = REPO / "engine"
 
 # Lowest first: a module may import from its own layer or below. Top-level modules (engine/cli.py, ...) are "app".
-LAYERS = ("types", "config", "stats", "data", "tasks", "models", "sandbox", "scoring", "harness", "record", "runner",
-          "external", "compare", "app")
+LAYERS = ("types", "config", "stats", "data", "tasks", "models", "sandbox", "scoring", "harness", "training", "record",
+          "runner", "external", "compare", "app")
 RANK = {name: i for i, name in enumerate(LAYERS)}
 ORDER = " < ".join(LAYERS)
 
@@ -34,7 +34,7 @@ LAZY_ALLOWED = frozenset({
     "huggingface_hub",  # comes with datasets/transformers and is as costly to import
     "httpx",  # only the web-search backends use it
     "sqlalchemy", "alembic",  # come with mlflow, used only to repair a SQLite store
-    "engine.models.hf_loglikelihood",  # imports torch at its top: a cached run never loads it
+    "engine.models.inference.hf_loglikelihood",  # imports torch at its top: a cached run never loads it
 })
 # engine/types/ holds the types that cross packages: the standard library and pydantic only.
 API_ALLOWED = frozenset({"__future__", "pydantic"}) | frozenset(sys.stdlib_module_names)

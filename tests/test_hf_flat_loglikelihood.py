@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from engine.config.compose import compose_task
-from engine.models.flat_forward import PrefixKV
-from engine.models.hf_tree import MIN_SHARED, PrefixCache, Question, chunks, plan
+from engine.models.inference.flat_forward import PrefixKV
+from engine.models.inference.hf_tree import MIN_SHARED, PrefixCache, Question, chunks, plan
 from engine.tasks import build_task
 from engine.types import LoglikelihoodRequest
 
@@ -52,7 +52,7 @@ def test_flat_tree_equals_plain_path(smollm2_provider, spec, n, batch, fixed):
 
 
 def test_segments_with_the_same_ancestors_and_similar_lengths_are_packed():
-    from engine.models.flat_forward import PrefixKV, Segment, _pack
+    from engine.models.inference.flat_forward import PrefixKV, Segment, _pack
 
     a, b, c = Segment(range(0, 10)), Segment(range(10, 19)), Segment(range(19, 22))  # 10, 9, 3 tokens
     kids = [Segment(range(22, 25), parent_rows=(range(0, 10),)), Segment(range(25, 28), parent_rows=(range(0, 10),))]
@@ -100,8 +100,8 @@ def test_target_logprobs_equal_log_softmax_and_argmax_even_on_ties(monkeypatch):
     maximum) give exactly log_softmax's values and torch's first-maximum argmax, ties included."""
     import torch
 
-    from engine.models import hf_tree
-    from engine.models.flat_forward import FlatLlama, LlamaShape
+    from engine.models.inference import hf_tree
+    from engine.models.inference.flat_forward import FlatLlama, LlamaShape
 
     torch.manual_seed(0)
     vocab, dim = 300, 16
@@ -129,8 +129,8 @@ def test_kept_rows_are_the_full_forwards_rows(smollm2_dir):
     not change the rows it keeps."""
     import torch
 
-    from engine.models.flat_forward import Segment
-    from engine.models.lean_llama import load_flat
+    from engine.models.inference.flat_forward import Segment
+    from engine.models.inference.lean_llama import load_flat
 
     flat = load_flat(smollm2_dir, "float32")
     torch.manual_seed(0)

@@ -64,7 +64,7 @@ def test_batched_chat_generation(provider):
 
 def test_a_long_prompt_is_cut_as_lm_eval_cuts_it() -> None:
     """lm-eval feeds `(ctx + cont)[-(max_length + 1):][:-1]`: exactly max_length tokens."""
-    from engine.models.hf_loglikelihood import encode_pair
+    from engine.models.inference.hf_loglikelihood import encode_pair
 
     class Chars:  # one token per character: the arithmetic is visible
         bos_token_id = 0

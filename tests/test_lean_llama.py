@@ -1,4 +1,4 @@
-"""The lean loader (engine/models/lean_llama.py): a Llama checkpoint read without transformers gives
+"""The lean loader (engine/models/inference/lean_llama.py): a Llama checkpoint read without transformers gives
 the same token ids and the same loglikelihoods as transformers' tokenizer and model, bit for bit;
 a checkpoint it does not fit goes through transformers; a loglikelihood-only run never imports it."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.config.schema import ModelConfig
-from engine.models.lean_llama import lean_shape
+from engine.models.inference.lean_llama import lean_shape
 from engine.types import LoglikelihoodRequest
 
 REQUESTS = [
@@ -40,7 +40,7 @@ def _copy_checkpoint(src: Path, dst: Path, **config_changes) -> Path:
 @pytest.mark.slow
 def test_lean_path_equals_transformers_bit_for_bit(smollm2_dir):
     from engine.models.hf import HFProvider
-    from engine.models.lean_llama import LeanTokenizer
+    from engine.models.inference.lean_llama import LeanTokenizer
 
     lean = HFProvider(ModelConfig(name="smollm2-135m-instruct", path=str(smollm2_dir)))
     got = lean.loglikelihood_sync(REQUESTS)
@@ -143,6 +143,7 @@ def test_hf_provider_runs_every_model_call_on_one_thread(smollm2_dir, monkeypatc
 
     monkeypatch.setattr(provider, "loglikelihood_sync", record)
     monkeypatch.setattr(provider, "generate_sync", record)
+    monkeypatch.setattr(provider, "_gen", False)  # the plain path; the prefix engine's thread: tests/test_generation_engine.py
     monkeypatch.setattr(provider, "token_logprobs_sync", record)
 
     async def calls():

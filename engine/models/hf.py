@@ -114,6 +114,7 @@ class HFProvider:
         # (FlatLlama, LeanTokenizer) read without transformers (lean_llama.py); False: the checkpoint needs transformers
         self._lean: Any = None
         self._worker: ModelThread | None = None
+        self._gen: Any = None  # inference.generation.GenerationEngine; False: generation_engine=plain or no flat forward
         self.token_budget = 4096  # new tokens per flat forward (bounds activations; ~100 MB at 135M)
 
     # Loaded on first use: a fully cached re-run never pays for torch weights.
@@ -149,7 +150,7 @@ class HFProvider:
                            ) -> list[LoglikelihoodResponse]:
         """`plain`: the padded transformers forward even when the flat one applies (tests compare them)."""
         # Deferred: the module imports torch (~3 s), which a fully cached run never needs.
-        from engine.models.hf_loglikelihood import flat_scorer, loglikelihood_batch
+        from engine.models.inference.hf_loglikelihood import flat_scorer, loglikelihood_batch
 
         with self._lock:
             if not plain and (lean := self._lean_scorer()):
@@ -169,7 +170,7 @@ class HFProvider:
         if self._lean is None:
             self._lean = False
             if self.cfg.device == "cpu" and self._model is None:  # loaded weights are reused, never read twice
-                from engine.models.hf_loglikelihood import lean_scorer  # deferred: imports torch
+                from engine.models.inference.hf_loglikelihood import lean_scorer  # deferred: imports torch
 
                 if (lean := lean_scorer(self.model_dir, self.cfg.dtype)) is not None:
                     self._lean, self._prefixes = lean[:2], lean[2]
@@ -179,7 +180,7 @@ class HFProvider:
         return await self._on_worker(self.loglikelihood_sync, requests)
 
     def token_logprobs_sync(self, requests: Sequence[TokenLogprobsRequest]) -> list[TokenLogprobsResponse]:
-        from engine.models.hf_loglikelihood import token_logprobs_batch  # deferred: imports torch
+        from engine.models.inference.hf_loglikelihood import token_logprobs_batch  # deferred: imports torch
 
         with self._lock:
             return token_logprobs_batch(self.model, self.tokenizer, requests, self.cfg.max_length)
@@ -196,16 +197,75 @@ class HFProvider:
         tools = list(request.tools) or None
         return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
 
-    def generate_sync(self, requests: Sequence[GenerateRequest], cancel: threading.Event | None = None
-                      ) -> list[GenerateResponse]:
+    def generate_sync(self, requests: Sequence[GenerateRequest], cancel: threading.Event | None = None,
+                      plain: bool = False) -> list[GenerateResponse]:
         """`cancel`: set by `generate` when its caller is cancelled (Ctrl-C, SIGTERM); checked after every
         generated token, so a cancelled batch ends within one token step (docs/architecture.md,
-        "Stopping a run"). While it is unset, the outputs are unchanged."""
+        "Stopping a run"). While it is unset, the outputs are unchanged. `plain`: transformers'
+        `generate` even when `model.generation_engine=prefix` (tests compare the two)."""
+        if not plain and (engine := self._generation_engine()) is not None:
+            futures, start = self._queue_generation(engine, requests, cancel or threading.Event())
+            if start:
+                self._serve_generation(engine)
+            return [f.result() for f in futures]
+        return self._generate_plain(requests, cancel)
+
+    def _generation_engine(self) -> Any:
+        """The prefix-reusing, in-flight batching engine (engine/models/inference/generation.py) when
+        `model.generation_engine=prefix` and the model fits the flat forward, else None; built once."""
+        if self._gen is None:
+            self._gen = False
+            if self.cfg.generation_engine == "prefix" and self.cfg.device == "cpu":
+                from engine.models.inference.generation import build_engine  # deferred: imports torch
+
+                self._gen = build_engine(self.model, self.tokenizer, self.max_batch) or False
+        return self._gen or None
+
+    def _queue_generation(self, engine: Any, requests: Sequence[GenerateRequest], cancel: threading.Event
+                          ) -> tuple[list[Future[GenerateResponse]], bool]:
+        """One job per request on the engine, each settling its own future with its response; True when
+        the caller must start the engine's serve (none is under way)."""
+        from engine.models.inference.generation import GenJob  # deferred: imports torch
+
+        futures: list[Future[GenerateResponse]] = []
+        jobs = []
+        for request in requests:
+            fut: Future[GenerateResponse] = Future()
+            futures.append(fut)
+            jobs.append(GenJob(prompt=self._prompt_ids(request), sampling=request.sampling, cancel=cancel,
+                               settle=self._settle(fut, request)))
+        return futures, engine.add(jobs)
+
+    def _prompt_ids(self, request: GenerateRequest) -> Callable[[], list[int]]:
+        limit = max(1, self.cfg.max_length - request.sampling.max_tokens)  # as the plain path cuts it
+        return lambda: list(self.tokenizer(self.render_prompt(request), add_special_tokens=False)["input_ids"])[-limit:]
+
+    def _settle(self, fut: Future[GenerateResponse], request: GenerateRequest) -> Callable[[Any], None]:
+        def settle(outcome: Any) -> None:
+            if isinstance(outcome, BaseException):
+                fut.set_exception(outcome)
+                return
+            sampling = request.sampling
+            n_new = sum(1 for t in outcome.tokens if t != self.tokenizer.pad_token_id)  # as the plain path counts
+            text, stopped = truncate_at_stop(outcome.text, sampling.stop)
+            finish = "stop" if stopped or n_new < sampling.max_tokens else "length"
+            fut.set_result(GenerateResponse(text=text, finish_reason=finish, usage=TokenUsage(
+                prompt_tokens=outcome.prompt_tokens, completion_tokens=n_new)))
+        return settle
+
+    def _serve_generation(self, engine: Any) -> None:
+        """Decode until the engine has nothing left (one serve at a time: `GenerationEngine.add`)."""
+        with self._lock:
+            engine.serve()
+
+    def _generate_plain(self, requests: Sequence[GenerateRequest], cancel: threading.Event | None = None
+                        ) -> list[GenerateResponse]:
+        """transformers' `generate` over a left-padded batch: the reference path (`generation_engine=plain`)."""
         import torch  # deferred: see `model`
 
         sampling = requests[0].sampling
         if any(r.sampling != sampling for r in requests):  # the runner batches by sampling
-            return [r for req in requests for r in self.generate_sync([req], cancel)]
+            return [r for req in requests for r in self._generate_plain([req], cancel)]
         prompts = [self.render_prompt(r) for r in requests]
         limit = max(1, self.cfg.max_length - sampling.max_tokens)
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -244,6 +304,18 @@ class HFProvider:
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
         cancel = threading.Event()
+        if (engine := await self._on_worker(self._generation_engine)) is not None:
+            # In-flight batching: these requests join the rows already decoding; a serve is scheduled
+            # on the model thread only when none is under way.
+            queued, start = self._queue_generation(engine, requests, cancel)
+            futures = [asyncio.wrap_future(f) for f in queued]
+            if start:
+                self._worker_thread().submit(self._serve_generation, engine)
+            try:
+                return list(await asyncio.gather(*futures))
+            except asyncio.CancelledError:
+                cancel.set()  # the engine drops these rows at its next step
+                raise
         try:
             return await self._on_worker(self.generate_sync, requests, cancel)
         except asyncio.CancelledError:
@@ -264,9 +336,12 @@ class HFProvider:
         """Run `fn` on this provider's one worker thread. Why one: torch's OpenMP starts a thread team
         per calling thread, and the teams of idle pool threads keep spinning on the same 2 cores;
         `asyncio.to_thread` (a different pool thread per call) made scoring 25-40% slower."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker_thread(), fn, *args)
+
+    def _worker_thread(self) -> ModelThread:
         if self._worker is None:
             self._worker = ModelThread("hf-provider")
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+        return self._worker
 
     async def aclose(self) -> None:
         worker, self._worker = self._worker, None

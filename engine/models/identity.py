@@ -131,7 +131,9 @@ def model_identity(cfg: ModelConfig, model_dir: Path | None) -> ModelIdentity:
 # records, tests/test_litellm*), the name of the variable holding the API key (a secret; it
 # authenticates, it selects no model).
 NOT_OPTIONS = frozenset({"name", "provider", "path", "revision", "api_base", "checkpoint_step",
-                         "batch_size", "timeout_s", "client", "api_key_env"})
+                         "batch_size", "timeout_s", "client", "api_key_env",
+                         # the same greedy answers bar fp32 near-ties, as batch_size (docs/architecture.md, "The generation path")
+                         "generation_engine"})
 
 
 def serving_options(cfg: ModelConfig) -> dict[str, Any]:
@@ -140,7 +142,7 @@ def serving_options(cfg: ModelConfig) -> dict[str, Any]:
     used = PROVIDER_KEYS[cfg.provider] - NOT_OPTIONS
     options: dict[str, Any] = {k: v for k, v in cfg.model_dump(mode="json").items() if k in used}
     if cfg.provider == "hf":
-        # How a prompt longer than max_length is cut (engine/models/hf_loglikelihood.py encode_pair); a
+        # How a prompt longer than max_length is cut (engine/models/inference/hf_loglikelihood.py encode_pair); a
         # new convention changes answers, so it is part of the identity (and the cache key).
         options["truncation"] = "lm-eval-left-v2"
     return options

@@ -1,7 +1,7 @@
 """The tool-calling SmolLM2: where its checkpoint lives, its chat template, its training identity.
 
 `scripts/train_tool_caller.py` (`make tool-model`) fine-tunes the embedded SmolLM2 on synthetic
-search trajectories (engine/harness/tool_training.py) and saves the checkpoint here, under the
+search trajectories (engine/training/trajectories.py) and saves the checkpoint here, under the
 evalbench home. `model=smollm2_tools` names it by `model.name`; a run that names it before it is
 trained stops with a ConfigError naming the command (docs/architecture.md, "Agents that use tools").
 

@@ -8,7 +8,7 @@ import pytest
 from engine.config.compose import compose_task
 from engine.config.schema import ModelConfig
 from engine.models.hf import HFProvider
-from engine.models.hf_loglikelihood import encode_pair
+from engine.models.inference.hf_loglikelihood import encode_pair
 from engine.tasks import build_task
 from engine.types import TokenLogprobsRequest
 

@@ -15,7 +15,10 @@ from engine.config.errors import ConfigError
 from engine.config.paths import resolve_project_path
 from engine.config.schema import ModelConfig
 from engine.harness.search_index import LocalIndex
-from engine.harness.tool_training import (
+from engine.harness.tools import resolve_tools
+from engine.models.tool_caller import TOOLS_CHAT_TEMPLATE, TRAINING_FILE, TRAINING_RECIPE, with_tool_model
+from engine.training.finetune import TrainConfig, assistant_mask
+from engine.training.trajectories import (
     CORPUS,
     QUERY_SUFFIX,
     build_tool_caller,
@@ -26,9 +29,6 @@ from engine.harness.tool_training import (
     training_questions,
     trajectories,
 )
-from engine.harness.tools import resolve_tools
-from engine.models.tool_caller import TOOLS_CHAT_TEMPLATE, TRAINING_FILE, TRAINING_RECIPE, with_tool_model
-from engine.models.tool_caller_train import TrainConfig, assistant_mask
 
 
 def _eval_rows():

@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer
 
-from engine.models.flat_forward import LAYER_WEIGHTS, FlatLlama, LlamaLayer, LlamaShape
+from engine.models.inference.flat_forward import LAYER_WEIGHTS, FlatLlama, LlamaLayer, LlamaShape
 
 WEIGHT_DTYPES = {"F32", "F16", "BF16"}  # stored as plain floats (no quantized tensors)
 

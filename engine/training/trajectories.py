@@ -35,7 +35,7 @@ from engine.harness.search_index import LocalIndex
 from engine.harness.tools import resolve_tools
 from engine.models.embedded import embedded_checkpoint_dir
 from engine.models.tool_caller import TOOLS_CHAT_TEMPLATE
-from engine.models.tool_caller_train import TrainConfig, train_tool_caller
+from engine.training.finetune import TrainConfig, train_tool_caller
 from engine.types import ChatMessage, GenerateRequest, GenerateResponse, SamplingParams, TokenUsage, stable_hash
 
 FACTS = "data/ellisande/facts.jsonl"

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import torch
 
-from engine.models.flat_forward import FlatLlama, supports
-from engine.models.hf_tree import PrefixCache, Question, chunks, plan, run_chunk
-from engine.models.lean_llama import LeanTokenizer, load_flat
+from engine.models.inference.flat_forward import FlatLlama, supports
+from engine.models.inference.hf_tree import PrefixCache, Question, chunks, plan, run_chunk
+from engine.models.inference.lean_llama import LeanTokenizer, load_flat
 from engine.types import (
     LoglikelihoodRequest,
     LoglikelihoodResponse,
@@ -112,7 +112,7 @@ def flat_scorer(model) -> tuple[FlatLlama | None, PrefixCache]:
 
 
 def lean_scorer(model_dir, dtype: str) -> tuple[FlatLlama, LeanTokenizer, PrefixCache] | None:
-    """The flat forward and tokenizer read without transformers (engine/models/lean_llama.py), with
+    """The flat forward and tokenizer read without transformers (engine/models/inference/lean_llama.py), with
     an empty prefix cache; None when the checkpoint needs transformers."""
     if (flat := load_flat(model_dir, dtype)) is None:  # it checks lean_shape itself
         return None
@@ -145,7 +145,7 @@ def loglikelihood_batch(
     flat: FlatLlama | None = None, cache: PrefixCache | None = None, token_budget: int = 4096,
 ) -> list[LoglikelihoodResponse]:
     """Per request, the summed logprob and greediness of each continuation. With `flat` (a model
-    `flat_forward.supports`), the unpadded tree forward with prefix reuse (engine/models/hf_tree.py);
+    `flat_forward.supports`), the unpadded tree forward with prefix reuse (engine/models/inference/hf_tree.py);
     without, the padded transformers forward with one shared context per question (`_score`)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 

@@ -104,7 +104,7 @@ LAYER_WEIGHTS = ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "sel
 
 class FlatLlama:
     """The flat forward over one set of Llama weights: a transformers model's own tensors
-    (`from_model`), or tensors read straight from safetensors (engine/models/lean_llama.py)."""
+    (`from_model`), or tensors read straight from safetensors (engine/models/inference/lean_llama.py)."""
 
     def __init__(self, layers: list[LlamaLayer], norm: torch.Tensor, norm_eps: float, embed: torch.Tensor,
                  lm_head: torch.Tensor, shape: LlamaShape, rotary=None):

@@ -1,4 +1,4 @@
-"""Loglikelihoods on the flat forward (engine/models/flat_forward.py): no padding, no token twice.
+"""Loglikelihoods on the flat forward (engine/models/inference/flat_forward.py): no padding, no token twice.
 
 One provider call becomes one or more flat forwards of at most `token_budget` new tokens. Each
 question is a small tree: its context once, then each continuation (all but its last token)
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.models.flat_forward import FlatLlama, PrefixKV, Segment
+from engine.models.inference.flat_forward import FlatLlama, PrefixKV, Segment
 
 MIN_SHARED = 16  # tokens: a shorter common prefix is recomputed (not worth a tree node)
 HEAD_CHUNK = 256  # rows through the LM head at once: bounds the [rows, vocab] logits (~50 MB)
