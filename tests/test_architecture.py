@@ -35,6 +35,7 @@ LAZY_ALLOWED = frozenset({
     "httpx",  # only the web-search backends use it
     "sqlalchemy", "alembic",  # come with mlflow, used only to repair a SQLite store
     "engine.models.inference.hf_loglikelihood",  # imports torch at its top: a cached run never loads it
+    "engine.models.inference.generation",  # the same: the prefix generation engine imports torch at its top
 })
 # engine/types/ holds the types that cross packages: the standard library and pydantic only.
 API_ALLOWED = frozenset({"__future__", "pydantic"}) | frozenset(sys.stdlib_module_names)

@@ -360,7 +360,7 @@ class SuiteConfig(_Config):
 # that ignores it is refused, never silently dropped (docs/architecture.md, "Boundaries").
 PROVIDER_KEYS: dict[str, frozenset[str]] = {
     "hf": frozenset({"provider", "name", "path", "revision", "checkpoint_step", "dtype", "batch_size", "max_length",
-                     "device"}),
+                     "device", "generation_engine"}),
     "litellm": frozenset({"provider", "name", "checkpoint_step", "batch_size", "max_length", "api_base", "api_key_env",
                           "timeout_s", "supports_prompt_logprobs", "client"}),
 }
@@ -386,6 +386,10 @@ class ModelConfig(_Config):
     # litellm only: how generate requests travel. auto: the lean pooled OpenAI-compatible client for
     # `openai/...` models with an api_base, litellm otherwise; both give identical records.
     client: Literal["auto", "litellm", "lean"] = "auto"
+    # hf only: prefix (shared-prefix reuse and in-flight batching on the flat forward, Llama models on
+    # CPU) or plain (transformers' generate over a padded batch, the reference); docs/architecture.md,
+    # "The generation path".
+    generation_engine: Literal["prefix", "plain"] = "prefix"
 
     @model_validator(mode="after")
     def _only_keys_the_provider_reads(self) -> ModelConfig:

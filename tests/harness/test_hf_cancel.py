@@ -46,6 +46,8 @@ def test_cancelling_the_caller_sets_the_flag(smollm2_provider, monkeypatch):
         raise ProviderError("the generation was cancelled", kind="cancelled")
 
     monkeypatch.setattr(smollm2_provider, "generate_sync", fake_generate)
+    # transformers' generate (generation_engine=plain); the prefix engine's cancel: tests/test_generation_engine.py
+    monkeypatch.setattr(smollm2_provider, "_gen", False)
 
     async def go() -> None:
         task = asyncio.create_task(smollm2_provider.generate(_requests(8)))

@@ -1,0 +1,292 @@
+"""Generation on the flat forward: shared-prefix reuse and in-flight batching (docs/architecture.md,
+"The generation path").
+
+Why: transformers' `generate` pads a batch, so every row waits for the longest one, and it
+recomputes every prompt whole: a GSM8K question's 8-shot block, the k samples of one pass@k prompt,
+an agent's conversation so far. Here:
+
+- a request's prompt is prefilled on the flat forward (flat_forward.py) after the longest token
+  prefix found in a `PrefixCache` (hf_tree.py, keyed on token ids, so reuse is exact: a token's keys
+  and values depend only on the tokens before it). Every prompt's keys and values go to the cache,
+  and so does a finished row's whole sequence, so an agent's next turn (the same tokens plus the
+  tool result) prefills only the new tokens;
+- decoding runs over `slots` rows at once, each with its own key/value region in one buffer per
+  layer; a finished row leaves at once and a waiting request takes its slot (in-flight batching);
+- the next token is chosen as transformers' `generate` chooses it: greedy is the first argmax of the
+  float32 logits; sampling applies temperature, top-k 50 and top-p in that order (the warpers
+  `generate` builds for `do_sample=True`), then softmax and `torch.multinomial` on the row's own
+  generator seeded with the request's seed, which is the stream `torch.manual_seed(seed)` gives
+  the plain path for a request alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # the conventional name
+
+from engine.models.inference.flat_forward import FlatLlama, PrefixKV, Segment, _rms, _rope, supports
+from engine.models.inference.hf_tree import PrefixCache
+from engine.types import ProviderError, SamplingParams
+
+TOP_K = 50  # transformers' GenerationConfig default, applied by `generate` whenever it samples
+CAP_STEP = 256  # the key/value buffers grow by this many positions
+
+
+@dataclass
+class GenJob:
+    """One request to complete: its prompt ids (already cut to the context), its sampling, and
+    `settle`, called once on the model thread with the outcome (a `GenResult` or an exception)."""
+
+    prompt: Callable[[], list[int]]  # run on the model thread (tokenizing needs the loaded tokenizer)
+    sampling: SamplingParams
+    settle: Callable[[Any], None]
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class GenResult:
+    prompt_tokens: int
+    tokens: list[int]  # generated ids, the final eos included
+    text: str  # decoded, special tokens skipped, not yet cut at a stop string
+    stopped: bool  # a stop string appeared
+
+
+@dataclass(eq=False)
+class _Row:
+    job: GenJob
+    prompt: list[int]
+    generator: torch.Generator | None
+    generated: list[int] = field(default_factory=list)
+    length: int = 0  # positions with keys and values in the row's slot
+
+
+class SlotKV:
+    """Keys and values of the rows being decoded: one [slots, kv_heads, cap, head_dim] buffer per
+    layer for each, row i in slot i (rows are kept dense: a leaving row's slot takes the last row)."""
+
+    def __init__(self, n_layers: int, slots: int, n_kv: int, head_dim: int, dtype: torch.dtype):
+        self.shape = (slots, n_kv, 0, head_dim)
+        self.dtype = dtype
+        self.keys = [torch.empty(self.shape, dtype=dtype) for _ in range(n_layers)]
+        self.values = [torch.empty(self.shape, dtype=dtype) for _ in range(n_layers)]
+
+    @property
+    def cap(self) -> int:
+        return self.keys[0].shape[2]
+
+    def reserve(self, need: int) -> None:
+        if need <= self.cap:
+            return
+        cap = -(-need // CAP_STEP) * CAP_STEP
+        for buffers in (self.keys, self.values):
+            for i, old in enumerate(buffers):
+                new = torch.empty((old.shape[0], old.shape[1], cap, old.shape[3]), dtype=self.dtype)
+                new[:, :, : old.shape[2]] = old
+                buffers[i] = new
+
+    def load(self, slot: int, prefix: PrefixKV, n: int) -> None:
+        self.reserve(n)
+        for layer in range(len(self.keys)):
+            self.keys[layer][slot, :, :n] = prefix.keys[layer][:, :n]
+            self.values[layer][slot, :, :n] = prefix.values[layer][:, :n]
+
+    def move(self, src: int, dst: int, n: int) -> None:
+        for buffers in (self.keys, self.values):
+            for buf in buffers:
+                buf[dst, :, :n] = buf[src, :, :n]
+
+    def snapshot(self, slot: int, tokens: tuple[int, ...]) -> PrefixKV:
+        n = len(tokens)
+        return PrefixKV(tokens=tokens, keys=[k[slot, :, :n].clone() for k in self.keys],
+                        values=[v[slot, :, :n].clone() for v in self.values])
+
+
+class GenerationEngine:
+    """Decodes the jobs handed to `add` on `serve`'s thread (the provider's model thread)."""
+
+    def __init__(self, flat: FlatLlama, decode: Callable[[list[int]], str], eos_ids: set[int], slots: int,
+                 cache: PrefixCache):
+        self.flat, self.decode, self.eos_ids, self.slots, self.cache = flat, decode, eos_ids, slots, cache
+        self.kv = SlotKV(len(flat.layers), slots, flat.n_kv, flat.head_dim, flat.lm_head.dtype)
+        self._pending: list[GenJob] = []
+        self._rows: list[_Row] = []
+        self._lock = threading.Lock()
+        self.running = False  # a `serve` is scheduled or under way
+        self.prefilled_tokens = 0  # counters for the benchmark and tests
+        self.reused_tokens = 0
+        self.steps = 0  # decode steps (each one token for every row)
+
+    def add(self, jobs: list[GenJob]) -> bool:
+        """Queue jobs; True when the caller must schedule `serve` (none is under way)."""
+        with self._lock:
+            self._pending.extend(jobs)
+            start, self.running = not self.running, True
+            return start
+
+    def serve(self) -> None:
+        """Run until no job is pending or decoding. A failure settles every job it leaves."""
+        try:
+            while True:
+                with self._lock:
+                    if not self._pending and not self._rows:
+                        self.running = False
+                        return
+                    room = self.slots - len(self._rows)
+                    admitted, self._pending = self._pending[:room], self._pending[room:]
+                for job in admitted:
+                    self._admit(job)
+                self._drop_cancelled()
+                if self._rows:
+                    self._step()
+        except BaseException as err:
+            with self._lock:
+                left, self._pending, self.running = [r.job for r in self._rows] + self._pending, [], False
+                self._rows = []
+            for job in left:
+                job.settle(err)
+            raise
+
+    def _admit(self, job: GenJob) -> None:
+        """Prefill the job's prompt after its longest cached prefix, choose its first token, give it a slot."""
+        if job.cancel.is_set():
+            job.settle(cancelled())
+            return
+        try:
+            prompt = job.prompt()
+        except Exception as err:  # noqa: BLE001 - this request's own failure (its template), handed to its caller
+            job.settle(err)
+            return
+        entry, n = self.cache.best(prompt)
+        n = min(n, len(prompt) - 1)  # the last prompt token runs: its output predicts the first new token
+        cached = entry if n > 0 else None
+        store = PrefixKV(tokens=tuple(prompt))
+        seg = Segment(rows=range(len(prompt) - n), cached=cached, cached_len=n if cached else 0, store=store)
+        ids, pos = torch.tensor(prompt[n:]), torch.arange(n, len(prompt))
+        hidden = self.flat.hidden(ids, pos, [seg], keep=torch.tensor([len(prompt) - n - 1]))
+        self.prefilled_tokens += len(prompt) - n
+        self.reused_tokens += n
+        self.cache.put(store)
+        seed = job.sampling.seed
+        gen = torch.Generator().manual_seed(seed) if job.sampling.temperature > 0 and seed is not None else None
+        row = _Row(job=job, prompt=prompt, generator=gen, length=len(prompt))
+        slot = len(self._rows)
+        self.kv.load(slot, store, len(prompt))
+        self._rows.append(row)
+        self._choose([row], hidden)
+
+    def _drop_cancelled(self) -> None:
+        for i in reversed(range(len(self._rows))):
+            if self._rows[i].job.cancel.is_set():
+                job = self._rows[i].job
+                self._leave(i)
+                job.settle(cancelled())
+
+    def _step(self) -> None:
+        """One token for every row: the flat layers over the rows' last tokens, attention over each
+        row's slot (its own length masked), then the choice of each next token."""
+        rows = self._rows
+        self.steps += 1
+        lengths = torch.tensor([r.length for r in rows])
+        self.kv.reserve(int(lengths.max()) + 1)
+        hidden = self._decode_hidden(torch.tensor([r.generated[-1] for r in rows]), lengths)
+        for r in rows:
+            r.length += 1
+        self._choose(rows, hidden)
+
+    def _decode_hidden(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        flat, b = self.flat, len(ids)
+        h = F.embedding(ids, flat.embed_weight)
+        cos, sin = flat._rope_tables(pos, h)
+        half = flat.head_dim // 2
+        cos, sin = cos[:, None, :], torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)[:, None, :]
+        span = int(pos.max()) + 1
+        mask = (torch.arange(span)[None, :] <= pos[:, None])[:, None, None, :]  # [b, 1, 1, span]
+        slot = torch.arange(b)
+        for li, layer in enumerate(flat.layers):
+            x = _rms(h, layer.w_in, layer.eps)
+            q = _rope((x @ layer.w_q.T).view(b, flat.n_heads, flat.head_dim), cos, sin, half)
+            k = _rope((x @ layer.w_k.T).view(b, flat.n_kv, flat.head_dim), cos, sin, half)
+            v = (x @ layer.w_v.T).view(b, flat.n_kv, flat.head_dim)
+            keys, values = self.kv.keys[li], self.kv.values[li]
+            keys[slot, :, pos] = k
+            values[slot, :, pos] = v
+            att = F.scaled_dot_product_attention(q[:, :, None], keys[:b, :, :span], values[:b, :, :span],
+                                                 attn_mask=mask, scale=flat.scale,
+                                                 enable_gqa=flat.n_heads != flat.n_kv)
+            h = torch.addmm(h, att.reshape(b, -1), layer.w_o.T)
+            x = _rms(h, layer.w_post, layer.eps)
+            h = torch.addmm(h, F.silu(x @ layer.w_gate.T).mul_(x @ layer.w_up.T), layer.w_down.T)
+        return _rms(h, flat.norm, flat.norm_eps)
+
+    def _choose(self, rows: list[_Row], hidden: torch.Tensor) -> None:
+        """Each row's next token from its hidden state; finished rows leave."""
+        logits = (hidden @ self.flat.lm_head.T).float()
+        greedy = logits.argmax(dim=-1).tolist()
+        for i, row in enumerate(rows):
+            s = row.job.sampling
+            token = greedy[i] if s.temperature <= 0 else _sample(logits[i : i + 1], s, row.generator)
+            row.generated.append(token)
+        for i in reversed(range(len(rows))):
+            row = rows[i]
+            s = row.job.sampling
+            text = self.decode(row.generated) if s.stop else ""
+            stopped = any(stop in text for stop in s.stop)
+            if stopped or row.generated[-1] in self.eos_ids or len(row.generated) >= s.max_tokens:
+                index = self._rows.index(row)
+                if not stopped:
+                    text = self.decode(row.generated)
+                result = GenResult(prompt_tokens=len(row.prompt), tokens=list(row.generated), text=text,
+                                   stopped=stopped)
+                self._remember(index)
+                self._leave(index)
+                row.job.settle(result)
+
+    def _remember(self, index: int) -> None:
+        """A finished row's prompt and generated tokens (all but the last, never fed) go to the
+        prefix cache: an agent's next turn extends exactly this sequence."""
+        row = self._rows[index]
+        tokens = tuple(row.prompt + row.generated[:-1])
+        if len(tokens) > len(row.prompt):
+            self.cache.put(self.kv.snapshot(index, tokens))
+
+    def _leave(self, index: int) -> None:
+        last = len(self._rows) - 1
+        if index != last:
+            self.kv.move(last, index, self._rows[last].length)
+            self._rows[index] = self._rows[last]
+        self._rows.pop()
+
+
+def cancelled() -> ProviderError:
+    return ProviderError("the generation was cancelled", kind="cancelled")  # nobody awaits it any more
+
+
+def _sample(logits: torch.Tensor, s: SamplingParams, generator: torch.Generator | None) -> int:
+    """transformers' `generate(do_sample=True)` for one row: temperature, top-k 50, top-p, softmax,
+    multinomial (the warpers and their order as `generate` builds them)."""
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper  # deferred: heavy
+
+    scores = logits
+    if s.temperature != 1.0:
+        scores = TemperatureLogitsWarper(s.temperature)(None, scores)
+    scores = TopKLogitsWarper(TOP_K)(None, scores)
+    if s.top_p < 1.0:
+        scores = TopPLogitsWarper(s.top_p)(None, scores)
+    probs = F.softmax(scores, dim=-1)
+    return int(torch.multinomial(probs, num_samples=1, generator=generator)[0, 0])
+
+
+def build_engine(model: Any, tokenizer: Any, slots: int, cache_tokens: int = 8192) -> GenerationEngine | None:
+    """The engine over a loaded transformers model's own weights, or None when the flat forward
+    does not reproduce the model (then the provider keeps transformers' `generate`)."""
+    if not supports(model):
+        return None
+    eos = model.generation_config.eos_token_id
+    eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
+    return GenerationEngine(FlatLlama.from_model(model), lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+                            eos_ids, slots, PrefixCache(cache_tokens))
