@@ -184,11 +184,12 @@ def _check_resumed(workdir: Path, args: list[str], env: dict[str, str],
     assert record["scores"][primary]["value"] == ref_record["scores"][primary]["value"]
 
 
+# SIGTERM at SIGINT's default disposition is the code-agent test's case and test_e2e's; each case
+# here costs three engine processes, so the suite keeps the two that differ (docs/architecture.md, "Tests").
 @pytest.mark.parametrize(("sigint", "how", "code"), [
     (signal.SIG_IGN, signal.SIGTERM, 143),  # a background run: SIGTERM used to be lost (exit 0)
-    (signal.SIG_DFL, signal.SIGTERM, 143),
     (signal.SIG_DFL, signal.SIGINT, 130),   # Ctrl-C
-], ids=["sigterm-sigint-ignored", "sigterm", "ctrl-c"])
+], ids=["sigterm-sigint-ignored", "ctrl-c"])
 def test_search_agent_stops_within_10s_and_resumes(tmp_path, search_reference, sigint, how, code):
     """Signalled once a trajectory is cached: the next ones are in the model (the hf generation in
     its thread must stop at its next token; the process must not wait for the batch)."""
@@ -202,7 +203,7 @@ def test_search_agent_stops_within_10s_and_resumes(tmp_path, search_reference, s
     _check_resumed(tmp_path, args, {}, search_reference)
 
 
-@pytest.mark.parametrize("sigint", [signal.SIG_IGN, signal.SIG_DFL], ids=["sigint-ignored", "sigint-default"])
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL], ids=["sigint-default"])  # SIG_IGN: the search and default-run tests
 def test_code_agent_stops_within_10s_with_a_sandbox_running_and_resumes(tmp_path, code_reference, sigint):
     """Signalled while a sandboxed check runs (its tests sleep): the sandbox is killed, the run
     records the finished trajectories and exits 143; the re-run scores them as an uninterrupted run."""
@@ -226,18 +227,18 @@ def test_code_agent_stops_within_10s_with_a_sandbox_running_and_resumes(tmp_path
 
 def test_a_background_default_run_honours_sigterm(tmp_path):
     """The default harness (loglikelihood batches) started with SIGINT ignored: SIGTERM is not lost."""
-    args = _args(["task=mmlu", "limit=48", "model.batch_size=2"], tmp_path, "first")
+    args = _args(["task=mmlu", "limit=16", "model.batch_size=1"], tmp_path, "first")
     proc = _start(args, tmp_path, signal.SIG_IGN, {})
     exited, out, err = _stop(proc, lambda: _cached_rows(tmp_path / "cache.sqlite") >= 1, signal.SIGTERM)
     print(f"default: SIGTERM (SIGINT ignored) -> exit {proc.returncode} in {exited:.2f} s")
     assert proc.returncode == 143, err[-3000:]
-    _check_interrupted(tmp_path, "first", 143, exited, out, err, total=48)
+    _check_interrupted(tmp_path, "first", 143, exited, out, err, total=16)
     done = _cached_rows(tmp_path / "cache.sqlite")
-    assert done < 48
     res = run_engine(args, tmp_path, timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     record, instances = _scores(tmp_path / "runs" / "first")
-    assert record["status"] == "finished" and len(instances) == 48
+    assert record["status"] == "finished" and len(instances) == 16
+    assert done < _cached_rows(tmp_path / "cache.sqlite")  # the signal came before every request was served
     assert sum(i["cached"] for i in instances.values()) >= done
 
 
