@@ -23,12 +23,12 @@ from engine.compare.models import (
 from engine.compare.suite import explanation, leaves, run_suite_score, suite_delta_se
 from engine.scoring.suites import AggregateScore
 from engine.stats import (
-    PairedComparison,
-    PairedInterval,
     adjust_pvalues,
     combined_stderr,
+    comparison_of,
     normal_test,
     paired_interval,
+    usable_clusters,
 )
 
 AdjustChoice = Literal["holm", "bh", "none"]
@@ -123,15 +123,6 @@ def _status(sa: float, sb: float) -> int:
     return UNCHANGED
 
 
-def _as_paired(pi: PairedInterval) -> PairedComparison:
-    """The report's `stats` block (its fields as before) from the library's paired interval:
-    z = Δ/SE, p the interval's own test, mcnemar_p the exact McNemar test."""
-    z = normal_test(pi.delta, pi.stderr).z
-    return PairedComparison(n=pi.n, mean_a=pi.mean_a, mean_b=pi.mean_b, delta=pi.delta, stderr=pi.stderr,
-                            ci_low=pi.ci_low, ci_high=pi.ci_high, z=z, p_value=pi.p_value, mde=pi.mde, wins=pi.wins,
-                            losses=pi.losses, ties=pi.ties, mcnemar_p=pi.mcnemar_exact_p)
-
-
 def task_aggregation(run: RunData) -> str:
     """How the engine aggregates this task's questions: "mean", or "macro" (mean of cluster means)."""
     task = run.record.config.get("task")
@@ -203,11 +194,9 @@ def _compare_task(
         table.notes.append("only in B")
     a = np.asarray(sa_list, dtype=float)
     b = np.asarray(sb_list, dtype=float)
-    has_clusters = len(a) > 1 and all(c is not None for c in clusters) and len(set(clusters)) > 1
-    macro = task_aggregation(ra) == "macro" and has_clusters
-    # Singleton clusters add nothing to a plain mean: clustered only when some cluster repeats.
-    use_clusters = macro or (has_clusters and len(set(clusters)) < len(clusters))
-    pi = paired_interval(a, b, clusters if use_clusters else None, macro=macro)
+    groups = usable_clusters(clusters)  # as the run's own score: the task's clusters when some repeat
+    macro = task_aggregation(ra) == "macro" and groups is not None
+    pi = paired_interval(a, b, groups, macro=macro)
     companion, companion_note = compare_margin(ra, rb, paired_ids) if m.startswith("acc") else (None, None)
     alignment = Alignment(
         n_a=len(qas),
@@ -230,7 +219,7 @@ def _compare_task(
         run_b=rb.info,
         alignment=alignment,
         aggregation="macro" if macro else "mean",
-        stats=_as_paired(pi),
+        stats=comparison_of(pi),
         plain_stderr=pi.plain_stderr,
         clustered=pi.clustered,
         n_clusters=pi.n_clusters,

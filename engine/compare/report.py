@@ -7,6 +7,7 @@ import io
 import math
 
 from engine.compare.models import ComparisonReport, SequentialReport, SeriesReport, SeriesTask, verdict_text
+from engine.stats import number
 
 CSV_FIELDS = [
     "level", "task_spec", "metric", "n", "score_a", "score_b", "delta", "stderr", "ci_low", "ci_high",
@@ -17,23 +18,6 @@ CSV_FIELDS = [
     "margin_p_value", "margin_verdict",
 ]
 ADJUST_NAMES = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "no adjustment"}
-
-
-def number(x: float | None, digits: int = 4, sign: bool = False, p_value: bool = False) -> str:
-    """The one number formatter of compare's table outputs: "—" for none/NaN, p-values below 1e-4 as "<1e-4"."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    if p_value and x < 1e-4:
-        return "<1e-4"
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
-
-
-def _f(x: float | None, digits: int = 4, sign: bool = False) -> str:
-    return number(x, digits, sign)
-
-
-def _p(x: float | None) -> str:
-    return number(x, p_value=True)
 
 
 def rows(report: ComparisonReport) -> list[dict[str, object]]:
@@ -100,9 +84,9 @@ def to_table(report: ComparisonReport) -> str:
         if r["level"] == "suite":
             name = f"SUITE {name} (mean of {report.suite.k if report.suite else 0} tasks)"
         body.append([
-            name, str(r["n"]), _f(r["score_a"]), _f(r["score_b"]), _f(r["delta"], sign=True),  # type: ignore[arg-type]
-            f"[{_f(r['ci_low'], sign=True)}, {_f(r['ci_high'], sign=True)}]", _p(r["p_value"]),  # type: ignore[arg-type]
-            _p(r["p_adjusted"]), _f(r["mde"]), f"{r['wins']}/{r['losses']}/{r['ties']}", str(unpaired),  # type: ignore[arg-type]
+            name, str(r["n"]), number(r["score_a"]), number(r["score_b"]), number(r["delta"], sign=True),  # type: ignore[arg-type]
+            f"[{number(r['ci_low'], sign=True)}, {number(r['ci_high'], sign=True)}]", number(r["p_value"], p_value=True),  # type: ignore[arg-type]
+            number(r["p_adjusted"], p_value=True), number(r["mde"]), f"{r['wins']}/{r['losses']}/{r['ties']}", str(unpaired),  # type: ignore[arg-type]
             verdict_text(r["verdict"], r["p_value"] if r["p_adjusted"] is None else r["p_adjusted"]),  # type: ignore[arg-type]
         ])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
@@ -120,8 +104,8 @@ def to_table(report: ComparisonReport) -> str:
         out.append(
             f"{u.explanation} {u.family[0].upper() + u.family[1:]}. Pooled over {u.pooled_n} questions "
             f"with {'task-clustered SE (CR1, t on k−1 df)' if u.pooled_method.endswith('clustered') else 'plain SE'}: "
-            f"Δ {_f(u.pooled_delta, sign=True)}, SE {_f(u.pooled_stderr)}, "
-            f"p {_p(u.pooled_p_value)}, MDE {_f(u.pooled_mde)} → {verdict_text(u.pooled_verdict)} "
+            f"Δ {number(u.pooled_delta, sign=True)}, SE {number(u.pooled_stderr)}, "
+            f"p {number(u.pooled_p_value, p_value=True)}, MDE {number(u.pooled_mde)} → {verdict_text(u.pooled_verdict)} "
             + (f"({u.pooled_note}; trust the suite row)." if u.pooled_note else "(with few tasks the clustered "
                "SE sees only the spread between task means: trust the suite row).")
         )
@@ -167,9 +151,9 @@ def _companion_lines(report: ComparisonReport) -> list[str]:
     for t in report.tasks:
         c = t.companion
         if c is not None:
-            out.append(f"companion: {t.task_spec}: {c.metric} ({c.normalization}) A {_f(c.mean_a)} B {_f(c.mean_b)} "
-                       f"Δ {_f(c.delta, sign=True)} [{_f(c.ci_low, sign=True)}, {_f(c.ci_high, sign=True)}] "
-                       f"p {_p(c.p_value)} → {verdict_text(c.verdict, c.p_value)}; the verdict above is on "
+            out.append(f"companion: {t.task_spec}: {c.metric} ({c.normalization}) A {number(c.mean_a)} B {number(c.mean_b)} "
+                       f"Δ {number(c.delta, sign=True)} [{number(c.ci_low, sign=True)}, {number(c.ci_high, sign=True)}] "
+                       f"p {number(c.p_value, p_value=True)} → {verdict_text(c.verdict, c.p_value)}; the verdict above is on "
                        f"{t.verdict_metric}.")
         elif t.companion_note:
             out.append(f"companion: {t.task_spec}: {t.companion_note}.")
@@ -179,12 +163,12 @@ def _companion_lines(report: ComparisonReport) -> list[str]:
 def _series_summary(t: SeriesTask, last: int) -> str:
     parts = []
     if t.noise is not None:
-        parts.append(f"noise {_f(t.noise.relative)} (σ {_f(t.noise.std)} over the last {t.noise.n_checkpoints} of "
+        parts.append(f"noise {number(t.noise.relative)} (σ {number(t.noise.std)} over the last {t.noise.n_checkpoints} of "
                      f"n={last} checkpoints)")
     if t.signal is not None:
-        parts.append(f"signal {_f(t.signal.signal)} over {t.signal.n_models} models, SNR {_f(t.signal.snr, 2)}")
+        parts.append(f"signal {number(t.signal.signal)} over {t.signal.n_models} models, SNR {number(t.signal.snr, 2)}")
     if t.flips is not None:
-        parts.append(f"flip rate {_f(t.flips.mean, 3)} (per step {', '.join(_f(r, 3) for r in t.flips.per_step)})")
+        parts.append(f"flip rate {number(t.flips.mean, 3)} (per step {', '.join(number(r, 3) for r in t.flips.per_step)})")
     flagged = [p.step for p in t.points if p.noise_exceeds_delta]
     if flagged:
         parts.append(f"⚠ checkpoint noise ≥ |Δ vs first| at step {', '.join(map(str, flagged))}")
@@ -202,8 +186,8 @@ def series_table(report: SeriesReport) -> str:
         out.append(f"  {'step':>6}  {'model':<{w}} {'value':>7}  {'95% CI':>17}  {'MDE':>6}  {'Δ vs first':>10}  verdict")
         for p in t.points:
             out.append(
-                f"  {p.step:>6}  {p.model_label:<{w}} {_f(p.value):>7}  "
-                f"[{_f(p.ci_low)}, {_f(p.ci_high)}]  {_f(p.mde):>6}  {_f(p.delta_vs_base, sign=True):>10}  "
+                f"  {p.step:>6}  {p.model_label:<{w}} {number(p.value):>7}  "
+                f"[{number(p.ci_low)}, {number(p.ci_high)}]  {number(p.mde):>6}  {number(p.delta_vs_base, sign=True):>10}  "
                 f"{verdict_text(p.verdict_vs_base, p.p_value_vs_base) if p.verdict_vs_base else '(first)'}"
                 f"{'  ⚠ within checkpoint noise' if p.noise_exceeds_delta else ''}"
             )
@@ -241,9 +225,9 @@ def sequential_table(report: SequentialReport) -> str:
     out += [head, "-" * len(head)]
     for t in report.tasks:
         used = f"{t.stopped_at if t.stopped_at is not None else t.n_full}/{t.n_full}"
-        cs = f"[{_f(t.cs_low, sign=True)}, {_f(t.cs_high, sign=True)}]"
-        out.append(f"{t.task_spec:<28} {t.decision:<16} {used:>15}  {_f(t.mean, sign=True):>9}  {cs:>21}  "
-                   f"{_f(t.full_delta, sign=True):>8}")
+        cs = f"[{number(t.cs_low, sign=True)}, {number(t.cs_high, sign=True)}]"
+        out.append(f"{t.task_spec:<28} {t.decision:<16} {used:>15}  {number(t.mean, sign=True):>9}  {cs:>21}  "
+                   f"{number(t.full_delta, sign=True):>8}")
         if t.note:
             out.append(f"note: {t.task_spec}: {t.note}.")
     out.append("A decision is wrong with probability ≤ α however early it stops; 'undecided' read every question.")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from engine.compare.loading import CompareError, RunData
 from engine.compare.models import SeriesPoint, SeriesReport, SeriesTask
 from engine.compare.paired import compare_runs, task_aggregation
-from engine.stats import NOISE_CHECKPOINTS, checkpoint_noise, flip_rates, signal_to_noise, summarize_scores
+from engine.stats import NOISE_CHECKPOINTS, checkpoint_noise, flip_rates, signal_to_noise, summarize
 from engine.types import ScoreSummary
 
 
@@ -31,13 +31,10 @@ def _signal_scores(signal_runs: Sequence[RunData], task_hash: str, metric: str) 
 
 
 def _summary(run: RunData, sc: dict[str, float]) -> ScoreSummary:
+    """The score as the run reports it (engine/scoring/metrics.py: the same `summarize`)."""
     ids = list(sc)
-    clusters = [run.questions[k].cluster for k in ids]
-    has_clusters = bool(ids) and all(c is not None for c in clusters) and len(set(clusters)) > 1
-    values = [sc[k] for k in ids]
-    if has_clusters and task_aggregation(run) == "macro":  # as the run reports its score
-        return summarize_scores(values, clusters, macro=True)
-    return summarize_scores(values, clusters if has_clusters and len(set(clusters)) < len(ids) else None)
+    return summarize([sc[k] for k in ids], [run.questions[k].cluster for k in ids],
+                     macro=task_aggregation(run) == "macro")
 
 
 def _series_statistics(ordered: list[RunData], points: list[SeriesPoint], metric: str, last: int,

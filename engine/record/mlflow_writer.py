@@ -104,8 +104,8 @@ def run_tags(record: RunRecord) -> dict[str, str]:
 
 def run_metrics(record: RunRecord) -> dict[str, float]:
     """Counts, then per score `<name>` (value) and `<name>.<field>`: `stderr` (i.i.d. SE),
-    `clustered_stderr` and `n_clusters` (tasks with clusters only), `reported_stderr` (the SE the
-    CI and MDE use: clustered when present), `ci_low`, `ci_high`, `mde`, `n`."""
+    `clustered_stderr` (CR1, with ≥ 5 clusters) and `n_clusters` (tasks with clusters only), `df` (of the t
+    quantiles; absent: normal), `reported_stderr` (the SE the CI and MDE use), `ci_low`, `ci_high`, `mde`, `n`."""
     metrics: dict[str, float] = {"n": record.counts.n, "scored": record.counts.scored, "errored": record.counts.errored,
                                  "duration_s": record.duration_s}
     for name, score in record.scores.items():
@@ -113,7 +113,7 @@ def run_metrics(record: RunRecord) -> dict[str, float]:
         if record.aggregate_only:  # no per-question scores: no SE, CI or MDE to log
             metrics[f"{name}.n"] = score.n
             continue
-        for field in ("stderr", "clustered_stderr", "n_clusters", "ci_low", "ci_high", "mde", "n"):
+        for field in ("stderr", "clustered_stderr", "n_clusters", "df", "ci_low", "ci_high", "mde", "n"):
             value = getattr(score, field)
             if value is not None:
                 metrics[f"{name}.{field}"] = float(value)

@@ -1,10 +1,12 @@
 """Metrics: per-instance scores → aggregate with n, SE, CI, MDE (mean, or macro over clusters).
 
-Every reported score carries n, SE, 95% CI and MDE. A user's corpus-level `@metric` (not a mean of
-per-question values: corpus F1) is computed over all questions at once from the inputs the records
-hold, with a bootstrap SE over questions (engine/stats/bootstrap.py), marked `stderr_method:
-bootstrap`; a per-instance `@metric` is a mean like any score (docs/architecture.md, "Extensions").
-"""
+Every reported score carries n, SE, 95% CI and MDE from `engine.stats.summarize`
+(docs/architecture.md, "Statistics": Wilson for 0/1 scores; the CR1 clustered SE with t on G−1 df
+when the task declares at least 5 clusters, the plain SE with a note below that; the MDE from the
+same SE and quantiles). A user's corpus-level `@metric` (not a mean of per-question values: corpus
+F1) is computed over all questions at once from the inputs the records hold, with a bootstrap SE
+over questions (engine/stats/bootstrap.py), marked `stderr_method: bootstrap`; a per-instance
+`@metric` is a mean like any score (docs/architecture.md, "Extensions")."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from collections import defaultdict
 
 from engine.scoring.code_exec import pass_at_k
 from engine.scoring.registry import METRICS, Metric
-from engine.stats import summarize, summarize_scores
+from engine.stats import summarize
 from engine.stats.bootstrap import bootstrap_summary
 from engine.types import InstanceRecord, ScoreSummary
 
@@ -55,10 +57,7 @@ def _corpus(records: list[InstanceRecord], m: Metric) -> ScoreSummary:
             cluster[r.instance_id] = r.cluster
     ids = sorted(by_id)
     rows = [{k: sum(s[k] for s in by_id[i]) / len(by_id[i]) for k in by_id[i][0]} for i in ids]
-    clusters = [cluster[i] for i in ids]
-    has_clusters = all(c is not None for c in clusters) and len(set(clusters)) > 1
-    return bootstrap_summary(lambda idx: m.of_rows([rows[i] for i in idx]), len(rows),
-                             clusters if has_clusters else None)
+    return bootstrap_summary(lambda idx: m.of_rows([rows[i] for i in idx]), len(rows), [cluster[i] for i in ids])
 
 
 def aggregate_scores(
@@ -71,8 +70,6 @@ def aggregate_scores(
             out[metric] = _corpus(records, METRICS.get(metric))
             continue
         values, clusters = _per_question(records, metric)
-        has_clusters = all(c is not None for c in clusters) and len(set(clusters)) > 1
-        # 0/1 metrics get the Wilson CI (inside [0, 1] at any n); the other fields are unchanged.
-        out[metric] = summarize_scores(values, clusters if has_clusters else None,
-                                       macro=aggregation == "macro" and has_clusters)
+        # Wilson CI for 0/1 metrics; CR1 clustered SE and t_{G−1} when the task declares ≥ 5 clusters.
+        out[metric] = summarize(values, clusters, macro=aggregation == "macro")
     return out

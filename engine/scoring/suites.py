@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config.schema import SuiteConfig
 from engine.config.suites import load_suite
-from engine.stats import summarize_means
+from engine.stats import number, summarize_means
 from engine.types import RunRecord, ScoreSummary
 
 LOWER_IS_BETTER = {"bpb"}
@@ -112,16 +112,12 @@ def best_of_scores(records: Sequence[RunRecord]) -> list[AggregateScore]:
     return out
 
 
-def _fmt(x: float) -> str:
-    return "nan" if x is None or math.isnan(x) else f"{x:.4f}"
-
-
 def aggregate_lines(agg: AggregateScore, depth: int = 0) -> list[str]:
     """An indented text tree of an aggregate (suite → nested suites / tasks)."""
     pad = "  " * depth
     what = {"suite": f"mean of {len(agg.parts)}", "best_of": f"best: {agg.chosen}", "task": ""}[agg.kind]
-    line = (f"{pad}{agg.name:<{max(40 - len(pad), 1)}} {agg.metric:<10} {_fmt(agg.value)}  SE {_fmt(agg.stderr)}"
-            f"  95% CI [{_fmt(agg.ci_low)}, {_fmt(agg.ci_high)}]  {what}")
+    line = (f"{pad}{agg.name:<{max(40 - len(pad), 1)}} {agg.metric:<10} {number(agg.value)}  SE {number(agg.stderr)}"
+            f"  95% CI [{number(agg.ci_low)}, {number(agg.ci_high)}]  {what}")
     lines = [line.rstrip()]
     if agg.kind == "suite":
         for part in agg.parts:
@@ -131,9 +127,22 @@ def aggregate_lines(agg: AggregateScore, depth: int = 0) -> list[str]:
     return lines
 
 
+def score_notes(records: Sequence[RunRecord]) -> list[str]:
+    """Each run's note on its primary score's SE (too few clusters for a clustered SE: the plain SE
+    is used), so that the table's SE, CI and MDE are never read as what they are not."""
+    notes = []
+    for r in records:
+        s = r.scores.get(r.primary_metric)
+        if s is not None and s.note and not r.aggregate_only:
+            notes.append(f"note: {r.task_spec} {r.primary_metric}: {s.note}")
+    return notes
+
+
 def aggregate_report(records: Sequence[RunRecord], suite: SuiteConfig | None) -> str:
-    """The text the results table appends: the suite tree, or the best-of rows of olmes tasks."""
+    """The text the results table appends: the suite tree, or the best-of rows of olmes tasks; then
+    the notes on how scores' SEs were made (`score_notes`)."""
     if suite is not None and suite.aggregate != "none":
-        return "\n".join(aggregate_lines(suite_score(suite, records)))
-    rows = best_of_scores(records)
-    return "\n".join(line for r in rows for line in aggregate_lines(r))
+        lines = aggregate_lines(suite_score(suite, records))
+    else:
+        lines = [line for r in best_of_scores(records) for line in aggregate_lines(r)]
+    return "\n".join(lines + score_notes(records))

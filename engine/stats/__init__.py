@@ -1,13 +1,23 @@
-"""Statistics for eval scores (docs/architecture.md, "Statistics").
+"""Statistics for eval scores (docs/architecture.md, "Statistics"): every formula of the engine.
 
-Miller 2024 ("Adding Error Bars to Evals"): summarize, paired_compare (normal quantiles, as recorded
-in runs). Small-sample-correct intervals, multiple comparisons, checkpoint signal and noise, the
-log-probability margin and the anytime-valid sequential comparison: the modules below.
+Miller 2024 ("Adding Error Bars to Evals") with small-sample-correct intervals: `summarize` (a
+run's reported score), `paired_compare` / `paired_interval` (A − B on the same questions);
+multiple comparisons, checkpoint signal and noise, the log-probability margin, the anytime-valid
+sequential comparison and the one number formatter of tables: the modules below.
 """
 
-from engine.stats._paired import PAIRED_MDE_FACTOR, PairedComparison, paired_compare, verdict_of
-from engine.stats._summary import Z_95, Z_POWER_80, summarize, summarize_macro, summarize_means
+from engine.stats._distributions import Z_95, Z_POWER_80
+from engine.stats._paired import (
+    PAIRED_MDE_FACTOR,
+    PairedComparison,
+    comparison_of,
+    paired_compare,
+    verdict_of,
+    wald_z,
+)
+from engine.stats._summary import MDE_FACTOR, summarize, summarize_means, summary_of
 from engine.stats.companion import MARGIN_METRIC, gold_margin
+from engine.stats.display import number
 from engine.stats.intervals import (
     MIN_CLUSTERS,
     ClusteredSE,
@@ -16,9 +26,10 @@ from engine.stats.intervals import (
     cr1_clustered_se,
     paired_interval,
     score_interval,
+    usable_clusters,
 )
 from engine.stats.multiple import AdjustedPValues, adjust_pvalues
-from engine.stats.recorded import NormalTest, combined_stderr, normal_test, summarize_scores
+from engine.stats.recorded import NormalTest, combined_stderr, normal_test
 from engine.stats.sequential import SequentialResult, confidence_sequence, sequential_paired
 from engine.stats.series import (
     NOISE_CHECKPOINTS,
@@ -35,11 +46,14 @@ __all__ = [
     "Z_95",
     "Z_POWER_80",
     "ScoreSummary",
+    "MDE_FACTOR",
     "summarize",
-    "summarize_macro",
     "summarize_means",
+    "summary_of",
     "PairedComparison",
     "paired_compare",
+    "comparison_of",
+    "wald_z",
     "verdict_of",
     "PAIRED_MDE_FACTOR",
     "MIN_CLUSTERS",
@@ -49,6 +63,7 @@ __all__ = [
     "cr1_clustered_se",
     "score_interval",
     "paired_interval",
+    "usable_clusters",
     "AdjustedPValues",
     "adjust_pvalues",
     "CheckpointNoise",
@@ -64,7 +79,7 @@ __all__ = [
     "sequential_paired",
     "NormalTest",
     "normal_test",
-    "summarize_scores",
     "combined_stderr",
     "NOISE_CHECKPOINTS",
+    "number",
 ]

@@ -1,25 +1,17 @@
-"""Paired comparison of two runs on the same questions."""
+"""Paired comparison of two runs on the same questions: the report's `stats` block and its verdict."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from statistics import NormalDist
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from engine.stats._summary import Z_95, Z_POWER_80
+from engine.stats._distributions import Z_95, Z_POWER_80
+from engine.stats.intervals import PairedInterval, paired_interval
 
-PAIRED_MDE_FACTOR = Z_95 + Z_POWER_80  # ≈ 2.80
-
-
-def exact_mcnemar(wins: int, discordant: int) -> float:
-    """Two-sided exact binomial test of `wins` of `discordant` at p = 0.5 (scipy's `binomtest`
-    p-value; symmetric, so twice the smaller tail, capped at 1). Integers: exact for any n."""
-    k = min(wins, discordant - wins)
-    tail = sum(math.comb(discordant, i) for i in range(k + 1))
-    return min(1.0, float(2 * tail / 2**discordant))
+PAIRED_MDE_FACTOR = Z_95 + Z_POWER_80  # ≈ 2.80: the paired MDE on the normal
 
 
 def verdict_of(delta: float, mde: float, p_value: float, n: int) -> str:
@@ -43,55 +35,38 @@ class PairedComparison(BaseModel):
     stderr: float
     ci_low: float
     ci_high: float
-    z: float
-    p_value: float
+    z: float  # Δ/SE
+    p_value: float  # the interval's own test (McNemar asymptotic for 0/1 scores, t otherwise)
     mde: float
     wins: int
     losses: int
     ties: int
-    mcnemar_p: float | None = None
+    mcnemar_p: float | None = None  # exact McNemar, 0/1 scores without clusters
 
     @property
     def verdict(self) -> str:
         return verdict_of(self.delta, self.mde, self.p_value, self.n)
 
 
-def paired_compare(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> PairedComparison:
-    """Paired statistics of run A against run B (docs/architecture.md, "Statistics")."""
-    sa, sb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if sa.shape != sb.shape:
-        raise ValueError(f"paired scores must align: {sa.shape} vs {sb.shape}")
-    n = int(sa.size)
-    d = sa - sb
-    delta = float(d.mean()) if n else float("nan")
-    se = float(math.sqrt(((d - delta) ** 2).sum() / (n * (n - 1)))) if n > 1 else float("nan")
-    if n > 1 and se > 0:
-        z = delta / se
-        p = 2 * NormalDist().cdf(-abs(z))
-    elif n > 1:  # identical differences everywhere: no noise at all
-        z = 0.0 if delta == 0 else math.copysign(math.inf, delta)
-        p = 1.0 if delta == 0 else 0.0
-    else:
-        z, p = float("nan"), float("nan")
-    wins, losses = int((d > 0).sum()), int((d < 0).sum())
-    mcnemar = None
-    binary = bool(np.isin(sa, (0.0, 1.0)).all() and np.isin(sb, (0.0, 1.0)).all())
-    if binary and n:
-        discordant = wins + losses
-        mcnemar = exact_mcnemar(wins, discordant) if discordant else 1.0
+def wald_z(delta: float, stderr: float) -> float:
+    """Δ/SE; an SE of 0 means no noise at all (0 at Δ = 0, else ±inf); NaN when either is unknown."""
+    if math.isnan(delta) or math.isnan(stderr):
+        return math.nan
+    if stderr > 0:
+        return delta / stderr
+    return 0.0 if delta == 0 else math.copysign(math.inf, delta)
+
+
+def comparison_of(interval: PairedInterval) -> PairedComparison:
+    """The `stats` block of a paired interval (its SE, CI, test, MDE and counts; z = Δ/SE)."""
     return PairedComparison(
-        n=n,
-        mean_a=float(sa.mean()) if n else float("nan"),
-        mean_b=float(sb.mean()) if n else float("nan"),
-        delta=delta,
-        stderr=se,
-        ci_low=delta - Z_95 * se,
-        ci_high=delta + Z_95 * se,
-        z=z,
-        p_value=p,
-        mde=PAIRED_MDE_FACTOR * se,
-        wins=wins,
-        losses=losses,
-        ties=n - wins - losses,
-        mcnemar_p=mcnemar,
-    )
+        n=interval.n, mean_a=interval.mean_a, mean_b=interval.mean_b, delta=interval.delta, stderr=interval.stderr,
+        ci_low=interval.ci_low, ci_high=interval.ci_high, z=wald_z(interval.delta, interval.stderr),
+        p_value=interval.p_value, mde=interval.mde, wins=interval.wins, losses=interval.losses, ties=interval.ties,
+        mcnemar_p=interval.mcnemar_exact_p)
+
+
+def paired_compare(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
+                   clusters: Sequence[Hashable] | None = None, *, macro: bool = False) -> PairedComparison:
+    """Paired statistics of run A against run B (`paired_interval`; docs/architecture.md, "Statistics")."""
+    return comparison_of(paired_interval(a, b, clusters, macro=macro))

@@ -23,13 +23,37 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from engine.stats._distributions import t_quantile, t_two_sided_p
-from engine.stats._paired import exact_mcnemar
-from engine.stats.proportions import mcnemar_asymptotic_statistic, tango_paired_interval, wilson_interval
+from engine.stats.proportions import (
+    exact_mcnemar,
+    mcnemar_asymptotic_statistic,
+    tango_paired_interval,
+    wilson_interval,
+)
 
 # Below this many clusters the CR1 variance has too few degrees of freedom to be trusted
 # (Cameron & Miller 2015, "A Practitioner's Guide to Cluster-Robust Inference", §VI: CR1 with
 # t_{G−1} still over-rejects with few clusters); the plain SE is used and the result says so.
 MIN_CLUSTERS = 5
+
+
+def usable_clusters(clusters: Sequence[Hashable | None] | None) -> list[Hashable] | None:
+    """The clusters a summary uses: None when the task declares none (None, or a question without a
+    cluster) or when no cluster repeats (singletons: CR1 is then exactly the plain SE, and the plain
+    SE keeps its own quantile)."""
+    if clusters is None or any(c is None for c in clusters) or len(set(clusters)) == len(clusters):
+        return None
+    return list(clusters)
+
+
+def few_clusters_note(n_clusters: int) -> str:
+    """Why a clustered SE was not used."""
+    return (f"only {n_clusters} clusters (fewer than {MIN_CLUSTERS}): the clustered SE is unreliable, so the "
+            "plain SE is used; it ignores correlation within clusters and may be too small")
+
+
+def quantiles(df: float, level: float = 0.95, power: float = 0.80) -> tuple[float, float]:
+    """(q_{1−α/2}, q_{power}) of t_df (df = inf: the normal): the interval's and the MDE's quantiles."""
+    return t_quantile(1 - (1 - level) / 2, df), t_quantile(power, df)
 
 
 class ClusteredSE(BaseModel):
@@ -150,16 +174,11 @@ def _standard_error(values: np.ndarray, clusters: Sequence[Hashable] | None, mac
                    note=None)
     c = cr1_clustered_se(values, clusters, w)
     if c.n_clusters < MIN_CLUSTERS:
-        note = (f"only {c.n_clusters} clusters (fewer than {MIN_CLUSTERS}): the clustered SE is unreliable, "
-                "so the plain SE is used; it ignores correlation within clusters and may be too small")
+        note = few_clusters_note(c.n_clusters)
         return _SE(value=value, stderr=plain, plain_stderr=plain, df=df_plain, n_clusters=c.n_clusters,
                    clustered=False, note=note)
     return _SE(value=value, stderr=c.stderr, plain_stderr=plain, df=float(c.df), n_clusters=c.n_clusters,
                clustered=True, note=None)
-
-
-def _quantiles(level: float, power: float, df: float) -> tuple[float, float]:
-    return t_quantile(1 - (1 - level) / 2, df), t_quantile(power, df)
 
 
 def _is_binary(*arrays: np.ndarray) -> bool:
@@ -185,7 +204,7 @@ def score_interval(scores: Sequence[float] | np.ndarray, clusters: Sequence[Hash
                              method="none", df=nan, quantile=nan, mde=nan, note="fewer than 2 scores: no interval")
     binary = _is_binary(values)
     se = _standard_error(values, clusters, macro, df_plain=math.inf if binary else n - 1.0)
-    q, q_power = _quantiles(level, power, se.df)
+    q, q_power = quantiles(se.df, level, power)
     if binary:  # Wilson on the effective sample size: inside [0, 1] even at p = 0 or 1
         n_eff = _effective_n(n, se.value * (1 - se.value), se, macro)
         low, high = wilson_interval(se.value, n_eff, q)
@@ -221,7 +240,7 @@ def paired_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nda
                               mde=nan, wins=wins, losses=losses, ties=ties, note="fewer than 2 pairs: no interval")
     binary = _is_binary(sa, sb)
     se = _standard_error(d, clusters, macro, df_plain=math.inf if binary else n - 1.0)
-    q, q_power = _quantiles(level, power, se.df)
+    q, q_power = quantiles(se.df, level, power)
     w = _weights(clusters, n, macro)
     delta = se.value
     test: Literal["mcnemar", "mcnemar-clustered", "t"]

@@ -61,6 +61,14 @@ def tango_paired_interval(wins: float, losses: float, n: float, quantile: float)
     return low, high
 
 
+def exact_mcnemar(wins: int, discordant: int) -> float:
+    """Two-sided exact binomial test of `wins` of `discordant` at p = 0.5 (scipy's `binomtest`
+    p-value; symmetric, so twice the smaller tail, capped at 1). Integers: exact for any n."""
+    k = min(wins, discordant - wins)
+    tail = sum(math.comb(discordant, i) for i in range(k + 1))
+    return min(1.0, float(2 * tail / 2**discordant))
+
+
 def mcnemar_asymptotic_statistic(wins: float, losses: float) -> float:
     """(b − c)/sqrt(b + c), without continuity correction (Fagerland et al. 2013, BMC Medical Research
     Methodology 13:91: closer to the nominal level than the exact conditional test); 0 when b + c = 0."""

@@ -32,10 +32,16 @@ class ScoreSummary(BaseModel):
     # None: the analytic SE of a mean (Miller 2024). "bootstrap": a non-decomposable metric (a user's
     # corpus-level `@metric`), whose SE is the spread of the metric over resampled questions.
     stderr_method: Literal["bootstrap"] | None = None
+    # How the CI and MDE were made (docs/architecture.md, "Statistics"): `df` of the t quantiles
+    # (None: the normal), `ci_method` (wilson, t, bootstrap; -clustered with the CR1 SE; none), and
+    # `note` when the SE is not the one the task asks for (too few clusters for a clustered SE).
+    df: float | None = None
+    ci_method: str | None = None
+    note: str | None = None
 
     @property
     def reported_stderr(self) -> float:
-        """The SE the CI and MDE use: clustered when the task declares clusters."""
+        """The SE the CI and MDE use: the CR1 clustered SE when the task declares enough clusters."""
         return self.clustered_stderr if self.clustered_stderr is not None else self.stderr
 
 

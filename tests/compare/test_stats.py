@@ -41,12 +41,14 @@ def test_paired_compare_matches_scipy() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.random(500), rng.random(500) * 0.9
     pc = paired_compare(a, b)
-    ref = _scipy_paired(a, b)
-    assert pc.delta == pytest.approx(ref["delta"], rel=1e-12)
-    assert pc.stderr == pytest.approx(ref["se"], rel=1e-10)
-    assert pc.p_value == pytest.approx(ref["p"], rel=1e-8)
-    assert (pc.ci_low, pc.ci_high) == pytest.approx((ref["delta"] - Z * ref["se"], ref["delta"] + Z * ref["se"]))
-    assert pc.mde == pytest.approx(PAIRED_MDE * ref["se"])
+    ref = sps.ttest_rel(a, b)  # continuous scores: the paired t-test, t_{n−1}
+    delta, se = float(np.mean(a - b)), float(sps.sem(a - b))
+    assert pc.delta == pytest.approx(delta, rel=1e-12)
+    assert pc.stderr == pytest.approx(se, rel=1e-10)
+    assert pc.z == pytest.approx(float(ref.statistic), rel=1e-10)
+    assert pc.p_value == pytest.approx(float(ref.pvalue), rel=1e-8)
+    assert (pc.ci_low, pc.ci_high) == pytest.approx(tuple(ref.confidence_interval(0.95)), rel=1e-9)
+    assert pc.mde == pytest.approx((sps.t.ppf(0.975, 499) + sps.t.ppf(0.8, 499)) * se)
     # SE_Δ² = SE_A² + SE_B² − 2·Cov(a, b)/n (docs/architecture.md, "Statistics")
     n = len(a)
     se2 = np.var(a, ddof=1) / n + np.var(b, ddof=1) / n - 2 * np.cov(a, b, ddof=1)[0, 1] / n
@@ -148,9 +150,11 @@ def test_suite_is_mean_of_task_deltas(suite_pair: SuitePair) -> None:
 
 
 def test_clustered_se_with_singleton_clusters() -> None:
+    # every question its own cluster: no clustering (CR1 would equal the plain SE), the plain t interval
     d = np.random.default_rng(3).normal(size=50)
     s = summarize(d, clusters=list(range(50)))
-    assert s.clustered_stderr == pytest.approx(math.sqrt(49 / 50) * s.stderr)
+    assert s.clustered_stderr is None and s.stderr == pytest.approx(float(sps.sem(d)))
+    assert (s.ci_low, s.ci_high) == pytest.approx(tuple(sps.t.interval(0.95, 49, d.mean(), sps.sem(d))))
 
 
 def test_verdicts() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sqlite3
@@ -22,7 +21,6 @@ from engine.record.lifecycle import PID_TAG
 from engine.record.mlflow_writer import run_metrics, run_tags, start_mlflow_run
 from engine.record.publish import RecordNotTracked, push_run_folder, record_and_log, run_name
 from engine.record.suite import SUITE_FILE, SuiteNotTracked, record_suite
-from engine.stats import Z_95, Z_POWER_80
 from engine.types import InstanceRecord
 from tests.conftest import REPO
 from tests.reliability.records import instances, make_record
@@ -158,18 +156,18 @@ def test_a_new_store_is_a_copy_of_the_migrated_schema_and_gets_its_own_default_e
 def test_both_standard_errors_are_logged_and_named(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     run_dir = tmp_path / "runs" / "mmlu"
-    record = make_record(run_dir)
+    insts = instances("mmlu:mc", 15)  # 5 clusters: the CR1 clustered SE (fewer: the plain SE, with a note)
+    record = make_record(run_dir, insts=insts)
     acc = record.scores["acc"]
     assert acc.clustered_stderr is not None and acc.clustered_stderr != pytest.approx(acc.stderr)
-    logged = record_and_log(TrackingConfig(tracking_uri=uri), record, instances("mmlu:mc"), run_dir)
+    logged = record_and_log(TrackingConfig(tracking_uri=uri), record, insts, run_dir)
     metrics = _client(uri).get_run(logged.mlflow_run_id).data.metrics
     assert metrics["acc.stderr"] == pytest.approx(acc.stderr)
     assert metrics["acc.clustered_stderr"] == pytest.approx(acc.clustered_stderr)
     assert metrics["acc.reported_stderr"] == pytest.approx(acc.clustered_stderr)
-    assert metrics["acc.n_clusters"] == 2
-    mde_factor = (Z_95 + Z_POWER_80) * math.sqrt(2.0)  # the CI and MDE beside it use the clustered SE
-    assert metrics["acc.mde"] == pytest.approx(mde_factor * acc.clustered_stderr)
-    assert metrics["acc.ci_high"] - metrics["acc"] == pytest.approx(Z_95 * acc.clustered_stderr)
+    assert metrics["acc.n_clusters"] == 5 and metrics["acc.df"] == 4
+    # the CI and MDE beside it use the clustered SE, on t with 4 df (tests/test_stats_recorded.py checks the figures)
+    assert metrics["acc.mde"] == pytest.approx(acc.mde) and metrics["acc.ci_high"] == pytest.approx(acc.ci_high)
     unclustered = record.model_copy(update={"scores": {"acc": acc.model_copy(update={"clustered_stderr": None,
                                                                                         "n_clusters": None})}})
     plain = run_metrics(unclustered)
