@@ -1,12 +1,17 @@
-"""The terminal results table and where the records are."""
+"""The terminal results table, why instances failed, and where the records are."""
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from engine.harness.agent_report import agent_lines
 from engine.types import RunRecord
+
+EXAMPLE_CHARS = 200  # one example message per error kind, on one line
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -31,7 +36,40 @@ def results_table(records: Sequence[RunRecord]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False))
     agents = [text for r in records for text in agent_lines(r)]  # tool loops: what the agent did
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows] + agents)
+    causes = [text for r in records for text in error_lines(r)]  # a failed or partial run says why
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows] + agents + causes)
+
+
+def _errors(run_dir: Path) -> Iterator[tuple[str, str]]:
+    """(kind, message) of every errored instance in a run folder's instances.jsonl."""
+    with open(run_dir / "instances.jsonl", encoding="utf-8") as fh:
+        for text in fh:
+            error = json.loads(text).get("error") if text.strip() else None
+            if error:
+                yield str(error.get("kind")), str(error.get("message") or "")
+
+
+def error_lines(record: RunRecord) -> list[str]:
+    """Under the table, for a run with errored instances: each error kind with its count and one
+    example message (docs/architecture.md, "Boundaries": a failure says why). The record counts the
+    errors; the kinds and messages are in the run folder, which is always written."""
+    if not record.counts.errored:
+        return []
+    kinds: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    try:
+        for kind, message in _errors(Path(record.run_dir)):
+            kinds[kind] += 1
+            example.setdefault(kind, message)
+    except (OSError, ValueError) as err:  # the folder was moved or damaged since: say where the causes were
+        return [f"{record.task_spec}: {record.counts.errored} errored; their causes are unreadable in "
+                f"{record.run_dir}/instances.jsonl ({type(err).__name__})"]
+    lines = [f"{record.task_spec}: {record.counts.errored} of {record.counts.n} errored, by kind:"]
+    for kind, count in kinds.most_common():
+        text = " ".join(example[kind].split())
+        text = text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS - 3] + "..."
+        lines.append(f"  {count} {kind}: e.g. {text!r}" if text else f"  {count} {kind}")
+    return lines
 
 
 def where_records_are(records: Sequence[RunRecord], tracking_uri: str | None) -> str:

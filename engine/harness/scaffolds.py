@@ -173,10 +173,12 @@ class ToolLoop:
         try:
             # Not cut at the time budget: a call's wall time includes waiting for a batch and the model,
             # which grows with load; the budget is checked before each step (docs/architecture.md,
-            # "Harness limits"). harness.request_timeout_s bounds one call.
+            # "Harness limits"). harness.request_timeout_s bounds one call; the core retries a call that
+            # hit it like any transient failure (engine/runner/retry.py), so this is the last attempt's.
             resp, attempts, provider_s = await state.call(req, None)
         except asyncio.TimeoutError:
-            raise ProviderError(f"no response within {self.harness.request_timeout_s} s", kind="timeout") from None
+            raise ProviderError(f"no response within {self.harness.request_timeout_s} s", kind="timeout",
+                                transient=True) from None
         state.work_s += provider_s
         state.turns += 1
         state.prompt_tokens += resp.usage.prompt_tokens
