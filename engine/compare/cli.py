@@ -13,10 +13,12 @@ from engine.compare.models import SeriesReport
 from engine.compare.paired import Comparison
 from engine.compare.pairwise import compare_sides
 from engine.compare.report import sequential_csv, sequential_table, series_csv, series_table, to_csv, to_table
-from engine.compare.resolve import resolve, resolve_experiment
+from engine.compare.resolve import resolve, resolve_experiment, tracking_uri_of
 from engine.compare.sequential import sequential_report
 from engine.compare.series import build_series
+from engine.compare.series_mlflow import log_series
 from engine.compare.server import ViewerState, make_server, server_url
+from engine.record.store import StoreError
 from engine.stats import NOISE_CHECKPOINTS
 
 EPILOG = """\
@@ -52,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"series: noise over the last N checkpoints (default {NOISE_CHECKPOINTS}; all when fewer)")
     p.add_argument("--signal-runs", action="append", default=[], metavar="RUN",
                    help="series: runs of another model (repeatable); signal = dispersion of the models' final scores")
+    p.add_argument("--log-mlflow", action="store_true",
+                   help="series: also log noise, SNR, flip rates and the score by step as an MLflow run of kind "
+                        "'series' (nested under the runs' sweep parent)")
     return p
 
 
@@ -77,9 +82,13 @@ def run(argv: Sequence[str] | None = None) -> int:
                               signal_runs=others)
         out = {"table": series_table, "csv": series_csv, "json": lambda s: s.model_dump_json(indent=2)}[args.format](series)
         print(out)
+        if args.log_mlflow:
+            _log_series(series, runs + others, args)
         if args.serve:
             _serve(None, series, args.port)
         return 0
+    if args.log_mlflow:
+        raise CompareError("--log-mlflow logs a series' statistics: use it with --series.")
     if len(args.runs) != 2:
         raise CompareError(f"Compare needs exactly two runs, A and B (got {len(args.runs)}); for many checkpoints use --series.")
     a_spec, b_spec = args.runs
@@ -103,6 +112,17 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.serve:
         _serve(comparison, None, args.port)
     return 0
+
+
+def _log_series(series: SeriesReport, runs: list[RunData], args: argparse.Namespace) -> None:
+    uri = tracking_uri_of(args.tracking_uri)
+    try:
+        run_id, created = log_series(series, runs, series_table(series), uri, args.experiment)
+    except StoreError as e:
+        raise CompareError(f"--log-mlflow: the MLflow store {uri} did not take the series ({e}); the figures "
+                           "above are complete: re-run the same command when the store is back.") from e
+    what = "logged as" if created else "already logged as"
+    print(f"MLflow: the series statistics are {what} run {run_id} (kind series) in {uri}", file=sys.stderr)
 
 
 def _serve(comparison: Comparison | None, series: SeriesReport | None, port: int) -> None:

@@ -211,7 +211,7 @@ class SeriesPoint(Frozen):
     stderr: float
     ci_low: float
     ci_high: float
-    mde: float  # single-run MDE, 3.96·SE
+    mde: float  # single-run MDE, as the run reports it (engine.stats.summarize)
     # Paired against the series' first point on shared questions (None for the first point).
     delta_vs_base: float | None = None
     paired_mde_vs_base: float | None = None
@@ -222,6 +222,7 @@ class SeriesPoint(Frozen):
     # True when checkpoint noise (σ over the task's last checkpoints) is at least |Δ vs first|:
     # neighbouring checkpoints alone move the score that much (CheckpointNoise.exceeds).
     noise_exceeds_delta: bool | None = None
+    mlflow_run_id: str | None = None  # the point's run in MLflow (None: not tracked)
 
 
 class SeriesTask(Frozen):

@@ -203,7 +203,7 @@ def series_csv(report: SeriesReport) -> str:
     fields = ["task_spec", "metric", "step", "model_label", "value", "n", "stderr", "ci_low", "ci_high", "mde",
               "delta_vs_base", "paired_mde_vs_base", "p_value_vs_base", "verdict_vs_base", "ci_low_vs_base",
               "ci_high_vs_base", "run_dir", "noise_exceeds_delta", "noise", "noise_std", "signal", "snr",
-              "flip_rate_to_next"]
+              "flip_rate_to_next", "mlflow_run_id"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for t in report.tasks:

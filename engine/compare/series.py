@@ -111,6 +111,7 @@ def build_series(runs: Sequence[RunData], metric: str | None = None, task: str |
                     step=r.info.checkpoint_step or 0,
                     model_label=r.info.model_label,
                     run_dir=r.info.run_dir,
+                    mlflow_run_id=r.info.mlflow_run_id,
                     value=s.value,
                     n=s.n,
                     stderr=se if not math.isnan(se) else 0.0,

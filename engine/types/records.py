@@ -138,12 +138,14 @@ class AgentSummary(_Record):
 # Run kinds (docs/architecture.md, "Run kinds"): what a run is, in its run folder's record and in
 # its MLflow tag `evalbench.kind`. The names are defined here once; readers select by them.
 TaskRunKind = Literal["task", "external"]  # the kinds with a run folder of per-question records
-RunKind = Literal[TaskRunKind, "suite", "sweep"]
+RunKind = Literal[TaskRunKind, "suite", "sweep", "series"]
 TASK_RUN: Literal["task"] = "task"  # one task spec evaluated by the engine: experiment.json + instances.jsonl
 EXTERNAL_RUN: Literal["external"] = "external"  # one task spec run by a benchmark's own loop: the same files
 SUITE_RUN: Literal["suite"] = "suite"  # a suite's parent run: suite.json, the aggregate over its task runs
 SWEEP_RUN: Literal["sweep"] = "sweep"  # a sweep's parent run: sweep.json; in MLflow one per experiment written to
-RUN_KINDS: tuple[RunKind, ...] = (TASK_RUN, EXTERNAL_RUN, SUITE_RUN, SWEEP_RUN)
+# a checkpoint series' statistics (noise, SNR, flip rates), MLflow only: `engine.compare --series --log-mlflow`
+SERIES_RUN: Literal["series"] = "series"
+RUN_KINDS: tuple[RunKind, ...] = (TASK_RUN, EXTERNAL_RUN, SUITE_RUN, SWEEP_RUN, SERIES_RUN)
 # Runs with per-question records (a run folder with instances.jsonl): what compare, the series,
 # the viewer and sync read as task runs; suite and sweep parents hold aggregates only.
 QUESTION_RUN_KINDS: frozenset[TaskRunKind] = frozenset({TASK_RUN, EXTERNAL_RUN})
