@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.runner.core import WorkItem
 from engine.runner.progress import ATTENTION_TOKENS, WorkProgress, estimated_tokens, item_weights
+from engine.runner.work import WorkItem
 from engine.types import ChatMessage, GenerateRequest, LoglikelihoodRequest, SamplingParams
 
 

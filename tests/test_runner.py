@@ -8,7 +8,8 @@ import pytest
 
 from engine.config.schema import HarnessConfig
 from engine.runner.cache import ResultCache, cache_key
-from engine.runner.core import RunnerCore, WorkItem
+from engine.runner.core import RunnerCore
+from engine.runner.work import WorkItem
 from engine.types import (
     GenerateRequest,
     GenerateResponse,

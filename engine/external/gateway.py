@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from engine.runner.cache import cache_key
-from engine.runner.core import Outcome, RunnerCore, WorkItem
+from engine.runner.core import RunnerCore
+from engine.runner.work import Outcome, WorkItem
 from engine.types import (
     ChatMessage,
     GenerateRequest,

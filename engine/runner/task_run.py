@@ -21,7 +21,8 @@ from engine.harness.build import build_scaffold, execution_resources, policy_sig
 from engine.harness.scaffolds import ToolLoop
 from engine.record.folder import spec_dirname
 from engine.runner.cache import WorkResult, cache_key
-from engine.runner.core import Interrupted, Job, JobContext, Outcome, RunnerCore, WorkItem
+from engine.runner.core import RunnerCore
+from engine.runner.work import Interrupted, Job, JobContext, Outcome, WorkItem
 from engine.sandbox import SandboxError
 from engine.scoring import score_response
 from engine.scoring.execution import execution_scorer

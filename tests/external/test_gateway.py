@@ -11,7 +11,7 @@ from conftest import FakeProvider, token_logprob
 
 from engine.external.gateway import ModelGateway
 from engine.runner.cache import cache_key
-from engine.runner.core import WorkItem
+from engine.runner.work import WorkItem
 from engine.types import GenerateRequest, SamplingParams, TokenLogprobsRequest
 
 

@@ -18,7 +18,8 @@ import pytest
 from engine.config.schema import HarnessConfig, ModelConfig
 from engine.models.litellm_provider import LiteLLMProvider, _litellm
 from engine.runner.cache import ResultCache
-from engine.runner.core import RunnerCore, WorkItem, check_response
+from engine.runner.core import RunnerCore
+from engine.runner.work import WorkItem, check_response
 from engine.types import ChatMessage, GenerateRequest, GenerateResponse, ProviderError
 from tests.reliability.fault_server import Fault, FaultServer
 
