@@ -278,7 +278,10 @@ class LiteLLMProvider:
 
     async def warm(self) -> None:
         """Import litellm (~4 s) before the first request's timeout starts counting; the lean path
-        needs no litellm for generation (loglikelihoods still go through litellm)."""
+        needs no litellm for generation (loglikelihoods still go through litellm). The runner calls
+        it when a first request must be sent, so the server's reachability is checked here: a fully
+        cached re-run needs no server."""
+        await self.probe()
         if self.lean is not None and not self.cfg.supports_prompt_logprobs:
             return
         await asyncio.to_thread(_litellm)

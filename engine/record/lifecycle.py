@@ -3,8 +3,9 @@
 An MLflow run is created when a task run starts recording, tagged with its process (host, pid and
 the pid's start time, so a recycled pid is not mistaken for the owner). A process killed before it
 finishes the run (SIGKILL, OOM, power cut) leaves it RUNNING; the next run of the same experiment
-on the same host marks such runs KILLED. Runs of other hosts are left alone: their liveness cannot
-be known from here (docs/architecture.md, "Records that are never lost").
+on the same host marks such runs KILLED: liveness (pid and the pid's start time, on this host), never
+age, so a long healthy run is never touched. Runs of other hosts are left alone: their liveness
+cannot be known from here (docs/architecture.md, "MLflow mirrors the run folder").
 """
 
 from __future__ import annotations
@@ -74,10 +75,18 @@ def reap_stale_runs(mlflow_client: Any, experiment_id: str) -> list[str]:
         page = mlflow_client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
                                          max_results=1000, page_token=token)
         for run in page:
-            if stale_owner(run.data.tags):
+            if stale_owner(run.data.tags) and still_running(mlflow_client, run.info.run_id):
                 mlflow_client.set_tag(run.info.run_id, STATUS_TAG, "killed")
                 mlflow_client.set_terminated(run.info.run_id, status="KILLED")
                 killed.append(run.info.run_id)
         token = page.token
         if not token:
             return killed
+
+
+def still_running(mlflow_client: Any, run_id: str) -> bool:
+    """Whether the run is RUNNING now. The search above is a snapshot: its owner may have finished the
+    run and exited between the search and the liveness check, and a dead owner was no proof that the
+    run is unfinished (issue 24: a finished run flipped to KILLED). Read after the owner is known dead,
+    the status cannot change any more (only the owner finishes its run)."""
+    return bool(mlflow_client.get_run(run_id).info.status == "RUNNING")

@@ -181,8 +181,27 @@ def finish_mlflow_run(
         except Exception as err:  # noqa: BLE001
             log.warning("MLflow traces of %s were not logged (%s); the run folder has the trajectories",
                         record.task_spec, err)
-    status = "FAILED" if record.status == "failed" else "FINISHED"
+    status = mlflow_status(record.status)
     store.retry(lambda: client.set_terminated(run_id, status=status), "finish run")
+
+
+# The run folder's status → MLflow's terminal status; the folder's own word is the tag
+# `evalbench.status` (docs/architecture.md, "MLflow mirrors the run folder"). MLflow has no
+# "partial": a partial run finished, with its errors counted in its metrics.
+MLFLOW_STATUS = {"finished": "FINISHED", "partial": "FINISHED", "failed": "FAILED", "interrupted": "KILLED",
+                 "killed": "KILLED"}
+
+
+def mlflow_status(folder_status: str) -> str:
+    return MLFLOW_STATUS.get(folder_status, "FAILED")
+
+
+def close_mlflow_run(tracking: TrackingConfig, run_id: str, folder_status: str) -> None:
+    """End a run that will get no record (bad input found after it started, a Ctrl-C before any
+    answer): its status tag and terminal status, so no RUNNING run outlives its process."""
+    client = _client(tracking)
+    store.retry(lambda: client.set_tag(run_id, STATUS_TAG, folder_status), "tag run status")
+    store.retry(lambda: client.set_terminated(run_id, status=mlflow_status(folder_status)), "close run")
 
 
 # -- trajectories as MLflow traces ------------------------------------------------------------------

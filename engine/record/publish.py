@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict
 from engine.config.schema import TrackingConfig
 from engine.record import store
 from engine.record.folder import read_run_folder, write_run_folder, write_run_record
-from engine.record.lifecycle import HOST_TAG, PID_TAG, stale_owner
-from engine.record.mlflow_writer import finish_mlflow_run, run_tags, start_mlflow_run
+from engine.record.lifecycle import HOST_TAG, PID_TAG, STATUS_TAG, stale_owner
+from engine.record.mlflow_writer import finish_mlflow_run, mlflow_status, run_tags, start_mlflow_run
 from engine.types import InstanceRecord, RunRecord
 
 RUN_ID_TAG = "evalbench.run_id"
@@ -121,6 +121,13 @@ def reusable_run(client: Any, experiment_id: str, mlflow_run_id: str | None) -> 
     return mlflow_run_id
 
 
+def mirrors_folder(run: Any, record: RunRecord) -> bool:
+    """Whether an MLflow run already holds the folder's record: its status tag is the folder's status
+    and its terminal status that status's (an interrupted run logged FINISHED by an older version is
+    pushed again and becomes KILLED; docs/architecture.md, "MLflow mirrors the run folder")."""
+    return bool(run.data.tags.get(STATUS_TAG) == record.status and run.info.status == mlflow_status(record.status))
+
+
 def _owner_alive(run: Any) -> bool:
     """A RUNNING run whose process still works on it, on this host: not ours to complete."""
     tags = run.data.tags
@@ -138,7 +145,7 @@ def push_run_folder(run_dir: Path, tracking_uri: str | None = None) -> SyncOutco
     client = store.client(tracking.tracking_uri)
     exp_id = store.get_or_create_experiment(client, record.experiment_name)
     found = find_tagged_runs(client, exp_id, RUN_ID_TAG, record.run_id)
-    if found and found[0].info.status in DONE:
+    if found and mirrors_folder(found[0], record):
         return SyncOutcome(path=str(run_dir), kind="run", action="skipped", mlflow_run_id=found[0].info.run_id)
     target = found[0].info.run_id if found else reusable_run(client, exp_id, record.mlflow_run_id)
     if target is not None and _owner_alive(client.get_run(target)):

@@ -9,6 +9,13 @@ issue 10; docs/architecture.md, "Records that are never lost"):
   `get_or_create_experiment` re-reads instead;
 - a busy store (SQLite "database is locked", a server answering 5xx): `retry` backs off and tries
   again; errors that will not go away (a bad parameter) are raised at once.
+
+And a store that does not answer (a tracking server down, a port nothing listens on, a server that
+accepts and never replies) must not stall a run: every call has a deadline (docs/architecture.md,
+"The tracking store's deadline"). MLflow's own HTTP retries are off and each request has
+REQUEST_TIMEOUT_S (connect and read); `retry` owns retrying, within one STORE_BUDGET_S per outage
+for the whole process. Once the budget is spent the store is down for this process: `client()` and
+`retry` fail at once (StoreUnreachable) until RECHECK_AFTER_S have passed, then allow one attempt.
 """
 
 from __future__ import annotations
@@ -37,12 +44,60 @@ TRANSIENT_TEXT = ("database is locked", "database table is locked", "timed out",
 ATTEMPTS = 6
 BACKOFF_S = 0.25
 MAX_BACKOFF_S = 4.0
+REQUEST_TIMEOUT_S = 10  # one HTTP request to a tracking server: connect, and then the answer
+STORE_BUDGET_S = 30.0  # what one outage may cost a process, over all its store calls
+RECHECK_AFTER_S = 300.0  # a store found down is tried again (once) after this long
+# MLflow retries an HTTP request 7 times with backoff factor 2 and waits 120 s per attempt, inside
+# each of our attempts (minutes per call): off, so that `retry` alone retries, within the budget.
+# A value the user exported wins (and the bound is then theirs).
+MLFLOW_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT_S)}
 
 _prepared: set[str] = set()  # sqlite stores this process has already checked under the lock
 
 
 class StoreError(Exception):
     """The tracking store cannot be used (a half-migrated database that could not be repaired)."""
+
+
+class StoreUnreachable(StoreError):
+    """The store did not answer within this process's budget; it is not called again for a while."""
+
+
+class _Outage:
+    """This process's view of the store's availability: when its current run of failures began (None:
+    the last call was answered) and when the store was declared down."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.down_at: float | None = None
+        self.cause = ""
+
+    def answered(self) -> None:
+        self.since = self.down_at = None
+
+    def failed(self, started: float, err: BaseException) -> float:
+        """Seconds this outage has lasted, counted from the start of its first failed attempt."""
+        self.since = started if self.since is None else self.since
+        self.cause = f"{type(err).__name__}: {str(err)[:200]}"
+        return time.monotonic() - self.since
+
+    def declare_down(self) -> StoreUnreachable:
+        self.down_at = time.monotonic()
+        return StoreUnreachable(
+            f"the tracking store did not answer for {STORE_BUDGET_S:g} s ({self.cause}); this process stops "
+            f"calling it for {RECHECK_AFTER_S:g} s")
+
+    def check(self) -> None:
+        """Raise at once while the store is down (one attempt is let through every RECHECK_AFTER_S)."""
+        if self.down_at is None:
+            return
+        if time.monotonic() - self.down_at < RECHECK_AFTER_S:
+            raise StoreUnreachable(f"the tracking store was found unreachable ({self.cause}) and is not "
+                                   "called again yet")
+        self.down_at = None  # the next attempt is the re-check; its failure declares the store down again
+
+
+outage = _Outage()
 
 
 def error_code(err: BaseException) -> str | None:
@@ -60,16 +115,30 @@ def is_transient(err: BaseException) -> bool:
 
 
 def retry(fn: Callable[[], T], what: str, attempts: int = ATTEMPTS) -> T:
-    """`fn()` until it succeeds, with jittered exponential backoff on transient failures."""
+    """`fn()` until it succeeds, with jittered exponential backoff on transient failures, within the
+    process's outage budget: past STORE_BUDGET_S of failures the store is declared down
+    (StoreUnreachable) and later calls fail at once."""
     for attempt in range(attempts):
+        outage.check()
+        started = time.monotonic()
         try:
-            return fn()
+            result = fn()
         except Exception as err:  # classified just below
-            if attempt == attempts - 1 or not is_transient(err):
+            if not is_transient(err):
+                outage.answered()  # the store answered, with an error that will not go away
+                raise
+            lasted = outage.failed(started, err)
+            if lasted >= STORE_BUDGET_S:
+                raise outage.declare_down() from err
+            if attempt == attempts - 1:
                 raise
             delay = min(MAX_BACKOFF_S, BACKOFF_S * 2**attempt) * random.uniform(0.5, 1.5)
+            delay = min(delay, STORE_BUDGET_S - lasted)
             logging.getLogger("evalbench").debug("%s failed (%s); retrying in %.2fs", what, err, delay)
             time.sleep(delay)
+        else:
+            outage.answered()
+            return result
     raise AssertionError("unreachable")
 
 
@@ -80,6 +149,26 @@ def sqlite_path(tracking_uri: str) -> Path | None:
         return None
     path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
+
+
+def recorded_store(tracking_uri: str, record_dir: Path) -> str:
+    """The store a record was written to. A relative `sqlite:///` path was relative to the folder the
+    run started in, which is not where `engine.sync` may run: the nearest folder above the record
+    that holds the file names it (as an absolute URI); when none does, the URI as given."""
+    db = sqlite_path(tracking_uri)
+    if db is None or db.is_absolute():
+        return tracking_uri
+    for folder in record_dir.absolute().parents:
+        if (folder / db).is_file():
+            query = tracking_uri.partition("?")[1] + tracking_uri.partition("?")[2]
+            return f"sqlite:///{folder / db}{query}"
+    return tracking_uri
+
+
+def missing_store(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` store that does not exist yet (absolute), else None."""
+    db = sqlite_path(tracking_uri)
+    return db.absolute() if db is not None and not db.exists() else None
 
 
 @contextlib.contextmanager
@@ -177,6 +266,9 @@ def _prepare_sqlite(tracking_uri: str, db: Path) -> None:
 def client(tracking_uri: str) -> Any:
     """An MlflowClient for `tracking_uri`, its SQLite schema made ready first (once per process)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for name, value in MLFLOW_HTTP_ENV.items():  # read by MLflow at each request
+        os.environ.setdefault(name, value)
+    outage.check()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient  # heavy; only when tracking is on

@@ -258,7 +258,7 @@ def test_a_record_that_missed_the_store_is_reported_and_synced_once(tmp_path):
     assert json.loads((job / SUITE_FILE).read_text())["aggregate"]["value"] == 0.5
 
     assert _sync("nowhere", cwd=tmp_path).returncode == 2
-    first = _sync(str(job), "--tracking-uri", good, cwd=tmp_path)
+    first = _sync(str(job), "--tracking-uri", good, "--create", cwd=tmp_path)  # a new store: asked for
     assert first.returncode == 0, first.stderr
     assert "3 of 3 record(s) in the store" in first.stdout and first.stdout.count("pushed to") == 3
     runs = _runs(good)
