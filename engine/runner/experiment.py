@@ -19,7 +19,7 @@ from engine.config.suites import TaskRun, expand_experiment
 from engine.harness.agent_report import agent_fields, uses_tools
 from engine.models import build_provider
 from engine.record.claim import claim_output_dir, holder
-from engine.record.mlflow_writer import start_mlflow_run
+from engine.record.mlflow_writer import close_mlflow_run, start_mlflow_run
 from engine.record.publish import RecordNotTracked, record_and_log
 from engine.runner.cache import ResultCache
 from engine.runner.core import RunnerCore
@@ -175,12 +175,8 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     await check_sandboxes(exp, runs)  # a docker daemon down or a broken bwrap: exit 2 before the model loads
     provider = build_provider(exp.model)
     judge = judge_provider(exp, provider, runs)
-    for p in (provider, judge):
-        # An unreachable server stops the run at once (ProviderError kind "config", exit 2) instead
-        # of every request running its retries; only network providers have a probe.
-        probe = getattr(p, "probe", None)
-        if probe is not None:
-            await probe()
+    # A network provider checks that its server is reachable when its first request must be sent
+    # (its `warm`), not here: a fully cached re-run needs no server (docs/architecture.md, "The response cache").
     cache = ResultCache(exp.cache.path if exp.cache.enabled else None)
     core = RunnerCore(provider, exp.harness, cache, progress=exp.progress)
     judge_core = RunnerCore(judge, exp.harness, cache, progress=exp.progress) if judge is not None else None
@@ -188,22 +184,30 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     try:
         for run in runs:
             mlflow_run_id = start_tracking(exp, run, provider)  # a killed run is visible in MLflow
+            recorded = False
             try:
-                if run.task.external is not None and external is not None:
-                    result = await external.run(run, exp, core)
-                else:
-                    result = await execute(run, exp, core, judge_core)
-            except TaskInterrupted as stop:  # Ctrl-C: record what finished, then stop scheduling
-                interrupted = stop.result
-                if interrupted.counts.n:
-                    records.append(record_interrupted(exp, run, interrupted, provider, mlflow_run_id))
-                raise asyncio.CancelledError from None
-            try:
-                records.append(record_run(exp, run, result, provider, mlflow_run_id))
-            except RecordNotTracked as err:
-                records.append(err.record)
-                if untracked is not None:
-                    untracked.append(err)
+                try:
+                    if run.task.external is not None and external is not None:
+                        result = await external.run(run, exp, core)
+                    else:
+                        result = await execute(run, exp, core, judge_core)
+                except TaskInterrupted as stop:  # Ctrl-C: record what finished, then stop scheduling
+                    interrupted = stop.result
+                    if interrupted.counts.n:
+                        records.append(record_interrupted(exp, run, interrupted, provider, mlflow_run_id))
+                        recorded = True
+                    raise asyncio.CancelledError from None
+                try:
+                    records.append(record_run(exp, run, result, provider, mlflow_run_id))
+                except RecordNotTracked as err:
+                    records.append(err.record)
+                    if untracked is not None:
+                        untracked.append(err)
+                recorded = True
+            except BaseException as stop:
+                if not recorded:  # bad input, a full disk, a Ctrl-C before any answer: no RUNNING run left
+                    close_tracking(exp, mlflow_run_id, stop)
+                raise
     finally:
         cache.close()
         await provider.aclose()
@@ -219,8 +223,28 @@ def start_tracking(exp: Experiment, run: TaskRun, provider: Provider) -> str | N
         return None
     try:
         return start_mlflow_run(exp.tracking, experiment_name(exp, run), f"{provider.identity.label} {run.spec}")
-    except Exception:  # noqa: BLE001 - the run folder is the source of truth
+    except Exception as err:  # noqa: BLE001 - the run folder is the source of truth
+        if exp.tracking.tracking_uri not in _warned_stores:  # said once; the exit code (4) says it again
+            _warned_stores.add(exp.tracking.tracking_uri)
+            print(f"[evalbench] warning: the tracking store {exp.tracking.tracking_uri} did not answer "
+                  f"({type(err).__name__}: {str(err)[:200]}); the run goes on and writes its run folders.",
+                  file=sys.stderr)
         return None
+
+
+_warned_stores: set[str] = set()
+
+
+def close_tracking(exp: Experiment, mlflow_run_id: str | None, stop: BaseException) -> None:
+    """End the MLflow run of a task run that stopped before its record: `interrupted` (KILLED) on a
+    Ctrl-C or SIGTERM, else `failed` (docs/architecture.md, "MLflow mirrors the run folder")."""
+    if mlflow_run_id is None:
+        return
+    status = "interrupted" if isinstance(stop, (asyncio.CancelledError, KeyboardInterrupt)) else "failed"
+    try:
+        close_mlflow_run(exp.tracking, mlflow_run_id, status)
+    except Exception:  # noqa: BLE001 - a store that is down: the reaper closes it once this process is gone
+        pass
 
 
 def claim_output(exp: Experiment) -> Experiment:
