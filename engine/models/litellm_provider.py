@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from engine.config.schema import ModelConfig
 from engine.models.identity import model_identity
-from engine.models.openai_compat import OpenAICompatClient, lean_eligible, read_response
+from engine.models.openai_compat import OpenAICompatClient, lean_eligible, read_response, retry_after_seconds
 from engine.types import (
     GenerateRequest,
     GenerateResponse,
@@ -72,12 +72,8 @@ def _retry_after(err: Exception) -> float | None:
     for source in (getattr(getattr(err, "response", None), "headers", None),
                    getattr(err, "litellm_response_headers", None), getattr(err, "headers", None)):
         value = (source or {}).get("retry-after") or (source or {}).get("Retry-After")
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value))
-        except (TypeError, ValueError):
-            return None  # an HTTP date: the exponential backoff applies
+        if value is not None:
+            return retry_after_seconds(value)
     return None
 
 

@@ -49,8 +49,8 @@ def lean_eligible(name: str, api_base: str | None) -> bool:
     return bool(api_base) and name.startswith(LEAN_PREFIXES)
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
+def retry_after_seconds(value: Any) -> float | None:
+    """A Retry-After header's value in seconds (both API paths read it so); None when absent."""
     if value is None:
         return None
     try:
@@ -127,7 +127,8 @@ class OpenAICompatClient:
             kind = _STATUS_KIND.get(status, "APIError")
             transient = status in _TRANSIENT_STATUS or status >= 500
             raise ProviderError(f"{kind}: HTTP {status}: {raw[:500].decode('utf-8', 'replace')}", transient=transient,
-                                kind="timeout" if kind == "Timeout" else kind, retry_after=_retry_after(headers))
+                                kind="timeout" if kind == "Timeout" else kind, retry_after=retry_after_seconds(
+                                    headers.get("Retry-After") if headers is not None else None))
         try:
             data = json.loads(raw)
         except ValueError as err:

@@ -100,6 +100,7 @@ def test_litellms_own_client_types_each_fault_too(server, kind, chat):
     got = asyncio.run(_one(server, Fault(kind=kind, retry_after=2.0), chat, lean=False))
     assert isinstance(got, ProviderError), got
     assert (got.kind, got.transient) == LITELLM_KINDS.get((kind, chat), ERRORS[kind][:2]), str(got)
+    assert got.retry_after == ERRORS[kind][2], got.retry_after  # the server's Retry-After, read as the lean path reads it
 
 
 @pytest.mark.parametrize("chat", [True, False], ids=["chat", "completions"])
