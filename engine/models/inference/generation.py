@@ -35,6 +35,7 @@ from engine.types import ProviderError, SamplingParams
 
 TOP_K = 50  # transformers' GenerationConfig default, applied by `generate` whenever it samples
 CAP_STEP = 256  # the key/value buffers grow by this many positions
+STOP_TAIL = 8  # prompt tokens a stop string may begin in
 
 
 @dataclass
@@ -52,8 +53,8 @@ class GenJob:
 class GenResult:
     prompt_tokens: int
     tokens: list[int]  # generated ids, the final eos included
-    text: str  # decoded, special tokens skipped, not yet cut at a stop string
-    stopped: bool  # a stop string appeared
+    text: str  # the generated tokens decoded, special tokens skipped, not yet cut at a stop string
+    stopped: bool  # a stop string ended in the generated text (it may begin in the prompt)
 
 
 @dataclass(eq=False)
@@ -234,17 +235,23 @@ class GenerationEngine:
         for i in reversed(range(len(rows))):
             row = rows[i]
             s = row.job.sampling
-            text = self.decode(row.generated) if s.stop else ""
-            stopped = any(stop in text for stop in s.stop)
+            stopped = bool(s.stop) and self._stop_ends_here(row)
             if stopped or row.generated[-1] in self.eos_ids or len(row.generated) >= s.max_tokens:
                 index = self._rows.index(row)
-                if not stopped:
-                    text = self.decode(row.generated)
-                result = GenResult(prompt_tokens=len(row.prompt), tokens=list(row.generated), text=text,
-                                   stopped=stopped)
+                result = GenResult(prompt_tokens=len(row.prompt), tokens=list(row.generated),
+                                   text=self.decode(row.generated), stopped=stopped)
                 self._remember(index)
                 self._leave(index)
                 row.job.settle(result)
+
+    def _stop_ends_here(self, row: _Row) -> bool:
+        """A stop string ends in the generated text. As transformers' stop-string criterion reads the
+        sequence's last tokens, prompt included, a stop may begin in the prompt's last tokens (a
+        HumanEval prompt ending in a newline, then `def `): the plain path stops there, so this does."""
+        tail = row.prompt[-STOP_TAIL:]
+        text = self.decode(tail + row.generated)
+        start = len(self.decode(tail))
+        return any(text.find(stop, max(0, start - len(stop) + 1)) >= 0 for stop in row.job.sampling.stop)
 
     def _remember(self, index: int) -> None:
         """A finished row's prompt and generated tokens (all but the last, never fed) go to the
