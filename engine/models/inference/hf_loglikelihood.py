@@ -52,18 +52,24 @@ def _CACHE_KWARG(model) -> str:  # transformers 5 renamed `past_key_values` to `
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def left_padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch for the padded transformers forward: token ids left-padded to the longest, the
+    attention mask (1 on real tokens) and position ids counting from each row's first real token."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s)
+        mask[i, width - len(s) :] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def _score(
     model, pad_id: int, contexts: list[list[int]], conts: list[list[list[int]]]
 ) -> tuple[list[list[float]], list[list[bool]]]:
     """Sum of logprobs and greediness for each question's continuations."""
     device = next(model.parameters()).device
-    batch, width = len(contexts), max(len(c) for c in contexts)
-    ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((batch, width), dtype=torch.long)
-    for i, c in enumerate(contexts):
-        ids[i, width - len(c) :] = torch.tensor(c)
-        mask[i, width - len(c) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask, pos = left_padded(contexts, pad_id)
     # Only the last position's logits are needed here: skipping the rest saves most of the lm_head cost.
     out = model(
         input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=True,
@@ -193,13 +199,8 @@ def token_logprobs_batch(
             raise ProviderError(f"the prompt has {len(ids)} tokens, more than model.max_length={max_length}",
                                 kind="context_length")
         seqs.append(ids)
-    width = max(len(s) for s in seqs)
-    ids_t = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids_t[i, width - len(s) :] = torch.tensor(s)
-        mask[i, width - len(s) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids_t, mask, pos = left_padded(seqs, pad_id)
+    width = ids_t.shape[1]
     logits = model(input_ids=ids_t.to(device), attention_mask=mask.to(device), position_ids=pos.to(device)).logits
     out = []
     for i, s in enumerate(seqs):
