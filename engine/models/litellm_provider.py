@@ -20,7 +20,13 @@ from urllib.parse import urlsplit
 
 from engine.config.schema import ModelConfig
 from engine.models.identity import model_identity
-from engine.models.openai_compat import OpenAICompatClient, lean_eligible, read_response, retry_after_seconds
+from engine.models.openai_compat import (
+    OpenAICompatClient,
+    lean_eligible,
+    read_response,
+    retry_after_seconds,
+    sampling_fields,
+)
 from engine.types import (
     GenerateRequest,
     GenerateResponse,
@@ -214,12 +220,7 @@ class LiteLLMProvider:
         if self.lean is not None:
             return await self.lean.generate(request)
         lm = _litellm()
-        s = request.sampling
-        params: dict[str, Any] = {"max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
-        if s.stop:
-            params["stop"] = list(s.stop)
-        if s.seed is not None:
-            params["seed"] = s.seed
+        params = sampling_fields(request.sampling)
         try:
             if request.prompt is not None:
                 resp = await lm.atext_completion(prompt=request.prompt, **params, **self._common())

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine.types import GenerateRequest, GenerateResponse, ProviderError, TokenUsage, truncate_at_stop
+from engine.types import GenerateRequest, GenerateResponse, ProviderError, SamplingParams, TokenUsage, truncate_at_stop
 
 T = TypeVar("T")
 
@@ -47,6 +47,16 @@ _OPENAI_FINISH = {"stop", "length", "tool_calls", "function_call", "content_filt
 def lean_eligible(name: str, api_base: str | None) -> bool:
     """An OpenAI-compatible server named by `api_base` (what the lean path serves)."""
     return bool(api_base) and name.startswith(LEAN_PREFIXES)
+
+
+def sampling_fields(s: SamplingParams) -> dict[str, Any]:
+    """The OpenAI request fields of the sampling parameters: both API paths send exactly these."""
+    fields: dict[str, Any] = {"max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
+    if s.stop:
+        fields["stop"] = list(s.stop)
+    if s.seed is not None:
+        fields["seed"] = s.seed
+    return fields
 
 
 def retry_after_seconds(value: Any) -> float | None:
@@ -90,7 +100,6 @@ class OpenAICompatClient:
 
     def body(self, request: GenerateRequest) -> tuple[str, dict[str, Any]]:
         """(endpoint, JSON body): the fields litellm sends for the same request."""
-        s = request.sampling
         body: dict[str, Any] = {"model": self.model}
         if request.prompt is not None:
             endpoint = "/completions"
@@ -98,11 +107,7 @@ class OpenAICompatClient:
         else:
             endpoint = "/chat/completions"
             body["messages"] = [m.model_dump(exclude_none=True) for m in request.messages or ()]
-        body.update(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p)
-        if s.stop:
-            body["stop"] = list(s.stop)
-        if s.seed is not None:
-            body["seed"] = s.seed
+        body.update(sampling_fields(request.sampling))
         if request.prompt is None and request.tools:
             body["tools"] = list(request.tools)
         return endpoint, body
