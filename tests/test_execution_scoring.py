@@ -12,6 +12,7 @@ from engine.config.schema import Experiment, ModelConfig, TrackingConfig
 from engine.runner.cache import ResultCache
 from engine.runner.core import RunnerCore
 from engine.runner.task_run import score_by_execution
+from engine.sandbox import default_pool  # the strongest backend here (bwrap, docker or local)
 from engine.scoring.metrics import aggregate_scores
 from engine.tasks import build_task
 from engine.types import InstanceRecord, LoglikelihoodResponse, ModelIdentity
@@ -39,7 +40,7 @@ def test_humaneval_completions_are_executed_in_a_sandbox_and_scored(tmp_path):
     assert [r.scores["pass"] for r in scored] == [1.0, 1.0, 1.0, 0.0]
     assert scored[3].extracted_answer.startswith("failed")
     step = scored[0].trajectory[-1]
-    assert step.type == "sandbox" and step.content["backend"] == "local" and step.content["status"] == "passed"
+    assert step.type == "sandbox" and step.content["backend"] == default_pool().backend and step.content["status"] == "passed"
 
 
 def test_pass_at_k_from_samples():

@@ -16,7 +16,7 @@ from engine.harness import openai_agents  # noqa: F401 - registers the scaffold 
 from engine.harness.protocol import choose_protocol
 from engine.harness.scaffolds import SCAFFOLDS, ToolLoop
 from engine.harness.tools import Tool, resolve_tools
-from engine.sandbox import DEFAULT_POOL, Demand, SandboxRouter, pools_from_config
+from engine.sandbox import Demand, SandboxRouter, default_pool, harness_pools
 from engine.types import Provider, stable_hash
 
 
@@ -28,10 +28,13 @@ def policy_signature(h: HarnessConfig) -> str:
     """
     if h.scaffold == "single_turn":
         return h.scaffold
+    # Where code runs can change what it outputs: a harness naming no pool runs on the strongest
+    # backend that works here (engine/sandbox/isolation.py), which enters the key by name.
+    sandboxes = h.sandboxes or (default_pool().backend if needs_router(h, resolve_tools(h.tools)) else [])
     policy = {"max_turns": h.max_turns, "protocol": h.protocol, "tool_options": h.tool_options,
               "system_prompt": h.system_prompt, "max_total_tokens": h.max_total_tokens,
               "max_time_s": h.max_time_s, "turns_field": h.turns_field if h.scaffold == "multi_turn" else None,
-              "sandboxes": h.sandboxes}  # where code runs can change what it outputs
+              "sandboxes": sandboxes}
     return f"{h.scaffold}:{stable_hash(policy)[:12]}"
 
 
@@ -55,7 +58,7 @@ def sandbox_resources(h: HarnessConfig) -> Callable[[int], AbstractAsyncContextM
         return None
 
     def open_pools(n_trajectories: int) -> AbstractAsyncContextManager[Any]:
-        router = SandboxRouter(pools_from_config(h.sandboxes or [DEFAULT_POOL]))
+        router = SandboxRouter(harness_pools(h.sandboxes))
         demands = [Demand(requires=frozenset(t.requires), instances=n_trajectories, executions=h.max_turns)
                    for t in tools if t.requires and router.covers(t.requires)]  # else: not granted
         router.demands = tuple(demands)
@@ -66,10 +69,10 @@ def sandbox_resources(h: HarnessConfig) -> Callable[[int], AbstractAsyncContextM
 
 def execution_resources(h: HarnessConfig, requires: list[str], instances: int, samples: int
                         ) -> Callable[[int], AbstractAsyncContextManager[Any]]:
-    """For execution scoring: the harness's pools (a local pool by default) sized for the task."""
+    """For execution scoring: the harness's pools (by default the strongest backend here) sized for the task."""
 
     def open_pools(_: int) -> AbstractAsyncContextManager[Any]:
         demand = Demand(requires=frozenset(requires), instances=instances, samples=max(1, samples), executions=1)
-        return SandboxRouter(pools_from_config(h.sandboxes or [DEFAULT_POOL]), demands=[demand])
+        return SandboxRouter(harness_pools(h.sandboxes), demands=[demand])
 
     return open_pools

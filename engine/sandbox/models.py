@@ -34,6 +34,22 @@ BACKEND_CAPABILITIES: dict[str, frozenset[str]] = {
 
 DEFAULT_DOCKER_IMAGE = "evalbench-sandbox:latest"
 
+# The limits a pool declares that contain model-written code, and which backends enforce them
+# (docs/architecture.md, "Sandboxes"): ``network`` (limits.network: false, no network access) and
+# ``filesystem`` (the host's files hidden: only a private work dir and read-only system paths).
+# ``local`` runs a host process: rlimits, yes; neither of these.
+NETWORK_LIMIT = "network"
+FILESYSTEM_LIMIT = "filesystem"
+BACKEND_ENFORCES: dict[str, frozenset[str]] = {
+    "local": frozenset(),
+    "bwrap": frozenset({NETWORK_LIMIT, FILESYSTEM_LIMIT}),
+    "docker": frozenset({NETWORK_LIMIT, FILESYSTEM_LIMIT}),
+}
+LIMIT_WORDS = {NETWORK_LIMIT: "the network is not blocked (limits.network: false)",
+               FILESYSTEM_LIMIT: "the host's world-readable files are not hidden"}
+
+Isolation = Literal["required", "best_effort"]
+
 
 def validate_capability(cap: str) -> Capability:
     """Return ``cap`` stripped, or raise ``ValueError`` if it is not a known capability form."""
@@ -70,6 +86,9 @@ class SandboxLimits(_Frozen):
     max_procs: int = Field(64, gt=1, description="processes/threads (RLIMIT_NPROC or pids limit)")
     cpus: float = Field(1.0, gt=0, description="CPU quota (docker only)")
     network: bool = Field(False, description="network access; must match the `network` capability")
+    isolation: Isolation = Field(
+        "required", description="required: a backend that cannot enforce these limits (local) is refused before the "
+        "run; best_effort: it runs anyway (trusted code), with one WARNING line naming what is not enforced")
 
 
 _HOST_SCHEMES = ("unix://", "tcp://", "ssh://", "http://", "https://")
@@ -171,6 +190,17 @@ class SandboxPoolConfig(_Frozen):
 
     def covers(self, requires: frozenset[Capability]) -> bool:
         return requires <= frozenset(self.provides)
+
+    @property
+    def declared_limits(self) -> frozenset[str]:
+        """The containment this pool declares: its files are hidden, and no network unless granted."""
+        return frozenset({FILESYSTEM_LIMIT} | (set() if self.limits.network else {NETWORK_LIMIT}))
+
+    @property
+    def unenforced_limits(self) -> tuple[str, ...]:
+        """Declared limits its backend cannot enforce (network first): empty for bwrap and docker."""
+        missing = self.declared_limits - BACKEND_ENFORCES[self.backend]
+        return tuple(limit for limit in (NETWORK_LIMIT, FILESYSTEM_LIMIT) if limit in missing)
 
 
 KilledReason = Literal[

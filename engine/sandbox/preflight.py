@@ -57,9 +57,9 @@ def _unusable(purposes: list[str], pool: SandboxPoolConfig, reason: str) -> Conf
     )
 
 
-async def check_pools(pools: Sequence[SandboxPoolConfig], needs: Iterable[SandboxNeed]) -> None:
-    """Raise ``ConfigError`` (exit 2) naming the pool, its backend, the cause and the fix when a
-    pool some need routes to cannot start a sandbox. Each pool is probed once, concurrently."""
+def pool_purposes(pools: Sequence[SandboxPoolConfig], needs: Iterable[SandboxNeed]) -> dict[str, list[str]]:
+    """Pool name → what the run executes there, for the pools some need routes to (ConfigError when a
+    need has no pool)."""
     purposes: dict[str, list[str]] = {}
     for n in needs:
         if not n.requires:
@@ -70,6 +70,13 @@ async def check_pools(pools: Sequence[SandboxPoolConfig], needs: Iterable[Sandbo
             raise _no_pool(n, pools, err) from None
         if target is not None and n.purpose not in purposes.setdefault(target.name, []):
             purposes[target.name].append(n.purpose)
+    return purposes
+
+
+async def check_pools(pools: Sequence[SandboxPoolConfig], needs: Iterable[SandboxNeed]) -> None:
+    """Raise ``ConfigError`` (exit 2) naming the pool, its backend, the cause and the fix when a
+    pool some need routes to cannot start a sandbox. Each pool is probed once, concurrently."""
+    purposes = pool_purposes(pools, needs)
     used = [p for p in pools if p.name in purposes]
     reasons = await asyncio.gather(*(pool_unavailable_reason(p) for p in used))
     for pool, reason in zip(used, reasons, strict=True):

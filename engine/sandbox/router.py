@@ -42,10 +42,6 @@ from engine.sandbox.teardown import signal_teardown
 log = logging.getLogger(__name__)
 
 
-# The pool a harness gets when it names none and something needs a sandbox.
-DEFAULT_POOL = {"name": "local", "backend": "local", "provides": ["python", "bash"], "instances": 2}
-
-
 def pools_from_config(raw: Any) -> list[SandboxPoolConfig]:
     """Pool configs from a list of mappings (YAML/Hydra ``harness.sandboxes``) or models."""
     if raw is None:

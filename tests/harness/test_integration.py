@@ -127,7 +127,7 @@ def test_code_agent_runs_python_in_the_sandbox(tmp_path):
     result, rec = run(exp, model)
     steps = result.instances[0].trajectory
     assert [s.type for s in steps][:4] == ["model", "tool_call", "sandbox", "tool_result"]
-    assert steps[2].content["stdout"].strip() == "6" and steps[2].content["pool"] == "local"
+    assert steps[2].content["stdout"].strip() == "6" and steps[2].content["pool"] == "default"
     assert rec.scores["contains"].value == 1.0
 
     import mlflow
@@ -136,8 +136,8 @@ def test_code_agent_runs_python_in_the_sandbox(tmp_path):
     run_info = mlflow.get_run(rec.mlflow_run_id).info
     [trace] = mlflow.search_traces(locations=[run_info.experiment_id], run_id=run_info.run_id, return_type="list")
     spans = {s.name: s for s in trace.data.spans}
-    assert spans["sandbox local"].parent_id == spans["tool python_exec"].span_id
-    assert spans["sandbox local"].outputs["exit_code"] == 0
+    assert spans["sandbox default"].parent_id == spans["tool python_exec"].span_id
+    assert spans["sandbox default"].outputs["exit_code"] == 0
 
 
 def test_judge_preset_reuses_the_evaluated_model(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import engine.tasks  # noqa: F401  - import order (tasks <-> scoring)
+from engine.sandbox import default_pool  # the strongest backend here (bwrap, docker or local)
 from tests.conftest import REPO, run_engine
 
 pytestmark = pytest.mark.slow
@@ -91,7 +92,7 @@ def _check_trajectory(inst: dict, max_turns: int) -> str:
         elif s["content"]["name"] in ("python_exec", "bash") and result["error"] != "invalid_arguments":
             sandboxed = [x for x in steps[i + 1 : j] if x["type"] == "sandbox"]
             assert len(sandboxed) == 1 and sandboxed[0]["content"]["tool"] == s["content"]["name"], steps[i : j + 1]
-            assert sandboxed[0]["content"]["backend"] == "local"
+            assert sandboxed[0]["content"]["backend"] == default_pool().backend
     if ends[0] == "answer":
         assert steps[-1]["type"] == "model" and inst["output_text"] == steps[-1]["content"]["text"]
     if ends[0] == "max_turns":
@@ -143,7 +144,7 @@ def test_code_agent_on_humaneval(workdir):
     # The agent's steps (ending with its end reason), then the execution scoring in a sandbox.
     scoring = steps[-1]
     assert scoring["type"] == "sandbox" and scoring["content"]["status"] in ("passed", "failed", "timed out")
-    assert scoring["content"]["backend"] == "local" and inst["extracted_answer"] == scoring["content"]["result"]
+    assert scoring["content"]["backend"] == default_pool().backend and inst["extracted_answer"] == scoring["content"]["result"]
     _check_trajectory({**inst, "trajectory": steps[:-1]}, max_turns=2)
     # pass@1 of one sample is whether the scoring execution passed.
     passed = float(scoring["content"]["status"] == "passed")

@@ -19,6 +19,7 @@ from engine.harness.protocol import parse_text_calls
 from engine.harness.tools import Tool, ToolContext, ToolResult, parse_docstring, tool
 from engine.runner.cache import ResultCache
 from engine.runner.core import RunnerCore
+from engine.sandbox import default_pool  # the strongest backend here (bwrap, docker or local)
 from engine.types import ChatMessage, GenerateRequest, GenerateResponse, ModelIdentity, ProviderError, SamplingParams, TokenUsage
 
 CORPUS = {"search": {"corpus": "data/corpus", "k": 2}, "fetch_page": {"corpus": "data/corpus"}}
@@ -331,7 +332,7 @@ def test_sandboxed_python_exec_records_the_execution():
     traj = asyncio.run(go())
     assert kinds(traj) == ["model", "tool_call", "sandbox", "tool_result", "model", "tool_call", "tool_result"]
     sb = traj.steps[2].content
-    assert sb["backend"] == "local" and sb["exit_code"] == 0 and sb["stdout"].strip() == "42"
+    assert sb["backend"] == default_pool().backend and sb["exit_code"] == 0 and sb["stdout"].strip() == "42"
     assert "42" in model.requests[1].messages[-1].content
     assert traj.response.text == "42"
 
