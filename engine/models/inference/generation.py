@@ -206,7 +206,10 @@ class GenerationEngine:
         half = flat.head_dim // 2
         cos, sin = cos[:, None, :], torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)[:, None, :]
         span = int(pos.max()) + 1
-        mask = (torch.arange(span)[None, :] <= pos[:, None])[:, None, None, :]  # [b, 1, 1, span]
+        # [b, 1, 1, span]: 0 where a row sees a key, -inf past its own length
+        bias = torch.zeros((b, 1, 1, span)).masked_fill_((torch.arange(span)[None, :] > pos[:, None])[:, None, None, :],
+                                                         float("-inf"))
+        group = flat.n_heads // flat.n_kv
         slot = torch.arange(b)
         for li, layer in enumerate(flat.layers):
             x = _rms(h, layer.w_in, layer.eps)
@@ -216,9 +219,10 @@ class GenerationEngine:
             keys, values = self.kv.keys[li], self.kv.values[li]
             keys[slot, :, pos] = k
             values[slot, :, pos] = v
-            att = F.scaled_dot_product_attention(q[:, :, None], keys[:b, :, :span], values[:b, :, :span],
-                                                 attn_mask=mask, scale=flat.scale,
-                                                 enable_gqa=flat.n_heads != flat.n_kv)
+            # Grouped-query attention without expanding keys and values to every head (the fused
+            # kernel's GQA copies them per step): a row's query heads of one key head are one batch.
+            scores = torch.matmul(q.view(b, flat.n_kv, group, flat.head_dim), keys[:b, :, :span].transpose(2, 3))
+            att = torch.matmul(torch.softmax(scores.mul_(flat.scale).add_(bias), dim=-1), values[:b, :, :span])
             h = torch.addmm(h, att.reshape(b, -1), layer.w_o.T)
             x = _rms(h, layer.w_post, layer.eps)
             h = torch.addmm(h, F.silu(x @ layer.w_gate.T).mul_(x @ layer.w_up.T), layer.w_down.T)
