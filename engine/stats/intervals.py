@@ -47,7 +47,8 @@ def usable_clusters(clusters: Sequence[Hashable | None] | None) -> list[Hashable
 
 def few_clusters_note(n_clusters: int) -> str:
     """Why a clustered SE was not used."""
-    return (f"only {n_clusters} clusters (fewer than {MIN_CLUSTERS}): the clustered SE is unreliable, so the "
+    return (f"only {n_clusters} cluster{'' if n_clusters == 1 else 's'} (fewer than {MIN_CLUSTERS}): the clustered SE "
+            "is unreliable, so the "
             "plain SE is used; it ignores correlation within clusters and may be too small")
 
 
