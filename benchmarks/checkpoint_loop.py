@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.sweep import JobResult, read_job_results
+from engine.record.sweep import JobResult, read_job_results
 
 SUITE = "checkpoint_loop"
 SUITE_TASKS = ("mmlu_heldout:mc", "hellaswag:rc", "truthfulqa_mc1:mc")

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.models.embedded import embedded_checkpoint_dir
-from engine.sweep import read_job_results
+from engine.record.sweep import read_job_results
 
 LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=joblib"], "ray": ["hydra/launcher=ray"]}
 

@@ -19,11 +19,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from engine.config.compose import GROUPS, Entry, entries, use_cli_searchpath
+from engine.config.compose import GROUPS, Entry, entries
 from engine.config.entries import all_task_variants
 from engine.config.errors import ConfigError
 from engine.config.names import BUILTIN, ENGINE_METRICS
-from engine.config.project_imports import preload_plugins
+from engine.config.prepare import prepare
 from engine.harness import SCAFFOLDS, TOOLS  # the package registers the built-in tools and scaffolds
 from engine.scoring import SCORERS  # the package registers the built-in scorers
 from engine.scoring.registry import METRICS
@@ -123,8 +123,9 @@ def table(rows: list[Listed], groups: list[str]) -> str:
 
 def main(argv: list[str]) -> int:
     try:
-        use_cli_searchpath(argv)  # `python -m engine.list hydra.searchpath=[file:///my/evals]` lists them too
-        preload_plugins(argv)  # what `evalbench.yaml` imports, `imports=[...]` and entry points register
+        # `hydra.searchpath=[file:///my/evals]` lists them too; what `evalbench.yaml` imports, `imports=[...]`
+        # and entry points register, as well
+        prepare([a for a in argv if "=" in a])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine.config.compose import compose_experiment
 from engine.config.errors import ConfigError, format_validation_error
+from engine.config.overrides import quote
 from engine.config.schema import Experiment, check_harness_fits
 from engine.external.run import check_external, run_external
 from engine.record.publish import TrackingError
@@ -69,7 +70,7 @@ def override_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return quote(value)
     if isinstance(value, Sequence):
         return "[" + ",".join(override_value(v) for v in value) + "]"
     if isinstance(value, Mapping):

@@ -33,6 +33,7 @@ from typing import Any
 
 from engine.config.compose import compose_experiment
 from engine.config.errors import ConfigError
+from engine.config.overrides import ParsedOverrides, quote
 from engine.config.schema import Experiment
 from engine.config.suites import expand_experiment
 from engine.record.mlflow_writer import is_task_run
@@ -152,14 +153,14 @@ class Watcher:
 
     def handle(self, step: int, ckpt: Path) -> None:
         self.attempted.add(ckpt)
-        model = [f"model.path={ckpt.resolve()}"]
+        model = [f"model.path={quote(str(ckpt.resolve()))}"]
         exp = compose_experiment([*self.overrides, *model])
         where = already_evaluated(exp, self.runs_dir)
         if where is not None:
             print(f"watch: {ckpt.name} already evaluated (experiment {experiment_id(exp)}, {where}): skipped", flush=True)
             return
         out = self.runs_dir / ckpt.name / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-        cmd = [sys.executable, "-m", "engine", *self.overrides, *model, f"output_dir={out}"]
+        cmd = [sys.executable, "-m", "engine", *self.overrides, *model, f"output_dir={quote(str(out))}"]
         print(f"watch: evaluating {ckpt.name} (step {step}, experiment {experiment_id(exp)}) into {out}", flush=True)
         self.child = subprocess.Popen(cmd)
         try:
@@ -214,15 +215,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.ckpt_dir.is_dir():
             raise ConfigError(f"{args.ckpt_dir} is not a directory. Fix: give the folder your training run writes its "
                               "step<N> checkpoint directories into (it may be empty at first).")
-        bad = [o for o in args.overrides if o.startswith("-") or o.partition("=")[0].lstrip("+~") in ("model.path",
-                                                                                                        "output_dir")]
+        flags = [o for o in args.overrides if o.startswith("-")]
+        given = ParsedOverrides.parse([o for o in args.overrides if not o.startswith("-")])
+        bad = flags or [o.text for o in given if o.key in ("model.path", "output_dir")]
         if bad:
             raise ConfigError(f"`{bad[0]}` cannot be given to the watch: it sets model.path to each checkpoint and "
                               "output_dir under --runs-dir, one job at a time. Fix: drop it (use --runs-dir DIR to choose "
                               "where the run folders go).")
         if args.interval <= 0:
             raise ConfigError("--interval must be positive (seconds). Fix: e.g. `--interval 30`.")
-        compose_experiment([*args.overrides, f"model.path={args.ckpt_dir.resolve() / 'step0'}"])  # bad input fails now
+        compose_experiment([*args.overrides, f"model.path={quote(str(args.ckpt_dir.resolve() / 'step0'))}"])  # bad input fails now
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import pytest
 
 from engine.compare.cli import main as compare_main
 from engine.compare.synthetic import write_run
-from engine.sweep import JobResult, JobRun
+from engine.record.sweep import JobResult, JobRun
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "checkpoint_loop.py"

@@ -149,9 +149,10 @@ def test_help_is_evalbenchs_own_page_and_lists_a_users_groups(tmp_path):
         assert line in res.stdout
     assert "my_capitals" in res.stdout and "gsm8k" in res.stdout  # the user's task beside the built-in ones
     # every exit code the CLI defines is explained
-    from engine import cli
+    from engine import outcome
 
-    for code in (cli.EXIT_FAILED, cli.EXIT_PARTIAL, cli.EXIT_UNTRACKED, cli.EXIT_INTERRUPTED, cli.EXIT_TERMINATED):
+    for code in (outcome.EXIT_FAILED, outcome.EXIT_PARTIAL, outcome.EXIT_UNTRACKED, outcome.EXIT_INTERRUPTED,
+                 outcome.EXIT_TERMINATED):
         assert f"{code} " in res.stdout.split("exit codes:")[1]
     hydra = subprocess.run([sys.executable, "-m", "engine", "--hydra-help"], capture_output=True, text=True, timeout=120)
     assert hydra.returncode == 0 and "Hydra" in hydra.stdout

@@ -9,9 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from engine import list as engine_list
-from engine.config.compose import compose_experiment, compose_task, expand_spec_overrides, parse_task_spec
+from engine.config.compose import compose_experiment, compose_task, parse_task_spec
 from engine.config.errors import ConfigError
 from engine.config.paths import set_cli_searchpath
+from engine.config.prepare import prepare
 from engine.config.schema import TaskConfig
 from engine.extend import GenerateResponse, metric, register_variant, scorer
 from engine.scoring import aggregate_scores, score_response
@@ -117,17 +118,17 @@ def test_a_tasks_own_variant_wins_over_the_global_one(user_variant):
     own, other = compose_task("arc_easy:3shot"), compose_task("arc_challenge:3shot")
     assert (own.num_fewshot, own.fewshot.seed, own.variants) == (2, 7, ["3shot"])
     assert (other.num_fewshot, other.fewshot.seed) == (3, 1234)
-    assert expand_spec_overrides(["task=arc_easy:3shot:rc"]) == ["task=arc_easy", "variant=[arc_easy/3shot,rc]"]
-    assert expand_spec_overrides(["task=arc_easy", "variant=3shot"]) == ["task=arc_easy", "variant=arc_easy/3shot"]
+    assert prepare(["task=arc_easy:3shot:rc"]).strings() == ["task=arc_easy", "variant=[arc_easy/3shot,rc]"]
+    assert prepare(["task=arc_easy", "variant=3shot"]).strings() == ["task=arc_easy", "variant=arc_easy/3shot"]
     exp = compose_experiment(["task=arc_easy", "variant=[3shot]", "tracking=none"])
-    assert exp.task is not None and (exp.task.num_fewshot, exp.task.variants) == (2, ["3shot"])
+    assert exp.task is not None and (exp.task.prompt.num_fewshot, exp.task.variants) == (2, ["3shot"])
     with pytest.raises(ConfigError, match=r"per-task variant of some of the swept tasks.*one sweep per task"):
-        expand_spec_overrides(["-m", "task=arc_easy,arc_challenge", "variant=3shot"])
+        prepare(["task=arc_easy,arc_challenge", "variant=3shot"])
 
 
 def test_a_variant_registered_from_python(user_variant, capsys):
     cfg = compose_task("arc_easy:t_seed9")
-    assert (cfg.num_fewshot, cfg.fewshot.seed) == (1, 9)
+    assert (cfg.prompt.num_fewshot, cfg.prompt.fewshot.seed) == (1, 9)
     with pytest.raises(ConfigError, match=r"Unknown variant 't_seed9' for task 'arc_challenge'"):
         parse_task_spec("arc_challenge:t_seed9")
     with pytest.raises(ConfigError, match=r"Unknown variant 't_seed' for task 'arc_easy'. Did you mean 't_seed9'.*"

@@ -17,8 +17,10 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from engine.config.errors import ConfigError, closest
+from engine.config.overrides import ParsedOverrides, parse_override
 from engine.config.schema import Experiment
 
 NOT_IN_CONFIG = re.compile(r"Could not override '([^']+)'")
@@ -31,9 +33,11 @@ def _model_class(annotation: Any) -> type[BaseModel] | None:
     return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
 
 
-def _names(cls: type[BaseModel]) -> dict[str, str]:
-    """Key as written in YAML (a field's alias: `metrics`, `_target_`) → field name."""
-    return {(f.alias or n): n for n, f in cls.model_fields.items() if n != "variants"}
+def _fields(cls: type[BaseModel]) -> dict[str, FieldInfo]:
+    """Key as written in YAML (a field's alias: `metrics`, `_target_`) → its field; a task's keys are flat
+    (engine/config/task.py `flat_fields`)."""
+    flat = getattr(cls, "flat_fields", None)
+    return flat() if flat is not None else {(f.alias or n): f for n, f in cls.model_fields.items() if n != "variants"}
 
 
 def check_schema_key(key: str) -> None:
@@ -44,7 +48,7 @@ def check_schema_key(key: str) -> None:
     for depth, part in enumerate(parts):
         if cls is None:
             return  # below a free-form field
-        known = _names(cls)
+        known = _fields(cls)
         if part not in known:
             where = ".".join(parts[:depth]) or "the top level"
             near = closest(part, known)
@@ -54,18 +58,17 @@ def check_schema_key(key: str) -> None:
                 f"{', '.join(known)}. Fix: correct the key (`python -m engine --cfg job` prints every key with its "
                 "current value)."
             )
-        cls = _model_class(cls.model_fields[known[part]].annotation)
+        cls = _model_class(known[part].annotation)
 
 
-def with_plus(key: str, overrides: list[str]) -> list[str] | None:
+def with_plus(key: str, parsed: ParsedOverrides) -> ParsedOverrides | None:
     """The overrides with the one that sets `key` written `+key=...` (a schema key the chosen file does
     not set); None when no plain override sets it, or the key is Hydra's own. Unknown keys: ConfigError."""
     if key == "hydra" or key.startswith("hydra."):
         return None  # Hydra's settings are no part of the experiment schema: Hydra's own message stands
     check_schema_key(key)
-    out, done = [], False
-    for o in overrides:
-        if not done and o.partition("=")[0] == key:
-            o, done = "+" + o, True
-        out.append(o)
-    return out if done else None
+    first = next((o for o in parsed if o.key == key and o.kind == "assign"), None)
+    if first is None:
+        return None
+    items = tuple(parse_override("+" + o.text) if o is first else o for o in parsed)
+    return parsed.model_copy(update={"items": items})

@@ -1,8 +1,10 @@
-"""Loading user extensions: installed `evalbench.plugins` entry points and the config's `imports:`.
+"""Loading user extensions: installed `evalbench.plugins` entry points and the modules `imports:` names.
 
 An extension module defines tasks, scorers, tools and scaffolds with `@task`, `@scorer`, `@tool`,
-`@scaffold` (all in `engine.extend`); importing it registers them. This runs after Hydra composes
-the configuration and before it is validated, so the names it registers are known to validation
+`@scaffold` (all in `engine.extend`); importing it registers them. The entry points, the `imports:`
+of the project's `evalbench.yaml` and `imports=[...]` on the command line load before Hydra composes
+(engine/config/prepare.py: a module may register variants); the config's own `imports:` after
+composition and before validation, so the names they register are known to validation
 (docs/architecture.md, "Extensions"). Any failure is a ConfigError naming the module and the fix.
 """
 
@@ -14,7 +16,10 @@ import traceback
 from collections.abc import Sequence
 from importlib import metadata
 
+import yaml
+
 from engine.config.errors import ConfigError
+from engine.config.paths import PROJECT_FILE, find_project_config
 
 ENTRY_POINT_GROUP = "evalbench.plugins"
 
@@ -32,6 +37,23 @@ def load_plugins(imports: Sequence[str] | str | None = None) -> None:
             raise ConfigError(f"`imports` lists {module!r}, which is not a module name. Fix: list dotted module "
                               "names, e.g. `imports: [mypkg.evals]`.")
         _import(module.strip())
+
+
+def project_imports() -> list[str]:
+    """`imports: [evals.plugin]` of the nearest `evalbench.yaml`; its folder goes on `sys.path`, so the
+    project's modules import from any folder below it."""
+    folder = find_project_config()
+    file = folder / PROJECT_FILE if folder else None
+    if file is None or not file.is_file():
+        return []
+    data = yaml.safe_load(file.read_text()) or {}  # valid YAML: paths.config_sources() read it first
+    given = data.get("imports", []) if isinstance(data, dict) else []
+    given = [given] if isinstance(given, str) else given
+    if not isinstance(given, list) or not all(isinstance(m, str) for m in given):
+        raise ConfigError(f"{file}: `imports` must be a list of module names, e.g. `imports: [evals.plugin]`.")
+    if given and str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return given
 
 
 def _where(err: BaseException) -> str:

@@ -17,8 +17,8 @@ from engine.record import store as record_store
 from engine.record.folder import record_kind
 from engine.record.mlflow_writer import KIND_TAG, start_mlflow_run
 from engine.record.suite import build_suite_record, log_suite_run
+from engine.record.sweep import JobResult, job_run, log_sweep_parents
 from engine.scoring.suites import suite_score
-from engine.sweep import JobResult, job_run, log_sweep_parents
 from engine.sync import collect
 from engine.types import EXTERNAL_RUN, SUITE_RUN, SWEEP_RUN, TASK_RUN, RunRecord
 

@@ -1,6 +1,6 @@
 """Harness limits end a trajectory without an answer: an error of the limit's kind, never a score.
 
-Through the command's own reporting (`engine.cli.run_and_report`) with a scripted model (a test
+Through the command's own reporting (`engine.outcome.run_and_report`) with a scripted model (a test
 double: what is tested is our tool loop, the record and the exit code): a model that never answers
 under max_turns / max_total_tokens / max_time gives errored instances of kind `max_turns` /
 `max_tokens` / `max_time`, shown apart and reflected in the exit code (1: nothing scored; 3: some
@@ -13,9 +13,9 @@ import json
 
 import pytest
 
-from engine.cli import EXIT_FAILED, EXIT_PARTIAL, run_and_report
 from engine.config.compose import compose_task
 from engine.config.schema import Experiment, HarnessConfig, ModelConfig, TrackingConfig
+from engine.outcome import EXIT_FAILED, EXIT_PARTIAL, run_and_report
 from tests.harness.test_tool_loop import CORPUS, ScriptedModel, call
 
 LIMITS = {"max_turns": {"max_turns": 3}, "max_tokens": {"max_total_tokens": 30}, "max_time": {"max_time_s": 0.5}}

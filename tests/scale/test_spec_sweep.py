@@ -1,4 +1,4 @@
-"""Sweeping task specs and task lists (`-m task=a:rc,b`, `-m task=[a,b],[c]`): engine/cli.py carries
+"""Sweeping task specs and task lists (`-m task=a:rc,b`, `-m task=[a,b],[c]`): engine/sweep.py carries
 them to the launcher under one key, validates every job up front, and each job composes its spec."""
 
 from __future__ import annotations
@@ -7,32 +7,31 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import SPEC_KEY, job_overrides, spec_sweep
-from engine.config.compose import compose_experiment, sweep_combinations
+from engine.config.compose import compose_experiment
 from engine.config.errors import ConfigError
-from engine.sweep import read_job_results
+from engine.config.prepare import prepare
+from engine.record.sweep import read_job_results
+from engine.sweep import SPEC_KEY, launcher_overrides, sweep_jobs
 from tests.conftest import run_engine
 
 
 def test_swept_specs_expand_to_one_job_each() -> None:
     args = ["task=truthfulqa_mc1:rc,[truthfulqa_mc1,mmlu:mc],mmlu", "model.path=/a,/b", "limit=1"]
-    combos = sweep_combinations(args)
-    assert len(combos) == 6
-    jobs = [job_overrides(c) for c in combos]
-    assert jobs[0] == ["task=truthfulqa_mc1", "model.path=/a", "limit=1", "variant=[rc]"]
-    assert jobs[2][0] == "task=[truthfulqa_mc1,mmlu:mc]" and jobs[4][0] == "task=mmlu"
+    jobs = sweep_jobs(prepare(args))
+    assert len(jobs) == 6
+    assert jobs[0].strings() == ["task=truthfulqa_mc1", "model.path=/a", "limit=1", "variant=[rc]"]
+    assert jobs[2].items[0].names == ("truthfulqa_mc1", "mmlu:mc") and jobs[4].strings()[0] == "task=mmlu"
     exps = [compose_experiment(j) for j in jobs[:4:2]]
     assert exps[0].task is not None and (exps[0].task.name, exps[0].task.variants) == ("truthfulqa_mc1", ["rc"])
     assert exps[1].suite is not None and exps[1].suite.tasks == ["truthfulqa_mc1", "mmlu:mc"]
     # what the launcher gets: specs and lists under SPEC_KEY, a plain group sweep untouched
-    assert spec_sweep(["-m", args[0], "task=mmlu,gsm8k"]) == ["-m", f"+{SPEC_KEY}={args[0][5:]}", "task=mmlu,gsm8k"]
+    assert launcher_overrides(prepare([args[0], "task=mmlu,gsm8k"])) == [f"+{SPEC_KEY}={args[0][5:]}", "task=mmlu,gsm8k"]
 
 
 def test_a_bad_spec_in_a_sweep_is_refused_up_front() -> None:
-    combos = sweep_combinations(["task=truthfulqa_mc1:nosuchvariant,mmlu"])
     with pytest.raises(ConfigError, match="nosuchvariant"):
-        for c in combos:
-            compose_experiment(job_overrides(c))
+        for job in sweep_jobs(prepare(["task=truthfulqa_mc1:nosuchvariant,mmlu"])):
+            compose_experiment(job)
 
 
 @pytest.mark.slow

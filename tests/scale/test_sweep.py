@@ -10,15 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.sweep import (
-    JobResult,
-    JobRun,
-    missing_jobs,
-    read_job_results,
-    summary_table,
-    sweep_exit_code,
-    write_job_result,
-)
+from engine.record.sweep import JobResult, JobRun, read_job_results, summary_table, sweep_exit_code, write_job_result
+from engine.sweep import missing_jobs
 from tests.conftest import run_engine
 
 

@@ -1,4 +1,4 @@
-"""A sweep's MLflow parent run (engine/sweep.py log_sweep_parents): the jobs' runs nested under it."""
+"""A sweep's MLflow parent run (engine/record/sweep.py log_sweep_parents): the jobs' runs nested under it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from engine.config.schema import TrackingConfig
 from engine.record import store
 from engine.record.mlflow_writer import start_mlflow_run
 from engine.record.suite import KIND_TAG, PARENT_TAG
-from engine.sweep import SWEEP_ID_TAG, JobResult, JobRun, log_sweep_parents
+from engine.record.sweep import SWEEP_ID_TAG, JobResult, JobRun, log_sweep_parents
 
 
 @pytest.mark.slow  # creates an MLflow SQLite store (~10 s on the shared CI machine)
