@@ -1,8 +1,8 @@
 """One validated experiment run from the command line: execute it, print its table, exit with its code.
 
 `python -m engine` (engine/cli.py) and every job of a sweep (engine/sweep.py) end here. The exit
-codes are the command's contract (README, "Exit codes"): errors in user input exit 2 with one
-paragraph, never a traceback.
+codes are the command's contract (`python -m engine --help` lists them, engine/help.py): errors in
+user input exit 2 with one paragraph, never a traceback.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def sweep_setup(parsed: ParsedOverrides, first_job: ParsedOverrides) -> str:
     """The sweep folder, resolved once: its `${now:...}` would differ between this process and the
     launcher's, and the summary must read the folder the jobs wrote. The launcher's plugin is checked
     here too, so a missing package is a clear error before any job starts."""
-    hydra_args = [o.text for o in parsed.hydra() if o.key != "hydra.searchpath"]
+    hydra_args = [o.text for o in parsed if o.key.startswith(("hydra.", "hydra/")) and o.key != "hydra.searchpath"]
     try:  # the task does not change the sweep folder nor the launcher: composed without one
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             cfg = compose(config_name="config", overrides=[*first_job.without("task", "variant").strings(), *hydra_args],

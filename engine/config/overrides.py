@@ -126,7 +126,3 @@ class ParsedOverrides(BaseModel):
 
     def plus(self, *texts: str) -> ParsedOverrides:
         return self.model_copy(update={"items": (*self.items, *(parse_override(t) for t in texts))})
-
-    def hydra(self) -> ParsedOverrides:
-        """Hydra's own settings (`hydra.sweep.dir=...`, `hydra/launcher=joblib`)."""
-        return self.model_copy(update={"items": tuple(o for o in self.items if o.key.startswith(("hydra.", "hydra/")))})

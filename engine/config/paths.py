@@ -75,13 +75,8 @@ def resolve_project_path(path: str | os.PathLike[str]) -> Path:
 
 
 def set_cli_searchpath(entries: list[str]) -> None:
-    """Record the command line's `hydra.searchpath` entries for this process."""
+    """Record the command line's `hydra.searchpath` entries for this process (engine/config/prepare.py)."""
     _cli_searchpath[:] = entries
-
-
-def parse_searchpath_value(value: str) -> list[str]:
-    """`[file:///a,pkg://b]` (as typed after `hydra.searchpath=`) → its entries."""
-    return [v.strip().strip("'\"") for v in value.strip().strip("[]").split(",") if v.strip()]
 
 
 def _entry_path(entry: str, base: Path) -> Path | None:
