@@ -4,8 +4,9 @@ A PATH is a run folder (it has experiment.json) or any folder above run folders 
 recursively; suite.json files found there are pushed too, after their task runs). A folder whose
 record is already in the store (a finished MLflow run with its evalbench.run_id tag) is skipped,
 so syncing twice is harmless. Without --tracking-uri each folder goes to the store it was recorded
-with: a relative `sqlite:///mlruns.db` is the file in the nearest folder above the record that has it
-(where the run was started), never a new file in the current directory. A store that does not
+with: a relative `sqlite:///mlruns.db` is relative to the folder the run was started in (or, when
+the record does not tell it, the nearest such file above the record), never a new file in the
+current directory. A store that does not
 exist is refused (exit 2) unless --create is given: a path resolved from the wrong folder must not
 make a new, empty store and report success (docs/architecture.md, "MLflow mirrors the run folder").
 
@@ -62,11 +63,22 @@ def target_store(folder: Path, tracking_uri: str | None) -> str | None:
     run_file, suite_file = folder / RUN_FILE, folder / SUITE_FILE
     try:
         data = json.loads((run_file if run_file.is_file() else suite_file).read_text())
-        tracking = (data.get("config") or {}).get("tracking") if run_file.is_file() else data.get("tracking")
-        uri = (tracking or {}).get("tracking_uri") or TrackingConfig().tracking_uri
+        config = (data.get("config") or {}) if run_file.is_file() else {"tracking": data.get("tracking")}
+        uri = (config.get("tracking") or {}).get("tracking_uri") or TrackingConfig().tracking_uri
     except (OSError, ValueError, AttributeError):
         return None
-    return recorded_store(str(uri), folder)
+    return recorded_store(str(uri), folder, started_in(folder, config.get("output_dir")))
+
+
+def started_in(run_dir: Path, output_dir: object) -> Path | None:
+    """The folder a run was started in, when its record tells it: a relative `output_dir` is the tail
+    of the run folder's parent (`<started in>/<output_dir>/<task spec>`)."""
+    if not isinstance(output_dir, str) or not output_dir or Path(output_dir).is_absolute():
+        return None
+    parent, tail = run_dir.absolute().parent, Path(output_dir).parts
+    if parent.parts[-len(tail):] != tail:
+        return None
+    return parent.parents[len(tail) - 1]
 
 
 def missing_stores_message(missing: dict[Path, list[Path]]) -> str:

@@ -151,16 +151,19 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def recorded_store(tracking_uri: str, record_dir: Path) -> str:
+def recorded_store(tracking_uri: str, record_dir: Path, started_in: Path | None = None) -> str:
     """The store a record was written to. A relative `sqlite:///` path was relative to the folder the
-    run started in, which is not where `engine.sync` may run: the nearest folder above the record
-    that holds the file names it (as an absolute URI); when none does, the URI as given."""
+    run started in (`started_in`, when the record tells it), which is not where `engine.sync` may
+    run; else the nearest folder above the record that holds the file. The result is an absolute URI
+    (the path may not exist: the caller refuses it), or the URI as given when nothing says more."""
     db = sqlite_path(tracking_uri)
     if db is None or db.is_absolute():
         return tracking_uri
+    query = tracking_uri.partition("?")[1] + tracking_uri.partition("?")[2]
+    if started_in is not None:
+        return f"sqlite:///{started_in / db}{query}"
     for folder in record_dir.absolute().parents:
         if (folder / db).is_file():
-            query = tracking_uri.partition("?")[1] + tracking_uri.partition("?")[2]
             return f"sqlite:///{folder / db}{query}"
     return tracking_uri
 

@@ -25,6 +25,7 @@ from engine.record import store
 from engine.record.folder import write_run_folder
 from engine.record.lifecycle import reap_stale_runs
 from engine.record.publish import push_run_folder, record_and_log
+from engine.types import RunRecord
 from tests.conftest import run_engine
 from tests.reliability.records import instances, make_record
 
@@ -114,6 +115,7 @@ from pathlib import Path
 from engine.config.schema import TrackingConfig
 from engine.record.mlflow_writer import run_tags, start_mlflow_run
 from engine.record.publish import record_and_log, run_name
+from engine.types import RunRecord
 from tests.reliability.records import instances, make_record
 root, uri = Path(sys.argv[1]), sys.argv[2]
 run_dir = root / "runs" / "owner"
@@ -186,13 +188,19 @@ def _sync(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+def _started_in_origin(run_dir: Path, spec: str) -> RunRecord:
+    """A record as `python -m engine output_dir=runs` started in `origin` writes it: the store named
+    `sqlite:///mlruns.db`, relative to `origin`."""
+    record = make_record(run_dir, spec, tracking_uri="sqlite:///mlruns.db")
+    return record.model_copy(update={"config": {**record.config, "output_dir": "runs"}})
+
+
 def _folders(origin: Path) -> tuple[Path, Path]:
-    """A run recorded in `origin/mlruns.db` and one that missed it; both records name the store as the
-    run's command did: `sqlite:///mlruns.db`, relative to `origin`."""
+    """A run recorded in `origin/mlruns.db` and one that missed it."""
     tracked, missed = origin / "runs" / "a__mc", origin / "runs" / "b__mc"
-    record_and_log(TrackingConfig(tracking_uri=_uri(origin)), make_record(tracked, "a:mc", tracking_uri="sqlite:///mlruns.db"),
-                   instances("a:mc"), tracked)
-    write_run_folder(missed, make_record(missed, "b:mc", tracking_uri="sqlite:///mlruns.db"), instances("b:mc"))
+    record_and_log(TrackingConfig(tracking_uri=_uri(origin)), _started_in_origin(tracked, "a:mc"), instances("a:mc"),
+                   tracked)
+    write_run_folder(missed, _started_in_origin(missed, "b:mc"), instances("b:mc"))
     return tracked, missed
 
 
@@ -207,6 +215,23 @@ def test_sync_from_another_folder_pushes_into_the_store_the_records_name(tmp_pat
     assert sorted(r.data.tags["evalbench.task_spec"] for r in _runs(_uri(origin))) == ["a:mc", "b:mc"]
 
 
+def test_a_record_that_does_not_say_where_its_run_started_finds_the_store_above_it(tmp_path):
+    """A record whose `output_dir` was absolute (Hydra's default run folder): the nearest `mlruns.db`
+    above the run folder."""
+    origin, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir(parents=True)
+    run_dir = origin / "runs" / "2026-01-01_00-00-00" / "c__mc"
+    record_and_log(TrackingConfig(tracking_uri=_uri(origin)), make_record(origin / "runs" / "x", "x:mc"),
+                   instances("x:mc"), origin / "runs" / "x")  # the store exists in `origin`
+    record = make_record(run_dir, "c:mc", tracking_uri="sqlite:///mlruns.db")
+    write_run_folder(run_dir, record.model_copy(update={"config": {**record.config, "output_dir": str(run_dir.parent)}}),
+                     instances("c:mc"))
+    res = _sync(str(run_dir), cwd=elsewhere)
+    assert res.returncode == 0 and "pushed to" in res.stdout, res.stderr[-2000:]
+    assert not (elsewhere / "mlruns.db").exists()
+    assert "c:mc" in {r.data.tags["evalbench.task_spec"] for r in _runs(_uri(origin))}
+
+
 def test_sync_refuses_a_store_that_does_not_exist_unless_asked_to_create_it(tmp_path):
     origin, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     elsewhere.mkdir(parents=True)
@@ -215,7 +240,7 @@ def test_sync_refuses_a_store_that_does_not_exist_unless_asked_to_create_it(tmp_
     res = _sync(str(origin / "runs"), cwd=elsewhere)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     (message,) = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert "does not exist" in message and "--create" in message and str(elsewhere / "mlruns.db") in message
+    assert "does not exist" in message and "--create" in message and str(origin / "mlruns.db") in message
     assert not (elsewhere / "mlruns.db").exists()
     typed = _sync(str(origin / "runs"), "--tracking-uri", "sqlite:///typo.db", cwd=elsewhere)
     assert typed.returncode == 2 and not (elsewhere / "typo.db").exists()
