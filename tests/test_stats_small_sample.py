@@ -239,3 +239,23 @@ def test_degenerate_inputs_give_no_interval_not_a_number_that_looks_real() -> No
     assert p.method == "none" and math.isnan(p.p_value) and p.wins == 1
     with pytest.raises(ValueError, match="align"):
         paired_interval([1, 0], [1])
+
+
+def test_a_score_of_all_ones_reads_exactly_one() -> None:
+    """Σ (1/n)·1 rounds (ten 1s: 1.0000000000000002); the score is the mean, exact for 0/1 scores."""
+    assert score_interval([1.0] * 10).value == 1.0
+    assert score_interval([1.0] * 7, clusters=list("aabbccd"), macro=True).value == 1.0
+    assert score_interval([0.0, 1.0, 1.0]).value == 2 / 3
+
+
+def test_equal_scores_never_claim_an_mde_of_zero() -> None:
+    """Every score the same: the sample SE is 0, and an MDE of 0 would say any effect is detectable.
+    0/1 scores use the Wilson centre's variance, recomputed here from its closed form; others have none."""
+    z, z_power = float(sps.norm.ppf(0.975)), float(sps.norm.ppf(0.80))
+    for x, n in ((0, 2), (10, 10), (0, 40)):
+        r = score_interval([1.0] * x + [0.0] * (n - x))
+        centre = (x + z * z / 2) / (n + z * z)
+        assert r.stderr == 0.0 and r.note and "Wilson centre" in r.note
+        assert math.isclose(r.mde, (z + z_power) * math.sqrt(2 * centre * (1 - centre) / n), rel_tol=1e-9)
+    constant = score_interval([0.5, 0.5, 0.5])
+    assert math.isnan(constant.mde) and "no MDE" in (constant.note or "")

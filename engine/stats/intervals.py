@@ -142,6 +142,17 @@ def _weights(clusters: Sequence[Hashable] | None, n: int, macro: bool) -> np.nda
     return np.array([1.0 / (len(sizes) * sizes[c]) for c in clusters])
 
 
+def _mean(values: np.ndarray, clusters: Sequence[Hashable] | None, macro: bool) -> float:
+    """The score as a plain mean (or the mean of cluster means), never Σ w_i s_i: with w_i = 1/n that sum
+    rounds (ten 1s give 1.0000000000000002), and a score of all 1s must read 1.0."""
+    if not macro:
+        return float(values.mean())
+    groups: dict[Hashable, list[float]] = {}
+    for c, v in zip(clusters or (), values, strict=True):
+        groups.setdefault(c, []).append(float(v))
+    return float(np.mean([np.mean(g) for g in groups.values()]))
+
+
 def cr1_clustered_se(values: Sequence[float] | np.ndarray, clusters: Sequence[Hashable],
                      weights: Sequence[float] | np.ndarray | None = None) -> ClusteredSE:
     """CR1 cluster-robust SE of the weighted mean Σ w_i s_i (weights sum to 1; default 1/n).
@@ -167,7 +178,7 @@ def _standard_error(values: np.ndarray, clusters: Sequence[Hashable] | None, mac
                     df_plain: float) -> _SE:
     n = values.size
     w = _weights(clusters, n, macro)
-    value = float((w * values).sum())
+    value = _mean(values, clusters, macro)
     # plain (sandwich) SE of a weighted mean, sqrt(n/(n−1) Σ w_i² (s_i − m)²); = Miller's SE for w = 1/n
     plain = float(math.sqrt(n / (n - 1) * ((w * (values - value)) ** 2).sum())) if n > 1 else math.nan
     if clusters is None:
@@ -216,10 +227,23 @@ def score_interval(scores: Sequence[float] | np.ndarray, clusters: Sequence[Hash
         if values.min() >= 0 and values.max() <= 1:
             low, high = max(low, 0.0), min(high, 1.0)
         method = "t-clustered" if se.clustered else "t"
+    mde_se, note = se.stderr, se.note
+    if not se.stderr > 0:  # every score the same: a sample SE of 0 would claim any effect is detectable
+        if binary:
+            centre = (low + high) / 2.0  # the Wilson centre, (x + q²/2) / (n + q²)
+            mde_se = math.sqrt(centre * (1.0 - centre) / _effective_n(n, 0.0, se, macro))
+            note = _join(note, "every score is the same: the MDE uses the Wilson centre's variance (the sample SE is 0)")
+        else:
+            mde_se = math.nan
+            note = _join(note, "every score is the same: no MDE can be estimated (the sample SE is 0)")
     return ScoreInterval(value=se.value, n=n, stderr=se.stderr, plain_stderr=se.plain_stderr, ci_low=low,
                          ci_high=high, level=level, method=method, df=se.df, quantile=q,
-                         mde=(q + q_power) * math.sqrt(2.0) * se.stderr, n_clusters=se.n_clusters,
-                         clustered=se.clustered, note=se.note)
+                         mde=(q + q_power) * math.sqrt(2.0) * mde_se, n_clusters=se.n_clusters,
+                         clustered=se.clustered, note=note)
+
+
+def _join(first: str | None, second: str) -> str:
+    return f"{first}; {second}" if first else second
 
 
 def paired_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
