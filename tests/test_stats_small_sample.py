@@ -259,3 +259,16 @@ def test_equal_scores_never_claim_an_mde_of_zero() -> None:
         assert math.isclose(r.mde, (z + z_power) * math.sqrt(2 * centre * (1 - centre) / n), rel_tol=1e-9)
     constant = score_interval([0.5, 0.5, 0.5])
     assert math.isnan(constant.mde) and "no MDE" in (constant.note or "")
+
+
+def test_all_ties_never_claim_a_paired_mde_of_zero() -> None:
+    """Two runs that agree on every question: SE_Δ = 0; the MDE comes from the Tango interval's implied
+    SE, q/(n + q²) (its half-width q²/(n + q²) over q), recomputed here; the means are exact."""
+    z, z_power = float(sps.norm.ppf(0.975)), float(sps.norm.ppf(0.80))
+    for n in (2, 10, 50):
+        scores = [1.0] * n
+        r = paired_interval(scores, scores)
+        assert r.mean_a == 1.0 and r.delta == 0.0 and r.stderr == 0.0
+        assert math.isclose(r.mde, (z + z_power) * z / (n + z * z), rel_tol=1e-6) and "interval implies" in (r.note or "")
+    constant = paired_interval([0.5, 0.7], [0.4, 0.6])
+    assert math.isnan(constant.mde) and "no MDE" in (constant.note or "")

@@ -286,11 +286,19 @@ def paired_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nda
             low, high = max(low, -1.0), min(high, 1.0)
         method = "t-clustered" if se.clustered else "t"
         p_value, test = _t_test(delta, se.stderr, se.df), "t"
-    return PairedInterval(n=n, mean_a=float((w * sa).sum()), mean_b=float((w * sb).sum()), delta=delta,
+    mde_se, note = se.stderr, se.note
+    if not se.stderr > 0:  # every difference the same (all ties): an MDE of 0 would claim any effect is detectable
+        if binary:
+            mde_se = (high - low) / (2.0 * q)  # the SE the Tango interval implies (±q²/(n + q²) with no discordance)
+            note = _join(note, "every difference is the same: the MDE uses the SE the interval implies (the sample SE is 0)")
+        else:
+            mde_se = math.nan
+            note = _join(note, "every difference is the same: no MDE can be estimated (the sample SE is 0)")
+    return PairedInterval(n=n, mean_a=_mean(sa, clusters, macro), mean_b=_mean(sb, clusters, macro), delta=delta,
                           stderr=se.stderr, plain_stderr=se.plain_stderr, ci_low=low, ci_high=high, level=level,
                           method=method, df=se.df, quantile=q, p_value=p_value, test=test, mcnemar_exact_p=exact_p,
-                          mde=(q + q_power) * se.stderr, wins=wins, losses=losses, ties=ties, n_clusters=se.n_clusters,
-                          clustered=se.clustered, note=se.note)
+                          mde=(q + q_power) * mde_se, wins=wins, losses=losses, ties=ties, n_clusters=se.n_clusters,
+                          clustered=se.clustered, note=note)
 
 
 def _t_test(delta: float, stderr: float, df: float) -> float:
