@@ -87,7 +87,7 @@ def lm_eval_side(spec: str, cfg, instances, requests, model_dir: Path, batch: in
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    prefix = cfg.answer_prefix
+    prefix = cfg.prompt.answer_prefix
     data = workdir / f"{spec.replace(':', '__')}.jsonl"
     with data.open("w") as f:
         for inst, req in zip(instances, requests, strict=True):
@@ -127,7 +127,7 @@ def compare(spec: str, n: int, model_dir: Path, batch: int, workdir: Path, show:
     cfg, instances, requests, responses, preds, t_engine = engine_side(spec, n, model_dir, batch)
     lm, t_lm, t_lm_load = lm_eval_side(spec, cfg, instances, requests, model_dir, batch, workdir)
     max_diff, n_choices, agree_none, agree_norm = 0.0, 0, 0, 0
-    print(f"\n=== {spec}: {len(instances)} questions, formulation {cfg.formulation}, {cfg.num_fewshot}-shot")
+    print(f"\n=== {spec}: {len(instances)} questions, formulation {cfg.formulation}, {cfg.prompt.num_fewshot}-shot")
     for k, (inst, resp) in enumerate(zip(instances, responses, strict=True)):
         lls, p_none, p_norm, _, _ = lm[inst.id]
         diffs = [abs(a - b) for a, b in zip(resp.logprobs, lls, strict=True)]

@@ -57,7 +57,7 @@ def inspect_experiment(exp: Experiment, limit: int = 2) -> str:
         task, instances = prepare(run, exp.model_copy(update={"limit": exp.limit or limit}))
         scaffold = build_scaffold(exp.harness, _Shape(exp, tok)) if uses_tools(exp.harness, run.task.formulation) else None  # type: ignore[arg-type]
         out.append(f"=== {run.spec}  (task hash {task.task_hash}, formulation {run.task.formulation}, "
-                   f"normalization {run.task.normalization}, {run.task.num_fewshot}-shot)")
+                   f"normalization {run.task.scoring.normalization}, {run.task.prompt.num_fewshot}-shot)")
         for n, inst in enumerate(instances[: exp.limit or limit]):
             req = task.build_request(inst)
             out.append(f"--- instance {inst.id}  gold={inst.gold!r}")

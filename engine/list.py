@@ -19,10 +19,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from engine.config import names
 from engine.config.compose import GROUPS, Entry, entries
 from engine.config.entries import all_task_variants
 from engine.config.errors import ConfigError
-from engine.config.names import BUILTIN, ENGINE_METRICS
 from engine.config.prepare import prepare
 from engine.harness import SCAFFOLDS, TOOLS  # the package registers the built-in tools and scaffolds
 from engine.scoring import SCORERS  # the package registers the built-in scorers
@@ -95,11 +95,11 @@ def registry_entries(group: str) -> Iterator[Listed]:
     registry = REGISTRIES[group]
     for name in registry:
         where = registry.origin(name)
-        builtin = where.startswith("engine.") and name in BUILTIN.get(group, frozenset())
+        builtin = where.startswith("engine.") and name in names.builtin(group)
         yield Listed(group=group, name=name, origin="builtin" if builtin else where,
                      description=summary(registry.get(name)))
     if group == "metric":  # what the engine writes itself (no `@metric`: engine/scoring/scorers.py)
-        for name in sorted(ENGINE_METRICS - set(registry)):
+        for name in sorted(names.engine_metrics() - set(registry)):
             yield Listed(group=group, name=name, origin="builtin", description="written by the engine's own scoring")
     if group == "scaffold" and "single_turn" not in registry:
         yield Listed(group=group, name="single_turn", origin="builtin",

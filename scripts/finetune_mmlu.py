@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 LETTERS = "ABCD"
-MC_TEMPLATE = "Question: {query}\n{choices}\nAnswer:"  # engine.config.schema.TaskConfig.mc_template
+MC_TEMPLATE = "Question: {query}\n{choices}\nAnswer:"  # engine.config.task_prompt.TaskPrompt.mc_template
 
 
 def mmlu_path() -> Path:

@@ -247,15 +247,16 @@ def test_the_sandbox_pool_keys_config_checks_are_the_sandbox_packages():
     from engine.config import names
     from engine.sandbox.models import BackendName, SandboxPoolConfig
 
-    assert set(names.SANDBOX_POOL_KEYS) == set(SandboxPoolConfig.model_fields)
-    assert set(names.SANDBOX_BACKENDS) == set(get_args(BackendName))
+    assert names.keys_of("sandbox_pool") == tuple(SandboxPoolConfig.model_fields)  # declared by the package
+    assert names.keys_of("sandbox_backend") == get_args(BackendName)
 
 
 def test_the_auxiliary_keys_config_checks_are_the_judges():
     from engine.config import names
     from engine.scoring.judge import JudgeConfig
 
-    assert set(names.AUXILIARY_KEYS["judge"]) == set(JudgeConfig.model_fields)
+    assert names.keys_of("auxiliary.judge") == tuple(JudgeConfig.model_fields)
+    assert names.auxiliaries() == ["judge"]
 
 
 def test_tasks_that_inherit_their_data_or_make_their_own_instances_still_run(workdir):

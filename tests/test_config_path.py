@@ -187,7 +187,7 @@ def test_task_fields_are_overridable_without_plus(work):
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.splitlines()[0].startswith("=== freshqa ") and "2-shot" in res.stdout.splitlines()[0]
     exp = compose_experiment(["task=freshqa", "task.system_prompt=Be brief."])
-    assert exp.task is not None and exp.task.system_prompt == "Be brief." and exp.task.num_fewshot == 0
+    assert exp.task is not None and exp.task.prompt.system_prompt == "Be brief." and exp.task.prompt.num_fewshot == 0
     # a suite alone (`~task`) leaves only the defaults, which are no task
     exp = compose_experiment(["~task", "suite=offline"])
     assert exp.task is None and exp.suite is not None

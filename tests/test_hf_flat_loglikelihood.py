@@ -15,7 +15,7 @@ from engine.types import LoglikelihoodRequest
 def _rows(spec: str, n: int, fixed: bool = False) -> list[LoglikelihoodRequest]:
     cfg = compose_task(spec)
     if fixed:
-        cfg = cfg.model_copy(update={"fewshot": cfg.fewshot.model_copy(update={"fixed": True})})
+        cfg = cfg.model_copy(update={"fewshot": cfg.prompt.fewshot.model_copy(update={"fixed": True})})
     task = build_task(cfg)
     reqs = [task.build_request(i) for i in task.load_instances()[:n]]
     assert all(isinstance(r, LoglikelihoodRequest) for r in reqs)

@@ -116,8 +116,8 @@ def user_variant(tmp_path, monkeypatch):
 
 def test_a_tasks_own_variant_wins_over_the_global_one(user_variant):
     own, other = compose_task("arc_easy:3shot"), compose_task("arc_challenge:3shot")
-    assert (own.num_fewshot, own.fewshot.seed, own.variants) == (2, 7, ["3shot"])
-    assert (other.num_fewshot, other.fewshot.seed) == (3, 1234)
+    assert (own.prompt.num_fewshot, own.prompt.fewshot.seed, own.variants) == (2, 7, ["3shot"])
+    assert (other.prompt.num_fewshot, other.prompt.fewshot.seed) == (3, 1234)
     assert prepare(["task=arc_easy:3shot:rc"]).strings() == ["task=arc_easy", "variant=[arc_easy/3shot,rc]"]
     assert prepare(["task=arc_easy", "variant=3shot"]).strings() == ["task=arc_easy", "variant=arc_easy/3shot"]
     exp = compose_experiment(["task=arc_easy", "variant=[3shot]", "tracking=none"])

@@ -93,10 +93,10 @@ def _arc(*extra: str) -> list[str]:
 
 # -- the registries ------------------------------------------------------------------------------
 def test_config_knows_exactly_the_builtin_names_the_registries_hold():
-    assert names.BUILTIN["task"] == {n for n in TASKS if TASKS.origin(n).startswith("engine.")}
-    assert names.BUILTIN["scorer"] == {n for n in SCORERS if SCORERS.origin(n).startswith("engine.")}
-    assert names.BUILTIN["tool"] == {n for n in TOOLS if TOOLS.origin(n).startswith("engine.")}
-    assert names.BUILTIN["scaffold"] == {n for n in SCAFFOLDS if SCAFFOLDS.origin(n).startswith("engine.")} | {
+    assert names.builtin("task") == {n for n in TASKS if TASKS.origin(n).startswith("engine.")}
+    assert names.builtin("scorer") == {n for n in SCORERS if SCORERS.origin(n).startswith("engine.")}
+    assert names.builtin("tool") == {n for n in TOOLS if TOOLS.origin(n).startswith("engine.")}
+    assert names.builtin("scaffold") == {n for n in SCAFFOLDS if SCAFFOLDS.origin(n).startswith("engine.")} | {
         "single_turn"}
 
 

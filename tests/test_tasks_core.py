@@ -21,8 +21,8 @@ from engine.types import GenerateRequest, GenerateResponse, LoglikelihoodRequest
 def test_variants_merge_into_the_task_and_spec_means_overrides():
     base = compose_task("mmlu")
     rc3 = compose_task("mmlu:rc:3shot")
-    assert (base.formulation, base.num_fewshot) == ("mc", 0)
-    assert (rc3.formulation, rc3.num_fewshot, rc3.normalization) == ("rc", 3, "per_char")
+    assert (base.formulation, base.prompt.num_fewshot) == ("mc", 0)
+    assert (rc3.formulation, rc3.prompt.num_fewshot, rc3.scoring.normalization) == ("rc", 3, "per_char")
     assert rc3.variants == ["rc", "3shot"]
     assert build_task(base).task_hash != build_task(rc3).task_hash
 

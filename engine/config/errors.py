@@ -32,6 +32,7 @@ def unknown_name_error(kind: str, name: str, known: Iterable[str]) -> ConfigErro
 
 
 def _field_names(model_cls, path: tuple) -> list[str]:
+    """The keys valid where `path` points, as YAML writes them (a task's keys are flat: `flat_keys`)."""
     cls = model_cls
     for part in path[:-1]:
         field = getattr(cls, "model_fields", {}).get(part)
@@ -41,7 +42,25 @@ def _field_names(model_cls, path: tuple) -> list[str]:
         cls = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), None)
         if cls is None:
             return []
-    return [f.alias or n for n, f in getattr(cls, "model_fields", {}).items() if n != "variants"]  # as YAML writes them
+    if hasattr(cls, "flat_keys"):
+        return cls.flat_keys()
+    return [f.alias or n for n, f in getattr(cls, "model_fields", {}).items() if n != "variants"]
+
+
+# A task validates its flat YAML keys in three parts (engine/config/task.py); an error names the key as
+# written: `task.prompt.mc_template` is `task.mc_template`, `task.dataset.source.path` is `task.data.path`.
+_PART_NAMES = {"dataset", "prompt", "scoring"}
+
+
+def _as_written(loc: tuple) -> tuple:
+    out: list = []
+    for i, part in enumerate(loc):
+        if part in _PART_NAMES and (i == 0 or loc[i - 1] == "task"):
+            continue
+        if part == "source" and i > 0 and loc[i - 1] == "dataset":
+            part = "data"
+        out.append(part)
+    return tuple(out)
 
 
 # What to write instead, for the numeric limits users most often get wrong (matched on the key's tail).
@@ -72,7 +91,7 @@ def format_validation_error(err: ValidationError, model_cls, where: str = "") ->
     lines = []
     own_fix = True  # every line already says how to fix it: no generic advice needed
     for e in err.errors()[:6]:
-        dotted = ".".join(str(p) for p in e["loc"])
+        dotted = ".".join(str(p) for p in _as_written(e["loc"]))
         if where:
             dotted = f"{where}.{dotted}" if dotted else where
         if e["type"] == "extra_forbidden":

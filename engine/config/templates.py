@@ -10,6 +10,7 @@ Compiled templates are cached (docs/architecture.md, "Extensions").
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -73,3 +74,25 @@ def render_jinja(template: str, variables: Mapping[str, Any], where: str) -> str
     except (TypeError, ValueError, AttributeError, IndexError, KeyError, ZeroDivisionError) as err:
         raise TemplateError(f"{where} Jinja template {template!r} cannot be rendered ({type(err).__name__}: "
                             f"{err}). Fix the template") from None
+
+
+def template_fields(template: str, where: str) -> set[str]:
+    """The `{name}` placeholders of a str.format template, or the names a Jinja template reads;
+    ValueError naming `where` if it cannot parse."""
+    if is_jinja(template):
+        return jinja_variables(template, f"`{where}`")  # a TemplateError is a ValueError
+    try:
+        found = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise ValueError(
+            f"`{where}` template {template!r} does not parse ({err}). Fix: close every `{{` with `}}`; for a "
+            "literal brace write the template in Jinja (`{{ column }}`), where a single brace is plain text"
+        ) from None
+    bad = [n for n in found if not n or n.isdigit()]
+    if bad:
+        raise ValueError(
+            f"`{where}` template {template!r} has a positional placeholder `{{{bad[0]}}}`. Fix: name the column, "
+            "e.g. `{question}`; for a literal brace write the template in Jinja (`{{ question }}`), where a "
+            "single brace is plain text"
+        )
+    return {n.split(".")[0].split("[")[0] for n in found}

@@ -49,6 +49,7 @@ from engine.types import (
     Registry,
     TokenUsage,
     TrajectoryStep,
+    origin_of,
     request_hash,
 )
 
@@ -356,7 +357,9 @@ def _json_args(args: Any) -> str:
 
 # Scaffolds by name for `harness.scaffold` (docs/architecture.md, "Extensions"); `@scaffold` adds a user's.
 SCAFFOLDS: Registry[type[ToolLoop]] = Registry(
-    "scaffold", "@scaffold", ConfigError, on_add=lambda name, _: names.declare("scaffold", name))
+    "scaffold", "@scaffold", ConfigError, on_add=lambda name, c: names.declare("scaffold", name, origin=origin_of(c)))
+# single_turn is no scaffold class: one request, no loop (engine/harness/build.py).
+names.declare("scaffold", "single_turn", origin="engine.harness.build")
 
 
 def scaffold(cls: type[ToolLoop] | None = None, *, name: str | None = None) -> Any:

@@ -237,7 +237,8 @@ class Tool:
         return f"<Tool {self.name} requires={sorted(self.requires)}>"
 
 
-TOOLS: Registry[Tool] = Registry("tool", "@tool", ConfigError, on_add=lambda name, _: names.declare("tool", name))
+TOOLS: Registry[Tool] = Registry("tool", "@tool", ConfigError, on_add=lambda name, t: names.declare(
+    "tool", name, origin=origin_of(t.fn)))
 
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None,

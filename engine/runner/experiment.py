@@ -71,7 +71,7 @@ def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider: Pro
     if result.scores is not None:
         scores = result.scores
     elif result.status != "failed":
-        scores = aggregate_scores(result.instances, run.task.aggregation, pass_at_k=run.task.pass_at_k)
+        scores = aggregate_scores(result.instances, run.task.scoring.aggregation, pass_at_k=run.task.scoring.pass_at_k)
     return RunRecord(
         run_id=uuid.uuid4().hex[:16],
         experiment_id=experiment_id(exp),
@@ -86,13 +86,13 @@ def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider: Pro
         task_hash=result.task_hash,
         harness=exp.harness.name,
         suite=exp.suite.name if exp.suite else None,
-        seeds={"seed": exp.seed, "fewshot_seed": run.task.fewshot.seed},
+        seeds={"seed": exp.seed, "fewshot_seed": run.task.prompt.fewshot.seed},
         status=result.status,  # type: ignore[arg-type]
         duration_s=round(result.duration_s, 3),
         counts=result.counts,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
-        primary_metric=run.task.primary_metric,
+        primary_metric=run.task.scoring.primary_metric,
         scores=scores,
         run_dir=str(run_dir_for(exp, run.spec).resolve()),
         mlflow_run_id=mlflow_run_id,
@@ -140,7 +140,7 @@ def check_capabilities(exp: Experiment, runs: list[TaskRun]) -> None:
 
 def judge_provider(exp: Experiment, evaluated: Provider, runs: list[TaskRun]) -> Provider | None:
     """The judge's own provider when a judged task names a judge model other than the evaluated one."""
-    if not any("judge" in r.task.scorers for r in runs):
+    if not any("judge" in r.task.scoring.scorers for r in runs):
         return None
     model = judge_config(exp.harness.auxiliary).model
     if model is None:

@@ -32,8 +32,8 @@ def sandbox_needs(exp: Experiment, runs: list[TaskRun], pools: list[SandboxPoolC
         task = run.task
         if task.external is not None:
             continue
-        if task.requires:
-            out.append(need(f"task {task.name} runs its completions' tests", task.requires))
+        if task.scoring.requires:
+            out.append(need(f"task {task.name} runs its completions' tests", task.scoring.requires))
         if not uses_tools(h, task.formulation):
             continue
         tools = resolve_tools(h.tools)

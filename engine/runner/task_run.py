@@ -84,7 +84,7 @@ def plan_items(task: Task, instances: list[Instance], exp: Experiment, provider:
     """One work item per instance and sample: a model request, or a trajectory job."""
     h = exp.harness
     generate = task.config.formulation == "generate"
-    samples = task.config.generation.samples if generate else 1
+    samples = task.config.prompt.generation.samples if generate else 1
     agent = h.scaffold != "single_turn" and generate
     scaffold = build_scaffold(h, provider) if agent else None
     signature = policy_signature(h) if agent else h.scaffold
@@ -190,7 +190,7 @@ async def score_by_execution(task: Task, records: list[InstanceRecord], instance
     if not items:
         return records
     cfg = task.config
-    resources = execution_resources(exp.harness, list(cfg.requires), len(instances), cfg.generation.samples)
+    resources = execution_resources(exp.harness, list(cfg.scoring.requires), len(instances), cfg.prompt.generation.samples)
     outcomes = await core.run(list(items.values()), label=f"{cfg.name} execution", resources=resources)
     out = list(records)
     for i, item in items.items():
@@ -243,9 +243,9 @@ async def execute(task_run: TaskRun, exp: Experiment, core: RunnerCore, judge_co
         raise TaskInterrupted(_result(task_run, task_hash, done, start, "interrupted")) from None
     records = [_record(task, task_run.spec, p, outcomes[p.item.key], task_hash) for p in plan]
     try:
-        if task.config.requires:  # execution scoring in sandboxes; nothing else starts one
+        if task.config.scoring.requires:  # execution scoring in sandboxes; nothing else starts one
             records = await score_by_execution(task, records, instances, exp, core)
-        if "judge" in task.config.scorers:
+        if "judge" in task.config.scoring.scorers:
             records = await apply_judge(records, {i.id: i.query for i in instances}, exp, judge_core or core)
     except Interrupted:  # Ctrl-C while scoring: the answers are kept, their scores not finished
         raise TaskInterrupted(_result(task_run, task_hash, records, start, "interrupted")) from None

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.config import names
 
 Capability = str
 BackendName = Literal["local", "bwrap", "docker"]
@@ -275,3 +277,7 @@ class SandboxPlan(_Frozen):
             if p.pool == pool:
                 return p.size
         return 0
+
+# Config validates `harness.sandboxes` before this layer runs: it learns a pool's keys and the backends here.
+names.declare_keys("sandbox_pool", SandboxPoolConfig.model_fields)
+names.declare_keys("sandbox_backend", get_args(BackendName))

@@ -14,11 +14,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.config import names
 from engine.config.schema import TaskConfig
 from engine.sandbox import SandboxRouter
 from engine.scoring.code_exec import HumanEvalProblem, run_humaneval_check
 from engine.tasks import Instance
 from engine.types import TrajectoryStep
+
+names.declare_engine_scores(None, ["pass"])  # 1 when the completion passes its tests (config checks names)
 
 
 class ExecutionScore(BaseModel):
@@ -32,7 +35,7 @@ class ExecutionScore(BaseModel):
 async def humaneval_execution(cfg: TaskConfig, inst: Instance, completion: str, router: SandboxRouter) -> ExecutionScore:
     started = time.time()
     problem = HumanEvalProblem.model_validate(inst.row)
-    verdict = await run_humaneval_check(router, problem, completion, timeout=cfg.execution_timeout_s, requires=cfg.requires)
+    verdict = await run_humaneval_check(router, problem, completion, timeout=cfg.scoring.execution_timeout_s, requires=cfg.scoring.requires)
     ex = verdict.execution
     step = TrajectoryStep(
         type="sandbox",

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.config import names
 from engine.types import (
     ChatMessage,
     GenerateRequest,
@@ -59,6 +60,9 @@ class JudgeConfig(BaseModel):
     model: dict[str, Any] | None = None  # a ModelConfig; None: the evaluated model
     max_tokens: int = 128
     prompt: str | None = None  # override of the mode's template
+
+
+names.declare_keys(f"auxiliary.{JUDGE_SCORER}", JudgeConfig.model_fields)  # `harness.auxiliary.judge` (config)
 
 
 class Verdict(BaseModel):

@@ -53,7 +53,7 @@ class Scorer:
 
 
 SCORERS: Registry[Scorer] = Registry(
-    "scorer", "@scorer", ConfigError, on_add=lambda name, s: names.declare("scorer", name, s.metrics))
+    "scorer", "@scorer", ConfigError, on_add=lambda name, s: names.declare("scorer", name, s.metrics, origin_of(s.fn)))
 
 
 def scorer(fn: ScorerFn | None = None, *, name: str | None = None, metrics: Iterable[str] | None = None) -> Any:
@@ -94,10 +94,10 @@ class Metric:
 
 
 def _declare_metric(name: str, m: Metric) -> None:
-    if name in names.ENGINE_METRICS:
+    if name in names.engine_metrics():
         raise ConfigError(f"`@metric` {m.name!r} ({origin_of(m.fn)}) has the name of a score the engine writes itself. "
                           f"Fix: name it otherwise (`@metric(name=\"my_{name}\")`).")
-    names.declare("metric", name, m.inputs)
+    names.declare("metric", name, m.inputs, origin_of(m.fn))
 
 
 METRICS: Registry[Metric] = Registry("metric", "@metric", ConfigError, on_add=_declare_metric)
@@ -120,10 +120,10 @@ def apply_scorers(cfg: TaskConfig, inst: Instance, response: Response, scores: d
     """`scores` plus what each registered scorer the task names returns (in the order named), then the
     value of each `@metric` the task names."""
     out = dict(scores)
-    for key in cfg.scorers:
+    for key in cfg.scoring.scorers:
         if key in SCORERS:
             out.update(SCORERS.get(key)(cfg, inst, response))
-    for key in cfg.metric_names:
+    for key in cfg.scoring.metric_names:
         value = METRICS.get(key, "`task.metrics`").instance_value(out)
         if value is not None:
             out[key] = value

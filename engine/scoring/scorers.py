@@ -6,6 +6,7 @@ import math
 import re
 import string
 
+from engine.config import names
 from engine.config.schema import TaskConfig
 from engine.scoring.registry import apply_scorers, scorer
 from engine.stats import MARGIN_METRIC as MARGIN
@@ -27,7 +28,7 @@ def normalized_scores(cfg: TaskConfig, inst: Instance, resp: LoglikelihoodRespon
         return [lp / max(n, 1) for lp, n in zip(lps, resp.token_counts, strict=True)]
     if how == "per_char":
         # Characters of the answer text, without the separator before it (lm-eval's acc_norm).
-        conts = [c[len(cfg.answer_prefix):] if c.startswith(cfg.answer_prefix) else c for c in continuations(cfg, inst)]
+        conts = [c[len(cfg.prompt.answer_prefix):] if c.startswith(cfg.prompt.answer_prefix) else c for c in continuations(cfg, inst)]
         return [lp / max(len(c), 1) for lp, c in zip(lps, conts, strict=True)]
     if how == "uncond":
         if resp.unconditional_logprobs is None:
@@ -44,7 +45,7 @@ def score_choice(cfg: TaskConfig, inst: Instance, resp: LoglikelihoodResponse) -
     if cfg.formulation == "bpb":
         return {"bpb": bits_per_byte(resp.logprobs[0], gold_continuation(cfg, inst))}, None
     gold = int(inst.gold)  # type: ignore[arg-type]
-    how = cfg.normalization if cfg.formulation != "mc" else "none"
+    how = cfg.scoring.normalization if cfg.formulation != "mc" else "none"
     ranked = normalized_scores(cfg, inst, resp, how)
     pred = _argmax(ranked)
     scores = {"acc": float(pred == gold)}
@@ -70,7 +71,7 @@ def normalize_text(text: str) -> str:
 
 def _answers(cfg: TaskConfig, inst: Instance) -> list[str]:
     """The gold answer and its aliases (non-empty)."""
-    out = [inst.gold_text or ""] + [str(inst.row.get(c) or "") for c in cfg.fields.aliases]
+    out = [inst.gold_text or ""] + [str(inst.row.get(c) or "") for c in cfg.dataset.fields.aliases]
     return [a for a in out if a.strip()]
 
 
@@ -91,21 +92,30 @@ def relaxed_match(text: str, answers: list[str]) -> bool:
 
 
 def score_generation(cfg: TaskConfig, inst: Instance, resp: GenerateResponse) -> tuple[dict[str, float], str | None]:
-    extracted = extract_answer(cfg.extract, resp.text)
+    extracted = extract_answer(cfg.scoring.extract, resp.text)
     gold = inst.gold_text or ""
-    if cfg.extract in ("gsm8k", "last_number"):
+    if cfg.scoring.extract in ("gsm8k", "last_number"):
         gold_norm = normalize_number(gold)
         match = extracted is not None and extracted == gold_norm
     else:
         match = extracted is not None and normalize_text(extracted) == normalize_text(gold)
     scores = {"exact_match": float(match)}
-    if cfg.fields.aliases and not match and extracted is not None:
+    if cfg.dataset.fields.aliases and not match and extracted is not None:
         match = any(normalize_text(extracted) == normalize_text(a) for a in _answers(cfg, inst))
         scores["exact_match"] = float(match)
     return scores, extracted
 
 
-# The built-in scorers a task names in `scorers:` (engine/config/names.py lists them for validation).
+# What score_choice and score_generation write for every task of a formulation, told to config so that a
+# primary metric and a `task.scorers` entry are checked before the run (engine/config/names.py).
+names.declare_engine_scores("mc", ["acc"])
+names.declare_engine_scores("rc", ["acc", "acc_none", "acc_per_token", "acc_per_char", "bpb"], uncond=["acc_uncond"])
+names.declare_engine_scores("bpb", ["bpb"])
+names.declare_engine_scores("generate", ["exact_match"])
+names.declare_engine_scores(None, [MARGIN])  # beside acc, for every choice task with two or more choices
+
+
+# The built-in scorers a task names in `scorers:`.
 @scorer(name="contains")
 def contains_scorer(cfg: TaskConfig, inst: Instance, resp: Response) -> dict[str, float]:
     """1 when the normalized gold answer appears anywhere in the normalized completion."""
@@ -139,5 +149,5 @@ def score_response(task: Task, inst: Instance, response: Response) -> tuple[dict
         scores, extracted = score_choice(task.config, inst, response)
     else:
         scores, extracted = score_generation(task.config, inst, response)
-    named = task.config.scorers or task.config.metric_names
+    named = task.config.scoring.scorers or task.config.scoring.metric_names
     return (apply_scorers(task.config, inst, response, scores) if named else scores), extracted

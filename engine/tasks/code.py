@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from engine.data.source import load_rows
@@ -16,6 +17,7 @@ class HumanEvalTask(Task):
 
     # The execution scorer of engine.scoring.execution that decides each completion's score.
     execution: ClassVar[str | None] = "humaneval"
+    formulation_metrics: ClassVar[Mapping[str, frozenset[str]] | None] = {"generate": frozenset({"pass"})}
 
     def load_instances(self) -> list[Instance]:
         keep = ("task_id", "prompt", "entry_point", "canonical_solution", "test")

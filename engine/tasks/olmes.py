@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from engine.tasks.formulations import bits_per_byte
 from engine.tasks.instance import Instance
@@ -30,6 +31,8 @@ def hellaswag_preprocess(text: str) -> str:
 @register_task("hellaswag")
 class HellaswagTask(Task):
     """Adds `query_text` and `endings_clean` columns; the YAML maps them."""
+
+    formulation_metrics: ClassVar[Mapping[str, frozenset[str]] | None] = {}  # the generic scoring
 
     def preprocess_row(self, row: dict) -> dict:
         if "ctx_a" in row and "ctx_b" in row:
@@ -52,6 +55,8 @@ def split_blank(sentence: str) -> tuple[str, str]:
 class WinograndeTask(Task):
     """Partial scoring for rc/bpb; mc uses the generic lettered formulation."""
 
+    formulation_metrics: ClassVar[Mapping[str, frozenset[str]] | None] = {"rc": frozenset({"acc", "bpb"})}
+
     def _partial(self) -> bool:
         return self.config.formulation in ("rc", "bpb")
 
@@ -69,7 +74,7 @@ class WinograndeTask(Task):
         options = list(inst.choices or ())
         if cfg.formulation == "bpb":
             options = [options[int(inst.gold)]]  # type: ignore[arg-type]
-        context = cfg.fewshot_separator.join(blocks + [prefix])
+        context = cfg.prompt.fewshot_separator.join(blocks + [prefix])
         return LoglikelihoodRequest(context=context, continuations=tuple([o + rest for o in options] + options))
 
     def score(self, inst: Instance, response: Response) -> tuple[dict[str, float], object] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -24,7 +25,10 @@ from engine.tasks.instance import Instance, row_to_instance, rows_to_instances
 from engine.types import Registry, Request, Response, stable_hash
 
 # Task classes by short name, for YAML `_target_: <name>` (docs/architecture.md, "Extensions").
-TASKS: Registry[type[Task]] = Registry("task", "@task", ConfigError, on_add=lambda name, _: names.declare("task", name))
+# Each class tells config its name and its own metrics (`formulation_metrics`), so a task's primary metric
+# is checked before the run (engine/config/names.py).
+TASKS: Registry[type[Task]] = Registry("task", "@task", ConfigError, on_add=lambda name, cls: names.declare_task(
+    name, f"{cls.__module__}.{cls.__qualname__}", cls.__dict__.get("formulation_metrics")))
 TASK_REGISTRY = TASKS  # the former name
 
 
@@ -54,6 +58,10 @@ register_task = task  # the former name: `@register_task("winogrande")`
 class Task:
     # The execution scorer (engine.scoring.execution) that scores a task declaring `requires`.
     execution: ClassVar[str | None] = None
+    # What the class writes per formulation, where it differs from the engine's generic scoring (a
+    # formulation not listed keeps the generic metrics); a class that does not set it (a user's) may score
+    # anything, so its primary metric is not checked up front.
+    formulation_metrics: ClassVar[Mapping[str, frozenset[str]] | None] = None
 
     def __init__(self, config: TaskConfig):
         self.config = config
@@ -69,15 +77,15 @@ class Task:
         return row
 
     def to_instances(self, rows: list[dict]) -> list[Instance]:
-        return rows_to_instances([self.preprocess_row(dict(r)) for r in rows], self.config.fields)
+        return rows_to_instances([self.preprocess_row(dict(r)) for r in rows], self.config.dataset.fields)
 
     def load_instances(self) -> list[Instance]:
         rows = load_rows(self.config.data)
         instances = self.to_instances(rows)
         cfg = self.config
-        if cfg.sample_size and len(instances) > cfg.sample_threshold:
+        if cfg.dataset.sample_size and len(instances) > cfg.dataset.sample_threshold:
             # OLMES: a fixed random sample (seed 1234) of large splits, in original order.
-            keep = sorted(random.Random(cfg.fewshot.seed).sample(range(len(instances)), cfg.sample_size))
+            keep = sorted(random.Random(cfg.prompt.fewshot.seed).sample(range(len(instances)), cfg.dataset.sample_size))
             self._fewshot_pool_cache = instances
             instances = [instances[i] for i in keep]
         return instances
@@ -85,36 +93,36 @@ class Task:
     @cached_property
     def fewshot_pool(self) -> list[Instance]:
         cfg = self.config
-        if cfg.num_fewshot == 0:
+        if cfg.prompt.num_fewshot == 0:
             return []
-        if cfg.fewshot.split is not None:
-            return self.to_instances(load_rows(cfg.data, cfg.fewshot.split))
+        if cfg.prompt.fewshot.split is not None:
+            return self.to_instances(load_rows(cfg.data, cfg.prompt.fewshot.split))
         cached = getattr(self, "_fewshot_pool_cache", None)
         return cached if cached is not None else self.to_instances(load_rows(cfg.data))
 
     @cached_property
     def curated(self) -> list[Instance]:
         return [
-            row_to_instance(self.preprocess_row(dict(r)), i, self.config.fields)
-            for i, r in enumerate(self.config.fewshot.curated)
+            row_to_instance(self.preprocess_row(dict(r)), i, self.config.dataset.fields)
+            for i, r in enumerate(self.config.prompt.fewshot.curated)
         ]
 
     # -- requests ------------------------------------------------------------------------------
     def fewshot_for(self, inst: Instance) -> list[Instance]:
         cfg = self.config
-        if cfg.num_fewshot > 0 and len(self.curated) >= cfg.num_fewshot:
+        if cfg.prompt.num_fewshot > 0 and len(self.curated) >= cfg.prompt.num_fewshot:
             # enough curated examples: the few-shot split is never loaded
-            shots = select_fewshot(inst, [], cfg.num_fewshot, seed=cfg.fewshot.seed, curated=self.curated)
-            if len(shots) == cfg.num_fewshot:
+            shots = select_fewshot(inst, [], cfg.prompt.num_fewshot, seed=cfg.prompt.fewshot.seed, curated=self.curated)
+            if len(shots) == cfg.prompt.num_fewshot:
                 return shots
         return select_fewshot(
             inst,
             self.fewshot_pool,
-            cfg.num_fewshot,
-            seed=cfg.fewshot.seed,
+            cfg.prompt.num_fewshot,
+            seed=cfg.prompt.fewshot.seed,
             curated=self.curated,
-            same_cluster=cfg.fewshot.same_cluster,
-            fixed=cfg.fewshot.fixed,
+            same_cluster=cfg.prompt.fewshot.same_cluster,
+            fixed=cfg.prompt.fewshot.fixed,
         )
 
     def build_request(self, inst: Instance) -> Request:

@@ -69,7 +69,8 @@ def test_shuffle_is_seeded_per_instance_id_and_remaps_the_gold():
 def test_truthfulqa_is_shuffled_and_its_gold_is_the_same_answer():
     task = build_task(compose_task("truthfulqa_mc1"))
     insts = task.load_instances()
-    raw = task.config.model_copy(update={"fields": task.config.fields.model_copy(update={"shuffle_choices": False})})
+    raw = task.config.model_copy(
+        update={"fields": task.config.dataset.fields.model_copy(update={"shuffle_choices": False})})
     with pytest.raises(ConfigError, match="shuffle_choices"):
         build_task(raw).load_instances()
     rows_by_question = {r["question"]: r for r in map(json.loads, open(_truthfulqa_file()))}

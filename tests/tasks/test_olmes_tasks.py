@@ -50,7 +50,7 @@ def test_every_task_config_has_a_fixture_or_wheel_data():
 
 def test_olmes_normalization_per_task():
     for name, norm in OLMES_NORMALIZATION.items():
-        assert compose_task(name).normalization == norm, name
+        assert compose_task(name).scoring.normalization == norm, name
 
 
 @pytest.mark.parametrize("name", CHOICE_TASKS)
@@ -65,7 +65,7 @@ def test_rc_mc_bpb_requests_on_fixture(name):
         assert len(req.continuations) == 2 * len(inst.choices)
     else:
         assert req.continuations == tuple(" " + c for c in inst.choices)
-    assert (req.unconditional_context == "Answer:") == (rc.config.normalization == "uncond")
+    assert (req.unconditional_context == "Answer:") == (rc.config.scoring.normalization == "uncond")
     mc = build_task(on_fixture(f"{name}:mc"))
     mreq = mc.build_request(inst)
     assert mreq.continuations == tuple(f" {'ABCDE'[i]}" for i in range(len(inst.choices)))
@@ -73,13 +73,13 @@ def test_rc_mc_bpb_requests_on_fixture(name):
     bpb = build_task(on_fixture(f"{name}:bpb"))
     breq = bpb.build_request(inst)
     assert len(breq.continuations) == (2 if name == "winogrande" else 1)
-    assert bpb.config.primary_metric == "bpb"
+    assert bpb.config.scoring.primary_metric == "bpb"
 
 
-@pytest.mark.parametrize("name", [t for t in HUB_TASKS if compose_task(t).fewshot.curated])
+@pytest.mark.parametrize("name", [t for t in HUB_TASKS if compose_task(t).prompt.fewshot.curated])
 def test_curated_five_shots_precede_the_question(name):
     cfg = on_fixture(name)
-    assert cfg.num_fewshot == 5 and len(cfg.fewshot.curated) >= 5
+    assert cfg.prompt.num_fewshot == 5 and len(cfg.prompt.fewshot.curated) >= 5
     task = build_task(cfg)
     insts = task.load_instances()
     shots = task.fewshot_for(insts[0])
@@ -136,7 +136,7 @@ def test_hellaswag_preprocessing():
 
 def test_mmlu_hub_fewshot_from_dev_same_subject_macro():
     task = build_task(on_fixture("mmlu_hub"))
-    assert task.config.aggregation == "macro" and compose_task("mmlu").aggregation == "macro"
+    assert task.config.scoring.aggregation == "macro" and compose_task("mmlu").scoring.aggregation == "macro"
     for inst in task.load_instances():
         shots = task.fewshot_for(inst)
         assert len(shots) == 2 and {s.cluster for s in shots} == {inst.cluster}  # 2 dev rows per subject here
@@ -200,7 +200,7 @@ def test_olmes_variant_runs_both_formats():
 
 def test_cot_variant_and_answer_extraction():
     cfg = on_fixture("sciq:cot")
-    assert cfg.chain_of_thought and cfg.generation.max_tokens == 512
+    assert cfg.prompt.chain_of_thought and cfg.prompt.generation.max_tokens == 512
     task = build_task(cfg)
     inst = task.load_instances()[0]
     req = task.build_request(inst)
@@ -232,7 +232,7 @@ def test_freshqa_relaxed_match_uses_aliases():
     task = build_task(compose_task("freshqa").model_copy(update={"data": DataConfig(
         path="json", data_files=str(FIXTURES.parents[1] / "data" / "freshqa" / "freshqa.jsonl"), split="train")}))
     inst = task.load_instances()[0]
-    assert task.config.primary_metric == "relaxed_match"
+    assert task.config.scoring.primary_metric == "relaxed_match"
     scores, _ = score_response(task, inst, GenerateResponse(text=f"I believe it is {inst.gold_text}, as of 2023."))
     assert scores["relaxed_match"] == 1.0
     alias = inst.model_copy(update={"row": {**inst.row, "answer_1": "the ringed planet"}})
@@ -252,7 +252,7 @@ def test_fixture_tasks_pass_the_gold_position_check(name):
 def test_a_task_file_extends_another_and_sets_only_what_differs():
     easy, challenge = compose_task("arc_easy"), compose_task("arc_challenge")
     assert challenge.name == "arc_challenge" and challenge.data.subset == "ARC-Challenge"
-    assert challenge.normalization == "uncond" and easy.normalization == "per_char"
-    assert challenge.fewshot.curated[0]["id"] == "Mercury_SC_415702"  # its own shots replace the list
-    assert challenge.fields == easy.fields and challenge.data.path == easy.data.path
+    assert challenge.scoring.normalization == "uncond" and easy.scoring.normalization == "per_char"
+    assert challenge.prompt.fewshot.curated[0]["id"] == "Mercury_SC_415702"  # its own shots replace the list
+    assert challenge.dataset.fields == easy.dataset.fields and challenge.data.path == easy.data.path
     assert build_task(challenge).task_hash != build_task(easy).task_hash

@@ -35,12 +35,12 @@ def test_olmes_core10_and_base_qa_few_shot_compose():
     assert len(core.tasks) == 10 and all(t.endswith(":olmes") for t in core.tasks)
     for spec in core.tasks:
         cfg = compose_task(spec)
-        assert cfg.best_of == ["mc", "rc"] and cfg.num_fewshot == 5 and cfg.sample_size == 1000
+        assert cfg.best_of == ["mc", "rc"] and cfg.prompt.num_fewshot == 5 and cfg.dataset.sample_size == 1000
     few = load_suite("base_qa_few_shot")
     assert few.tasks[:2] == ["sciq:mc:3shot", "arc_challenge:mc:3shot"]
     for spec in few.tasks:
         cfg = compose_task(spec)
-        assert (cfg.formulation, cfg.num_fewshot, cfg.primary_metric) == ("mc", 3, "acc"), spec
+        assert (cfg.formulation, cfg.prompt.num_fewshot, cfg.scoring.primary_metric) == ("mc", 3, "acc"), spec
 
 
 def test_suite_mean_of_means_with_se():

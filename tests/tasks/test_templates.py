@@ -38,7 +38,7 @@ def _with(spec: str, **update) -> TaskConfig:
 
 
 def test_lm_eval_arc_prompt_is_reproduced_exactly():
-    cfg = _with("arc_easy", fields={**on_fixture("arc_easy").fields.model_dump(), "query": ARC_DOC_TO_TEXT},
+    cfg = _with("arc_easy", fields={**on_fixture("arc_easy").dataset.fields.model_dump(), "query": ARC_DOC_TO_TEXT},
                 rc_template="{query}", num_fewshot=0, normalization="none")
     task = build_task(cfg)
     for inst in task.load_instances()[:5]:
@@ -53,9 +53,9 @@ def test_lm_eval_arc_prompt_is_reproduced_exactly():
 
 def test_lm_eval_mmlu_prompt_and_a_loop_over_choices_render_the_same():
     base = on_fixture("mmlu_hub")
-    explicit = build_task(_with("mmlu_hub", fields={**base.fields.model_dump(), "query": MMLU_DOC_TO_TEXT},
+    explicit = build_task(_with("mmlu_hub", fields={**base.dataset.fields.model_dump(), "query": MMLU_DOC_TO_TEXT},
                                 mc_template="{query}", num_fewshot=0, formulation="mc"))
-    looped = build_task(_with("mmlu_hub", fields={**base.fields.model_dump(), "query": MMLU_LOOP},
+    looped = build_task(_with("mmlu_hub", fields={**base.dataset.fields.model_dump(), "query": MMLU_LOOP},
                               mc_template="{{ query }}", num_fewshot=0, formulation="mc"))
     for a, b in zip(explicit.load_instances()[:5], looped.load_instances()[:5], strict=True):
         expected = lm_eval_apply_template(MMLU_DOC_TO_TEXT, a.row)
