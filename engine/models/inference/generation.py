@@ -131,6 +131,12 @@ class GenerationEngine:
 
     def serve(self) -> None:
         """Run until no job is pending or decoding. A failure settles every job it leaves."""
+        # Inference mode: the weights of a transformers model require grad, and without it every step
+        # built an autograd graph that the cached keys and values kept alive (GBs within a few requests).
+        with torch.inference_mode():
+            self._serve()
+
+    def _serve(self) -> None:
         try:
             while True:
                 with self._lock:
