@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from engine.harness.agent_report import agent_lines
+from engine.stats import number as _fmt  # the one number formatter (a missing number prints "—")
 from engine.types import RunRecord
 
 EXAMPLE_CHARS = 200  # one example message per error kind, on one line
-
-
-def _fmt(x: float, digits: int = 4) -> str:
-    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def results_table(records: Sequence[RunRecord]) -> str:
@@ -23,7 +19,7 @@ def results_table(records: Sequence[RunRecord]) -> str:
     rows = []
     for r in records:
         s = r.scores.get(r.primary_metric)
-        se = (s.clustered_stderr or s.stderr) if s else float("nan")
+        se = s.reported_stderr if s else float("nan")
         spread = s is not None and not r.aggregate_only  # an aggregate alone has no SE, CI or MDE
         rows.append([
             r.task_spec, r.model.label, r.primary_metric + (" (clustered SE)" if s and s.clustered_stderr else "")
