@@ -86,6 +86,12 @@ def test_errors_name_the_flat_key_a_task_file_writes(raw, needles):
     assert "dataset" not in text and "prompt." not in text and "scoring" not in text, text
 
 
+def test_a_part_name_given_a_plain_value_is_named_as_written():
+    with pytest.raises(ValidationError) as err:
+        Experiment.model_validate({"model": {"name": "m"}, "task": {"name": "q", "data": {}, "prompt": "Q:"}})
+    assert "`task.prompt`: Input should be a valid dictionary" in str(format_validation_error(err.value, Experiment))
+
+
 def test_an_unknown_typed_key_is_refused_naming_the_flat_keys():
     with pytest.raises(ConfigError, match=r"there is no `mc_templat` under task; valid keys there: .*mc_template"):
         compose_experiment(["task.mc_templat=x"])

@@ -55,8 +55,8 @@ _PART_NAMES = {"dataset", "prompt", "scoring"}
 def _as_written(loc: tuple) -> tuple:
     out: list = []
     for i, part in enumerate(loc):
-        if part in _PART_NAMES and (i == 0 or loc[i - 1] == "task"):
-            continue
+        if part in _PART_NAMES and (i == 0 or loc[i - 1] == "task") and i < len(loc) - 1:
+            continue  # (a part itself is named: `prompt: "..."` in a task file is a key of its own)
         if part == "source" and i > 0 and loc[i - 1] == "dataset":
             part = "data"
         out.append(part)
