@@ -48,8 +48,8 @@ def _runs(uri: str, experiment: str = EXPERIMENT) -> list[Any]:
 
 # -- no RUNNING run after an exit 2 ------------------------------------------------------------------
 BAD_INPUT = {
-    "missing data file": (["task.data.data_files=/nonexistent/evalbench/cases.jsonl"], "task.data.data_files"),
-    "bad template": (["task.generate_template='Q: {{ doc.nope.deeper }}'"], "task.generate_template"),
+    "missing data file": (["task.data.data_files=/nonexistent/evalbench/cases.jsonl"], "data_files"),
+    "bad template": (["task.generate_template='Q: {{ doc.nope.deeper }}'"], "generate_template"),
 }
 
 
