@@ -20,9 +20,10 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, computed_field
 
-# Heineman et al. use the last 5 checkpoints of each small model (snr_simple.py) and the last 30 of
-# a large run; a checkpoint sweep here rarely has 30, so 5 (or all, when fewer).
-NOISE_CHECKPOINTS = 5
+# The issue that asked for it set 3 (or all, when fewer): a checkpoint sweep here often has only a
+# few. Heineman et al. use the last 5 of each small model (snr_simple.py) and 30 of a large run:
+# `--noise-checkpoints 5` reproduces theirs (docs/architecture.md, "Statistics").
+NOISE_CHECKPOINTS = 3
 
 
 class CheckpointNoise(BaseModel):
