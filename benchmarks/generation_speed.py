@@ -122,8 +122,11 @@ def key(r: dict) -> tuple[str, int]:
 
 
 def trajectory(r: dict) -> Any:
-    """What an agent run did, without timings: the output and every step's type and content."""
-    return r.get("output_text"), [(s["type"], s["content"]) for s in r.get("trajectory") or []]
+    """What an agent run did, without timings: the output and every step's type and content, less
+    its durations (`provider_s`, `work_s`, ...) and the limit's wording of them (`detail`)."""
+    return r.get("output_text"), [(s["type"], {k: v for k, v in s["content"].items()
+                                               if not k.endswith("_s") and k != "detail"})
+                                  for s in r.get("trajectory") or []]
 
 
 def near_tie(provider: Any, prompt: str, a: str, b: str) -> bool:
