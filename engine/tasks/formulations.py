@@ -25,10 +25,10 @@ def choice_block(choices: Sequence[str]) -> str:
 def prompt_template(cfg: TaskConfig) -> tuple[str, str]:
     """(template, where) of the formulation's prompt."""
     if cfg.formulation == "mc":
-        return cfg.prompt.mc_template, "`task.prompt.mc_template`"
+        return cfg.prompt.mc_template, "`task.mc_template`"
     if cfg.formulation in ("rc", "bpb"):
-        return cfg.prompt.rc_template, "`task.prompt.rc_template`"
-    return cfg.prompt.generate_template, "`task.prompt.generate_template`"
+        return cfg.prompt.rc_template, "`task.rc_template`"
+    return cfg.prompt.generate_template, "`task.generate_template`"
 
 
 def render_context(cfg: TaskConfig, inst: Instance) -> str:
