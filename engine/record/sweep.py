@@ -21,6 +21,7 @@ from engine.record import store
 from engine.record.atomic import atomic_write_text
 from engine.record.mlflow_writer import KIND_TAG, start_mlflow_run
 from engine.record.suite import PARENT_TAG
+from engine.stats import number  # the one number formatter of tables (a missing number prints "—")
 from engine.types import SWEEP_RUN, RunRecord
 
 RESULT_FILE = "job_result.json"
@@ -144,10 +145,6 @@ def sweep_exit_code(results: Sequence[JobResult]) -> int:
     return EXIT_UNTRACKED if "untracked" in statuses else 0
 
 
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
-
-
 def _short(text: str | None, width: int = 60) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -163,7 +160,7 @@ def summary_table(results: Sequence[JobResult]) -> str:
             rows.append([str(r.job), r.model, r.task_spec, r.status, "-", "-", _short(r.reason)])
         for run in r.runs:
             status = "untracked" if r.status == "untracked" else run.status
-            rows.append([str(r.job), r.model, run.task_spec, status, _fmt(run.score), _fmt(run.se),
+            rows.append([str(r.job), r.model, run.task_spec, status, number(run.score), number(run.se),
                          _short(r.reason if status != "finished" else None)])
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
 
