@@ -189,23 +189,32 @@ def near_tie_or_equal(provider: Any, request: GenerateRequest, a: GenerateRespon
 
 
 @pytest.fixture(scope="module")
+def prefix_provider(smollm2_dir: Any) -> Any:
+    """The real SmolLM2 with `model.generation_engine=prefix` (opt-in: plain is the default)."""
+    from engine.config.schema import ModelConfig
+    from engine.models.hf import HFProvider
+
+    return HFProvider(ModelConfig(name="smollm2-135m-instruct", path=str(smollm2_dir), generation_engine="prefix"))
+
+
+@pytest.fixture(scope="module")
 def gsm8k_requests() -> list[GenerateRequest]:
     return _task_requests(["task=gsm8k", "task.num_fewshot=3", "task.generation.max_tokens=32", "limit=3"])
 
 
 @pytest.mark.slow
-def test_gsm8k_greedy_equals_the_plain_path_and_reuses_the_shots(smollm2_provider, gsm8k_requests):
-    engine_before = smollm2_provider._generation_engine()
+def test_gsm8k_greedy_equals_the_plain_path_and_reuses_the_shots(prefix_provider, gsm8k_requests):
+    engine_before = prefix_provider._generation_engine()
     reused = engine_before.reused_tokens
-    plain = smollm2_provider.generate_sync(gsm8k_requests, plain=True)
-    fast = smollm2_provider.generate_sync(gsm8k_requests)
-    assert all(near_tie_or_equal(smollm2_provider, r, a, b) for r, a, b in zip(gsm8k_requests, plain, fast, strict=True))
+    plain = prefix_provider.generate_sync(gsm8k_requests, plain=True)
+    fast = prefix_provider.generate_sync(gsm8k_requests)
+    assert all(near_tie_or_equal(prefix_provider, r, a, b) for r, a, b in zip(gsm8k_requests, plain, fast, strict=True))
     assert sum(a == b for a, b in zip(plain, fast, strict=True)) >= len(plain) - 1
     assert engine_before.reused_tokens - reused >= 2 * 200  # the 3-shot block, computed once
 
     async def one_call_each() -> list[list[GenerateResponse]]:
         """Separate calls (an agent's trajectories): their rows share the engine's batch."""
-        return list(await asyncio.gather(*(smollm2_provider.generate([r]) for r in gsm8k_requests)))  # one list each
+        return list(await asyncio.gather(*(prefix_provider.generate([r]) for r in gsm8k_requests)))  # one list each
 
     threads: list[int] = []
     serve = engine_before.serve
@@ -214,38 +223,38 @@ def test_gsm8k_greedy_equals_the_plain_path_and_reuses_the_shots(smollm2_provide
         apart = asyncio.run(one_call_each())
     finally:
         del engine_before.serve
-        asyncio.run(smollm2_provider.aclose())
+        asyncio.run(prefix_provider.aclose())
     assert [r[0].text for r in apart] == [r.text for r in fast]
     assert threads and threading.get_ident() not in threads  # the model thread, never the caller's
 
 
 @pytest.mark.slow
-def test_pass_at_k_samples_are_reproducible_and_equal_the_plain_path(smollm2_provider):
+def test_pass_at_k_samples_are_reproducible_and_equal_the_plain_path(prefix_provider):
     reqs = _task_requests(["task=humaneval", "variant=pass_at_10", "task.generation.samples=3", "task.pass_at_k=[1,3]",
                            "task.generation.max_tokens=32", "limit=1"])
     assert len(reqs) == 3 and len({r.sampling.seed for r in reqs}) == 3
-    first = smollm2_provider.generate_sync(reqs)
-    assert [r.text for r in first] == [r.text for r in smollm2_provider.generate_sync(reqs)]
-    plain = [smollm2_provider.generate_sync([r], plain=True)[0] for r in reqs]  # the plain path seeds per call
-    assert all(near_tie_or_equal(smollm2_provider, r, a, b) for r, a, b in zip(reqs, plain, first, strict=True))
+    first = prefix_provider.generate_sync(reqs)
+    assert [r.text for r in first] == [r.text for r in prefix_provider.generate_sync(reqs)]
+    plain = [prefix_provider.generate_sync([r], plain=True)[0] for r in reqs]  # the plain path seeds per call
+    assert all(near_tie_or_equal(prefix_provider, r, a, b) for r, a, b in zip(reqs, plain, first, strict=True))
 
 
 @pytest.mark.slow
-def test_an_agent_turn_prefills_only_the_new_messages(smollm2_provider):
-    engine = smollm2_provider._generation_engine()
+def test_an_agent_turn_prefills_only_the_new_messages(prefix_provider):
+    engine = prefix_provider._generation_engine()
     first = GenerateRequest(messages=(ChatMessage(role="system", content="You answer briefly."),
                                       ChatMessage(role="user", content="Name a large city in France.")),
                             sampling=SamplingParams(max_tokens=16))
-    reply = smollm2_provider.generate_sync([first])[0]
+    reply = prefix_provider.generate_sync([first])[0]
     tool_result = "The search found: Lyon has 500,000 inhabitants."
     nxt = GenerateRequest(messages=(*(first.messages or ()), ChatMessage(role="assistant", content=reply.text),
                                     ChatMessage(role="user", content=tool_result)),
                           sampling=SamplingParams(max_tokens=16))
-    tok = smollm2_provider.tokenizer
-    ids = [tok(smollm2_provider.render_prompt(r), add_special_tokens=False)["input_ids"] for r in (first, nxt)]
+    tok = prefix_provider.tokenizer
+    ids = [tok(prefix_provider.render_prompt(r), add_special_tokens=False)["input_ids"] for r in (first, nxt)]
     assert ids[1][: len(ids[0])] == ids[0]  # the chat template extends the conversation's tokens
     before = engine.prefilled_tokens
-    again = smollm2_provider.generate_sync([nxt])[0]
+    again = prefix_provider.generate_sync([nxt])[0]
     new_tokens = len(ids[1]) - len(ids[0]) - reply.usage.completion_tokens
     assert engine.prefilled_tokens - before <= new_tokens + 2  # +2: the reply's last token and end marker
-    assert again == smollm2_provider.generate_sync([nxt], plain=True)[0]
+    assert again == prefix_provider.generate_sync([nxt], plain=True)[0]
