@@ -85,7 +85,7 @@ class ModelConfig(FrozenConfig):
     # hf only: prefix (shared-prefix reuse and in-flight batching on the flat forward, Llama models on
     # CPU) or plain (transformers' generate over a padded batch, the reference); docs/architecture.md,
     # "The generation path".
-    generation_engine: Literal["prefix", "plain"] = "prefix"
+    generation_engine: Literal["prefix", "plain"] = "plain"
 
     @model_validator(mode="after")
     def _only_keys_the_provider_reads(self) -> ModelConfig:
