@@ -93,6 +93,22 @@ def test_greedy_rows_equal_transformers_generate_with_the_prefix_computed_once(t
     assert engine.reused_tokens == 4 * len(SHARED)
 
 
+def test_rows_of_different_lengths_never_read_uninitialized_keys(tiny):
+    """A shorter row's attention reads the positions past its length with weight 0: they must be
+    finite (0 x NaN is NaN: GSM8K 8-shot rows turned into special tokens when they were not)."""
+    prompts = [SHARED + [60, 61], SHARED + [62, 63, 64, 65, 66, 67, 68]]
+    engine = _engine(tiny, slots=2)
+    engine.eos_ids = set()
+    engine.kv.reserve(300)
+    assert all(bool(torch.isfinite(t).all()) for t in engine.kv.keys + engine.kv.values)
+    got = _run(engine, prompts, [SamplingParams(max_tokens=10)] * 2)
+    tiny.generation_config.eos_token_id = None
+    try:
+        assert [r.tokens for r in got] == [_reference(tiny, p, SamplingParams(max_tokens=10)) for p in prompts]
+    finally:
+        tiny.generation_config.eos_token_id = EOS
+
+
 def test_a_finished_row_leaves_and_a_waiting_one_takes_its_slot_at_once(tiny):
     long, short = SamplingParams(max_tokens=20), SamplingParams(max_tokens=2)
     prompts = [[20 + i, 30, 31, 32] for i in range(5)]

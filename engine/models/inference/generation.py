@@ -86,7 +86,9 @@ class SlotKV:
         cap = -(-need // CAP_STEP) * CAP_STEP
         for buffers in (self.keys, self.values):
             for i, old in enumerate(buffers):
-                new = torch.empty((old.shape[0], old.shape[1], cap, old.shape[3]), dtype=self.dtype)
+                # zeros, not empty: a shorter row's attention reads the positions past its length with
+                # weight 0, and 0 x an uninitialized NaN is NaN (rows turned into special tokens)
+                new = torch.zeros((old.shape[0], old.shape[1], cap, old.shape[3]), dtype=self.dtype)
                 new[:, :, : old.shape[2]] = old
                 buffers[i] = new
 
