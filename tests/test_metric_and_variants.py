@@ -16,6 +16,7 @@ from engine.config.prepare import prepare
 from engine.config.schema import TaskConfig
 from engine.extend import GenerateResponse, metric, register_variant, scorer
 from engine.scoring import aggregate_scores, score_response
+from engine.scoring.registry import METRICS
 from engine.stats import Z_95, summarize
 from engine.tasks import Instance, Task
 from engine.types import InstanceRecord
@@ -138,3 +139,11 @@ def test_a_variant_registered_from_python(user_variant, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert any(ln.split()[:2] == ["arc_easy:3shot", str(user_variant)] for ln in lines)
     assert any(ln.split()[0] == "arc_easy:t_seed9" and "register_variant" in ln for ln in lines)
+
+
+def test_a_refused_metric_name_is_not_registered():
+    """`@metric(name="acc")` is refused (the engine writes `acc`): the refusal must leave the registry as it
+    was, or every later run in the process would aggregate `acc` with the refused function (it read 0.0)."""
+    with pytest.raises(ConfigError):
+        metric(lambda rows: 0.0, name="acc")
+    assert "acc" not in METRICS

@@ -55,10 +55,10 @@ class Registry(Generic[_T]):
             raise self.error(
                 f"Two {self.kind}s are named {name!r}: {old} and {origin}. Names must be unique. Fix: rename one "
                 f"(`{self.decorator}(name=\"...\")`), or stop importing one of the two modules.")
+        if self.on_add is not None:  # first: a name it refuses (e.g. a score the engine writes) is never stored
+            self.on_add(name, obj)
         self._items[name] = obj
         self._origins[name] = origin
-        if self.on_add is not None:
-            self.on_add(name, obj)
         return obj
 
     def get(self, name: str, where: str = "") -> _T:
