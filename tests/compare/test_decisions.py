@@ -89,7 +89,8 @@ def test_series_default_noise_window_and_no_signal_note(tmp_path: Path, capsys: 
     rep = _cli(capsys, "--series", *_write_series(tmp_path), "--format", "json")
     (task,) = rep["tasks"]
     scores = SERIES.mean(axis=1)
-    assert task["noise"]["relative"] == pytest.approx(np.std(scores) / np.mean(scores))  # all 5 (default 5)
+    last = scores[-3:]  # the default window: the last 3 checkpoints (issue 23)
+    assert task["noise"]["relative"] == pytest.approx(np.std(last) / np.mean(last)) and task["noise"]["n_checkpoints"] == 3
     assert task["signal"] is None and any("--signal-runs" in n for n in task["notes"])
     assert main(["--series", *_write_series(tmp_path), "--noise-checkpoints", "1"]) == 2
     assert "--noise-checkpoints must be at least 2" in capsys.readouterr().err
