@@ -18,6 +18,7 @@ from engine.stats import summarize
 from engine.stats._distributions import t_quantile, t_two_sided_p
 from engine.stats.intervals import MIN_CLUSTERS, cr1_clustered_se, paired_interval, score_interval
 from engine.stats.proportions import tango_paired_interval, wilson_interval
+from engine.types import ScoreSummary
 
 Z = float(sps.norm.ppf(0.975))
 
@@ -272,3 +273,12 @@ def test_all_ties_never_claim_a_paired_mde_of_zero() -> None:
         assert math.isclose(r.mde, (z + z_power) * z / (n + z * z), rel_tol=1e-6) and "interval implies" in (r.note or "")
     constant = paired_interval([0.5, 0.7], [0.4, 0.6])
     assert math.isnan(constant.mde) and "no MDE" in (constant.note or "")
+
+
+def test_a_missing_number_survives_the_record_round_trip() -> None:
+    """A score with no MDE (every score the same, not 0/1) is written as null and read back as NaN: a run
+    folder holding one must load (compare refused it as 'not a valid run record')."""
+    summary = summarize([0.5, 0.5, 0.5])
+    assert math.isnan(summary.mde)
+    back = ScoreSummary.model_validate_json(summary.model_dump_json())
+    assert math.isnan(back.mde) and back.value == 0.5 and back.note == summary.note

@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from engine.types.work import (
     GenerateRequest,
@@ -38,6 +39,13 @@ class ScoreSummary(BaseModel):
     df: float | None = None
     ci_method: str | None = None
     note: str | None = None
+
+    @field_validator("value", "stderr", "ci_low", "ci_high", "mde", mode="before")
+    @classmethod
+    def _missing_is_nan(cls, v: Any) -> Any:
+        # JSON has no NaN: a number that does not exist (no MDE when every score is the same, no SE
+        # at n = 1) is written as null, and read back as NaN, what the statistics computed.
+        return math.nan if v is None else v
 
     @property
     def reported_stderr(self) -> float:
