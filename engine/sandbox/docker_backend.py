@@ -241,13 +241,6 @@ class DockerSandbox(Sandbox):
             self._removed.set()
             REGISTRY.discard(self)
 
-    async def stop(self) -> None:
-        if self.stopped or not self.started:
-            self.stopped = True
-            REGISTRY.discard(self)
-            return
-        await self._call(self.kill_sync)
-
     # -- exec ------------------------------------------------------------------------------
     def _exec_sync(self, argv: list[str], *, stdin: bytes | None, timeout_s: float,
                    cap: int) -> _Stream:

@@ -149,13 +149,6 @@ class HostProcessSandbox(Sandbox):
                 self._lease.release()
             REGISTRY.discard(self)
 
-    async def stop(self) -> None:
-        if self.stopped or not self.started:
-            self.stopped = True
-            REGISTRY.discard(self)
-            return
-        await asyncio.to_thread(self.kill_sync)
-
 
 class LocalSandbox(HostProcessSandbox):
     backend: ClassVar[str] = "local"

@@ -21,6 +21,7 @@ from engine.stats.display import number
 from engine.stats.intervals import (
     MIN_CLUSTERS,
     ClusteredSE,
+    PairedDelta,
     PairedInterval,
     ScoreInterval,
     cr1_clustered_se,
@@ -59,6 +60,7 @@ __all__ = [
     "MIN_CLUSTERS",
     "ClusteredSE",
     "ScoreInterval",
+    "PairedDelta",
     "PairedInterval",
     "cr1_clustered_se",
     "score_interval",

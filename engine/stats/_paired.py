@@ -6,10 +6,9 @@ import math
 from collections.abc import Hashable, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from engine.stats._distributions import Z_95, Z_POWER_80
-from engine.stats.intervals import PairedInterval, paired_interval
+from engine.stats.intervals import PairedDelta, PairedInterval, paired_interval
 
 PAIRED_MDE_FACTOR = Z_95 + Z_POWER_80  # ≈ 2.80: the paired MDE on the normal
 
@@ -23,18 +22,9 @@ def verdict_of(delta: float, mde: float, p_value: float, n: int) -> str:
     return "improved" if delta > 0 else "regressed"
 
 
-class PairedComparison(BaseModel):
+class PairedComparison(PairedDelta):
     """A − B on aligned questions."""
 
-    model_config = ConfigDict(frozen=True)
-
-    n: int
-    mean_a: float
-    mean_b: float
-    delta: float
-    stderr: float
-    ci_low: float
-    ci_high: float
     z: float  # Δ/SE
     p_value: float  # the interval's own test (McNemar asymptotic for 0/1 scores, t otherwise)
     mde: float

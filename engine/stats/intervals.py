@@ -101,8 +101,9 @@ class ScoreInterval(BaseModel):
     note: str | None = None
 
 
-class PairedInterval(BaseModel):
-    """A − B on aligned questions, with an interval inside [−1, 1] for 0/1 scores."""
+class PairedDelta(BaseModel):
+    """A − B on n aligned questions: the means, the difference, its SE and interval (the fields every
+    paired figure shares: the interval, the report's `stats` block, a companion metric's line)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -111,9 +112,14 @@ class PairedInterval(BaseModel):
     mean_b: float
     delta: float
     stderr: float
-    plain_stderr: float
     ci_low: float
     ci_high: float
+
+
+class PairedInterval(PairedDelta):
+    """A − B on aligned questions, with an interval inside [−1, 1] for 0/1 scores."""
+
+    plain_stderr: float
     level: float
     method: Literal["tango", "tango-clustered", "t", "t-clustered", "none"]
     df: float
