@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -72,3 +73,15 @@ def with_plus(key: str, parsed: ParsedOverrides) -> ParsedOverrides | None:
         return None
     items = tuple(parse_override("+" + o.text) if o is first else o for o in parsed)
     return parsed.model_copy(update={"items": items})
+
+
+def dotted_leaves(content: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{generation: {max_tokens: 512}}` → `{"generation.max_tokens": 512}`; lists are one value."""
+    out: dict[str, Any] = {}
+    for key, value in content.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(dotted_leaves(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out

@@ -21,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from engine.config.errors import ConfigError
+from engine.config.keys import dotted_leaves
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
@@ -83,18 +84,6 @@ def read_variant(path: Path) -> dict[str, Any]:
     return {str(k): v for k, v in content.items()} if isinstance(content, dict) else {}
 
 
-def _leaves(content: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{generation: {max_tokens: 512}}` → `{"generation.max_tokens": 512}`; lists are one value."""
-    out: dict[str, Any] = {}
-    for key, value in content.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(_leaves(value, f"{dotted}."))
-        else:
-            out[dotted] = value
-    return out
-
-
 def _covers(a: str, b: str) -> bool:
     """One key is the other or contains it (`generation` and `generation.max_tokens`)."""
     return a == b or b.startswith(f"{a}.") or a.startswith(f"{b}.")
@@ -107,7 +96,7 @@ def check_variant_conflicts(variants: Mapping[str, Mapping[str, Any] | None]) ->
     conf/variant/<name>.yaml, converted to plain containers), in the order given.
     Variants that agree on a key (`rc` and `norm_per_char` both set `formulation: rc`) are fine.
     """
-    leaves = {name: _leaves(content or {}) for name, content in variants.items()}
+    leaves = {name: dotted_leaves(content or {}) for name, content in variants.items()}
     names = list(leaves)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:

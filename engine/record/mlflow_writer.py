@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from engine.config.keys import dotted_leaves
 from engine.config.schema import TrackingConfig
 from engine.record import store
 from engine.record.lifecycle import STATUS_TAG, owner_tags, reap_stale_runs
@@ -28,15 +29,12 @@ TASK_SPEC_TAG = "evalbench.task_spec"
 log = logging.getLogger("evalbench")
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten(config: dict[str, Any]) -> dict[str, str]:
+    """MLflow params: one per dotted leaf of the config, cut to MLflow's length limit."""
     out: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            text = str(value)
-            out[name] = text if len(text) <= MAX_PARAM_LEN else text[: MAX_PARAM_LEN - 3] + "..."
+    for name, value in dotted_leaves(config).items():
+        text = str(value)
+        out[name] = text if len(text) <= MAX_PARAM_LEN else text[: MAX_PARAM_LEN - 3] + "..."
     return out
 
 
