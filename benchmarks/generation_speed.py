@@ -8,8 +8,8 @@ Rows (the same rows, prompts and SmolLM2 checkpoint on both sides, CPU fp32, gre
   own `hf` backend (batch 8, fp32, the same max tokens and stops) in its own venv
   (`python -m engine.external.venvs lm_eval`);
 - pass_at_10 (`task=humaneval variant=pass_at_10`, 10 seeded samples per question) and agent
-  (`task=ellisande_qa harness=search_agent model=smollm2_tools`): evalbench's default engine
-  (`model.generation_engine=prefix`) against its own plain path (`model.generation_engine=plain`,
+  (`task=ellisande_qa harness=search_agent model=smollm2_tools`): evalbench's prefix engine
+  (`model.generation_engine=prefix`, every row's evalbench side) against its own plain path (`model.generation_engine=plain`,
   transformers' `generate`).
 
 Per row: wall, generated tokens per second, peak RSS, output agreement (identical outputs; each
@@ -192,7 +192,7 @@ def run_row(row: str, n: int, tmp: Path, checkpoint: Path, provider: Any, params
     overrides, _, peer_kind, target = ROWS[row]
     work = tmp / row
     work.mkdir()
-    ev = evalbench([*overrides, f"limit={n}"], work, "evalbench")
+    ev = evalbench([*overrides, f"limit={n}", "model.generation_engine=prefix"], work, "evalbench")
     if ev is None:
         print(f"FAIL {row}: the evalbench run failed (see above)", flush=True)
         return False
