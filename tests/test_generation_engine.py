@@ -93,6 +93,29 @@ def test_greedy_rows_equal_transformers_generate_with_the_prefix_computed_once(t
     assert engine.reused_tokens == 4 * len(SHARED)
 
 
+def test_rows_sharing_a_block_decode_against_one_copy_of_it(tiny):
+    """The shared block's keys and values are read once per step for every row that reused it (one
+    trunk), and a row's slot holds only what follows the block: outputs still equal `generate`."""
+    from engine.models.inference.generation import CAP_STEP
+
+    block = [10 + i % 80 for i in range(300)]  # longer than CAP_STEP: a copy per slot would grow it
+    prompts = [block + [60 + i, 61 + i, 62] for i in range(4)]
+    engine = _engine(tiny, slots=4)
+    engine.eos_ids = set()
+    groups: list[list[int]] = []
+    decode = engine._decode_hidden
+    engine._decode_hidden = lambda ids, pos, local, trunks: (  # type: ignore[method-assign]
+        groups.append(sorted(len(idx) for _, idx in trunks)), decode(ids, pos, local, trunks))[1]
+    got = _run(engine, prompts, [SamplingParams(max_tokens=8)] * 4)
+    tiny.generation_config.eos_token_id = None
+    try:
+        assert [r.tokens for r in got] == [_reference(tiny, p, SamplingParams(max_tokens=8)) for p in prompts]
+    finally:
+        tiny.generation_config.eos_token_id = EOS
+    assert [1, 3] in groups  # the first prompt's own rows, and the three that reused its block as one
+    assert engine.kv.cap == CAP_STEP
+
+
 def test_rows_of_different_lengths_never_read_uninitialized_keys(tiny):
     """A shorter row's attention reads the positions past its length with weight 0: they must be
     finite (0 x NaN is NaN: GSM8K 8-shot rows turned into special tokens when they were not)."""

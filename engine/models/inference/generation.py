@@ -62,8 +62,13 @@ class _Row:
     job: GenJob
     prompt: list[int]
     generator: torch.Generator | None
+    trunk: PrefixKV  # keys and values of positions [0, base): shared by every row with the same tokens there
     generated: list[int] = field(default_factory=list)
-    length: int = 0  # positions with keys and values in the row's slot
+    length: int = 0  # positions with keys and values: the trunk's, then the row's slot's
+
+    @property
+    def base(self) -> int:
+        return len(self.trunk.tokens)
 
 
 class SlotKV:
@@ -92,21 +97,23 @@ class SlotKV:
                 new[:, :, : old.shape[2]] = old
                 buffers[i] = new
 
-    def load(self, slot: int, prefix: PrefixKV, n: int) -> None:
-        self.reserve(n)
+    def load(self, slot: int, prefix: PrefixKV, start: int, end: int) -> None:
+        """Positions [start, end) of `prefix` into the slot's first end − start positions."""
+        self.reserve(end - start)
         for layer in range(len(self.keys)):
-            self.keys[layer][slot, :, :n] = prefix.keys[layer][:, :n]
-            self.values[layer][slot, :, :n] = prefix.values[layer][:, :n]
+            self.keys[layer][slot, :, : end - start] = prefix.keys[layer][:, start:end]
+            self.values[layer][slot, :, : end - start] = prefix.values[layer][:, start:end]
 
     def move(self, src: int, dst: int, n: int) -> None:
         for buffers in (self.keys, self.values):
             for buf in buffers:
                 buf[dst, :, :n] = buf[src, :, :n]
 
-    def snapshot(self, slot: int, tokens: tuple[int, ...]) -> PrefixKV:
-        n = len(tokens)
-        return PrefixKV(tokens=tokens, keys=[k[slot, :, :n].clone() for k in self.keys],
-                        values=[v[slot, :, :n].clone() for v in self.values])
+    def snapshot(self, slot: int, trunk: PrefixKV, tokens: tuple[int, ...]) -> PrefixKV:
+        """The whole sequence `tokens`: the trunk's positions, then the slot's."""
+        n = len(tokens) - len(trunk.tokens)
+        return PrefixKV(tokens=tokens, keys=[torch.cat([t, k[slot, :, :n]], dim=1) for t, k in zip(trunk.keys, self.keys, strict=True)],
+                        values=[torch.cat([t, v[slot, :, :n]], dim=1) for t, v in zip(trunk.values, self.values, strict=True)])
 
 
 class GenerationEngine:
@@ -182,11 +189,24 @@ class GenerationEngine:
         self.cache.put(store)
         seed = job.sampling.seed
         gen = torch.Generator().manual_seed(seed) if job.sampling.temperature > 0 and seed is not None else None
-        row = _Row(job=job, prompt=prompt, generator=gen, length=len(prompt))
+        trunk = self._trunk(prompt, cached, n, store)
+        row = _Row(job=job, prompt=prompt, generator=gen, trunk=trunk, length=len(prompt))
         slot = len(self._rows)
-        self.kv.load(slot, store, len(prompt))
+        self.kv.load(slot, store, row.base, len(prompt))
         self._rows.append(row)
         self._choose([row], hidden)
+
+    def _trunk(self, prompt: list[int], cached: PrefixKV | None, n: int, store: PrefixKV) -> PrefixKV:
+        """The row's shared positions: the cached prefix it reused (the 8-shot block, a pass@k prompt,
+        an agent's conversation so far), the same object as any decoding row's with those tokens, so
+        that decode attends to it once for all of them; with no reuse, the row's whole prompt."""
+        if cached is None:
+            return store
+        tokens = tuple(prompt[:n])
+        for other in self._rows:
+            if other.trunk.tokens == tokens:
+                return other.trunk
+        return PrefixKV(tokens=tokens, keys=[k[:, :n] for k in cached.keys], values=[v[:, :n] for v in cached.values])
 
     def _drop_cancelled(self) -> None:
         for i in reversed(range(len(self._rows))):
@@ -200,24 +220,29 @@ class GenerationEngine:
         row's slot (its own length masked), then the choice of each next token."""
         rows = self._rows
         self.steps += 1
-        lengths = torch.tensor([r.length for r in rows])
-        self.kv.reserve(int(lengths.max()) + 1)
-        hidden = self._decode_hidden(torch.tensor([r.generated[-1] for r in rows]), lengths)
+        pos = torch.tensor([r.length for r in rows])
+        local = pos - torch.tensor([r.base for r in rows])  # the new token's place in its row's slot
+        self.kv.reserve(int(local.max()) + 1)
+        trunks: dict[int, tuple[PrefixKV, list[int]]] = {}
+        for i, r in enumerate(rows):
+            trunks.setdefault(id(r.trunk), (r.trunk, []))[1].append(i)
+        hidden = self._decode_hidden(torch.tensor([r.generated[-1] for r in rows]), pos, local,
+                                     [(t, torch.tensor(idx)) for t, idx in trunks.values()])
         for r in rows:
             r.length += 1
         self._choose(rows, hidden)
 
-    def _decode_hidden(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _decode_hidden(self, ids: torch.Tensor, pos: torch.Tensor, local: torch.Tensor,
+                       trunks: list[tuple[PrefixKV, torch.Tensor]]) -> torch.Tensor:
         flat, b = self.flat, len(ids)
         h = F.embedding(ids, flat.embed_weight)
         cos, sin = flat._rope_tables(pos, h)
         half = flat.head_dim // 2
         cos, sin = cos[:, None, :], torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)[:, None, :]
-        span = int(pos.max()) + 1
-        # [b, 1, 1, span]: 0 where a row sees a key, -inf past its own length
-        bias = torch.zeros((b, 1, 1, span)).masked_fill_((torch.arange(span)[None, :] > pos[:, None])[:, None, None, :],
-                                                         float("-inf"))
-        group = flat.n_heads // flat.n_kv
+        span = int(local.max()) + 1
+        # [b, 1, 1, span]: 0 where a row sees a key of its slot, -inf past its own length
+        bias = torch.zeros((b, 1, 1, span)).masked_fill_(
+            (torch.arange(span)[None, :] > local[:, None])[:, None, None, :], float("-inf"))
         slot = torch.arange(b)
         for li, layer in enumerate(flat.layers):
             x = _rms(h, layer.w_in, layer.eps)
@@ -225,16 +250,40 @@ class GenerationEngine:
             k = _rope((x @ layer.w_k.T).view(b, flat.n_kv, flat.head_dim), cos, sin, half)
             v = (x @ layer.w_v.T).view(b, flat.n_kv, flat.head_dim)
             keys, values = self.kv.keys[li], self.kv.values[li]
-            keys[slot, :, pos] = k
-            values[slot, :, pos] = v
-            # Grouped-query attention without expanding keys and values to every head (the fused
-            # kernel's GQA copies them per step): a row's query heads of one key head are one batch.
-            scores = torch.matmul(q.view(b, flat.n_kv, group, flat.head_dim), keys[:b, :, :span].transpose(2, 3))
-            att = torch.matmul(torch.softmax(scores.mul_(flat.scale).add_(bias), dim=-1), values[:b, :, :span])
+            keys[slot, :, local] = k
+            values[slot, :, local] = v
+            att = self._attend(q, keys[:b, :, :span], values[:b, :, :span], bias, trunks, li)
             h = torch.addmm(h, att.reshape(b, -1), layer.w_o.T)
             x = _rms(h, layer.w_post, layer.eps)
             h = torch.addmm(h, F.silu(x @ layer.w_gate.T).mul_(x @ layer.w_up.T), layer.w_down.T)
         return _rms(h, flat.norm, flat.norm_eps)
+
+    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
+                trunks: list[tuple[PrefixKV, torch.Tensor]], li: int) -> torch.Tensor:
+        """Each row's attention over its trunk's keys, then its slot's: one softmax over both (the
+        maximum and the sum taken across the two parts). Grouped-query by hand: a row's query heads of
+        one key head are one batch (the fused kernel's GQA copies keys and values per head, per step);
+        a trunk's rows are one batch too, so a shared prefix is read once per step for all of them."""
+        flat, b = self.flat, q.shape[0]
+        n_kv, group, hd = flat.n_kv, flat.n_heads // flat.n_kv, flat.head_dim
+        q4 = q.view(b, n_kv, group, hd)
+        scores = torch.matmul(q4, keys.transpose(2, 3)).mul_(flat.scale).add_(bias)  # [b, n_kv, group, span]
+        peak = scores.amax(dim=-1)  # [b, n_kv, group]
+        shared = []
+        for trunk, idx in trunks:
+            r = len(idx)
+            qg = q4.index_select(0, idx).permute(1, 0, 2, 3).reshape(n_kv, r * group, hd)
+            st = torch.matmul(qg, trunk.keys[li].transpose(1, 2)).mul_(flat.scale)  # [n_kv, r·group, P]
+            peak[idx] = torch.maximum(peak[idx], st.amax(dim=-1).view(n_kv, r, group).permute(1, 0, 2))
+            shared.append(st)
+        p = torch.exp(scores.sub_(peak[..., None]))
+        out, total = torch.matmul(p, values), p.sum(dim=-1)
+        for (trunk, idx), st in zip(trunks, shared, strict=True):
+            r = len(idx)
+            pt = torch.exp(st.sub_(peak.index_select(0, idx).permute(1, 0, 2).reshape(n_kv, r * group)[..., None]))
+            out.index_add_(0, idx, torch.matmul(pt, trunk.values[li]).view(n_kv, r, group, hd).permute(1, 0, 2, 3))
+            total.index_add_(0, idx, pt.sum(dim=-1).view(n_kv, r, group).permute(1, 0, 2))
+        return out.div_(total[..., None])
 
     def _choose(self, rows: list[_Row], hidden: torch.Tensor) -> None:
         """Each row's next token from its hidden state; finished rows leave."""
@@ -271,12 +320,12 @@ class GenerationEngine:
         row = self._rows[index]
         tokens = tuple(row.prompt + row.generated[:-1])
         if len(tokens) > len(row.prompt):
-            self.cache.put(self.kv.snapshot(index, tokens))
+            self.cache.put(self.kv.snapshot(index, row.trunk, tokens))
 
     def _leave(self, index: int) -> None:
         last = len(self._rows) - 1
         if index != last:
-            self.kv.move(last, index, self._rows[last].length)
+            self.kv.move(last, index, self._rows[last].length - self._rows[last].base)
             self._rows[index] = self._rows[last]
         self._rows.pop()
 
