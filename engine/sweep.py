@@ -26,7 +26,6 @@ import socket
 import sys
 import time
 import traceback
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,6 +49,7 @@ from engine.record.sweep import (
     JobStatus,
     job_run,
     log_sweep_parents,
+    new_sweep_id,
     read_job_results,
     summary_table,
     sweep_exit_code,
@@ -66,8 +66,11 @@ SPEC_KEY = "evalbench_task_spec"  # a swept task spec or task list, on its way t
 ISOLATED_LAUNCHERS = ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",)
 
 
-def new_sweep_id() -> str:
-    return uuid.uuid4().hex[:12]
+def sweep_id_override(sweep_id: str) -> str:
+    """The override that gives every job the sweep's id, quoted: unquoted, Hydra's grammar reads an id
+    such as `472e44854063` as the float inf and `000000000123` as the int 123, and the parent then
+    found none of its jobs' results (each job recorded its id as `inf`)."""
+    return f"++hydra.job.env_set.{SWEEP_ID_ENV}={quote(sweep_id)}"
 
 
 def is_spec_sweep(o: Override) -> bool:
@@ -148,7 +151,7 @@ def run_sweep(parsed: ParsedOverrides) -> None:
     launcher_code = 0
     try:
         run_hydra(["--multirun", *launcher_overrides(parsed), f"hydra.sweep.dir={quote(sweep_dir)}",
-                   f"++hydra.job.env_set.{SWEEP_ID_ENV}={sweep_id}"])
+                   sweep_id_override(sweep_id)])
     except SystemExit as ex:  # the launcher itself failed (Hydra printed why): still show what the jobs did
         launcher_code = ex.code if isinstance(ex.code, int) else 1
         if launcher_code in (0, EXIT_INTERRUPTED, EXIT_TERMINATED):

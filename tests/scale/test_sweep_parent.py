@@ -39,3 +39,19 @@ def test_sweep_parent_run_nests_the_job_runs(tmp_path: Path) -> None:
     summary = Path(client.download_artifacts(parent, "sweep_summary.txt", str(tmp_path))).read_text()
     assert "3 job(s): 2 finished, 1 failed" in summary
     assert log_sweep_parents("s2", tmp_path, results, [None, TrackingConfig(mlflow=False), None]) == []
+
+
+@pytest.mark.parametrize("sweep_id", ["472e44854063", "000000000123", "1e5", "abcdef012345"])
+def test_a_sweep_id_reaches_the_jobs_as_typed_even_when_it_reads_as_a_number(sweep_id: str) -> None:
+    """uuid hex ids such as 472e44854063 read as the float inf in Hydra's grammar: every job then
+    recorded sweep_id 'inf' and the parent reported all of its jobs missing (exit 1, roughly 1 sweep
+    in 150)."""
+    from hydra import compose, initialize_config_dir
+
+    from engine.config.compose import conf_dir
+    from engine.record.sweep import SWEEP_ID_ENV
+    from engine.sweep import sweep_id_override
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        cfg = compose(config_name="config", overrides=[sweep_id_override(sweep_id)], return_hydra_config=True)
+    assert cfg.hydra.job.env_set[SWEEP_ID_ENV] == sweep_id
