@@ -15,7 +15,7 @@ system:
 test: install system
 	@bash scripts/lint.sh > .lint.log 2>&1 & lint=$$!; \
 	export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1; \
-	.venv/bin/python -m pytest -q -n 2 --dist loadgroup -m "not serial"; tests=$$?; \
+	.venv/bin/python -m pytest -q -n 3 --dist loadgroup -m "not serial"; tests=$$?; \
 	.venv/bin/python -m pytest -q -m serial; serial=$$?; [ $$tests -ne 0 ] || tests=$$serial; \
 	wait $$lint; lint_rc=$$?; echo "--- lint (ruff, mypy) ---"; cat .lint.log; \
 	exit $$(( tests != 0 ? tests : lint_rc ))

@@ -1,4 +1,4 @@
-"""Longest modules first, so that two xdist workers finish together (docs/architecture.md, "Tests").
+"""Longest modules first, so that the xdist workers finish together (docs/architecture.md, "Tests").
 
 xdist hands tests out in collection order; a 3-minute module collected last leaves one worker
 running it alone at the end. `tests/durations.json` holds each test's measured seconds (setup +
