@@ -80,3 +80,27 @@ def test_a_long_prompt_is_cut_as_lm_eval_cuts_it() -> None:
     assert len(ctx + cont[:-1]) == max_length
     short_ctx, _ = encode_pair(Chars(), "abc", "XYZ", max_length)  # nothing to cut
     assert short_ctx == [ord(c) for c in "abc"]
+
+
+def test_seeded_samples_on_the_plain_path_do_not_depend_on_concurrent_batches(provider, monkeypatch):
+    """The plain path seeds torch's global generator: under the model lock, so that a concurrent
+    batch (the runner calls generate from several threads) can neither reseed nor draw from this
+    batch's stream. Seeded outside it, pass@10 samples differed between runs of one command."""
+    import threading
+
+    reqs = [GenerateRequest(prompt="def add(a, b):\n", sampling=SamplingParams(
+        max_tokens=6, temperature=0.8, top_p=0.95, seed=1234 + i)) for i in range(4)]
+    alone = [provider.generate_sync([r], plain=True)[0].text for r in reqs]
+    seeds_under_lock: list[bool] = []
+    real_seed = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda s: (seeds_under_lock.append(provider._lock.locked()),
+                                                         real_seed(s))[1])
+    out: dict[int, str] = {}
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, provider.generate_sync([reqs[i]], plain=True)[0].text))
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seeds_under_lock and all(seeds_under_lock)
+    assert [out[i] for i in range(4)] == alone

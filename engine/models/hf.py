@@ -273,8 +273,6 @@ class HFProvider:
         kwargs = {"max_new_tokens": sampling.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if sampling.temperature > 0:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if sampling.stop:
@@ -283,6 +281,10 @@ class HFProvider:
         if cancel is not None:
             kwargs["stopping_criteria"] = [_until(cancel)]
         with self._lock, torch.inference_mode():
+            if sampling.temperature > 0 and sampling.seed is not None:
+                # under the lock: seeded outside it, a concurrent batch's seeding or sampling took from
+                # this one's stream (pass@10 samples differed between runs of the same command)
+                torch.manual_seed(sampling.seed)
             out = self.model.generate(input_ids=ids.to(self.cfg.device), attention_mask=mask.to(self.cfg.device), **kwargs)
         if cancel is not None and cancel.is_set():
             raise ProviderError("the generation was cancelled", kind="cancelled")  # nobody awaits it any more
