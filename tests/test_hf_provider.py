@@ -84,8 +84,8 @@ def test_a_long_prompt_is_cut_as_lm_eval_cuts_it() -> None:
 
 def test_seeded_samples_on_the_plain_path_do_not_depend_on_concurrent_batches(provider, monkeypatch):
     """The plain path seeds torch's global generator: under the model lock, so that a concurrent
-    batch (the runner calls generate from several threads) can neither reseed nor draw from this
-    batch's stream. Seeded outside it, pass@10 samples differed between runs of one command."""
+    caller of `generate_sync` (threads of a Python user; the CLI's runner uses one model thread) can
+    neither reseed nor draw from this batch's stream."""
     import threading
 
     reqs = [GenerateRequest(prompt="def add(a, b):\n", sampling=SamplingParams(
@@ -104,3 +104,15 @@ def test_seeded_samples_on_the_plain_path_do_not_depend_on_concurrent_batches(pr
         t.join()
     assert seeds_under_lock and all(seeds_under_lock)
     assert [out[i] for i in range(4)] == alone
+
+
+def test_a_seeded_sample_on_the_plain_path_does_not_depend_on_its_batch(provider):
+    """Sample i of every pass@k question shares seed i, so the runner batches them together: each
+    must still be what its request gives alone (in one padded batch they drew from one stream, and a
+    question's samples changed with `limit` and `model.batch_size`). The prefix engine gives the same."""
+    sampling = SamplingParams(max_tokens=8, temperature=0.8, top_p=0.95, seed=1235)
+    reqs = [GenerateRequest(prompt=p, sampling=sampling) for p in ("def add(a, b):\n", "def reverse(s):\n",
+                                                                   "def is_even(n):\n")]
+    alone = [provider.generate_sync([r], plain=True)[0].text for r in reqs]
+    assert [r.text for r in provider.generate_sync(reqs, plain=True)] == alone
+    assert [r.text for r in provider.generate_sync(reqs[::-1], plain=True)] == alone[::-1]

@@ -264,7 +264,11 @@ class HFProvider:
         import torch  # deferred: see `model`
 
         sampling = requests[0].sampling
-        if any(r.sampling != sampling for r in requests):  # the runner batches by sampling
+        seeded = sampling.temperature > 0 and sampling.seed is not None
+        # The runner batches by sampling; a seeded sample is a function of its own request: in one
+        # padded batch, rows of equal sampling (sample i of every question shares seed i) drew from one
+        # stream, so a question's pass@k samples changed with `limit` and the batch size.
+        if any(r.sampling != sampling for r in requests) or (seeded and len(requests) > 1):
             return [r for req in requests for r in self._generate_plain([req], cancel)]
         prompts = [self.render_prompt(r) for r in requests]
         limit = max(1, self.cfg.max_length - sampling.max_tokens)
@@ -281,9 +285,9 @@ class HFProvider:
         if cancel is not None:
             kwargs["stopping_criteria"] = [_until(cancel)]
         with self._lock, torch.inference_mode():
-            if sampling.temperature > 0 and sampling.seed is not None:
-                # under the lock: seeded outside it, a concurrent batch's seeding or sampling took from
-                # this one's stream (pass@10 samples differed between runs of the same command)
+            if seeded:
+                # under the lock: seeded outside it, a concurrent caller's seeding or sampling could take
+                # from this batch's stream
                 torch.manual_seed(sampling.seed)
             out = self.model.generate(input_ids=ids.to(self.cfg.device), attention_mask=mask.to(self.cfg.device), **kwargs)
         if cancel is not None and cancel.is_set():
