@@ -75,6 +75,15 @@ def _reference(model: Any, prompt: list[int], s: SamplingParams) -> list[int]:
     return out[0, len(prompt):].tolist()
 
 
+def _references_without_eos(model: Any, prompts: list[list[int]], s: SamplingParams) -> list[list[int]]:
+    """`generate`'s tokens for each prompt run to max_tokens (the engine under test has no eos either)."""
+    model.generation_config.eos_token_id = None
+    try:
+        return [_reference(model, p, s) for p in prompts]
+    finally:
+        model.generation_config.eos_token_id = EOS
+
+
 SHARED = list(range(10, 60))  # a 50-token "few-shot block" every prompt starts with
 
 
@@ -107,11 +116,7 @@ def test_rows_sharing_a_block_decode_against_one_copy_of_it(tiny):
     engine._decode_hidden = lambda ids, pos, local, trunks: (  # type: ignore[method-assign]
         groups.append(sorted(len(idx) for _, idx in trunks)), decode(ids, pos, local, trunks))[1]
     got = _run(engine, prompts, [SamplingParams(max_tokens=8)] * 4)
-    tiny.generation_config.eos_token_id = None
-    try:
-        assert [r.tokens for r in got] == [_reference(tiny, p, SamplingParams(max_tokens=8)) for p in prompts]
-    finally:
-        tiny.generation_config.eos_token_id = EOS
+    assert [r.tokens for r in got] == _references_without_eos(tiny, prompts, SamplingParams(max_tokens=8))
     assert [1, 3] in groups  # the first prompt's own rows, and the three that reused its block as one
     assert engine.kv.cap == CAP_STEP
 
@@ -125,11 +130,7 @@ def test_rows_of_different_lengths_never_read_uninitialized_keys(tiny):
     engine.kv.reserve(300)
     assert all(bool(torch.isfinite(t).all()) for t in engine.kv.keys + engine.kv.values)
     got = _run(engine, prompts, [SamplingParams(max_tokens=10)] * 2)
-    tiny.generation_config.eos_token_id = None
-    try:
-        assert [r.tokens for r in got] == [_reference(tiny, p, SamplingParams(max_tokens=10)) for p in prompts]
-    finally:
-        tiny.generation_config.eos_token_id = EOS
+    assert [r.tokens for r in got] == _references_without_eos(tiny, prompts, SamplingParams(max_tokens=10))
 
 
 def test_a_finished_row_leaves_and_a_waiting_one_takes_its_slot_at_once(tiny):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -86,8 +88,6 @@ def test_seeded_samples_on_the_plain_path_do_not_depend_on_concurrent_batches(pr
     """The plain path seeds torch's global generator: under the model lock, so that a concurrent
     caller of `generate_sync` (threads of a Python user; the CLI's runner uses one model thread) can
     neither reseed nor draw from this batch's stream."""
-    import threading
-
     reqs = [GenerateRequest(prompt="def add(a, b):\n", sampling=SamplingParams(
         max_tokens=6, temperature=0.8, top_p=0.95, seed=1234 + i)) for i in range(4)]
     alone = [provider.generate_sync([r], plain=True)[0].text for r in reqs]

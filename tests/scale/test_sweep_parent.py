@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 
+from engine.config.compose import conf_dir
 from engine.config.schema import TrackingConfig
 from engine.record import store
 from engine.record.mlflow_writer import start_mlflow_run
 from engine.record.suite import KIND_TAG, PARENT_TAG
-from engine.record.sweep import SWEEP_ID_TAG, JobResult, JobRun, log_sweep_parents
+from engine.record.sweep import SWEEP_ID_ENV, SWEEP_ID_TAG, JobResult, JobRun, log_sweep_parents
+from engine.sweep import sweep_id_override
 
 
 @pytest.mark.slow  # creates an MLflow SQLite store (~10 s on the shared CI machine)
@@ -46,12 +49,6 @@ def test_a_sweep_id_reaches_the_jobs_as_typed_even_when_it_reads_as_a_number(swe
     """uuid hex ids such as 472e44854063 read as the float inf in Hydra's grammar: every job then
     recorded sweep_id 'inf' and the parent reported all of its jobs missing (exit 1, roughly 1 sweep
     in 150)."""
-    from hydra import compose, initialize_config_dir
-
-    from engine.config.compose import conf_dir
-    from engine.record.sweep import SWEEP_ID_ENV
-    from engine.sweep import sweep_id_override
-
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         cfg = compose(config_name="config", overrides=[sweep_id_override(sweep_id)], return_hydra_config=True)
     assert cfg.hydra.job.env_set[SWEEP_ID_ENV] == sweep_id
