@@ -4,7 +4,8 @@ One invocation runs, against the same latency-controlled OpenAI-compatible serve
 (benchmarks/api_server.py, a subprocess) and on the same 2,000 "What is A+B?" rows:
 
 - a bare aiohttp client with the same number of connections: the floor;
-- evalbench (`python -m engine`, the `openai/` model at `model.api_base`: the lean path);
+- evalbench (`python -m engine`, the `openai/` model at `model.api_base`: the lean path), MLflow on (a
+  SQLite store in the work folder, as the default command), and again with `tracking=none`;
 - lm-evaluation-harness 0.4.13 (`local-chat-completions`, `--include_path` task), in its venv
   ~/.cache/evalbench/venvs/lm-eval (benchmarks/requirements-lm-eval.txt);
 - inspect_ai (`openai-api` provider), in its venv ~/.cache/evalbench/venvs/inspect
@@ -241,8 +242,8 @@ def run_floor(server: Server, work: Path, data: Path, n: int, conc: int) -> dict
 
 def evalbench_argv(server: Server, work: Path, conc: int, name: str, cache: Path, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "engine", "task=api_sums", "model=litellm", "model.name=openai/bench",
-            f"model.api_base={server.base}", f"harness.concurrency={conc}", "tracking=none",
-            f"cache.path={cache}", f"hydra.run.dir={work / 'runs' / name}", *extra]
+            f"model.api_base={server.base}", f"harness.concurrency={conc}",
+            f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}", f"cache.path={cache}", f"hydra.run.dir={work / 'runs' / name}", *extra]
 
 
 def run_evalbench(server: Server, work: Path, n: int, conc: int, name: str, cache: Path, extra: list[str] = (),
@@ -344,7 +345,7 @@ def main() -> int:
     ap.add_argument("--scale-n", type=int, default=10000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--latencies", default="0.05,0.2")
-    ap.add_argument("--skip", default="", help="comma list of: floor, lm-eval, inspect, cached, scale")
+    ap.add_argument("--skip", default="", help="comma list of: floor, lm-eval, inspect, cached, untracked, scale")
     ap.add_argument("--no-setup", action="store_true", help="do not create the inspect venv when missing")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, run folders)")
     args = ap.parse_args()
@@ -371,7 +372,10 @@ def main() -> int:
             if "floor" not in skip:
                 res["floor (aiohttp)"] = run_floor(server, work, data, n, conc)
             cache = work / f"cache_{tag}.sqlite"
-            res["evalbench"] = run_evalbench(server, work, n, conc, f"eb_{tag}", cache)
+            res["evalbench"] = run_evalbench(server, work, n, conc, f"eb_{tag}", cache)  # MLflow on (SQLite)
+            if "untracked" not in skip:
+                res["evalbench, tracking=none"] = run_evalbench(server, work, n, conc, f"eb_{tag}_none",
+                                                                work / f"cache_{tag}_none.sqlite", ["tracking=none"])
             if "cached" not in skip:
                 res["evalbench, cached"] = run_evalbench(server, work, n, conc, f"eb_{tag}_cached", cache)
             if "lm-eval" not in skip:
@@ -383,13 +387,22 @@ def main() -> int:
             ok &= check("accuracy", eb.get("accuracy") == 1.0, f"{eb.get('accuracy')}")
             if lat <= 0.05:
                 ok &= check("wall <= 5 s", eb["wall"] <= 5.0, f"{eb['wall']:.2f} s")
+                if "floor (aiohttp)" in res:  # issue 26 item 6: MLflow off the critical path
+                    ratio = eb["wall"] / res["floor (aiohttp)"]["wall"]
+                    ok &= check("MLflow on <= 1.6x the bare client", ratio <= 1.6, f"{ratio:.2f}x")
                 if "lm-eval" in res:
                     ok &= check(">= 3.5x faster than lm-eval", res["lm-eval"]["wall"] / eb["wall"] >= 3.5,
                                 f"{res['lm-eval']['wall'] / eb['wall']:.2f}x")
-                ok &= check("request phase <= 1.2x ideal", eb.get("phase", 1e9) <= 1.2 * ideal,
-                            f"{eb.get('phase', float('nan')):.2f} s = {eb.get('phase', float('nan')) / ideal:.2f}x")
-                ok &= check("CPU <= 2 ms per sample", eb["cpu_ms"] <= 2.0, f"{eb['cpu_ms']:.2f} ms")
-                ok &= check(">= 55 in flight", eb["in_flight"] >= 55, f"{eb['in_flight']:.1f}")
+                # The request path alone is the tracking=none row; the MLflow row adds its helper process,
+                # which shares the two cores with the run and the server while it imports MLflow.
+                rp = res.get("evalbench, tracking=none", eb)
+                ok &= check("request phase <= 1.2x ideal (request path)", rp.get("phase", 1e9) <= 1.2 * ideal,
+                            f"{rp.get('phase', float('nan')):.2f} s = {rp.get('phase', float('nan')) / ideal:.2f}x; "
+                            f"MLflow on {eb.get('phase', float('nan')) / ideal:.2f}x")
+                ok &= check("CPU <= 2 ms per sample (request path)", rp["cpu_ms"] <= 2.0,
+                            f"{rp['cpu_ms']:.2f} ms; with MLflow's helper {eb['cpu_ms']:.2f} ms")
+                ok &= check(">= 55 in flight (request path)", rp["in_flight"] >= 55,
+                            f"{rp['in_flight']:.1f}; MLflow on {eb['in_flight']:.1f}")
                 ok &= check("start-up <= 2 s", eb.get("startup", 1e9) <= 2.0, f"{eb.get('startup', float('nan')):.2f} s")
                 ok &= check("records <= 1 s after the last response", eb.get("after", 1e9) <= 1.0,
                             f"{eb.get('after', float('nan')):.2f} s")
@@ -398,10 +411,12 @@ def main() -> int:
             if "evalbench, cached" in res:
                 c = res["evalbench, cached"]
                 floor = import_floor()
-                ok &= check("cached re-run < 3% of the first wall", c["wall"] < 0.03 * eb["wall"],
-                            f"{c['wall']:.2f} s = {100 * c['wall'] / eb['wall']:.1f}%, {c['requests']} requests; "
-                            f"Python + `import engine.cli` alone take {floor:.2f} s = "
-                            f"{100 * floor / eb['wall']:.1f}%")
+                # Retired target (issue 26): a re-run costs Python's start-up, the import and, with MLflow on,
+                # MLflow's import in its helper; printed, not checked.
+                print(f"  [info] cached re-run (MLflow on): "
+                      f"{c['wall']:.2f} s = {100 * c['wall'] / eb['wall']:.1f}%, {c['requests']} requests; "
+                      f"Python + `import engine.cli` alone take {floor:.2f} s = "
+                      f"{100 * floor / eb['wall']:.1f}%")
             if "scale" not in skip and lat == 0.05:
                 big = work / "evalbench_big"
                 (big / "task").mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,11 @@ import select
 import sys
 import threading
 
+from engine.record import sidecar
+
+if (__name__ == "__main__" or os.path.basename(sys.argv[0]) == "evalbench") and sidecar.likely_tracked(sys.argv[1:]):
+    sidecar.start_spare()  # MLflow loads in its helper while the CLI imports and composes (0.6 s)
+
 from engine.cli import main
 
 

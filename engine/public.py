@@ -23,6 +23,7 @@ from engine.config.errors import ConfigError, format_validation_error
 from engine.config.overrides import quote
 from engine.config.schema import Experiment, check_harness_fits
 from engine.external.run import check_external, run_external
+from engine.record import sidecar
 from engine.record.publish import TrackingError
 from engine.record.suite import record_suite
 from engine.runner.experiment import ExternalHooks, claim_output, run_experiment
@@ -51,14 +52,15 @@ def execute(exp: Experiment, records: list[RunRecord], untracked: list[TrackingE
     """Run a validated experiment and record it (run folders, suite record, MLflow). `records`
     receives each finished task run's record as it lands, so an interrupted caller keeps them;
     `untracked` receives every record that missed the tracking store."""
-    check_writable(Path(exp.output_dir))
-    exp = claim_output(exp)  # another live run writing there: this one writes beside it
-    run_experiment(exp, records, untracked, EXTERNAL)  # type: ignore[arg-type]
-    if exp.suite is not None and exp.suite.aggregate != "none":
-        try:  # suite.json beside the run folders, and an MLflow parent run over them
-            record_suite(Path(exp.output_dir), suite_score(exp.suite, records), records, exp.tracking)
-        except TrackingError as err:
-            untracked.append(err)
+    with sidecar.session(exp.tracking):  # one tracking helper for the task runs and the suite
+        check_writable(Path(exp.output_dir))
+        exp = claim_output(exp)  # another live run writing there: this one writes beside it
+        run_experiment(exp, records, untracked, EXTERNAL)  # type: ignore[arg-type]
+        if exp.suite is not None and exp.suite.aggregate != "none":
+            try:  # suite.json beside the run folders, and an MLflow parent run over them
+                record_suite(Path(exp.output_dir), suite_score(exp.suite, records), records, exp.tracking)
+            except TrackingError as err:
+                untracked.append(err)
 
 
 def override_value(value: Any) -> str:

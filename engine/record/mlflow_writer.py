@@ -51,8 +51,9 @@ def _client(tracking: TrackingConfig) -> Any:
 
 
 def start_mlflow_run(tracking: TrackingConfig, experiment_name: str, run_name: str,
-                     tags: dict[str, str] | None = None) -> str:
-    """Create the run (RUNNING, tagged with this process) after closing the experiment's runs whose
+                     tags: dict[str, str] | None = None, owner: dict[str, str] | None = None) -> str:
+    """Create the run (RUNNING, tagged with its owner: this process, or the run's process `owner` when
+    the tracking helper creates it, engine/record/sidecar.py) after closing the experiment's runs whose
     process died; its id."""
     client = _client(tracking)
     exp_id = store.get_or_create_experiment(client, experiment_name)
@@ -60,7 +61,7 @@ def start_mlflow_run(tracking: TrackingConfig, experiment_name: str, run_name: s
         reap_stale_runs(client, exp_id)
     except Exception as err:  # noqa: BLE001 - housekeeping must not stop a run from being recorded
         log.warning("could not close stale MLflow runs of %s: %s", experiment_name, err)
-    all_tags = {**(tags or {}), **owner_tags(), STATUS_TAG: "running"}
+    all_tags = {**(tags or {}), **(owner or owner_tags()), STATUS_TAG: "running"}
     run = store.retry(lambda: client.create_run(exp_id, run_name=run_name, tags=all_tags), f"create run {run_name}")
     return str(run.info.run_id)
 

@@ -17,9 +17,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from engine.config.schema import TrackingConfig
-from engine.record import store
+from engine.record import sidecar, store
 from engine.record.folder import read_run_folder, write_run_folder, write_run_record
-from engine.record.lifecycle import HOST_TAG, PID_TAG, STATUS_TAG, stale_owner
+from engine.record.lifecycle import HOST_TAG, PID_TAG, STATUS_TAG, owner_tags, stale_owner
 from engine.record.mlflow_writer import finish_mlflow_run, mlflow_status, run_tags, start_mlflow_run
 from engine.types import InstanceRecord, RunRecord
 
@@ -42,7 +42,7 @@ class RecordNotTracked(TrackingError):
     def __init__(self, record: RunRecord, run_dir: Path, tracking_uri: str, cause: BaseException):
         super().__init__(
             f"The record of {record.task_spec} did not reach the MLflow store {tracking_uri} "
-            f"({type(cause).__name__}: {str(cause)[:300]}). The run folder {run_dir} has everything; "
+            f"({sidecar.describe(cause)}). The run folder {run_dir} has everything; "
             f"push it once the store is reachable with `python -m engine.sync {run_dir}`.",
             [run_dir], tracking_uri)
         self.record = record
@@ -54,31 +54,54 @@ def run_name(record: RunRecord) -> str:
 
 
 def record_and_log(tracking: TrackingConfig | None, record: RunRecord, instances: list[InstanceRecord],
-                   run_dir: Path, mlflow_run_id: str | None = None) -> RunRecord:
+                   run_dir: Path, started: sidecar.PendingCall | str | None = None) -> RunRecord:
     """Write the run folder atomically and, when tracking is on, log it to MLflow.
 
-    `mlflow_run_id`: the run created when the task run started (`start_mlflow_run`); None creates it
-    now. Returns the record as written (with its MLflow run id); raises `RecordNotTracked` (after the
-    folder is written) when the store did not take the record."""
+    `started`: the run created when the task run started (`start_tracking`, a call the tracking helper
+    may still be making); None creates it now. The helper logs the folder as written (MLflow says what
+    the folder says; engine/record/sidecar.py). Returns the record as written (with its MLflow run id);
+    raises `RecordNotTracked` (after the folder is written) when the store did not take the record."""
     if tracking is None or not tracking.mlflow:
         write_run_folder(run_dir, record, instances)
         return record
     error: BaseException | None = None
-    if mlflow_run_id is None:
-        try:
-            mlflow_run_id = start_mlflow_run(tracking, record.experiment_name, run_name(record), run_tags(record))
-        except Exception as err:  # noqa: BLE001 - the folder is written regardless
-            error = err
+    mlflow_run_id: str | None = None
+    try:
+        mlflow_run_id = started_run_id(started)
+        if mlflow_run_id is None:
+            mlflow_run_id = sidecar.call(start_mlflow_run, tracking, record.experiment_name, run_name(record),
+                                         run_tags(record), owner_tags())
+    except Exception as err:  # noqa: BLE001 - the folder is written regardless
+        error = err
     record = record.model_copy(update={"mlflow_run_id": mlflow_run_id})
     write_run_folder(run_dir, record, instances)
     if error is None:
         try:
-            finish_mlflow_run(tracking, record, instances, run_dir)
+            sidecar.call(log_run_folder, tracking, str(run_dir))
         except Exception as err:  # noqa: BLE001
             error = err
     if error is not None:
         raise RecordNotTracked(record, run_dir, tracking.tracking_uri, error) from error
     return record
+
+
+def log_run_folder(tracking: TrackingConfig, run_dir: str) -> str | None:
+    """Log the run folder as written (MLflow says what the folder says) into the run it names; its id.
+    The tracking helper's call (engine/record/sidecar.py)."""
+    record, instances = read_run_folder(Path(run_dir))
+    finish_mlflow_run(tracking, record, instances, Path(run_dir))
+    return record.mlflow_run_id
+
+
+def started_run_id(started: sidecar.PendingCall | str | None) -> str | None:
+    """The id of the run created at the task run's start; None when that failed (the start's own
+    warning said so; the record tries once more)."""
+    if started is None or isinstance(started, str):
+        return started
+    try:
+        return str(started.result())
+    except Exception:  # noqa: BLE001
+        return None
 
 
 # -- sync: a run folder into a store ------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from engine.config.schema import TrackingConfig
-from engine.record import store
+from engine.record import sidecar, store
 from engine.record.atomic import atomic_write_text
 from engine.record.folder import SUITE_FILE
 from engine.record.mlflow_writer import KIND_TAG, start_mlflow_run
@@ -99,11 +99,11 @@ def record_suite(job_dir: Path, aggregate: BaseModel | Mapping[str, Any], record
     if tracking is None or not tracking.mlflow or not records:
         return rec
     try:
-        parent = log_suite_run(tracking, rec)
+        parent = sidecar.call(log_suite_run, tracking, rec)  # log_suite_run, in the tracking helper
     except Exception as err:  # suite.json has it; engine.sync pushes it later
         raise SuiteNotTracked(
             f"The suite aggregate of {rec.suite} did not reach the MLflow store {tracking.tracking_uri} "
-            f"({type(err).__name__}: {str(err)[:300]}). {job_dir / SUITE_FILE} has it; push it with "
+            f"({sidecar.describe(err)}). {job_dir / SUITE_FILE} has it; push it with "
             f"`python -m engine.sync {job_dir}`.", [job_dir], tracking.tracking_uri) from err
     rec = rec.model_copy(update={"mlflow_run_id": parent})
     write_suite_file(job_dir, rec)

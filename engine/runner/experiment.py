@@ -8,7 +8,10 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,9 +21,11 @@ from engine.config.schema import Experiment, ModelConfig, check_harness_fits
 from engine.config.suites import TaskRun, expand_experiment
 from engine.harness.agent_report import agent_fields, uses_tools
 from engine.models import build_provider
+from engine.record import sidecar
 from engine.record.claim import claim_output_dir, holder
+from engine.record.lifecycle import owner_tags
 from engine.record.mlflow_writer import close_mlflow_run, start_mlflow_run
-from engine.record.publish import RecordNotTracked, record_and_log
+from engine.record.publish import RecordNotTracked, record_and_log, started_run_id
 from engine.runner.cache import ResultCache
 from engine.runner.core import RunnerCore
 from engine.runner.sandbox_check import check_sandboxes
@@ -103,18 +108,18 @@ def _run_record(exp: Experiment, run: TaskRun, result: TaskResult, provider: Pro
 
 
 def record_run(exp: Experiment, run: TaskRun, result: TaskResult, provider: Provider,
-               mlflow_run_id: str | None = None) -> RunRecord:
+               started: sidecar.PendingCall | None = None) -> RunRecord:
     """Run folder always (atomic); MLflow when enabled. A record that misses the store raises
     RecordNotTracked, after its folder is written (`python -m engine.sync` pushes it later)."""
     record = _run_record(exp, run, result, provider, None)
-    return record_and_log(exp.tracking, record, result.instances, run_dir_for(exp, run.spec), mlflow_run_id)
+    return record_and_log(exp.tracking, record, result.instances, run_dir_for(exp, run.spec), started)
 
 
 def record_interrupted(exp: Experiment, run: TaskRun, result: TaskResult, provider: Provider,
-                       mlflow_run_id: str | None) -> RunRecord:
+                       started: sidecar.PendingCall | None) -> RunRecord:
     """The record of an interrupted task run (folder always; the store may miss it: sync later)."""
     try:
-        return record_run(exp, run, result, provider, mlflow_run_id)
+        return record_run(exp, run, result, provider, started)
     except RecordNotTracked as err:
         return err.record
 
@@ -183,7 +188,7 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     records = [] if records is None else records
     try:
         for run in runs:
-            mlflow_run_id = start_tracking(exp, run, provider)  # a killed run is visible in MLflow
+            started = start_tracking(exp, run, provider)  # a killed run is visible in MLflow
             recorded = False
             try:
                 try:
@@ -194,11 +199,11 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
                 except TaskInterrupted as stop:  # Ctrl-C: record what finished, then stop scheduling
                     interrupted = stop.result
                     if interrupted.counts.n:
-                        records.append(record_interrupted(exp, run, interrupted, provider, mlflow_run_id))
+                        records.append(record_interrupted(exp, run, interrupted, provider, started))
                         recorded = True
                     raise asyncio.CancelledError from None
                 try:
-                    records.append(record_run(exp, run, result, provider, mlflow_run_id))
+                    records.append(record_run(exp, run, result, provider, started))
                 except RecordNotTracked as err:
                     records.append(err.record)
                     if untracked is not None:
@@ -206,7 +211,7 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
                 recorded = True
             except BaseException as stop:
                 if not recorded:  # bad input, a full disk, a Ctrl-C before any answer: no RUNNING run left
-                    close_tracking(exp, mlflow_run_id, stop)
+                    close_tracking(exp, started, stop)
                 raise
     finally:
         cache.close()
@@ -216,33 +221,39 @@ async def run_experiment_async(exp: Experiment, runs: list[TaskRun], records: li
     return records
 
 
-def start_tracking(exp: Experiment, run: TaskRun, provider: Provider) -> str | None:
-    """The MLflow run, created RUNNING before any compute; None when tracking is off or the store
-    is unreachable now (the record then logs it at the end, or `engine.sync` does later)."""
+def start_tracking(exp: Experiment, run: TaskRun, provider: Provider) -> sidecar.PendingCall | None:
+    """The MLflow run, created RUNNING before any compute by the tracking helper while the task runs
+    (engine/record/sidecar.py); None when tracking is off. A store that does not take it is said once,
+    as soon as known (the record tries again at the end, or `engine.sync` does later)."""
     if not exp.tracking.mlflow:
         return None
-    try:
-        return start_mlflow_run(exp.tracking, experiment_name(exp, run), f"{provider.identity.label} {run.spec}")
-    except Exception as err:  # noqa: BLE001 - the run folder is the source of truth
-        if exp.tracking.tracking_uri not in _warned_stores:  # said once; the exit code (4) says it again
-            _warned_stores.add(exp.tracking.tracking_uri)
-            print(f"[evalbench] warning: the tracking store {exp.tracking.tracking_uri} did not answer "
-                  f"({type(err).__name__}: {str(err)[:200]}); the run goes on and writes its run folders.",
-                  file=sys.stderr)
-        return None
+    pending = sidecar.submit(start_mlflow_run, exp.tracking, experiment_name(exp, run),
+                             f"{provider.identity.label} {run.spec}", {}, owner_tags())
+    pending.future.add_done_callback(partial(_warn_unreachable, exp.tracking.tracking_uri))
+    return pending
+
+
+def _warn_unreachable(tracking_uri: str, done: Future[Any]) -> None:
+    err = done.exception()
+    if err is None or isinstance(err, sidecar.HelperGone) or tracking_uri in _warned_stores:
+        return
+    _warned_stores.add(tracking_uri)  # said once; the exit code (4) says it again
+    print(f"[evalbench] warning: the tracking store {tracking_uri} did not answer ({sidecar.describe(err)}); "
+          "the run goes on and writes its run folders.", file=sys.stderr)
 
 
 _warned_stores: set[str] = set()
 
 
-def close_tracking(exp: Experiment, mlflow_run_id: str | None, stop: BaseException) -> None:
+def close_tracking(exp: Experiment, started: sidecar.PendingCall | None, stop: BaseException) -> None:
     """End the MLflow run of a task run that stopped before its record: `interrupted` (KILLED) on a
     Ctrl-C or SIGTERM, else `failed` (docs/architecture.md, "MLflow mirrors the run folder")."""
+    mlflow_run_id = started_run_id(started)
     if mlflow_run_id is None:
         return
     status = "interrupted" if isinstance(stop, (asyncio.CancelledError, KeyboardInterrupt)) else "failed"
     try:
-        close_mlflow_run(exp.tracking, mlflow_run_id, status)
+        sidecar.call(close_mlflow_run, exp.tracking, mlflow_run_id, status)
     except Exception:  # noqa: BLE001 - a store that is down: the reaper closes it once this process is gone
         pass
 
@@ -262,5 +273,6 @@ def claim_output(exp: Experiment) -> Experiment:
 def run_experiment(exp: Experiment, records: list[RunRecord] | None = None,
                    untracked: list[RecordNotTracked] | None = None, external: ExternalHooks | None = None) -> list[RunRecord]:
     exp = claim_output(exp)
-    # Not asyncio.run: a SIGTERM must cancel the run even when SIGINT is ignored (engine/runner/stop.py).
-    return run_main(run_experiment_async(exp, expand_experiment(exp), records, untracked, external))
+    with sidecar.session(exp.tracking):  # MLflow loads in the tracking helper while the run starts
+        # Not asyncio.run: a SIGTERM must cancel the run even when SIGINT is ignored (engine/runner/stop.py).
+        return run_main(run_experiment_async(exp, expand_experiment(exp), records, untracked, external))

@@ -37,7 +37,8 @@ def make_record(run_dir: Path, spec: str = "mmlu:mc", experiment: str = "reliabi
 
 def _child(mode: str, root: str, uri: str, index: str) -> None:
     """`record`: wait for the start signal, record one run. `start-and-hang`: create the MLflow run
-    and write the folder, print the run id, then wait to be killed."""
+    and write the folder, print the run id, then wait to be killed. `helper-start-and-hang`: the
+    tracking helper creates the run; print its id and the helper's pid, then wait to be killed."""
     from engine.record.folder import write_run_folder
     from engine.record.mlflow_writer import run_tags, start_mlflow_run
     from engine.record.publish import record_and_log, run_name
@@ -54,6 +55,15 @@ def _child(mode: str, root: str, uri: str, index: str) -> None:
         record_and_log(tracking, record, insts, run_dir)
         print("recorded", index)
         return
+    if mode == "helper-start-and-hang":  # the run created by the tracking helper, as a task run does
+        from engine.record import sidecar
+        from engine.record.lifecycle import owner_tags
+
+        with sidecar.session(tracking):
+            run_id = sidecar.call(start_mlflow_run, tracking, record.experiment_name, run_name(record), {}, owner_tags())
+            helper = sidecar.helper(uri)
+            print(run_id, helper.proc.pid if helper else 0, flush=True)
+            time.sleep(600)
     run_id = start_mlflow_run(tracking, record.experiment_name, run_name(record), run_tags(record))
     write_run_folder(run_dir, record.model_copy(update={"mlflow_run_id": run_id}), insts)
     print(run_id, flush=True)
