@@ -188,11 +188,12 @@ def generated(records: list[dict]) -> int:
     return sum(r.get("completion_tokens") or 0 for r in records)
 
 
-def run_row(row: str, n: int, tmp: Path, checkpoint: Path, provider: Any, params: int, rate: float) -> bool:
+def run_row(row: str, n: int, tmp: Path, checkpoint: Path, provider: Any, params: int, rate: float,
+            extra: tuple[str, ...] = ()) -> bool:
     overrides, _, peer_kind, target = ROWS[row]
     work = tmp / row
     work.mkdir()
-    ev = evalbench([*overrides, f"limit={n}", "model.generation_engine=prefix"], work, "evalbench")
+    ev = evalbench([*overrides, f"limit={n}", "model.generation_engine=prefix", *extra], work, "evalbench")
     if ev is None:
         print(f"FAIL {row}: the evalbench run failed (see above)", flush=True)
         return False
@@ -202,7 +203,7 @@ def run_row(row: str, n: int, tmp: Path, checkpoint: Path, provider: Any, params
         peer_tokens = sum(len(provider.tokenizer(t, add_special_tokens=False)["input_ids"])
                           for t in (peer or {}).get("outputs", {}).values())
     else:
-        peer = evalbench([*overrides, f"limit={n}", "model.generation_engine=plain"], work, "plain")
+        peer = evalbench([*overrides, f"limit={n}", "model.generation_engine=plain", *extra], work, "plain")
         peer_tokens = generated(peer["records"]) if peer else 0
     if peer is None:
         print(f"FAIL {row}: the {peer_kind} run failed (see above)", flush=True)
@@ -229,6 +230,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--limit", type=int, default=None, help="questions per row (default: the row's own)")
+    ap.add_argument("--evalbench", action="append", default=[], metavar="OVERRIDE",
+                    help="an override for evalbench's runs (both paths), e.g. model.batch_size=16; repeatable")
     args = ap.parse_args()
     if any(ROWS[r][2] == "lm_eval" for r in args.rows) and not LM_EVAL_PY.exists():
         sys.exit(f"lm-eval's venv is missing ({LM_EVAL_PY}): create it with `python -m engine.external.venvs lm_eval`")
@@ -248,7 +251,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="genspeed_") as tmp:
         checkpoint = clean_checkpoint(model_dir, Path(tmp))
         for row in args.rows:
-            ok &= run_row(row, args.limit or ROWS[row][1], Path(tmp), checkpoint, provider, params, rate)
+            ok &= run_row(row, args.limit or ROWS[row][1], Path(tmp), checkpoint, provider, params, rate,
+                          tuple(args.evalbench))
     print("all targets met" if ok else "FAIL: some targets missed (see the rows above)")
     return 0 if ok else 1
 

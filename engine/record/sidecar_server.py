@@ -3,8 +3,8 @@ off the critical path"; the run's side is engine/record/sidecar.py).
 
 It imports MLflow before its store is even named, then serves the calls in the order they were sent:
 only the functions in OPERATIONS, each answered with its value or a `TrackingCallError`. When its
-stdin closes without the goodbye (the run's process died), it closes every run it created that was
-neither logged nor closed as KILLED (status tag `killed`), then ends.
+stdin closes without the goodbye (the run's process died), and at the goodbye too, it closes every
+run it created that was neither logged nor closed as KILLED (status tag `killed`), then ends.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         except (EOFError, OSError, pickle.UnpicklingError):
             break  # the run's process is gone without a goodbye
         if message is GOODBYE:
-            return
+            break  # the run's process is done: what it left open will not be finished by anyone
         if message[0] == "store":
             warm(message[1])
             continue
@@ -48,8 +48,11 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             reply = (call_id, False, TrackingCallError(type(err).__name__, str(err)))
         if reply[1]:
             note(open_runs, OPERATIONS[name], args, value)
-        pickle.dump(reply, out)
-        out.flush()
+        try:
+            pickle.dump(reply, out)
+            out.flush()
+        except OSError:  # the run's process is gone
+            break
     for run_id, tracking in open_runs.items():  # killed: say so now, as the reaper would later
         try:
             close_mlflow_run(tracking, run_id, "killed")
@@ -83,7 +86,7 @@ def main() -> None:
     from mlflow.store.tracking import sqlalchemy_store  # noqa: F401
 
     serve(inp, out)
-    out.flush()
+    sys.stderr.flush()
     os._exit(0)  # nothing left to tear down: the run's process waits for this
 
 
