@@ -169,7 +169,6 @@ def start_spare() -> None:
                 _spare.append(TrackingSidecar())
             except OSError:
                 return
-            atexit.register(close_all)
 
 
 @contextlib.contextmanager
@@ -203,7 +202,6 @@ def helper(tracking_uri: str, start: bool = False) -> TrackingSidecar | None:
                     found = TrackingSidecar()
                 except OSError:
                     return None
-                atexit.register(close_all)
             found.bind(tracking_uri)
             _helpers[tracking_uri] = found
         return found if found is not None and found.alive else None
@@ -224,6 +222,9 @@ def close_all() -> None:
         _spare.clear()
     for h in helpers:
         h.close()
+
+
+atexit.register(close_all)  # a helper never outlives its run (no-op when none was started)
 
 
 class PendingCall:
