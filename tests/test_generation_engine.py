@@ -105,7 +105,7 @@ def test_greedy_rows_equal_transformers_generate_with_the_prefix_computed_once(t
 def test_rows_sharing_a_block_decode_against_one_copy_of_it(tiny):
     """The shared block's keys and values are read once per step for every row that reused it (one
     trunk), and a row's slot holds only what follows the block: outputs still equal `generate`."""
-    from engine.models.inference.generation import CAP_STEP
+    from engine.models.inference.slots import CAP_STEP
 
     block = [10 + i % 80 for i in range(300)]  # longer than CAP_STEP: a copy per slot would grow it
     prompts = [block + [60 + i, 61 + i, 62] for i in range(4)]
@@ -169,6 +169,31 @@ def test_sampled_rows_follow_the_seed_as_generate_does_alone(tiny):
     tiny.generation_config.eos_token_id = None
     try:
         assert first == [_reference(tiny, prompt, s) for s in samples]
+    finally:
+        tiny.generation_config.eos_token_id = EOS
+
+
+def test_one_forward_admits_the_waiting_prompts_and_k_samples_share_one_prefill(tiny):
+    """The prompts waiting when slots are free are prefilled in one flat forward (a decode-sized
+    forward of a small model costs about the same for 1 row as for 16: admitting one prompt per
+    forward cost a step each), and the k samples of one prompt are prefilled once."""
+    engine = _engine(tiny, slots=5)
+    engine.eos_ids = set()
+    forwards: list[int] = []
+    hidden = engine.flat.hidden
+    engine.flat.hidden = lambda ids, pos, segments, keep=None: (  # type: ignore[method-assign]
+        forwards.append(len(segments)), hidden(ids, pos, segments, keep=keep))[1]
+    distinct = [[20 + i, 30 + i, 40] for i in range(3)]
+    sampled = SHARED + [66]
+    greedy = SamplingParams(max_tokens=6)
+    samples = [SamplingParams(max_tokens=6, temperature=0.9, top_p=0.9, seed=s) for s in (4, 5)]
+    got = _run(engine, [*distinct, sampled, sampled], [greedy] * 3 + samples)
+    assert forwards == [4]  # three distinct prompts and one sampled twice: one forward, four prompts
+    assert engine.prefilled_tokens == 3 * 3 + len(sampled)
+    tiny.generation_config.eos_token_id = None
+    try:
+        assert [r.tokens for r in got] == [_reference(tiny, p, s) for p, s in
+                                           zip([*distinct, sampled, sampled], [greedy] * 3 + samples, strict=True)]
     finally:
         tiny.generation_config.eos_token_id = EOS
 

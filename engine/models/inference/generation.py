@@ -31,11 +31,12 @@ import torch.nn.functional as F  # the conventional name
 
 from engine.models.inference.flat_forward import FlatLlama, PrefixKV, Segment, _rms, _rope, supports
 from engine.models.inference.hf_tree import PrefixCache
+from engine.models.inference.slots import SlotKV
 from engine.types import ProviderError, SamplingParams
 
 TOP_K = 50  # transformers' GenerationConfig default, applied by `generate` whenever it samples
-CAP_STEP = 256  # the key/value buffers grow by this many positions
 STOP_TAIL = 8  # prompt tokens a stop string may begin in
+WAIT_FOR_SHARED = 32  # uncached tokens shared with a prompt of the same round worth a round's wait
 
 
 @dataclass
@@ -69,51 +70,6 @@ class _Row:
     @property
     def base(self) -> int:
         return len(self.trunk.tokens)
-
-
-class SlotKV:
-    """Keys and values of the rows being decoded: one [slots, kv_heads, cap, head_dim] buffer per
-    layer for each, row i in slot i (rows are kept dense: a leaving row's slot takes the last row)."""
-
-    def __init__(self, n_layers: int, slots: int, n_kv: int, head_dim: int, dtype: torch.dtype):
-        self.shape = (slots, n_kv, 0, head_dim)
-        self.dtype = dtype
-        self.keys = [torch.empty(self.shape, dtype=dtype) for _ in range(n_layers)]
-        self.values = [torch.empty(self.shape, dtype=dtype) for _ in range(n_layers)]
-
-    @property
-    def cap(self) -> int:
-        return self.keys[0].shape[2]
-
-    def reserve(self, need: int) -> None:
-        if need <= self.cap:
-            return
-        cap = -(-need // CAP_STEP) * CAP_STEP
-        for buffers in (self.keys, self.values):
-            for i, old in enumerate(buffers):
-                # zeros, not empty: a shorter row's attention reads the positions past its length with
-                # weight 0, and 0 x an uninitialized NaN is NaN (rows turned into special tokens)
-                new = torch.zeros((old.shape[0], old.shape[1], cap, old.shape[3]), dtype=self.dtype)
-                new[:, :, : old.shape[2]] = old
-                buffers[i] = new
-
-    def load(self, slot: int, prefix: PrefixKV, start: int, end: int) -> None:
-        """Positions [start, end) of `prefix` into the slot's first end − start positions."""
-        self.reserve(end - start)
-        for layer in range(len(self.keys)):
-            self.keys[layer][slot, :, : end - start] = prefix.keys[layer][:, start:end]
-            self.values[layer][slot, :, : end - start] = prefix.values[layer][:, start:end]
-
-    def move(self, src: int, dst: int, n: int) -> None:
-        for buffers in (self.keys, self.values):
-            for buf in buffers:
-                buf[dst, :, :n] = buf[src, :, :n]
-
-    def snapshot(self, slot: int, trunk: PrefixKV, tokens: tuple[int, ...]) -> PrefixKV:
-        """The whole sequence `tokens`: the trunk's positions, then the slot's."""
-        n = len(tokens) - len(trunk.tokens)
-        return PrefixKV(tokens=tokens, keys=[torch.cat([t, k[slot, :, :n]], dim=1) for t, k in zip(trunk.keys, self.keys, strict=True)],
-                        values=[torch.cat([t, v[slot, :, :n]], dim=1) for t, v in zip(trunk.values, self.values, strict=True)])
 
 
 class GenerationEngine:
@@ -154,8 +110,8 @@ class GenerationEngine:
                         return
                     room = self.slots - len(self._rows)
                     admitted, self._pending = self._pending[:room], self._pending[room:]
-                for job in admitted:
-                    self._admit(job)
+                if admitted:
+                    self._admit(admitted)
                 self._drop_cancelled()
                 if self._rows:
                     self._step()
@@ -167,42 +123,83 @@ class GenerationEngine:
                 job.settle(err)
             raise
 
-    def _admit(self, job: GenJob) -> None:
-        """Prefill the job's prompt after its longest cached prefix, choose its first token, give it a slot."""
-        if job.cancel.is_set():
-            job.settle(cancelled())
-            return
-        try:
-            prompt = job.prompt()
-        except Exception as err:  # noqa: BLE001 - this request's own failure (its template), handed to its caller
-            job.settle(err)
-            return
-        entry, n = self.cache.best(prompt)
-        n = min(n, len(prompt) - 1)  # the last prompt token runs: its output predicts the first new token
-        cached = entry if n > 0 else None
-        store = PrefixKV(tokens=tuple(prompt))
-        seg = Segment(rows=range(len(prompt) - n), cached=cached, cached_len=n if cached else 0, store=store)
-        ids, pos = torch.tensor(prompt[n:]), torch.arange(n, len(prompt))
-        hidden = self.flat.hidden(ids, pos, [seg], keep=torch.tensor([len(prompt) - n - 1]))
-        self.prefilled_tokens += len(prompt) - n
-        self.reused_tokens += n
-        self.cache.put(store)
+    def _admit(self, jobs: list[GenJob]) -> None:
+        """Prefill the jobs' prompts, choose each one's first token, give each a slot."""
+        ready: list[tuple[GenJob, tuple[int, ...]]] = []
+        for job in jobs:
+            if job.cancel.is_set():
+                job.settle(cancelled())
+                continue
+            try:
+                prompt = tuple(job.prompt())
+            except Exception as err:  # noqa: BLE001 - this request's own failure (its template), handed to its caller
+                job.settle(err)
+                continue
+            if not prompt:
+                job.settle(ProviderError("the prompt has no tokens", kind="bad_request"))
+                continue
+            ready.append((job, prompt))
+        while ready:
+            ready = self._admit_round(ready)
+
+    def _admit_round(self, ready: list[tuple[GenJob, tuple[int, ...]]]) -> list[tuple[GenJob, tuple[int, ...]]]:
+        """One flat forward over the new tokens of several prompts, each after its longest cached
+        prefix; jobs with the same prompt (the k samples of pass@k) share one prefill. A prompt that
+        shares more uncached tokens with one already in this round waits for the next round, where
+        the cache holds them: a few-shot block is computed once, not once per question. Returns the
+        jobs left for the next round."""
+        same: dict[tuple[int, ...], list[GenJob]] = {}
+        for job, prompt in ready:
+            same.setdefault(prompt, []).append(job)
+        chosen: list[tuple[tuple[int, ...], PrefixKV | None, int]] = []
+        later: list[tuple[GenJob, tuple[int, ...]]] = []
+        for prompt, group in same.items():
+            entry, n = self.cache.best(list(prompt))
+            n = min(n, len(prompt) - 1)  # the last prompt token runs: its output predicts the first new token
+            if any(_shared(prompt, other) > n + WAIT_FOR_SHARED for other, _, _ in chosen):
+                later += [(job, prompt) for job in group]
+                continue
+            chosen.append((prompt, entry if n > 0 else None, n))
+        ids: list[int] = []
+        pos: list[int] = []
+        segments: list[Segment] = []
+        for prompt, cached, n in chosen:
+            new = range(len(ids), len(ids) + len(prompt) - n)
+            segments.append(Segment(rows=new, cached=cached, cached_len=n, store=PrefixKV(tokens=prompt)))
+            ids += prompt[n:]
+            pos += range(n, len(prompt))
+            self.prefilled_tokens += len(prompt) - n
+            self.reused_tokens += n
+        keep = torch.tensor([seg.rows.stop - 1 for seg in segments])
+        hidden = self.flat.hidden(torch.tensor(ids), torch.tensor(pos), segments, keep=keep)
+        rows: list[_Row] = []
+        of_row: list[int] = []
+        for i, ((prompt, cached, n), seg) in enumerate(zip(chosen, segments, strict=True)):
+            store = seg.store
+            assert store is not None
+            self.cache.put(store)
+            for job in same[prompt]:
+                rows.append(self._slot(job, list(prompt), self._trunk(prompt, cached, n, store), store))
+                of_row.append(i)
+        self._choose(rows, hidden.index_select(0, torch.tensor(of_row)))
+        return later
+
+    def _slot(self, job: GenJob, prompt: list[int], trunk: PrefixKV, store: PrefixKV) -> _Row:
+        """The job's row, in the next free slot: the prompt's positions past its trunk copied there."""
         seed = job.sampling.seed
         gen = torch.Generator().manual_seed(seed) if job.sampling.temperature > 0 and seed is not None else None
-        trunk = self._trunk(prompt, cached, n, store)
         row = _Row(job=job, prompt=prompt, generator=gen, trunk=trunk, length=len(prompt))
-        slot = len(self._rows)
-        self.kv.load(slot, store, row.base, len(prompt))
+        self.kv.load(len(self._rows), store, row.base, len(prompt))
         self._rows.append(row)
-        self._choose([row], hidden)
+        return row
 
-    def _trunk(self, prompt: list[int], cached: PrefixKV | None, n: int, store: PrefixKV) -> PrefixKV:
+    def _trunk(self, prompt: tuple[int, ...], cached: PrefixKV | None, n: int, store: PrefixKV) -> PrefixKV:
         """The row's shared positions: the cached prefix it reused (the 8-shot block, a pass@k prompt,
         an agent's conversation so far), the same object as any decoding row's with those tokens, so
         that decode attends to it once for all of them; with no reuse, the row's whole prompt."""
         if cached is None:
             return store
-        tokens = tuple(prompt[:n])
+        tokens = prompt[:n]
         for other in self._rows:
             if other.trunk.tokens == tokens:
                 return other.trunk
@@ -328,6 +325,15 @@ class GenerationEngine:
             self.kv.move(last, index, self._rows[last].length - self._rows[last].base)
             self._rows[index] = self._rows[last]
         self._rows.pop()
+
+
+def _shared(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """The length of the longest common prefix of two token sequences."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def cancelled() -> ProviderError:
