@@ -214,11 +214,12 @@ class HFProvider:
         """The prefix-reusing, in-flight batching engine (engine/models/inference/generation.py) when
         `model.generation_engine=prefix` and the model fits the flat forward, else None; built once."""
         if self._gen is None:
-            self._gen = False
+            gen: Any = False
             if self.cfg.generation_engine == "prefix" and self.cfg.device == "cpu":
                 from engine.models.inference.generation import build_engine  # deferred: imports torch
 
-                self._gen = build_engine(self.model, self.tokenizer, self.max_batch) or False
+                gen = build_engine(self.model, self.tokenizer, self.max_batch) or False
+            self._gen = gen  # once, when decided: `generate` reads it from the event loop's thread
         return self._gen or None
 
     def _queue_generation(self, engine: Any, requests: Sequence[GenerateRequest], cancel: threading.Event
@@ -310,7 +311,10 @@ class HFProvider:
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
         cancel = threading.Event()
-        if (engine := await self._on_worker(self._generation_engine)) is not None:
+        # Built once on the model thread; after that read here, not through the thread: a call queued
+        # behind the engine's running serve would wait for every row to finish (no in-flight batching).
+        engine = self._gen if self._gen is not None else await self._on_worker(self._generation_engine)
+        if engine:
             # In-flight batching: these requests join the rows already decoding; a serve is scheduled
             # on the model thread only when none is under way.
             queued, start = self._queue_generation(engine, requests, cancel)
@@ -337,6 +341,16 @@ class HFProvider:
         if kinds == frozenset({"loglikelihood"}) and await self._on_worker(self._lean_scorer):
             return
         await self._on_worker(lambda: (self.tokenizer, self.model))
+        if kinds is None or "generate" in kinds:
+            await self._on_worker(self._generation_engine)  # decides `in_flight` before any request is sent
+
+    @property
+    def in_flight(self) -> int:
+        """How many generate requests to keep queued on the prefix engine (0: it is not in use). It
+        batches requests as they come, so the runner sends them one at a time: each is cached and
+        counted when it finishes, and a long one holds no batch of others (docs/architecture.md,
+        "The generation path"). Twice the decode rows: a finished row's slot is taken at once."""
+        return 2 * self.max_batch if self._gen else 0
 
     async def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` on this provider's one worker thread. Why one: torch's OpenMP starts a thread team

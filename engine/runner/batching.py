@@ -33,6 +33,8 @@ class MicroBatcher:
         self._one_at_a_time: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     async def generate(self, request: GenerateRequest) -> Timed:
+        if getattr(self.provider, "in_flight", 0):  # it batches calls as they come: no window, no queue here
+            return await self._timed([request])
         if self.provider.max_batch <= 1:
             if not self.serial:
                 return await self._timed([request])

@@ -231,8 +231,8 @@ class RunnerCore:
         requests = [it for it in pending if it.job is None]
         jobs = [it for it in pending if it.job is not None]
 
-        async def batch_guarded(batch: list[WorkItem]) -> None:
-            async with sem:
+        async def batch_guarded(batch: list[WorkItem], limit: asyncio.Semaphore) -> None:
+            async with limit:
                 await self._run_batch(batch, results, bar)
 
         async def job_guarded(item: WorkItem, ctx: JobContext) -> None:
@@ -246,7 +246,11 @@ class RunnerCore:
             if pending:
                 bar.start()
             if requests:
-                await asyncio.gather(*(batch_guarded(b) for b in _batches(requests, max(1, self.provider.max_batch), keep_order)))
+                # A provider batching in flight (known once warm) takes its requests one at a time,
+                # as many at once as it queues.
+                in_flight = int(getattr(self.provider, "in_flight", 0) or 0)
+                size, limit = (1, asyncio.Semaphore(in_flight)) if in_flight else (max(1, self.provider.max_batch), sem)
+                await asyncio.gather(*(batch_guarded(b, limit) for b in _batches(requests, size, keep_order)))
             if jobs:
                 async with (resources or _nothing)(len(jobs)) as opened:
                     ctx = JobContext(call_model=self.call_model, resources=opened)
