@@ -46,11 +46,15 @@ from parity_lm_eval import clean_checkpoint  # the same symlinked, de-GGUF'd wei
 PATIENT = ["harness.request_timeout_s=36000"]
 AGENT_PATIENT = ["harness.max_time_s=36000"]
 # row -> (evalbench overrides, default questions, peer: "lm_eval" or "plain", target speed-up over the peer)
+# Each row's evalbench settings (both evalbench paths where the peer is the plain path): 16 decode rows
+# for GSM8K and pass@10 (the plain path generates a seeded sample alone, whatever the batch size);
+# the agent's 24 trajectories at once (the search_agent preset runs 2) with 24 rows on both paths.
 ROWS: dict[str, tuple[list[str], int, str, float]] = {
-    "gsm8k": (["task=gsm8k"], 100, "lm_eval", 3.0),
+    "gsm8k": (["task=gsm8k", "model.batch_size=16"], 100, "lm_eval", 3.0),
     "humaneval": (["task=humaneval"], 164, "lm_eval", 2.0),
-    "pass_at_10": (["task=humaneval", "variant=pass_at_10"], 20, "plain", 3.0),
-    "agent": (["task=ellisande_qa", "harness=search_agent", "model=smollm2_tools", *AGENT_PATIENT], 24, "plain", 2.0),
+    "pass_at_10": (["task=humaneval", "variant=pass_at_10", "model.batch_size=16"], 20, "plain", 3.0),
+    "agent": (["task=ellisande_qa", "harness=search_agent", "model=smollm2_tools", "harness.concurrency=24",
+               "model.batch_size=24", *AGENT_PATIENT], 24, "plain", 2.0),
 }
 NEAR_TIE = 1e-3  # top-2 logit gap under which float32 rounding may pick either token
 

@@ -323,3 +323,31 @@ def test_an_agent_turn_prefills_only_the_new_messages(prefix_provider):
     new_tokens = len(ids[1]) - len(ids[0]) - reply.usage.completion_tokens
     assert engine.prefilled_tokens - before <= new_tokens + 2  # +2: the reply's last token and end marker
     assert again == prefix_provider.generate_sync([nxt], plain=True)[0]
+
+
+@pytest.mark.slow
+def test_a_call_made_while_the_engine_decodes_joins_its_rows_at_once(prefix_provider):
+    """Separate `generate` calls (an agent's turns, the runner's single requests) share the running
+    engine: a short request sent while a long one decodes is answered before the long one ends. The
+    calls used to wait on the model thread behind the engine's serve, so a batch ran to its end first."""
+    engine = prefix_provider._generation_engine()
+    long = GenerateRequest(messages=(ChatMessage(role="user", content="Count from 1 to 200, separated by commas."),),
+                           sampling=SamplingParams(max_tokens=96))
+    short = GenerateRequest(messages=(ChatMessage(role="user", content="Say yes."),), sampling=SamplingParams(max_tokens=2))
+
+    async def both() -> tuple[bool, GenerateResponse, GenerateResponse]:
+        steps = engine.steps
+        first = asyncio.create_task(prefix_provider.generate([long]))
+        while engine.steps < steps + 3:  # the long row is decoding
+            await asyncio.sleep(0.01)
+        [answer] = await prefix_provider.generate([short])
+        still_running = not first.done()
+        [long_answer] = await first
+        return still_running, answer, long_answer
+
+    try:
+        still_running, answer, long_answer = asyncio.run(both())
+    finally:
+        asyncio.run(prefix_provider.aclose())
+    assert long_answer.usage.completion_tokens > 40  # long enough that the check below means something
+    assert still_running and answer.text

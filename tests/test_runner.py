@@ -248,3 +248,67 @@ def test_warm_learns_the_request_kinds_to_come_and_plain_warm_still_works(tmp_pa
     plain = PlainWarm()
     out = asyncio.run(RunnerCore(plain, HARNESS, ResultCache(None), progress=False).run(_items(plain, ["q1"])))
     assert PlainWarm.warmed == 1 and all(o.error is None for o in out.values())
+
+
+class InFlightProvider:
+    """Batches requests as they come (the prefix engine's contract, `in_flight` > 0): each call is
+    one request; 'long' answers only after `release` is set. Records how many calls run at once."""
+
+    identity = ModelIdentity(name="inflight", provider="test", content_hash="abc")
+    max_batch = 4
+    in_flight = 6
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.running = 0
+        self.peak = 0
+        self.release = asyncio.Event()
+        self.answered: list[str] = []
+        self.ll_sizes: list[int] = []
+
+    async def generate(self, requests):
+        self.sizes.append(len(requests))
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            if requests[0].prompt == "long":
+                await self.release.wait()
+            else:
+                await asyncio.sleep(0.01)
+            self.answered += [r.prompt for r in requests]
+            return [GenerateResponse(text=f"a {r.prompt}") for r in requests]
+        finally:
+            self.running -= 1
+
+    async def loglikelihood(self, requests):
+        self.ll_sizes.append(len(requests))
+        return [LoglikelihoodResponse(logprobs=(-1.0, -2.0), token_counts=(1, 1), is_greedy=(True, False)) for _ in requests]
+
+    async def aclose(self):
+        return None
+
+
+def test_an_in_flight_provider_gets_its_requests_one_by_one_and_a_long_one_holds_no_other(tmp_path):
+    """Sent in batches, a request that generates long held its whole batch, and the batches behind it
+    waited for a concurrency slot: the prefix engine ran with a few rows while requests queued here."""
+    provider = InFlightProvider()
+    reqs = [GenerateRequest(prompt="long")] + [GenerateRequest(prompt=f"q{i}") for i in range(20)]
+    items = [WorkItem(key=cache_key(provider.identity, r, "single_turn", [], 0), request=r) for r in reqs]
+    items += _items(provider, [f"context {i}" for i in range(8)])  # loglikelihoods: batched as always
+    core = RunnerCore(provider, HarnessConfig(concurrency=1), ResultCache(tmp_path / "c.sqlite"), progress=False)
+
+    async def run() -> dict:
+        async def release_when_the_others_are_done() -> None:
+            while len(provider.answered) < 20:
+                await asyncio.sleep(0.01)
+            provider.release.set()
+
+        releaser = asyncio.create_task(release_when_the_others_are_done())
+        out = await asyncio.wait_for(core.run(items, keep_order=True), timeout=30)
+        await releaser
+        return out
+
+    outcomes = asyncio.run(run())
+    assert set(provider.sizes) == {1} and provider.ll_sizes == [4, 4]
+    assert provider.peak == provider.in_flight  # as many at once as it queues, not harness.concurrency
+    assert provider.answered[-1] == "long" and all(o.response is not None for o in outcomes.values())

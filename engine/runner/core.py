@@ -246,11 +246,7 @@ class RunnerCore:
             if pending:
                 bar.start()
             if requests:
-                # A provider batching in flight (known once warm) takes its requests one at a time,
-                # as many at once as it queues.
-                in_flight = int(getattr(self.provider, "in_flight", 0) or 0)
-                size, limit = (1, asyncio.Semaphore(in_flight)) if in_flight else (max(1, self.provider.max_batch), sem)
-                await asyncio.gather(*(batch_guarded(b, limit) for b in _batches(requests, size, keep_order)))
+                await asyncio.gather(*(batch_guarded(b, limit) for b, limit in self._request_batches(requests, sem, keep_order)))
             if jobs:
                 async with (resources or _nothing)(len(jobs)) as opened:
                     ctx = JobContext(call_model=self.call_model, resources=opened)
@@ -264,6 +260,20 @@ class RunnerCore:
             self.cache.flush()
             bar.close()
         return results
+
+    def _request_batches(self, requests: list[WorkItem], sem: asyncio.Semaphore, keep_order: bool
+                         ) -> list[tuple[list[WorkItem], asyncio.Semaphore]]:
+        """Provider batches, each with the limit it runs under. A provider that batches generate
+        requests in flight (`in_flight`, known once warm) takes those one at a time, as many at once
+        as it queues (docs/architecture.md, "The generation path")."""
+        in_flight = int(getattr(self.provider, "in_flight", 0) or 0)
+        single = [it for it in requests if in_flight and isinstance(it.request, GenerateRequest)]
+        rest = [it for it in requests if not (in_flight and isinstance(it.request, GenerateRequest))]
+        out = [(b, sem) for b in _batches(rest, max(1, self.provider.max_batch), keep_order)]
+        if single:
+            queued = asyncio.Semaphore(in_flight)
+            out += [(b, queued) for b in _batches(single, 1, keep_order)]
+        return out
 
     # -- single submissions ----------------------------------------------------------------------
     async def submit(self, item: WorkItem) -> Outcome:
