@@ -198,6 +198,28 @@ def test_one_forward_admits_the_waiting_prompts_and_k_samples_share_one_prefill(
         tiny.generation_config.eos_token_id = EOS
 
 
+def test_a_failed_prefill_settles_every_job_it_was_admitting(tiny):
+    """A prefill that raises (out of memory, a bad prompt) settles each job of the round with the
+    error: none is left in no row and no queue, its caller waiting forever."""
+    engine = _engine(tiny, slots=4)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("prefill failed")
+
+    from engine.models.inference.generation import GenJob
+
+    engine.flat.hidden = broken  # type: ignore[method-assign]
+    outcomes: list[Any] = []
+    # the last two share an uncached block with each other: the second waits for a later round
+    prompts = [[20, 21, 22], [30, 31], SHARED + [1], SHARED + [2]]
+    engine.add([GenJob(prompt=lambda p=p: p, sampling=SamplingParams(max_tokens=4), settle=outcomes.append)
+                for p in prompts])
+    with pytest.raises(RuntimeError):
+        engine.serve()
+    assert len(outcomes) == 4 and all(isinstance(o, RuntimeError) for o in outcomes)
+    assert not engine.running and not engine._rows and not engine._pending
+
+
 def test_stop_strings_end_a_row_and_a_cancelled_job_is_settled_as_cancelled(tiny):
     from engine.models.inference.generation import GenJob
 

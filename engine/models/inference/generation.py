@@ -139,8 +139,17 @@ class GenerationEngine:
                 job.settle(ProviderError("the prompt has no tokens", kind="bad_request"))
                 continue
             ready.append((job, prompt))
-        while ready:
-            ready = self._admit_round(ready)
+        try:
+            while ready:
+                ready = self._admit_round(ready)
+        except BaseException as err:
+            # A prefill that failed leaves these jobs in no row and no queue: each is settled with the
+            # error (the rows already slotted are settled by `_serve`), never left awaited forever.
+            decoding = {id(r.job) for r in self._rows}
+            for job, _ in ready:
+                if id(job) not in decoding:
+                    job.settle(err)
+            raise
 
     def _admit_round(self, ready: list[tuple[GenJob, tuple[int, ...]]]) -> list[tuple[GenJob, tuple[int, ...]]]:
         """One flat forward over the new tokens of several prompts, each after its longest cached
