@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +239,13 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="questions per row (default: the row's own)")
     ap.add_argument("--evalbench", action="append", default=[], metavar="OVERRIDE",
                     help="an override for evalbench's runs (both paths), e.g. model.batch_size=16; repeatable")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="work in DIR and keep it (every run's records, lm-eval's samples) instead of a temporary folder")
     args = ap.parse_args()
+    if args.keep is not None:
+        if taken := [r for r in args.rows if (args.keep / r).exists()]:
+            sys.exit(f"{args.keep} already holds a run of {', '.join(taken)}: name a new folder for --keep")
+        args.keep.mkdir(parents=True, exist_ok=True)
     if any(ROWS[r][2] == "lm_eval" for r in args.rows) and not LM_EVAL_PY.exists():
         sys.exit(f"lm-eval's venv is missing ({LM_EVAL_PY}): create it with `python -m engine.external.venvs lm_eval`")
     sys.path.insert(0, str(REPO))
@@ -254,7 +261,7 @@ def main() -> int:
     print(f"{'row':10} {'n':>4} {'floor s':>7} | {'evalbench':>8} {'x floor':>7} {'tok/s':>6} {'RSS MB':>6} | "
           f"{'peer':>7} {'s':>8} {'tok/s':>6} {'RSS MB':>6} | {'speedup':>7} {'target':>5} | {'same':>9} {'ties':>4} {'diff':>4}")
     ok = True
-    with tempfile.TemporaryDirectory(prefix="genspeed_") as tmp:
+    with (nullcontext(str(args.keep)) if args.keep is not None else tempfile.TemporaryDirectory(prefix="genspeed_")) as tmp:
         checkpoint = clean_checkpoint(model_dir, Path(tmp))
         for row in args.rows:
             ok &= run_row(row, args.limit or ROWS[row][1], Path(tmp), checkpoint, provider, params, rate,
