@@ -244,7 +244,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.keep is not None:
         if taken := [r for r in args.rows if (args.keep / r).exists()]:
-            sys.exit(f"{args.keep} already holds a run of {', '.join(taken)}: name a new folder for --keep")
+            ap.error(f"{args.keep} already holds a run of {', '.join(taken)}: name a new folder for --keep")
         args.keep.mkdir(parents=True, exist_ok=True)
     if any(ROWS[r][2] == "lm_eval" for r in args.rows) and not LM_EVAL_PY.exists():
         sys.exit(f"lm-eval's venv is missing ({LM_EVAL_PY}): create it with `python -m engine.external.venvs lm_eval`")

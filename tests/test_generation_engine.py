@@ -360,7 +360,7 @@ def test_a_call_made_while_the_engine_decodes_joins_its_rows_at_once(prefix_prov
     async def both() -> tuple[bool, GenerateResponse, GenerateResponse]:
         steps = engine.steps
         first = asyncio.create_task(prefix_provider.generate([long]))
-        while engine.steps < steps + 3:  # the long row is decoding
+        while engine.steps < steps + 3 and not first.done():  # the long row is decoding (never a hang)
             await asyncio.sleep(0.01)
         [answer] = await prefix_provider.generate([short])
         still_running = not first.done()

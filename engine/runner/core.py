@@ -267,13 +267,13 @@ class RunnerCore:
         requests in flight (`in_flight`, known once warm) takes those one at a time, as many at once
         as it queues (docs/architecture.md, "The generation path")."""
         in_flight = int(getattr(self.provider, "in_flight", 0) or 0)
-        single = [it for it in requests if in_flight and isinstance(it.request, GenerateRequest)]
-        rest = [it for it in requests if not (in_flight and isinstance(it.request, GenerateRequest))]
-        out = [(b, sem) for b in _batches(rest, max(1, self.provider.max_batch), keep_order)]
-        if single:
-            queued = asyncio.Semaphore(in_flight)
-            out += [(b, queued) for b in _batches(single, 1, keep_order)]
-        return out
+        if not in_flight:
+            return [(b, sem) for b in _batches(requests, max(1, self.provider.max_batch), keep_order)]
+        single = [it for it in requests if isinstance(it.request, GenerateRequest)]
+        rest = [it for it in requests if not isinstance(it.request, GenerateRequest)]
+        queued = asyncio.Semaphore(in_flight)
+        return ([(b, sem) for b in _batches(rest, max(1, self.provider.max_batch), keep_order)]
+                + [(b, queued) for b in _batches(single, 1, keep_order)])
 
     # -- single submissions ----------------------------------------------------------------------
     async def submit(self, item: WorkItem) -> Outcome:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F  # the conventional name
 
 from engine.models.inference.flat_forward import FlatLlama, PrefixKV, Segment, _rms, _rope, supports
-from engine.models.inference.hf_tree import PrefixCache
+from engine.models.inference.hf_tree import PrefixCache, _lcp
 from engine.models.inference.slots import SlotKV
 from engine.types import ProviderError, SamplingParams
 
@@ -165,7 +165,7 @@ class GenerationEngine:
         for prompt, group in same.items():
             entry, n = self.cache.best(list(prompt))
             n = min(n, len(prompt) - 1)  # the last prompt token runs: its output predicts the first new token
-            if any(_shared(prompt, other) > n + WAIT_FOR_SHARED for other, _, _ in chosen):
+            if any(_lcp(prompt, other) > n + WAIT_FOR_SHARED for other, _, _ in chosen):
                 later += [(job, prompt) for job in group]
                 continue
             chosen.append((prompt, entry if n > 0 else None, n))
@@ -334,15 +334,6 @@ class GenerationEngine:
             self.kv.move(last, index, self._rows[last].length - self._rows[last].base)
             self._rows[index] = self._rows[last]
         self._rows.pop()
-
-
-def _shared(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    """The length of the longest common prefix of two token sequences."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def cancelled() -> ProviderError:
